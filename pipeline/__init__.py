@@ -1,0 +1,56 @@
+"""srcube pipeline: search STAC catalogs, assemble clear stacks, super-resolve, persist zarr cubes.
+
+>>> from pipeline import run_region
+>>> cube = run_region((4.465, 51.401, 4.509, 51.427), "2024-05-01/2024-06-30", out="demo.zarr")
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("srcube")
+except PackageNotFoundError:  # running from a source tree that was not installed
+    __version__ = "0+unknown"
+
+from pipeline.errors import (  # noqa: E402
+    AllCloudyError,
+    CatalogUnavailableError,
+    EmptySearchError,
+    IncompleteCubeError,
+    InvalidBBoxError,
+    InvalidDatesError,
+    InvalidOptionError,
+    NotACubeError,
+    OutputExistsError,
+    SrcubeError,
+    UnknownBandError,
+    UnknownCatalogError,
+    UnknownCollectionError,
+    UnknownModelError,
+    UnsupportedScaleError,
+)
+from pipeline.infer import super_resolve  # noqa: E402
+from pipeline.region import RunOptions, run_region  # noqa: E402
+from pipeline.store import open_cube  # noqa: E402
+
+__all__ = [
+    "AllCloudyError",
+    "CatalogUnavailableError",
+    "EmptySearchError",
+    "IncompleteCubeError",
+    "InvalidBBoxError",
+    "InvalidDatesError",
+    "InvalidOptionError",
+    "NotACubeError",
+    "OutputExistsError",
+    "RunOptions",
+    "SrcubeError",
+    "UnknownBandError",
+    "UnknownCatalogError",
+    "UnknownCollectionError",
+    "UnknownModelError",
+    "UnsupportedScaleError",
+    "__version__",
+    "open_cube",
+    "run_region",
+    "super_resolve",
+]

@@ -1,0 +1,165 @@
+"""STAC search through named catalog profiles (pystac-client).
+
+A profile names a STAC API, its default collection, the band vocabulary of its items and, where
+needed, how asset hrefs are signed. ``catalog`` may also be any STAC API URL.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pystac
+import pystac_client
+import requests
+from pystac_client.exceptions import APIError
+from pystac_client.stac_api_io import StacApiIO
+from urllib3.util.retry import Retry
+
+from pipeline.bands import SENTINEL2, BandVocabulary
+from pipeline.errors import (
+    CatalogUnavailableError,
+    EmptySearchError,
+    UnknownCatalogError,
+    UnknownCollectionError,
+)
+from pipeline.params import BBox, DateRange
+
+log = logging.getLogger(__name__)
+
+
+def _sign_planetary_computer(obj: Any) -> Any:
+    import planetary_computer
+
+    return planetary_computer.sign_inplace(obj)
+
+
+@dataclass(frozen=True)
+class CatalogProfile:
+    """A STAC API srcube knows how to search and read."""
+
+    name: str
+    url: str  # empty for "sample": resolved when the local server starts
+    collection: str
+    vocabulary: BandVocabulary = SENTINEL2
+    modifier: Callable[[Any], Any] | None = None
+    notes: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("a catalog profile needs a name")
+        if self.url and not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"catalog profile {self.name}: url must be http(s), got {self.url!r}")
+
+    def resolved_url(self) -> str:
+        if self.name == "sample":
+            from pipeline.stac_server import sample_server_url
+
+            return sample_server_url()
+        return self.url
+
+
+PROFILES: dict[str, CatalogProfile] = {
+    p.name: p
+    for p in (
+        CatalogProfile("sample", "", "sentinel-2-l2a",
+                       notes="srcube's own sample archive behind a local STAC API on 127.0.0.1"),
+        CatalogProfile("earth-search", "https://earth-search.aws.element84.com/v1", "sentinel-2-l2a",
+                       notes="Element 84 Earth Search v1; public COGs on AWS, no credentials"),
+        CatalogProfile("planetary-computer", "https://planetarycomputer.microsoft.com/api/stac/v1",
+                       "sentinel-2-l2a", modifier=_sign_planetary_computer,
+                       notes="Microsoft Planetary Computer; hrefs signed with the planetary-computer "
+                             "package (set PC_SDK_SUBSCRIPTION_KEY for higher limits)"),
+        CatalogProfile("cdse", "https://stac.dataspace.copernicus.eu/v1", "sentinel-2-l2a",
+                       notes="Copernicus Data Space Ecosystem; assets are s3://eodata/... and need "
+                             "CDSE S3 keys (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
+                             "AWS_S3_ENDPOINT=eodata.dataspace.copernicus.eu, AWS_VIRTUAL_HOSTING=FALSE)"),
+    )
+}
+
+
+def list_catalogs() -> list[str]:
+    return sorted(PROFILES)
+
+
+def resolve_catalog(catalog: str | CatalogProfile) -> CatalogProfile:
+    """A profile by name, or a generic profile for a STAC API URL."""
+    if isinstance(catalog, CatalogProfile):
+        return catalog
+    if not isinstance(catalog, str) or not catalog.strip():
+        raise UnknownCatalogError(f"catalog must be a profile name or a STAC API URL, got {catalog!r}")
+    if catalog in PROFILES:
+        return PROFILES[catalog]
+    if catalog.startswith(("http://", "https://")):
+        return CatalogProfile(name=catalog, url=catalog.rstrip("/"), collection="sentinel-2-l2a")
+    raise UnknownCatalogError(
+        f"unknown catalog {catalog!r}; use one of {', '.join(list_catalogs())} or a STAC API URL "
+        "(http:// or https://)")
+
+
+def _stac_io(retries: int) -> StacApiIO:
+    retry = Retry(total=retries, backoff_factor=0.5, status_forcelist=(429, 500, 502, 503, 504),
+                  allowed_methods=None, raise_on_status=False)
+    return StacApiIO(max_retries=retry, timeout=60)
+
+
+def open_catalog(profile: CatalogProfile, *, retries: int = 3) -> pystac_client.Client:
+    url = profile.resolved_url()
+    try:
+        return pystac_client.Client.open(url, modifier=profile.modifier, stac_io=_stac_io(retries))
+    except (requests.RequestException, APIError, OSError) as exc:
+        raise CatalogUnavailableError(f"could not open the STAC API at {url}: {exc}") from exc
+
+
+def check_collection(client: pystac_client.Client, collection: str) -> None:
+    """Raise UnknownCollectionError (listing what exists) unless the API has ``collection``."""
+    try:
+        found = client.get_collection(collection)
+    except APIError:
+        found = None
+    except requests.RequestException as exc:
+        raise CatalogUnavailableError(f"could not reach {client.self_href}: {exc}") from exc
+    if found is not None:
+        return
+    try:
+        known = sorted(c.id for c in client.get_collections())
+    except (APIError, requests.RequestException):
+        known = []
+    raise UnknownCollectionError(
+        f"collection {collection!r} not found at {client.self_href}"
+        + (f"; it has: {', '.join(known)}" if known else ""))
+
+
+def search(client: pystac_client.Client, collection: str, bbox: BBox, dates: DateRange, *,
+           max_cloud_cover: float | None = None, max_items: int | None = None) -> list[pystac.Item]:
+    """Items of ``collection`` intersecting ``bbox`` within ``dates``, oldest first.
+
+    ``max_cloud_cover`` (percent) filters on ``eo:cloud_cover`` on the client side, so it works
+    with APIs that lack the query/filter extensions.
+    """
+    try:
+        result = client.search(collections=[collection], bbox=bbox.as_tuple(), datetime=dates.to_stac(),
+                                max_items=max_items)
+        items = list(result.items())
+    except (APIError, requests.RequestException) as exc:
+        raise CatalogUnavailableError(f"search at {client.self_href} failed: {exc}") from exc
+    n_found = len(items)
+    if max_cloud_cover is not None:
+        items = [it for it in items if float(it.properties.get("eo:cloud_cover", 0.0)) <= max_cloud_cover]
+    if not items:
+        extra = (f" ({n_found} found, none with eo:cloud_cover <= {max_cloud_cover})"
+                 if n_found else "")
+        raise EmptySearchError(
+            f"no {collection} items at {client.self_href} for bbox {bbox.as_tuple()} and dates "
+            f"{dates}{extra}; widen the dates or the bbox, or check the collection")
+    items.sort(key=lambda it: (it.datetime or it.common_metadata.start_datetime, it.id))
+    log.info("found %d items in %s", len(items), collection)
+    return items
+
+
+def describe(profiles: Sequence[CatalogProfile] | None = None) -> list[tuple[str, str, str, str]]:
+    """(name, url, default collection, notes) per profile, for the CLI."""
+    return [(p.name, p.url or "(local, started on demand)", p.collection, p.notes)
+            for p in (profiles or list(PROFILES.values()))]

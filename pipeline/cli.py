@@ -1,0 +1,186 @@
+"""The ``srcube`` command line: run, demo, info, catalogs, models."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from pipeline.errors import SrcubeError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="srcube: super-resolved, analysis-ready data cubes from satellite archives.")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _setup_logging(verbose: bool) -> None:
+    """srcube's own INFO messages on stderr; other libraries (distributed, ...) only warnings."""
+    handler = RichHandler(console=err_console, show_path=False)
+    # distributed configures its loggers at INFO on import; keep its chatter below warnings
+    handler.addFilter(lambda r: r.levelno >= logging.WARNING or r.name.split(".")[0] in ("pipeline", "models"))
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", datefmt="[%X]", handlers=[handler], force=True)
+    for name in ("pipeline", "models"):
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+def _fail(exc: BaseException, code: int = 2) -> None:
+    err_console.print(f"[bold red]error:[/] {exc}")
+    raise typer.Exit(code)
+
+
+def _frames_table(frames: list[dict[str, Any]]) -> Table:
+    table = Table(title="frames (one per solar day)")
+    for col in ("date", "clear", "kept", "reason"):
+        table.add_column(col)
+    for f in frames:
+        table.add_row(f["time"], f"{f['clear_fraction']:.1%}", "yes" if f["kept"] else "[red]no[/]", f["reason"])
+    return table
+
+
+def _run(out: str, print_summary: bool, **kwargs: Any) -> None:
+    from pipeline.region import run_region
+
+    def on_step(name: str, run: Any) -> None:
+        if name == "search":
+            console.print(f"[bold]search[/]: {run.items_found} items found")
+        elif name == "clearance":
+            console.print(_frames_table([f.__dict__ for f in run.frames]))
+
+    t0 = time.perf_counter()
+    try:
+        cube = run_region(out=out, on_step=on_step, progress=True, **kwargs)
+    except SrcubeError as exc:
+        _fail(exc)
+        return
+    except KeyboardInterrupt:
+        err_console.print(f"[bold red]interrupted[/]: the cube at {out} is not marked complete; "
+                          "run the same command again to redo it")
+        raise typer.Exit(130) from None
+    elapsed = time.perf_counter() - t0
+    if print_summary:
+        sizes = ", ".join(f"{k}={v}" for k, v in cube.reflectance.sizes.items())
+        console.print(f"[bold]output[/]: reflectance ({sizes}) at {cube.attrs['resolution']:g} m, "
+                      f"{cube.attrs['crs']}, model {cube.attrs['model']} x{cube.attrs['scale']}")
+        console.print(f"[bold]time[/]: {elapsed:.1f} s ({json.dumps(cube.attrs.get('timings_s', {}))})")
+        console.print(f"[bold]cube[/]: {Path(out).resolve() if '://' not in out else out}")
+
+
+@app.command()
+def run(
+    bbox: Annotated[str, typer.Option(help="min_lon,min_lat,max_lon,max_lat (EPSG:4326)")],
+    dates: Annotated[str, typer.Option(help="YYYY-MM-DD/YYYY-MM-DD (inclusive)")],
+    out: Annotated[str, typer.Option(help="output zarr path or fsspec URL")],
+    catalog: Annotated[str, typer.Option(help="profile name (see `srcube catalogs`) or STAC API URL")] = "sample",
+    collection: Annotated[str | None, typer.Option(help="collection id (default: the profile's)")] = None,
+    bands: Annotated[str | None, typer.Option(help="comma-separated bands, e.g. B02,B03,B04,B08")] = None,
+    model: Annotated[str, typer.Option(help="model name (see `srcube models`)")] = "bicubic",
+    scale: Annotated[int, typer.Option(help="upscaling factor")] = 4,
+    min_clear: Annotated[float, typer.Option(help="drop frames with a smaller clear fraction")] = 0.5,
+    tile: Annotated[int, typer.Option(help="input tile size in pixels")] = 256,
+    dtype: Annotated[str, typer.Option(help="float32 or int16 (scaled by 1e-4)")] = "float32",
+    max_cloud_cover: Annotated[float | None, typer.Option(help="skip items above this eo:cloud_cover %")] = None,
+    workers: Annotated[int | None, typer.Option(help="LocalCluster workers (default: cores, max 4)")] = None,
+    scheduler: Annotated[str | None, typer.Option(help="address of an existing Dask scheduler")] = None,
+    overwrite: Annotated[bool, typer.Option(help="replace a complete cube at --out")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Super-resolve a region and date range into a zarr cube."""
+    _setup_logging(verbose)
+    client = None
+    if scheduler:
+        from distributed import Client
+
+        client = Client(scheduler)
+    _run(out, True, bbox=bbox, dates=dates, catalog=catalog, collection=collection,
+         bands=bands.split(",") if bands else None, model=model, scale=scale, min_clear=min_clear, tile=tile,
+         dtype=dtype, max_cloud_cover=max_cloud_cover, n_workers=workers, overwrite=overwrite, client=client)
+
+
+@app.command()
+def demo(
+    out: Annotated[str, typer.Option(help="where to write the demo cube")] = "srcube-demo.zarr",
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run the embedded sample region end to end (local STAC API, LocalCluster, local zarr)."""
+    from pipeline import sample
+
+    _setup_logging(verbose)
+    console.print(f"[bold]srcube demo[/]: sample archive, bbox {sample.DEFAULT_BBOX}, dates {sample.DEFAULT_DATES}")
+    _run(out, True, bbox=sample.DEFAULT_BBOX, dates=sample.DEFAULT_DATES, catalog="sample", overwrite=True)
+
+
+@app.command()
+def info(cube: Annotated[str, typer.Argument(help="path or URL of an srcube cube")]) -> None:
+    """Summarise a cube: status, grid, bands, dates, provenance, chunks written."""
+    from pipeline.store import CubeStore
+
+    store = CubeStore(cube)
+    status = store.status()
+    if status in ("absent", "empty", "foreign"):
+        _fail(FileNotFoundError(f"{cube}: no srcube cube here ({status})"))
+    attrs = store.attrs()
+    ds = store.open(require_complete=False)
+    written, expected = store.chunk_counts("reflectance")
+    table = Table(show_header=False, title=f"srcube cube {cube}")
+    rows = [
+        ("status", f"[green]complete[/]" if status == "complete" else "[red]incomplete[/] (the run did not finish)"),
+        ("reflectance", ", ".join(f"{k}={v}" for k, v in ds.reflectance.sizes.items()) + f" {ds.reflectance.dtype}"),
+        ("chunks written", f"{written} / {expected}"),
+        ("crs, resolution", f"{attrs.get('crs')}, {attrs.get('resolution')} m (input {attrs.get('input_resolution')} m)"),
+        ("bands", ", ".join(map(str, ds.band.values))),
+        ("dates", ", ".join(str(t)[:10] for t in ds.time.values)),
+        ("model", f"{attrs.get('model')} x{attrs.get('scale')} (weights sha256 {attrs.get('weights_sha256')})"),
+        ("catalog", f"{attrs.get('catalog')} / {attrs.get('collection')}"),
+        ("bbox, dates asked", f"{attrs.get('bbox')} {attrs.get('dates')}"),
+        ("items used", str(len(attrs.get("stac_item_ids", [])))),
+        ("created", f"{attrs.get('created')} by srcube {attrs.get('srcube_version')}"),
+    ]
+    for k, v in rows:
+        table.add_row(k, v)
+    console.print(table)
+    if attrs.get("frames"):
+        console.print(_frames_table(json.loads(attrs["frames"])))
+
+
+@app.command()
+def catalogs() -> None:
+    """List the catalog profiles."""
+    from pipeline.catalog import describe
+
+    table = Table("name", "url", "collection", "notes")
+    for row in describe():
+        table.add_row(*row)
+    console.print(table)
+
+
+@app.command("models")
+def models_cmd() -> None:
+    """List the registered models."""
+    import models
+
+    table = Table("name", "kind", "scales", "weights", "description")
+    for name in models.list_models():
+        e = models.entry(name)
+        table.add_row(name, e.kind, ",".join(map(str, e.scales)), "not needed" if not e.trained else "?",
+                      e.description)
+    console.print(table)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

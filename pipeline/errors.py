@@ -1,0 +1,101 @@
+"""Typed errors and warnings of srcube.
+
+Every error says what was given and what to change. They are raised before any work is done
+(no search, no cluster, nothing written) whenever the input alone shows the run cannot succeed.
+"""
+
+from __future__ import annotations
+
+import models
+
+
+class SrcubeError(Exception):
+    """Base class of all srcube errors."""
+
+
+class SrcubeWarning(UserWarning):
+    """Base class of all srcube warnings."""
+
+
+# --- request validation ----------------------------------------------------------------------
+
+
+class InvalidBBoxError(SrcubeError, ValueError):
+    """The bounding box is malformed, out of range, reversed or degenerate."""
+
+
+class InvalidDatesError(SrcubeError, ValueError):
+    """The date range is malformed, reversed or entirely in the future."""
+
+
+class InvalidOptionError(SrcubeError, TypeError):
+    """An option name or value that run_region does not accept."""
+
+
+class UnknownCatalogError(SrcubeError, LookupError):
+    """The catalog is neither a known profile name nor an http(s) URL."""
+
+
+class UnknownCollectionError(SrcubeError, LookupError):
+    """The catalog does not have the requested collection."""
+
+
+class UnknownBandError(SrcubeError, LookupError):
+    """A requested band is not in the sensor's band vocabulary, or not among an item's assets."""
+
+
+class UnknownModelError(SrcubeError, models.UnknownModelError):
+    """The model name is not registered."""
+
+
+class UnsupportedScaleError(SrcubeError, models.UnsupportedScaleError):
+    """The model cannot super-resolve by the requested scale."""
+
+
+class WeightsNotFoundError(SrcubeError, FileNotFoundError):
+    """A model's weights file is missing (srcube never downloads weights)."""
+
+
+# --- search and data -------------------------------------------------------------------------
+
+
+class CatalogUnavailableError(SrcubeError, ConnectionError):
+    """The STAC API could not be reached or answered with an error."""
+
+
+class EmptySearchError(SrcubeError, LookupError):
+    """The search matched no items."""
+
+
+class AllCloudyError(SrcubeError, LookupError):
+    """Every frame in the stack is below the clear-fraction threshold."""
+
+
+class InvalidDataError(SrcubeError, ValueError):
+    """An array handed to srcube lacks what it needs (dims, CRS, finite values)."""
+
+
+# --- output ----------------------------------------------------------------------------------
+
+
+class OutputExistsError(SrcubeError, FileExistsError):
+    """The output path holds something that srcube must not overwrite."""
+
+
+class NotACubeError(OutputExistsError):
+    """The output path exists and is not an srcube cube (srcube never overwrites foreign data)."""
+
+
+class IncompleteCubeError(SrcubeError, RuntimeError):
+    """The cube was not finished (it lacks ``complete = true``)."""
+
+
+# --- warnings --------------------------------------------------------------------------------
+
+
+class GeorefMismatchWarning(SrcubeWarning):
+    """An item's proj:shape/proj:transform disagree with the asset file; the file wins."""
+
+
+class FramesDroppedWarning(SrcubeWarning):
+    """Some frames were dropped because they were not clear enough."""

@@ -1,0 +1,176 @@
+"""Tiled, seam-free super-resolution of georeferenced arrays over Dask.
+
+``super_resolve`` builds one blockwise graph: each input tile (a Dask chunk) borrows ``margin``
+pixels from its neighbours (``dask.array.overlap``, none beyond the scene edge), goes through the
+model once, and is cropped to exactly ``scale x`` its own extent. The output grid is the input
+grid with pixels ``scale`` times smaller and the same outer edges, so each input pixel maps to
+``scale x scale`` output pixels. Models enter the graph as a small ``ModelSpec`` and are built once
+per worker process (or, for a model object, as one shared graph key).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+import odc.geo.xr  # noqa: F401  (registers the .odc accessor)
+import torch
+import xarray as xr
+from affine import Affine
+from odc.geo.geobox import GeoBox
+from odc.geo.xr import xr_coords
+
+import models
+from models import ModelSpec, SRModel
+from pipeline.errors import InvalidDataError, UnknownModelError, UnsupportedScaleError
+from pipeline.tiling import TileSpec, crop_bounds
+
+DEFAULT_TILE = 256
+
+_MODEL_CACHE: dict[tuple[ModelSpec, str], SRModel] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def _device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def cached_model(spec: ModelSpec, device: str) -> SRModel:
+    """The model of ``spec`` on ``device``, built once per process."""
+    key = (spec, device)
+    with _CACHE_LOCK:
+        model = _MODEL_CACHE.get(key)
+        if model is None:
+            model = spec.build().to(device)
+            _MODEL_CACHE[key] = model
+        return model
+
+
+def resolve_model(model: str | ModelSpec | SRModel, scale: int | None) -> tuple[ModelSpec | SRModel, SRModel]:
+    """(what goes into the graph, a local instance to read scale/receptive field from).
+
+    Names are checked against the registry and the scale before any work starts.
+    """
+    if isinstance(model, str):
+        try:
+            spec = models.spec_for(model, scale=scale if scale is not None else 4)
+        except models.UnknownModelError as exc:
+            raise UnknownModelError(str(exc)) from None
+        except models.UnsupportedScaleError as exc:
+            raise UnsupportedScaleError(str(exc)) from None
+        return spec, spec.build()
+    if isinstance(model, ModelSpec):
+        local = model.build()
+        if scale is not None and local.scale != scale:
+            raise UnsupportedScaleError(f"model spec {model.name} has scale {local.scale}, not {scale}")
+        return model, local
+    if isinstance(model, SRModel):
+        if scale is not None and model.scale != scale:
+            raise UnsupportedScaleError(f"model {model.name or type(model).__name__} has scale "
+                                        f"{model.scale}, not {scale}")
+        return model, model
+    raise UnknownModelError(f"model must be a registered name, a ModelSpec or an SRModel, "
+                            f"got {type(model).__name__}; known names: {', '.join(models.list_models())}")
+
+
+def _sr_block(block: np.ndarray, ref: ModelSpec | SRModel, margin: int, scale: int, threads: int,
+              block_info: dict[Any, Any] | None = None) -> np.ndarray:
+    """Super-resolve one (time, band, y, x) tile that carries ``margin`` borrowed pixels."""
+    assert block_info is not None  # supplied by map_blocks
+    (_, _, iy, ix), (_, _, ny, nx) = block_info[0]["chunk-location"], block_info[0]["num-chunks"]
+    top, bottom = crop_bounds(iy, ny, margin)
+    left, right = crop_bounds(ix, nx, margin)
+    device = _device()
+    model = cached_model(ref, device) if isinstance(ref, ModelSpec) else ref.to(device).eval()
+    if device == "cpu":
+        torch.set_num_threads(threads)
+    finite = np.isfinite(block)
+    x = np.where(finite, block, 0.0).astype(np.float32, copy=False)
+    with torch.inference_mode():
+        y = model(torch.from_numpy(np.ascontiguousarray(x)).to(device)).float().cpu().numpy()
+    h, w = y.shape[-2:]
+    y = y[..., top * scale : h - bottom * scale, left * scale : w - right * scale]
+    valid = finite.all(axis=1)[:, top : finite.shape[-2] - bottom, left : finite.shape[-1] - right]
+    if not valid.all():
+        invalid = ~np.repeat(np.repeat(valid, scale, axis=-2), scale, axis=-1)
+        y = np.where(invalid[:, None], np.float32(np.nan), y)
+    return np.ascontiguousarray(y, dtype=np.float32)
+
+
+def _normalise(data: xr.DataArray) -> tuple[xr.DataArray, bool]:
+    if not isinstance(data, xr.DataArray):
+        raise InvalidDataError(f"super_resolve takes an xarray.DataArray, got {type(data).__name__}")
+    squeeze = False
+    if data.dims == ("band", "y", "x"):
+        data, squeeze = data.expand_dims("time"), True
+    if set(data.dims) != {"time", "band", "y", "x"}:
+        raise InvalidDataError(f"expected dims (time, band, y, x) or (band, y, x), got {data.dims}")
+    data = data.transpose("time", "band", "y", "x")
+    if data.odc.crs is None:
+        raise InvalidDataError("the array has no CRS; attach one (rioxarray .rio.write_crs or odc-geo "
+                               ".odc.assign_crs) so the output can be georeferenced")
+    if data.sizes["y"] < 1 or data.sizes["x"] < 1:
+        raise InvalidDataError(f"the array is empty: {dict(data.sizes)}")
+    return data, squeeze
+
+
+def output_geobox(geobox: GeoBox, scale: int) -> GeoBox:
+    """The input grid with pixels ``scale`` times smaller and the same outer edges."""
+    ny, nx = geobox.shape
+    return GeoBox((ny * scale, nx * scale), geobox.affine * Affine.scale(1.0 / scale), geobox.crs)
+
+
+def default_threads(client: Any | None) -> int:
+    """Torch CPU threads per task: the cores left for each Dask thread (at least one)."""
+    cores = os.cpu_count() or 1
+    if client is None:
+        return 1  # the threaded scheduler already runs one task per core
+    total = sum(client.nthreads().values()) or 1
+    return max(1, cores // total)
+
+
+def super_resolve(data: xr.DataArray, model: str | ModelSpec | SRModel, *, client: Any | None = None,
+                  scale: int | None = None, tile: int = DEFAULT_TILE, margin: int | None = None,
+                  torch_threads: int | None = None) -> xr.DataArray:
+    """Super-resolve a georeferenced ``(time, band, y, x)`` or ``(band, y, x)`` reflectance array.
+
+    Returns the array on the finer aligned grid. A Dask-backed input gives a lazy result (compute
+    it with your client); an in-memory input is computed here, on ``client`` if given.
+    ``tile`` is the input tile size, ``margin`` the borrowed border (at least the model's
+    receptive field). NaN input pixels are filled for the model and NaN again in the output.
+    """
+    data, squeeze = _normalise(data)
+    ref, local = resolve_model(model, scale)
+    if local.multi_frame:
+        raise InvalidDataError(f"model {local.name} is multi-frame; super_resolve runs single-image models")
+    if local.bands is not None and data.sizes["band"] != len(local.bands):
+        raise InvalidDataError(f"model {local.name} takes bands {local.bands}, the array has "
+                               f"{list(map(str, data.band.values))}")
+    s = int(local.scale)
+    m = max(int(local.receptive_field), int(margin or 0))
+    spec = TileSpec(tile=tile, margin=m, scale=s)
+    lazy = dask.is_dask_collection(data.data)
+    arr = data.data if lazy else da.from_array(np.asarray(data.data))
+    arr = arr.astype(np.float32).rechunk((1, -1, spec.chunks(data.sizes["y"]), spec.chunks(data.sizes["x"])))
+    ov = da.overlap.overlap(arr, depth={0: 0, 1: 0, 2: m, 3: m}, boundary="none") if m else arr
+    graph_ref: Any = ref if isinstance(ref, ModelSpec) else dask.delayed(ref, pure=True, traverse=False)
+    threads = torch_threads if torch_threads is not None else default_threads(client)
+    out = da.map_blocks(
+        _sr_block, ov, graph_ref, m, s, threads,
+        chunks=(arr.chunks[0], arr.chunks[1], spec.out_chunks(data.sizes["y"]), spec.out_chunks(data.sizes["x"])),
+        dtype=np.float32, meta=np.empty((0, 0, 0, 0), np.float32), name=f"super-resolve-{local.name}",
+    )
+    gbox = output_geobox(data.odc.geobox, s)
+    coords: dict[str, Any] = {"time": data.time, "band": data.band, **xr_coords(gbox, crs_coord_name="spatial_ref")}
+    for name, coord in data.coords.items():
+        if name not in coords and set(coord.dims) <= {"time", "band"}:
+            coords[str(name)] = coord
+    result = xr.DataArray(out, dims=("time", "band", "y", "x"), coords=coords, name=data.name,
+                          attrs={**data.attrs, "sr_model": local.name, "sr_scale": s})
+    if not lazy:
+        result = (client.compute(result).result() if client is not None else result.compute())
+    return result.isel(time=0) if squeeze else result

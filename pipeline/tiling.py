@@ -1,0 +1,65 @@
+"""Tile arithmetic for pad-and-crop inference: pure functions, no I/O.
+
+A tile is a chunk of the input grid. Each tile is read with ``margin`` extra input pixels on every
+side that has a neighbour (none beyond the scene edge, where the model sees the same border as a
+whole-image pass), super-resolved, and cropped back to ``scale x`` its own extent. With
+``margin >= receptive_field`` the tiled result equals a whole-image pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+def chunk_sizes(n: int, tile: int, min_size: int = 1) -> tuple[int, ...]:
+    """Split ``n`` pixels into tiles of ``tile``; a last tile smaller than ``min_size`` joins the
+    one before it (a tile must be at least as large as the margin its neighbours borrow)."""
+    if n <= 0:
+        raise ValueError(f"cannot tile an axis of {n} pixels")
+    if tile <= 0:
+        raise ValueError(f"tile size must be positive, got {tile}")
+    sizes = [tile] * (n // tile)
+    rest = n - tile * len(sizes)
+    if rest:
+        if sizes and rest < min_size:
+            sizes[-1] += rest
+        else:
+            sizes.append(rest)
+    return tuple(sizes)
+
+
+@dataclass(frozen=True)
+class TileSpec:
+    """Tile size (input pixels), margin (input pixels) and scale of a tiled inference."""
+
+    tile: int
+    margin: int
+    scale: int
+
+    def __post_init__(self) -> None:
+        if self.tile < 1:
+            raise ValueError(f"tile must be >= 1, got {self.tile}")
+        if self.margin < 0:
+            raise ValueError(f"margin must be >= 0, got {self.margin}")
+        if self.scale < 1:
+            raise ValueError(f"scale must be >= 1, got {self.scale}")
+        if self.margin > self.tile:
+            raise ValueError(f"margin {self.margin} is larger than the tile {self.tile}; use larger tiles")
+
+    def chunks(self, n: int) -> tuple[int, ...]:
+        return chunk_sizes(n, self.tile, max(self.margin, 1))
+
+    def out_chunks(self, n: int) -> tuple[int, ...]:
+        return tuple(c * self.scale for c in self.chunks(n))
+
+    def overhead(self) -> float:
+        """Input pixels processed per useful pixel for interior tiles: ((T + 2m) / T)^2."""
+        return ((self.tile + 2 * self.margin) / self.tile) ** 2
+
+
+def crop_bounds(index: int, count: int, margin: int) -> tuple[int, int]:
+    """(before, after) margins present around tile ``index`` of ``count`` of ``size`` pixels:
+    zero at the scene edges, ``margin`` elsewhere."""
+    before = margin if index > 0 else 0
+    after = margin if index < count - 1 else 0
+    return before, after

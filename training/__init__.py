@@ -1,0 +1,1 @@
+"""Training of srcube models: datasets, losses, metrics, trainer (issue: training)."""
