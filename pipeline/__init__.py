@@ -11,7 +11,7 @@ try:
 except PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0+unknown"
 
-from pipeline.errors import (  # noqa: E402
+from pipeline.errors import (
     AllCloudyError,
     CatalogUnavailableError,
     EmptySearchError,
@@ -28,9 +28,9 @@ from pipeline.errors import (  # noqa: E402
     UnknownModelError,
     UnsupportedScaleError,
 )
-from pipeline.infer import super_resolve  # noqa: E402
-from pipeline.region import RunOptions, run_region  # noqa: E402
-from pipeline.store import open_cube  # noqa: E402
+from pipeline.infer import super_resolve
+from pipeline.region import RunOptions, run_region
+from pipeline.store import open_cube
 
 __all__ = [
     "AllCloudyError",

@@ -128,14 +128,20 @@ def info(cube: Annotated[str, typer.Argument(help="path or URL of an srcube cube
     if status in ("absent", "empty", "foreign"):
         _fail(FileNotFoundError(f"{cube}: no srcube cube here ({status})"))
     attrs = store.attrs()
-    ds = store.open(require_complete=False)
-    written, expected = store.chunk_counts("reflectance")
+    counts = store.chunk_counts("reflectance")
     table = Table(show_header=False, title=f"srcube cube {cube}")
+    state = "[green]complete[/]" if status == "complete" else "[red]incomplete[/] (the run did not finish)"
+    if counts is None:
+        table.add_row("status", f"{state}; it stopped while writing the template")
+        console.print(table)
+        return
+    ds = store.open(require_complete=False)
     rows = [
-        ("status", f"[green]complete[/]" if status == "complete" else "[red]incomplete[/] (the run did not finish)"),
+        ("status", state),
         ("reflectance", ", ".join(f"{k}={v}" for k, v in ds.reflectance.sizes.items()) + f" {ds.reflectance.dtype}"),
-        ("chunks written", f"{written} / {expected}"),
-        ("crs, resolution", f"{attrs.get('crs')}, {attrs.get('resolution')} m (input {attrs.get('input_resolution')} m)"),
+        ("chunks written", f"{counts[0]} / {counts[1]}"),
+        ("crs, resolution",
+         f"{attrs.get('crs')}, {attrs.get('resolution')} m (input {attrs.get('input_resolution')} m)"),
         ("bands", ", ".join(map(str, ds.band.values))),
         ("dates", ", ".join(str(t)[:10] for t in ds.time.values)),
         ("model", f"{attrs.get('model')} x{attrs.get('scale')} (weights sha256 {attrs.get('weights_sha256')})"),

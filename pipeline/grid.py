@@ -18,7 +18,7 @@ def utm_epsg(lon: float, lat: float) -> int:
     The Norway/Svalbard zone exceptions are not applied: the grid is a projection choice, not a
     product tiling, and the regular zones are valid there too.
     """
-    zone = min(int(math.floor((lon + 180.0) / 6.0)) + 1, 60)
+    zone = min(math.floor((lon + 180.0) / 6.0) + 1, 60)
     return (32600 if lat >= 0 else 32700) + zone
 
 

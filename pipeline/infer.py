@@ -18,6 +18,7 @@ import dask
 import dask.array as da
 import numpy as np
 import odc.geo.xr  # noqa: F401  (registers the .odc accessor)
+import rioxarray  # noqa: F401  (registers the .rio accessor)
 import torch
 import xarray as xr
 from affine import Affine
@@ -115,13 +116,29 @@ def _normalise(data: xr.DataArray) -> tuple[xr.DataArray, bool]:
                                ".odc.assign_crs) so the output can be georeferenced")
     if data.sizes["y"] < 1 or data.sizes["x"] < 1:
         raise InvalidDataError(f"the array is empty: {dict(data.sizes)}")
+    input_geobox(data)  # fail now, not after the graph is built
     return data, squeeze
+
+
+def input_geobox(data: xr.DataArray) -> GeoBox:
+    """The grid of ``data``: from its coordinates, or its GeoTransform when an axis has one pixel."""
+    gbox = data.odc.geobox
+    if gbox is not None:
+        return gbox
+    try:
+        transform = data.rio.transform(recalc=False)
+    except Exception as exc:  # rioxarray raises several types when it cannot tell
+        raise InvalidDataError(f"cannot tell the pixel grid of the array: {exc}") from None
+    if transform.is_identity:
+        raise InvalidDataError("cannot tell the pixel size of a one-pixel axis: write a GeoTransform "
+                               "(rioxarray .rio.write_transform) or give at least two pixels per axis")
+    return GeoBox((data.sizes["y"], data.sizes["x"]), transform, data.odc.crs)
 
 
 def output_geobox(geobox: GeoBox, scale: int) -> GeoBox:
     """The input grid with pixels ``scale`` times smaller and the same outer edges."""
     ny, nx = geobox.shape
-    return GeoBox((ny * scale, nx * scale), geobox.affine * Affine.scale(1.0 / scale), geobox.crs)
+    return GeoBox((ny * scale, nx * scale), geobox.affine @ Affine.scale(1.0 / scale), geobox.crs)
 
 
 def default_threads(client: Any | None) -> int:
@@ -156,7 +173,9 @@ def super_resolve(data: xr.DataArray, model: str | ModelSpec | SRModel, *, clien
     lazy = dask.is_dask_collection(data.data)
     arr = data.data if lazy else da.from_array(np.asarray(data.data))
     arr = arr.astype(np.float32).rechunk((1, -1, spec.chunks(data.sizes["y"]), spec.chunks(data.sizes["x"])))
-    ov = da.overlap.overlap(arr, depth={0: 0, 1: 0, 2: m, 3: m}, boundary="none") if m else arr
+    # borrow margins only along axes that have neighbouring tiles
+    depth = {0: 0, 1: 0, 2: m if len(arr.chunks[2]) > 1 else 0, 3: m if len(arr.chunks[3]) > 1 else 0}
+    ov = da.overlap.overlap(arr, depth=depth, boundary="none") if any(depth.values()) else arr
     graph_ref: Any = ref if isinstance(ref, ModelSpec) else dask.delayed(ref, pure=True, traverse=False)
     threads = torch_threads if torch_threads is not None else default_threads(client)
     out = da.map_blocks(
@@ -164,7 +183,7 @@ def super_resolve(data: xr.DataArray, model: str | ModelSpec | SRModel, *, clien
         chunks=(arr.chunks[0], arr.chunks[1], spec.out_chunks(data.sizes["y"]), spec.out_chunks(data.sizes["x"])),
         dtype=np.float32, meta=np.empty((0, 0, 0, 0), np.float32), name=f"super-resolve-{local.name}",
     )
-    gbox = output_geobox(data.odc.geobox, s)
+    gbox = output_geobox(input_geobox(data), s)
     coords: dict[str, Any] = {"time": data.time, "band": data.band, **xr_coords(gbox, crs_coord_name="spatial_ref")}
     for name, coord in data.coords.items():
         if name not in coords and set(coord.dims) <= {"time", "band"}:

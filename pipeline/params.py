@@ -12,7 +12,7 @@ from typing import Union
 from pipeline.errors import InvalidBBoxError, InvalidDatesError
 
 BBoxLike = Union["BBox", str, Sequence[float]]
-DatesLike = Union["DateRange", str, Sequence[Union[str, dt.date, dt.datetime]]]
+DatesLike = Union["DateRange", str, Sequence[str | dt.date | dt.datetime]]
 
 # UTM is defined from 80 deg S to 84 deg N; the output grid is always UTM.
 UTM_MIN_LAT, UTM_MAX_LAT = -80.0, 84.0
@@ -109,7 +109,7 @@ class DateRange:
     def __post_init__(self) -> None:
         if self.start > self.end:
             raise InvalidDatesError(f"dates are reversed: start {self.start} is after end {self.end}")
-        today = dt.datetime.now(dt.timezone.utc).date()
+        today = dt.datetime.now(dt.UTC).date()
         if self.start > today:
             raise InvalidDatesError(f"the whole range {self.start}/{self.end} is in the future "
                                     f"(today is {today}); no acquisitions can exist yet")

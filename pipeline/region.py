@@ -88,9 +88,8 @@ def _upsample_mask(clear: xr.DataArray, tiles: TileSpec, like: xr.DataArray) -> 
     """Nearest-neighbour ``scale x`` upsampling of the (time, y, x) clear mask on the SR tiling."""
     s = tiles.scale
     arr = clear.data.astype(np.uint8).rechunk((1, tiles.chunks(clear.sizes["y"]), tiles.chunks(clear.sizes["x"])))
-    up = arr.map_blocks(lambda b: b.repeat(s, axis=-2).repeat(s, axis=-1),
-                        chunks=(arr.chunks[0], tuple(c * s for c in arr.chunks[1]), tuple(c * s for c in arr.chunks[2])),
-                        dtype=np.uint8)
+    out_chunks = (arr.chunks[0], tuple(c * s for c in arr.chunks[1]), tuple(c * s for c in arr.chunks[2]))
+    up = arr.map_blocks(lambda b: b.repeat(s, axis=-2).repeat(s, axis=-1), chunks=out_chunks, dtype=np.uint8)
     coords = {k: v for k, v in like.coords.items() if k != "band" and "band" not in v.dims}
     return xr.DataArray(up, dims=("time", "y", "x"), coords=coords, name="clear",
                         attrs={"long_name": "clear pixel (from the scene classification)",
@@ -128,7 +127,9 @@ def _encoding(cube: xr.Dataset, tiles: TileSpec, dtype: str) -> dict[str, Any]:
         "clear": {"chunks": (1, min(ty, cube.sizes["y"]), min(tx, cube.sizes["x"]))},
     }
     if dtype == "int16":
-        enc["reflectance"].update(dtype="int16", scale_factor=INT16_SCALE, add_offset=0.0, _FillValue=INT16_FILL)
+        # float32 packing attributes make readers unpack to float32 (CF: their type is the unpacked type)
+        enc["reflectance"].update(dtype="int16", scale_factor=np.float32(INT16_SCALE), add_offset=np.float32(0.0),
+                                  _FillValue=INT16_FILL)
     return enc
 
 
@@ -154,7 +155,7 @@ class RunLog:
 
     def mark(self, step: str) -> None:
         now = time.perf_counter()
-        self.steps[step] = round(now - self._t0 - sum(self.steps.values()), 3)
+        self.steps[step] = round(max(0.0, now - self._t0 - sum(self.steps.values())), 3)
 
 
 def run_region(bbox: BBoxLike, dates: DatesLike, *, catalog: str = "sample", collection: str | None = None,
@@ -214,7 +215,8 @@ def run_region(bbox: BBoxLike, dates: DatesLike, *, catalog: str = "sample", col
         kept = stack.isel(time=keep)
         sr = super_resolve(kept.reflectance, model_ref, client=dc, tile=opts.tile,
                            torch_threads=opts.torch_threads)
-        clear_hr = _upsample_mask(kept.clear, tiles, sr)
+        # a pixel is clear only where the SCL says so and every band has data
+        clear_hr = _upsample_mask(kept.clear, tiles, sr) * sr.notnull().all("band").astype(np.uint8)
         kept_items = [i for ids in kept["items"].values for i in str(ids).split(",")]
         attrs = {
             "srcube_version": _version(),
@@ -237,7 +239,7 @@ def run_region(bbox: BBoxLike, dates: DatesLike, *, catalog: str = "sample", col
             "min_clear": opts.min_clear,
             "clear_classes": list(opts.clear_classes),
             "frames": json.dumps([dataclasses.asdict(f) for f in run.frames]),
-            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
         cube = build_cube(sr, clear_hr, [run.frames[i].clear_fraction for i in keep], attrs, opts.dtype)
         cube = cube.assign_coords(items=("time", np.array([str(v) for v in kept["items"].values], dtype=object)))

@@ -36,7 +36,7 @@ import pystac
 import rasterio
 from rasterio.transform import from_origin
 
-SAMPLE_VERSION = 1
+SAMPLE_VERSION = 2
 SEED = 20240601
 EPSG = 32631
 RES = 10.0
@@ -289,8 +289,8 @@ def _write_cog(path: Path, arr: np.ndarray, transform: Any) -> None:
 
 
 def _tile_window(tile_origin: tuple[float, float]) -> tuple[slice, slice]:
-    r0 = int(round((UNION_ORIGIN[1] - tile_origin[1]) / RES))
-    c0 = int(round((tile_origin[0] - UNION_ORIGIN[0]) / RES))
+    r0 = round((UNION_ORIGIN[1] - tile_origin[1]) / RES)
+    c0 = round((tile_origin[0] - UNION_ORIGIN[0]) / RES)
     return slice(r0, r0 + TILE_PX), slice(c0, c0 + TILE_PX)
 
 
@@ -309,8 +309,8 @@ def _lonlat_footprint(x0: float, y0: float, size_m: float) -> tuple[dict[str, An
 def make_collection() -> pystac.Collection:
     extent = pystac.Extent(
         pystac.SpatialExtent([[4.43, 51.38, 4.56, 51.45]]),
-        pystac.TemporalExtent([[dt.datetime(2024, 5, 1, tzinfo=dt.timezone.utc),
-                                dt.datetime(2024, 6, 30, tzinfo=dt.timezone.utc)]]),
+        pystac.TemporalExtent([[dt.datetime(2024, 5, 1, tzinfo=dt.UTC),
+                                dt.datetime(2024, 6, 30, tzinfo=dt.UTC)]]),
     )
     return pystac.Collection(
         id=COLLECTION_ID,
@@ -326,7 +326,7 @@ def _make_item(tile: str, acq: Acquisition, hrefs: Mapping[str, Path], cloud_pct
                nodata_pct: float) -> pystac.Item:
     x0, y0 = TILES[tile]
     geom, bbox = _lonlat_footprint(x0, y0, TILE_PX * RES)
-    when = dt.datetime.combine(acq.date, dt.time(10, 56, 21), tzinfo=dt.timezone.utc)
+    when = dt.datetime.combine(acq.date, dt.time(10, 56, 21), tzinfo=dt.UTC)
     sat = "S2A" if acq.platform.endswith("a") else "S2B"
     item = pystac.Item(
         id=f"{sat}_{tile}_{acq.date:%Y%m%d}_0_L2A",
@@ -402,8 +402,9 @@ def generate(root: Path, seed: int = SEED) -> list[pystac.Item]:
                 valid = swath_valid()[win]
             dn = np.clip(np.round((refl - BOA_OFFSET) * 10000.0), 1, 65535).astype(np.uint16)
             dn[:, ~valid] = 0
-            scl = np.where(valid, scl, 0).astype(np.uint8)
-            scl20 = scl[::2, ::2]  # Sen2Cor classifies at 20 m
+            # Sen2Cor classifies at 20 m; a 20 m pixel is no data unless all its 10 m pixels were imaged
+            valid20 = valid.reshape(TILE_PX // 2, 2, TILE_PX // 2, 2).all(axis=(1, 3))
+            scl20 = np.where(valid20, scl[::2, ::2], 0).astype(np.uint8)
             folder = root / "cogs" / f"{tile}_{acq.date:%Y%m%d}"
             hrefs: dict[str, Path] = {}
             t10 = from_origin(origin[0], origin[1], RES, RES)

@@ -15,6 +15,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -34,6 +35,24 @@ def _rustac_exe() -> str:
             "the local STAC server needs the 'rustac' command (pip package rustac), which was not "
             "found; install srcube with its dependencies: pip install -e .")
     return exe
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """On Linux, have the server killed when this process dies, even by SIGKILL (no atexit then).
+
+    The kernel ties this to the *thread* that starts the server, so it is only armed from the
+    main thread; servers started from worker threads rely on atexit and ``stop()``.
+    """
+    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
+        return None
+    import ctypes
+    import signal
+
+    def arm() -> None:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+    return arm
 
 
 class StacServer:
@@ -56,7 +75,8 @@ class StacServer:
         for _attempt in range(3):  # the chosen port can be taken between choice and bind
             port = _free_port()
             proc = subprocess.Popen([_rustac_exe(), "serve", "--addr", f"127.0.0.1:{port}", *hrefs],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                    preexec_fn=_die_with_parent())
             url = f"http://127.0.0.1:{port}"
             deadline = time.monotonic() + self.startup_timeout
             while time.monotonic() < deadline and proc.poll() is None:

@@ -80,6 +80,7 @@ def reconcile_georef(items: Sequence[pystac.Item], keys: Sequence[str], check: s
         with ThreadPoolExecutor(max_workers=8) as pool:
             found = list(pool.map(lambda p: _read_georef(p[0].assets[p[1]].href), pairs))
         n_bad = 0
+        mismatches: dict[str, list[str]] = {}
         for (item, key), geo in zip(pairs, found, strict=True):
             shape, transform = _declared_georef(item, key)
             same = (shape == geo.shape and transform is not None
@@ -92,10 +93,12 @@ def reconcile_georef(items: Sequence[pystac.Item], keys: Sequence[str], check: s
             asset.extra_fields["proj:transform"] = list(geo.transform)
             if geo.epsg is not None:
                 asset.extra_fields["proj:code"] = f"EPSG:{geo.epsg}"
+            mismatches.setdefault(item.id, []).append(
+                f"{key} declares {shape} @ {transform}, file is {geo.shape} @ {geo.transform}")
+        for item_id, lines in mismatches.items():
             warnings.warn(GeorefMismatchWarning(
-                f"item {item.id} asset {key}: proj:shape {shape} / proj:transform {transform} disagree "
-                f"with the file ({geo.shape}, {geo.transform}); using the file's georeferencing"),
-                stacklevel=3)
+                f"item {item_id}: proj:shape/proj:transform disagree with the asset files; using the "
+                f"files' georeferencing ({'; '.join(lines)})"), stacklevel=3)
         return n_bad
 
     if check == "all" or fix(out[:1]) > 0:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import fsspec
+import numpy as np
 import xarray as xr
 import zarr
 from fsspec.core import url_to_fs
@@ -126,11 +127,23 @@ class CubeStore:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part",
                                     category=UserWarning)
-            return xr.open_zarr(self.url, consolidated=(st == "complete"), storage_options=self._so)
+            ds = xr.open_zarr(self.url, consolidated=(st == "complete"), storage_options=self._so)
+        # int16-packed reflectance unpacks to float64 in xarray (zarr keeps its scale_factor as a JSON
+        # number, losing the float32 type); srcube's reflectance is float32 either way
+        for name, var in ds.data_vars.items():
+            if "scale_factor" in var.encoding and var.dtype == np.float64:
+                ds[name] = var.astype(np.float32)
+        return ds
 
-    def chunk_counts(self, variable: str) -> tuple[int, int]:
-        """(chunks written, chunks expected) of a variable: how far an interrupted run got."""
-        arr = zarr.open_array(self._zarr_store(), path=variable, mode="r")
+    def chunk_counts(self, variable: str) -> tuple[int, int] | None:
+        """(chunks written, chunks expected) of a variable: how far an interrupted run got.
+
+        None when the variable's metadata is not there (the run stopped while writing the template).
+        """
+        try:
+            arr = zarr.open_array(self._zarr_store(), path=variable, mode="r")
+        except (zarr.errors.ArrayNotFoundError, FileNotFoundError, KeyError):
+            return None
         return int(arr.nchunks_initialized), int(arr.nchunks)
 
 

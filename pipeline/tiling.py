@@ -18,6 +18,8 @@ def chunk_sizes(n: int, tile: int, min_size: int = 1) -> tuple[int, ...]:
         raise ValueError(f"cannot tile an axis of {n} pixels")
     if tile <= 0:
         raise ValueError(f"tile size must be positive, got {tile}")
+    if min_size > tile:
+        raise ValueError(f"min_size {min_size} exceeds the tile size {tile}")
     sizes = [tile] * (n // tile)
     rest = n - tile * len(sizes)
     if rest:

@@ -1,0 +1,107 @@
+import dask.array as da
+import numpy as np
+import pytest
+import rioxarray  # noqa: F401  (registers .rio)
+import torch
+import torch.nn.functional as F
+import xarray as xr
+from affine import Affine
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import models
+from pipeline import super_resolve
+from pipeline.errors import InvalidDataError, UnknownModelError, UnsupportedScaleError
+
+
+def georef(a: np.ndarray, res: float = 10.0, x0: float = 600000.0, y0: float = 5700000.0) -> xr.DataArray:
+    t, b, h, w = a.shape
+    return xr.DataArray(
+        a, dims=("time", "band", "y", "x"),
+        coords={"time": np.arange(t), "band": [f"B{i}" for i in range(b)],
+                "x": x0 + res * (np.arange(w) + 0.5), "y": y0 - res * (np.arange(h) + 0.5)},
+    ).rio.write_crs("EPSG:32631").rio.write_transform(Affine(res, 0, x0, 0, -res, y0))
+
+
+def whole_image(a: np.ndarray, name: str, scale: int) -> np.ndarray:
+    m = models.build(name, scale=scale)
+    with torch.inference_mode():
+        return m(torch.from_numpy(a)).numpy()
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    h=st.integers(1, 70), w=st.integers(1, 70), tile=st.integers(16, 40),
+    scale=st.sampled_from([2, 3, 4]), name=st.sampled_from(["nearest", "bilinear", "bicubic"]),
+    margin=st.integers(0, 6), seed=st.integers(0, 2**16),
+)
+def test_tiled_equals_whole_image(h, w, tile, scale, name, margin, seed):
+    a = np.random.default_rng(seed).random((1, 2, h, w), dtype=np.float32)
+    out = super_resolve(georef(a).chunk({"y": 7, "x": 9}), name, scale=scale, tile=tile, margin=margin)
+    got = out.compute().values
+    np.testing.assert_allclose(got, whole_image(a, name, scale), rtol=0, atol=1e-5)
+
+
+def test_output_grid_is_aligned_and_keeps_outer_edges():
+    a = np.random.default_rng(1).random((2, 3, 13, 17), dtype=np.float32)
+    src = georef(a, res=10.0)
+    out = super_resolve(src, "bicubic", scale=4, tile=16)
+    assert out.shape == (2, 3, 52, 68)
+    assert out.rio.resolution() == (2.5, -2.5)
+    assert out.rio.crs == src.rio.crs
+    assert out.rio.bounds() == pytest.approx(src.rio.bounds())
+    # every input pixel covers exactly scale x scale output pixel centres
+    xi = np.floor((out.x.values - 600000.0) / 10.0).astype(int)
+    assert np.array_equal(np.bincount(xi), np.full(17, 4))
+    assert list(out.band.values) == ["B0", "B1", "B2"]
+    assert out.attrs["sr_model"] == "bicubic" and out.attrs["sr_scale"] == 4
+
+
+def test_band_y_x_input_and_eager_result():
+    a = np.random.default_rng(2).random((1, 4, 20, 20), dtype=np.float32)
+    out = super_resolve(georef(a).isel(time=0), "bilinear", scale=2, tile=16)
+    assert out.dims == ("band", "y", "x") and isinstance(out.data, np.ndarray)
+    np.testing.assert_allclose(out.values, whole_image(a, "bilinear", 2)[0], atol=1e-6)
+
+
+def test_lazy_input_gives_lazy_output():
+    a = np.random.default_rng(3).random((2, 1, 40, 40), dtype=np.float32)
+    out = super_resolve(georef(a).chunk({"y": 20, "x": 20}), "bicubic", scale=2, tile=20)
+    assert isinstance(out.data, da.Array)
+    assert out.data.chunks[2] == (40, 40)
+
+
+def test_nan_input_pixels_are_nan_in_output_and_do_not_spread():
+    a = np.random.default_rng(4).random((1, 2, 24, 24), dtype=np.float32)
+    a[0, :, 5, 7] = np.nan
+    out = super_resolve(georef(a), "bicubic", scale=2, tile=16).values
+    nan = np.isnan(out[0, 0])
+    assert nan.sum() == 4 and nan[10:12, 14:16].all()
+
+
+def test_model_object_goes_through_a_cluster(dask_client):
+    a = np.random.default_rng(5).random((2, 2, 30, 30), dtype=np.float32)
+    model = models.build("bicubic", scale=3)
+    out = super_resolve(georef(a).chunk({"y": 16, "x": 16}), model, tile=16)
+    got = dask_client.compute(out).result().values
+    ref = F.interpolate(torch.from_numpy(a), scale_factor=3, mode="bicubic", align_corners=False).numpy()
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+
+
+def test_errors_before_work():
+    a = georef(np.zeros((1, 1, 8, 8), np.float32))
+    with pytest.raises(UnknownModelError, match=r"known names|known models"):
+        super_resolve(a, "nope")
+    with pytest.raises(UnsupportedScaleError):
+        super_resolve(a, "bicubic", scale=12)
+    with pytest.raises(UnsupportedScaleError):
+        super_resolve(a, models.build("bicubic", scale=2), scale=4)
+    with pytest.raises(InvalidDataError, match="no CRS"):
+        super_resolve(xr.DataArray(np.zeros((1, 8, 8)), dims=("band", "y", "x")), "bicubic")
+    with pytest.raises(InvalidDataError, match="dims"):
+        super_resolve(a.rename(band="channel"), "bicubic")
+    one = xr.DataArray(np.zeros((1, 1, 5)), dims=("band", "y", "x"), coords={"x": np.arange(5.0), "y": [0.0]})
+    with pytest.raises(InvalidDataError, match="one-pixel axis"):
+        super_resolve(one.rio.write_crs("EPSG:32631"), "bicubic")
+    with pytest.raises(InvalidDataError, match="DataArray"):
+        super_resolve(np.zeros((1, 8, 8)), "bicubic")  # type: ignore[arg-type]

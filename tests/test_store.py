@@ -1,0 +1,64 @@
+import numpy as np
+import pytest
+import xarray as xr
+
+from pipeline.errors import IncompleteCubeError, NotACubeError, OutputExistsError
+from pipeline.store import CubeStore, open_cube
+
+
+def _cube() -> xr.Dataset:
+    ds = xr.Dataset({"reflectance": (("time", "band", "y", "x"), np.ones((1, 1, 8, 8), np.float32))})
+    ds.attrs["srcube_version"] = "test"
+    return ds.chunk({"y": 4, "x": 4})
+
+
+def test_status_of_paths(tmp_path):
+    assert CubeStore(str(tmp_path / "none.zarr")).status() == "absent"
+    (tmp_path / "empty").mkdir()
+    assert CubeStore(str(tmp_path / "empty")).status() == "empty"
+    (tmp_path / "file.txt").write_text("x")
+    assert CubeStore(str(tmp_path / "file.txt")).status() == "foreign"
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "dir" / "thesis.tex").write_text("x")
+    assert CubeStore(str(tmp_path / "dir")).status() == "foreign"
+    xr.Dataset({"a": ("x", [1, 2])}).to_zarr(tmp_path / "other.zarr", zarr_format=3, consolidated=False)
+    assert CubeStore(str(tmp_path / "other.zarr")).status() == "foreign"
+
+
+def test_template_then_writes_then_complete(tmp_path):
+    store = CubeStore(str(tmp_path / "c.zarr"))
+    writes = store.write_template(_cube(), {"reflectance": {"chunks": (1, 1, 4, 4)}})
+    assert store.status() == "incomplete" and store.attrs()["complete"] is False
+    assert store.chunk_counts("reflectance") == (0, 4)
+    with pytest.raises(IncompleteCubeError, match="not complete"):
+        open_cube(store.url)
+    writes.compute()
+    assert store.chunk_counts("reflectance") == (4, 4)
+    assert store.status() == "incomplete"  # every chunk in, but not finalized yet
+    store.finalize({"note": "x"})
+    assert store.status() == "complete" and store.attrs()["note"] == "x"
+    ds = open_cube(store.url)
+    assert float(ds.reflectance.sum()) == 64.0
+
+
+def test_check_writable(tmp_path):
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "dir" / "data.csv").write_text("x")
+    with pytest.raises(NotACubeError, match="not an srcube cube"):
+        CubeStore(str(tmp_path / "dir")).check_writable()
+    store = CubeStore(str(tmp_path / "c.zarr"))
+    store.write_template(_cube(), {}).compute()
+    assert store.check_writable() == "incomplete"  # an unfinished cube may be redone
+    store.finalize()
+    with pytest.raises(OutputExistsError, match="overwrite=True"):
+        store.check_writable()
+    assert store.check_writable(overwrite=True) == "complete"
+
+
+def test_memory_filesystem_urls():
+    store = CubeStore("memory://srcube-test/c.zarr")
+    assert store.status() == "absent"
+    store.write_template(_cube(), {}).compute()
+    store.finalize()
+    assert store.status() == "complete"
+    assert open_cube("memory://srcube-test/c.zarr").sizes["y"] == 8
