@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -55,13 +56,14 @@ class FrameDecision:
     reason: str
 
 
-def select_frames(times: Sequence[object], fractions: Sequence[float], min_clear: float) -> list[FrameDecision]:
+def select_frames(times: Sequence[Any], fractions: Sequence[float] | np.ndarray,
+                  min_clear: float) -> list[FrameDecision]:
     """Keep frames whose clear fraction is at least ``min_clear``."""
     if not 0.0 <= min_clear <= 1.0:
         raise ValueError(f"min_clear must be in [0, 1], got {min_clear}")
     out = []
     for t, f in zip(times, fractions, strict=True):
-        stamp = str(np.datetime_as_string(np.datetime64(t), unit="s")) if t is not None else "?"
+        stamp = str(np.datetime64(t, "s")) if t is not None else "?"
         f = float(f)
         if f >= min_clear:
             out.append(FrameDecision(stamp, f, True, f"clear {f:.1%} >= min_clear {min_clear:.0%}"))

@@ -184,7 +184,8 @@ def super_resolve(data: xr.DataArray, model: str | ModelSpec | SRModel, *, clien
         dtype=np.float32, meta=np.empty((0, 0, 0, 0), np.float32), name=f"super-resolve-{local.name}",
     )
     gbox = output_geobox(input_geobox(data), s)
-    coords: dict[str, Any] = {"time": data.time, "band": data.band, **xr_coords(gbox, crs_coord_name="spatial_ref")}
+    spatial = {str(k): v for k, v in xr_coords(gbox, crs_coord_name="spatial_ref").items()}
+    coords: dict[str, Any] = {"time": data.time, "band": data.band, **spatial}
     for name, coord in data.coords.items():
         if name not in coords and set(coord.dims) <= {"time", "band"}:
             coords[str(name)] = coord

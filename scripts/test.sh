@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install.sh test
 .venv/bin/ruff check pipeline models training flows tests bench
+.venv/bin/mypy
 export PREFECT_HOME="${PREFECT_HOME:-$(mktemp -d)}"
 export DO_NOT_TRACK=1
 exec .venv/bin/python -m pytest "$@"

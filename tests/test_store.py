@@ -62,3 +62,17 @@ def test_memory_filesystem_urls():
     store.finalize()
     assert store.status() == "complete"
     assert open_cube("memory://srcube-test/c.zarr").sizes["y"] == 8
+
+
+def test_a_run_stopped_inside_the_template_is_reported(tmp_path):
+    import zarr
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    out = tmp_path / "t.zarr"
+    zarr.open_group(str(out), mode="w", zarr_format=3).attrs.update({"srcube_version": "x", "complete": False})
+    store = CubeStore(str(out))
+    assert store.status() == "incomplete" and store.chunk_counts("reflectance") is None
+    res = CliRunner().invoke(app, ["info", str(out)], env={"COLUMNS": "200"})
+    assert res.exit_code == 0 and "while writing the template" in res.output
