@@ -1,21 +1,30 @@
-"""The explicit registry of model architectures: name -> builder, kind and supported scales."""
+"""The explicit registry of model architectures, and resolution of what a user names as a model.
+
+A model name is one of:
+
+* a registered architecture (``list_models()``): interpolation baselines build as they are;
+  learned architectures need weights and are refused without them (untrained weights never
+  masquerade as a model);
+* the name of weights shipped with srcube (``models/weights/NAME.json``);
+* a path to a weights file (``.safetensors`` or its ``.json`` metadata).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from models.base import ModelSpec, SRModel
-from models.interp import Interpolation
+from models.elsr import ELSR
+from models.errors import UnknownModelError, UnsupportedScaleError, WeightsNotFoundError
+from models.highresnet import HighResNet
+from models.interp import Interpolation, Lanczos
+from models.sisr import SISRGenerator
+from models.srcnn import SRCNN
 
-
-class UnknownModelError(LookupError):
-    """Raised for a model name that is not registered (pipeline re-raises its typed twin)."""
-
-
-class UnsupportedScaleError(ValueError):
-    """Raised when a model cannot upscale by the requested factor."""
+ANY_SCALE = tuple(range(2, 9))
 
 
 @dataclass(frozen=True)
@@ -24,9 +33,12 @@ class ModelEntry:
     builder: Callable[..., SRModel]
     kind: str  # "interpolation", "single-image", "multi-frame"
     scales: tuple[int, ...]
-    trained: bool  # whether the model has weights (interpolation needs none)
     description: str
     defaults: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def needs_weights(self) -> bool:
+        return self.kind != "interpolation"
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -46,29 +58,92 @@ def entry(name: str) -> ModelEntry:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise UnknownModelError(f"unknown model {name!r}; known models: {', '.join(list_models())}") from None
+        from models.weights import shipped_weights
+
+        shipped = sorted(shipped_weights())
+        raise UnknownModelError(
+            f"unknown model {name!r}; known models: {', '.join(list_models())}"
+            + (f"; shipped weights: {', '.join(shipped)}" if shipped else "")) from None
 
 
 def build(name: str, **config: Any) -> SRModel:
-    """Build a registered architecture (no weights loaded)."""
+    """Build a registered architecture with random initial weights (for training and tests)."""
     e = entry(name)
     cfg = {**dict(e.defaults), **config}
     scale = cfg.get("scale")
     if scale is not None and scale not in e.scales:
         raise UnsupportedScaleError(f"model {name!r} supports scales {list(e.scales)}, not {scale}")
-    return e.builder(**cfg)
+    if cfg.get("bands") is not None:
+        cfg["bands"] = tuple(cfg["bands"])
+        cfg.setdefault("channels", len(cfg["bands"]))
+    model = e.builder(**cfg)
+    model.config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()}  # type: ignore[assignment]
+    return model
+
+
+def architecture_config(model: SRModel) -> dict[str, Any]:
+    config = getattr(model, "config", None)
+    if not isinstance(config, dict):
+        raise ValueError(f"{type(model).__name__} was not made by models.build(), so its config is unknown")
+    return {**config, "scale": model.scale}
+
+
+def _is_path(name: str) -> bool:
+    return name.endswith((".safetensors", ".json")) or "/" in name or Path(name).exists()
+
+
+def resolve(model: str, *, scale: int | None = None, bands: Sequence[str] | None = None,
+            allow_untrained: bool = False) -> tuple[ModelSpec, SRModel]:
+    """What a user names as a model -> (a spec for the workers, a local instance), checked.
+
+    Raises UnknownModelError, UnsupportedScaleError, WeightsNotFoundError, IncompatibleWeightsError,
+    WeightsIntegrityError or UntrainedWeightsError before any work starts.
+    """
+    from models.weights import load_weights, shipped_weights
+
+    path: Path | None = None
+    if _is_path(model):
+        path = Path(model)
+    elif model in shipped_weights():
+        path = shipped_weights()[model]
+    if path is not None:
+        local, meta = load_weights(path, scale=scale, bands=bands, allow_untrained=allow_untrained)
+        tensors = path.with_suffix(".safetensors")
+        return ModelSpec(meta.name, (), str(tensors.resolve()), meta.sha256), local
+    e = entry(model)
+    if e.needs_weights:
+        raise WeightsNotFoundError(
+            f"{model!r} is an architecture with no trained weights shipped with srcube; pass a weights file "
+            f"(model='path/to/weights.safetensors'), train one with srcube's training tools, or pick one of the "
+            f"shipped weights: {', '.join(sorted(shipped_weights())) or 'none yet'}. srcube never downloads weights.")
+    s = scale if scale is not None else 4
+    if s not in e.scales:
+        raise UnsupportedScaleError(f"model {model!r} supports scales {list(e.scales)}, not {s}")
+    spec = ModelSpec.of(model, scale=s)
+    return spec, spec.build()
 
 
 def spec_for(name: str, *, scale: int) -> ModelSpec:
-    """The spec of a registered model at ``scale``, checked before any work starts."""
-    e = entry(name)
-    if scale not in e.scales:
-        raise UnsupportedScaleError(f"model {name!r} supports scales {list(e.scales)}, not {scale}")
-    return ModelSpec.of(name, scale=scale)
+    """The spec of a registered interpolation model at ``scale`` (kept for callers of issue 2)."""
+    return resolve(name, scale=scale)[0]
 
 
 for _mode, _desc in (("nearest", "nearest-neighbour upsampling (each pixel becomes scale x scale)"),
                      ("bilinear", "bilinear interpolation baseline"),
                      ("bicubic", "bicubic interpolation baseline (a = -0.75, as torch/OpenCV)")):
     register(ModelEntry(_mode, lambda mode=_mode, **kw: Interpolation(mode=mode, **kw), "interpolation",
-                        scales=tuple(range(2, 9)), trained=False, description=_desc))
+                        ANY_SCALE, _desc))
+register(ModelEntry("lanczos", Lanczos, "interpolation", ANY_SCALE, "Lanczos-3 interpolation baseline"))
+register(ModelEntry("srcnn", SRCNN, "single-image", ANY_SCALE,
+                    "SRCNN (Dong et al. 2015): bicubic + 9-1-5 convolutions, residual"))
+register(ModelEntry("elsr", ELSR, "single-image", ANY_SCALE,
+                    "ELSR (2022): 5 tiny convolutions + pixel shuffle, ~3k parameters"))
+register(ModelEntry("srgan", lambda **kw: SISRGenerator(block="residual", **kw), "single-image", ANY_SCALE,
+                    "SRGAN/SRResNet generator: residual blocks, pixel shuffle, bicubic skip",
+                    defaults=(("features", 64), ("blocks", 16))))
+register(ModelEntry("esrgan", lambda **kw: SISRGenerator(block="rrdb", **kw), "single-image", ANY_SCALE,
+                    "ESRGAN generator: RRDB blocks, pixel shuffle, bicubic skip",
+                    defaults=(("features", 64), ("blocks", 23), ("growth", 32))))
+register(ModelEntry("highresnet", HighResNet, "multi-frame", ANY_SCALE,
+                    "HighRes-net (Deudon et al. 2020): recursive fusion of up to n_views clear revisits",
+                    defaults=(("scale", 3),)))

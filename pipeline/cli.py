@@ -85,12 +85,13 @@ def run(
     model: Annotated[str, typer.Option(help="model name (see `srcube models`)")] = "bicubic",
     scale: Annotated[int, typer.Option(help="upscaling factor")] = 4,
     min_clear: Annotated[float, typer.Option(help="drop frames with a smaller clear fraction")] = 0.5,
-    tile: Annotated[int, typer.Option(help="input tile size in pixels")] = 256,
+    tile: Annotated[int | None, typer.Option(help="input tile size in pixels (default 256, or 4 x the margin)")] = None,
     dtype: Annotated[str, typer.Option(help="float32 or int16 (scaled by 1e-4)")] = "float32",
     max_cloud_cover: Annotated[float | None, typer.Option(help="skip items above this eo:cloud_cover %")] = None,
     workers: Annotated[int | None, typer.Option(help="LocalCluster workers (default: cores, max 4)")] = None,
     scheduler: Annotated[str | None, typer.Option(help="address of an existing Dask scheduler")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace a complete cube at --out")] = False,
+    allow_untrained: Annotated[bool, typer.Option(help="accept weights marked untrained")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Super-resolve a region and date range into a zarr cube."""
@@ -102,7 +103,8 @@ def run(
         client = Client(scheduler)
     _run(out, True, bbox=bbox, dates=dates, catalog=catalog, collection=collection,
          bands=bands.split(",") if bands else None, model=model, scale=scale, min_clear=min_clear, tile=tile,
-         dtype=dtype, max_cloud_cover=max_cloud_cover, n_workers=workers, overwrite=overwrite, client=client)
+         dtype=dtype, max_cloud_cover=max_cloud_cover, n_workers=workers, overwrite=overwrite, client=client,
+         allow_untrained=allow_untrained)
 
 
 @app.command()
@@ -170,15 +172,43 @@ def catalogs() -> None:
 
 @app.command("models")
 def models_cmd() -> None:
-    """List the registered models."""
+    """List the models: architectures (with their default config) and the weights srcube ships."""
     import models
 
-    table = Table("name", "kind", "scales", "weights", "description")
+    table = Table("name", "type", "scales", "bands", "params", "receptive field", "weights")
     for name in models.list_models():
         e = models.entry(name)
-        table.add_row(name, e.kind, ",".join(map(str, e.scales)), "not needed" if not e.trained else "?",
-                      e.description)
+        built = models.build(name, scale=4 if 4 in e.scales else e.scales[0])
+        weights = "not needed" if not e.needs_weights else "none shipped (train or pass a file)"
+        table.add_row(name, e.kind, f"{e.scales[0]}-{e.scales[-1]}", "any", f"{models.base.count_parameters(built):,}",
+                      f"{built.receptive_field} px", weights)
+    for name, path in models.shipped_weights().items():
+        meta = models.weights.read_meta(path)
+        table.add_row(name, f"weights: {meta.architecture}", str(meta.scale), ",".join(meta.bands or ["any"]),
+                      "", f"{meta.receptive_field} px", "present" + ("" if meta.trained else " (untrained)"))
     console.print(table)
+
+
+@app.command("export-onnx")
+def export_onnx_cmd(
+    model: Annotated[str, typer.Argument(help="architecture, shipped weights name or weights file")],
+    out: Annotated[Path, typer.Argument(help="output .onnx file")],
+    scale: Annotated[int | None, typer.Option(help="scale (baselines; weights carry their own)")] = None,
+    allow_untrained: Annotated[bool, typer.Option(help="accept weights marked untrained")] = False,
+) -> None:
+    """Export a model to ONNX (dynamic batch and spatial axes) and check parity with onnxruntime."""
+    import models
+    from models.onnx import export_onnx
+
+    try:
+        net = models.load_model(model, scale=scale, allow_untrained=allow_untrained)
+    except models.ModelError as exc:
+        _fail(exc)
+        return
+    report = export_onnx(net, out)
+    console.print(f"[bold]exported[/] {model} -> {out} ({report['bytes']:,} bytes, inputs {report['inputs']})")
+    console.print(f"onnxruntime parity on {report['probe_shape']} -> {report['output_shape']}: "
+                  f"max abs diff {report['max_abs_diff']:.3g}")
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -52,8 +52,29 @@ class UnsupportedScaleError(SrcubeError, models.UnsupportedScaleError):
     """The model cannot super-resolve by the requested scale."""
 
 
-class WeightsNotFoundError(SrcubeError, FileNotFoundError):
+class WeightsNotFoundError(SrcubeError, models.WeightsNotFoundError):
     """A model's weights file is missing (srcube never downloads weights)."""
+
+
+class WeightsIntegrityError(SrcubeError, models.WeightsIntegrityError):
+    """A weights file does not match its recorded sha256."""
+
+
+class IncompatibleWeightsError(SrcubeError, models.IncompatibleWeightsError):
+    """Weights trained for other bands or another scale."""
+
+
+class UntrainedWeightsError(SrcubeError, models.UntrainedWeightsError):
+    """Weights marked untrained, used without allow_untrained=True."""
+
+
+def as_pipeline_error(exc: models.ModelError) -> SrcubeError:
+    """The pipeline's typed twin of a model-layer error (same message)."""
+    for cls in (UnknownModelError, UnsupportedScaleError, WeightsNotFoundError, WeightsIntegrityError,
+                IncompatibleWeightsError, UntrainedWeightsError):
+        if isinstance(exc, cls.__mro__[2]):
+            return cls(str(exc))
+    return SrcubeError(str(exc))
 
 
 # --- search and data -------------------------------------------------------------------------

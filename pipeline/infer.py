@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import dask
@@ -27,8 +29,14 @@ from odc.geo.xr import xr_coords
 
 import models
 from models import ModelSpec, SRModel
-from pipeline.errors import InvalidDataError, UnknownModelError, UnsupportedScaleError
-from pipeline.tiling import TileSpec, crop_bounds
+from pipeline.errors import (
+    IncompatibleWeightsError,
+    InvalidDataError,
+    UnknownModelError,
+    UnsupportedScaleError,
+    as_pipeline_error,
+)
+from pipeline.tiling import TileSpec, choose_tile, crop_bounds
 
 DEFAULT_TILE = 256
 
@@ -51,21 +59,23 @@ def cached_model(spec: ModelSpec, device: str) -> SRModel:
         return model
 
 
-def resolve_model(model: str | ModelSpec | SRModel, scale: int | None) -> tuple[ModelSpec | SRModel, SRModel]:
-    """(what goes into the graph, a local instance to read scale/receptive field from).
+def resolve_model(model: str | Path | ModelSpec | SRModel, scale: int | None, *,
+                  bands: Sequence[str] | None = None,
+                  allow_untrained: bool = False) -> tuple[ModelSpec | SRModel, SRModel]:
+    """(what goes into the graph, a local instance to read scale/receptive field/metadata from).
 
-    Names are checked against the registry and the scale before any work starts.
+    Names and weights files are checked (registry, sha256, scale, bands, trained) before any work.
     """
-    if isinstance(model, str):
+    if isinstance(model, (str, Path)):
         try:
-            spec = models.spec_for(model, scale=scale if scale is not None else 4)
-        except models.UnknownModelError as exc:
-            raise UnknownModelError(str(exc)) from None
-        except models.UnsupportedScaleError as exc:
-            raise UnsupportedScaleError(str(exc)) from None
-        return spec, spec.build()
+            return models.resolve(str(model), scale=scale, bands=bands, allow_untrained=allow_untrained)
+        except models.ModelError as exc:
+            raise as_pipeline_error(exc) from None
     if isinstance(model, ModelSpec):
-        local = model.build()
+        try:
+            local = model.build()
+        except models.ModelError as exc:
+            raise as_pipeline_error(exc) from None
         if scale is not None and local.scale != scale:
             raise UnsupportedScaleError(f"model spec {model.name} has scale {local.scale}, not {scale}")
         return model, local
@@ -74,7 +84,7 @@ def resolve_model(model: str | ModelSpec | SRModel, scale: int | None) -> tuple[
             raise UnsupportedScaleError(f"model {model.name or type(model).__name__} has scale "
                                         f"{model.scale}, not {scale}")
         return model, model
-    raise UnknownModelError(f"model must be a registered name, a ModelSpec or an SRModel, "
+    raise UnknownModelError(f"model must be a registered name, a weights path, a ModelSpec or an SRModel, "
                             f"got {type(model).__name__}; known names: {', '.join(models.list_models())}")
 
 
@@ -150,26 +160,32 @@ def default_threads(client: Any | None) -> int:
     return max(1, cores // total)
 
 
-def super_resolve(data: xr.DataArray, model: str | ModelSpec | SRModel, *, client: Any | None = None,
-                  scale: int | None = None, tile: int = DEFAULT_TILE, margin: int | None = None,
-                  torch_threads: int | None = None) -> xr.DataArray:
+def super_resolve(data: xr.DataArray, model: str | Path | ModelSpec | SRModel, *, client: Any | None = None,
+                  scale: int | None = None, tile: int | None = None, margin: int | None = None,
+                  torch_threads: int | None = None, allow_untrained: bool = False) -> xr.DataArray:
     """Super-resolve a georeferenced ``(time, band, y, x)`` or ``(band, y, x)`` reflectance array.
 
     Returns the array on the finer aligned grid. A Dask-backed input gives a lazy result (compute
     it with your client); an in-memory input is computed here, on ``client`` if given.
-    ``tile`` is the input tile size, ``margin`` the borrowed border (at least the model's
-    receptive field). NaN input pixels are filled for the model and NaN again in the output.
+    ``model`` is a registered name, shipped weights, a weights path, a ModelSpec or an SRModel.
+    ``tile`` is the input tile size (default: 256, or 4 x the margin for deep models), ``margin``
+    the borrowed border (at least the model's receptive field). NaN input pixels are filled for
+    the model and NaN again in the output.
     """
     data, squeeze = _normalise(data)
-    ref, local = resolve_model(model, scale)
+    band_names = [str(b) for b in data.band.values] if "band" in data.coords else None
+    ref, local = resolve_model(model, scale, bands=band_names, allow_untrained=allow_untrained)
     if local.multi_frame:
         raise InvalidDataError(f"model {local.name} is multi-frame; super_resolve runs single-image models")
-    if local.bands is not None and data.sizes["band"] != len(local.bands):
-        raise InvalidDataError(f"model {local.name} takes bands {local.bands}, the array has "
-                               f"{list(map(str, data.band.values))}")
+    if local.bands is not None and band_names != list(local.bands):
+        raise IncompatibleWeightsError(f"model {local.name} takes bands {list(local.bands)} (in that order), "
+                                       f"the array has {band_names}")
+    if local.bands is None and local.channels > 1 and data.sizes["band"] != local.channels:
+        raise IncompatibleWeightsError(f"model {local.name} takes {local.channels} bands, the array has "
+                                       f"{data.sizes['band']}")
     s = int(local.scale)
     m = max(int(local.receptive_field), int(margin or 0))
-    spec = TileSpec(tile=tile, margin=m, scale=s)
+    spec = TileSpec(tile=choose_tile(tile, m, DEFAULT_TILE), margin=m, scale=s)
     lazy = dask.is_dask_collection(data.data)
     arr = data.data if lazy else da.from_array(np.asarray(data.data))
     arr = arr.astype(np.float32).rechunk((1, -1, spec.chunks(data.sizes["y"]), spec.chunks(data.sizes["x"])))

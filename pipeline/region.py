@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+import models
 from pipeline import catalog as cat
 from pipeline.clearance import DEFAULT_CLEAR_CLASSES, FrameDecision, clear_fraction, select_frames, validate_classes
 from pipeline.cluster import dask_client
@@ -22,7 +23,7 @@ from pipeline.infer import DEFAULT_TILE, resolve_model, super_resolve
 from pipeline.params import BBox, BBoxLike, DateRange, DatesLike
 from pipeline.stack import assemble
 from pipeline.store import CubeStore
-from pipeline.tiling import TileSpec
+from pipeline.tiling import TileSpec, choose_tile
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ class RunOptions:
 
     min_clear: float = 0.5  # frames with a smaller clear fraction are dropped
     clear_classes: tuple[int, ...] = DEFAULT_CLEAR_CLASSES  # SCL classes counted as clear
-    tile: int = DEFAULT_TILE  # input tile size in pixels; output chunks are tile * scale
+    tile: int | None = None  # input tile size in pixels (default 256, larger for deep models); chunks = tile * scale
     resolution: float | None = None  # input grid resolution (default: finest native of the bands)
     max_cloud_cover: float | None = None  # percent, filters items on eo:cloud_cover
     max_items: int | None = None
@@ -46,6 +47,7 @@ class RunOptions:
     n_workers: int | None = None  # LocalCluster workers when no client is given
     torch_threads: int | None = None
     progress: bool = False  # text progress bars for the long steps
+    allow_untrained: bool = False  # accept weights whose metadata says trained = false
     storage_options: Mapping[str, Any] | None = None  # fsspec options for `out`
 
     def __post_init__(self) -> None:
@@ -55,7 +57,7 @@ class RunOptions:
             object.__setattr__(self, "clear_classes", validate_classes(self.clear_classes))
         except (TypeError, ValueError) as exc:
             raise InvalidOptionError(str(exc)) from None
-        if not isinstance(self.tile, int) or self.tile < 16:
+        if self.tile is not None and (not isinstance(self.tile, int) or self.tile < 16):
             raise InvalidOptionError(f"tile must be an integer >= 16, got {self.tile!r}")
         if self.dtype not in ("float32", "int16"):
             raise InvalidOptionError(f"dtype must be 'float32' or 'int16', got {self.dtype!r}")
@@ -76,6 +78,21 @@ class RunOptions:
         if "clear_classes" in opts and opts["clear_classes"] is not None:
             opts["clear_classes"] = tuple(opts["clear_classes"])
         return cls(**opts)
+
+
+def _model_attrs(ref: Any, local: Any) -> dict[str, Any]:
+    """Provenance of the model: name, kind, weights hash, and whether the weights were trained."""
+    meta = getattr(local, "weights_meta", None)
+    if meta is not None:
+        return {"model": local.name, "model_kind": "learned", "weights": meta.name,
+                "weights_sha256": meta.sha256, "model_trained": bool(meta.trained),
+                "training_data": str(meta.training.get("data", "unknown"))}
+    if isinstance(ref, models.ModelSpec):  # a registered baseline: nothing to train
+        return {"model": local.name, "model_kind": models.entry(ref.name).kind, "weights": "none",
+                "weights_sha256": "none", "model_trained": False, "training_data": "none (no parameters)"}
+    return {"model": local.name or type(local).__name__, "model_kind": "model object", "weights": "unknown",
+            "weights_sha256": "unknown (model object passed in memory)", "model_trained": "unknown",
+            "training_data": "unknown"}
 
 
 def _version() -> str:
@@ -180,10 +197,14 @@ def run_region(bbox: BBoxLike, dates: DatesLike, *, catalog: str = "sample", col
     profile = cat.resolve_catalog(catalog)
     coll = collection or profile.collection
     band_names = profile.vocabulary.validate(bands)
-    model_ref, local_model = resolve_model(model, scale)
+    model_ref, local_model = resolve_model(model, scale, bands=band_names, allow_untrained=opts.allow_untrained)
+    if local_model.multi_frame:
+        raise InvalidOptionError(f"model {local_model.name} is multi-frame; run_region runs single-image models "
+                                 "(one frame per date) until multi-frame composites land")
     store = CubeStore(out, opts.storage_options)
     store.check_writable(overwrite=opts.overwrite)
-    tiles = TileSpec(opts.tile, max(local_model.receptive_field, 0), int(local_model.scale))
+    margin = max(local_model.receptive_field, 0)
+    tiles = TileSpec(choose_tile(opts.tile, margin, DEFAULT_TILE), margin, int(local_model.scale))
 
     def step(name: str) -> None:
         run.mark(name)
@@ -198,7 +219,7 @@ def run_region(bbox: BBoxLike, dates: DatesLike, *, catalog: str = "sample", col
     step("search")
 
     stack = assemble(items, region, band_names, vocabulary=profile.vocabulary, resolution=opts.resolution,
-                     chunk=opts.tile, clear_classes=opts.clear_classes, georef_check=opts.georef_check)
+                     chunk=tiles.tile, clear_classes=opts.clear_classes, georef_check=opts.georef_check)
     step("assemble")
 
     with dask_client(client, n_workers=opts.n_workers) as dc:
@@ -213,17 +234,15 @@ def run_region(bbox: BBoxLike, dates: DatesLike, *, catalog: str = "sample", col
                 f"{opts.min_clear:.0%}: " + ", ".join(f"{f.time} {f.clear_fraction:.1%}" for f in run.frames)
                 + "; lower min_clear, widen the dates, or add clear classes")
         kept = stack.isel(time=keep)
-        sr = super_resolve(kept.reflectance, model_ref, client=dc, tile=opts.tile,
-                           torch_threads=opts.torch_threads)
+        sr = super_resolve(kept.reflectance, model_ref, client=dc, tile=tiles.tile,
+                           torch_threads=opts.torch_threads, allow_untrained=opts.allow_untrained)
         # a pixel is clear only where the SCL says so and every band has data
         clear_hr = _upsample_mask(kept.clear, tiles, sr) * sr.notnull().all("band").astype(np.uint8)
         kept_items = [i for ids in kept["items"].values for i in str(ids).split(",")]
         attrs = {
             "srcube_version": _version(),
             "title": "srcube super-resolved reflectance cube",
-            "model": local_model.name,
-            "model_kind": "interpolation" if not any(True for _ in local_model.parameters()) else "learned",
-            "weights_sha256": getattr(model_ref, "weights_sha256", None) or "none",
+            **_model_attrs(model_ref, local_model),
             "scale": int(local_model.scale),
             "catalog": profile.name,
             "catalog_url": profile.resolved_url(),

@@ -59,6 +59,15 @@ class TileSpec:
         return ((self.tile + 2 * self.margin) / self.tile) ** 2
 
 
+def choose_tile(tile: int | None, margin: int, default: int = 256) -> int:
+    """The tile size to use: ``tile`` if given, else ``default`` grown to at least 4 x margin (so
+    the borrowed border costs at most ((T + 2m) / T)^2 = 2.25 x), rounded up to a multiple of 16."""
+    if tile is not None:
+        return int(tile)
+    t = max(default, 4 * margin)
+    return -(-t // 16) * 16
+
+
 def crop_bounds(index: int, count: int, margin: int) -> tuple[int, int]:
     """(before, after) margins present around tile ``index`` of ``count`` of ``size`` pixels:
     zero at the scene edges, ``margin`` elsewhere."""
