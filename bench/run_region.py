@@ -17,9 +17,13 @@ import json
 import os
 import resource
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+# bench/models.py sits beside this script: keep this folder off sys.path so `import models` is the package
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 
 def _peak_rss_mb() -> float:

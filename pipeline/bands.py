@@ -1,8 +1,8 @@
-"""Band vocabulary and mapping of canonical band names to the asset keys of each catalog.
+"""Band vocabularies and mapping of canonical band names to the asset keys of each catalog.
 
-Catalogs name the same Sentinel-2 band differently: Planetary Computer ``B04``, Earth Search v1
-``red``, CDSE ``B04_10m``. srcube speaks one vocabulary (``B01``..``B12``, ``B8A``, ``SCL``) and finds
-the asset of each band in an item by key, alias, resolution suffix or ``eo:bands`` name.
+Catalogs name the same band differently: for Sentinel-2, Planetary Computer ``B04``, Earth Search
+v1 ``red``, CDSE ``B04_10m``. srcube speaks one vocabulary per sensor (see ``pipeline.sensors``)
+and finds the asset of each band in an item by key, alias, resolution suffix or ``eo:bands`` name.
 """
 
 from __future__ import annotations
@@ -119,25 +119,3 @@ def asset_key(item: pystac.Item, band: BandInfo) -> str:
     raise UnknownBandError(
         f"item {item.id} has no asset for band {band.name} (tried {band.candidate_keys()} and "
         f"eo:bands names); its assets are: {', '.join(sorted(item.assets))}")
-
-
-SENTINEL2 = BandVocabulary(
-    sensor="sentinel-2",
-    bands=(
-        BandInfo("B01", 60, ("coastal",)),
-        BandInfo("B02", 10, ("blue",)),
-        BandInfo("B03", 10, ("green",)),
-        BandInfo("B04", 10, ("red",)),
-        BandInfo("B05", 20, ("rededge1",)),
-        BandInfo("B06", 20, ("rededge2",)),
-        BandInfo("B07", 20, ("rededge3",)),
-        BandInfo("B08", 10, ("nir",)),
-        BandInfo("B8A", 20, ("nir08",)),
-        BandInfo("B09", 60, ("nir09",)),
-        BandInfo("B11", 20, ("swir16",)),
-        BandInfo("B12", 20, ("swir22",)),
-        BandInfo("SCL", 20, ("scl",), kind="qa"),
-    ),
-    qa_band="SCL",
-    default_bands=("B02", "B03", "B04", "B08"),
-)

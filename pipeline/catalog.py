@@ -7,8 +7,8 @@ needed, how asset hrefs are signed. ``catalog`` may also be any STAC API URL.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import pystac
@@ -18,7 +18,6 @@ from pystac_client.exceptions import APIError
 from pystac_client.stac_api_io import StacApiIO
 from urllib3.util.retry import Retry
 
-from pipeline.bands import SENTINEL2, BandVocabulary
 from pipeline.errors import (
     CatalogUnavailableError,
     EmptySearchError,
@@ -26,6 +25,7 @@ from pipeline.errors import (
     UnknownCollectionError,
 )
 from pipeline.params import BBox, DateRange
+from pipeline.sensors import SensorProfile, get_sensor, sensor_for_collection
 
 log = logging.getLogger(__name__)
 
@@ -38,44 +38,69 @@ def _sign_planetary_computer(obj: Any) -> Any:
 
 @dataclass(frozen=True)
 class CatalogProfile:
-    """A STAC API srcube knows how to search and read."""
+    """A source srcube knows how to search and read.
+
+    ``kind`` is ``"stac"`` (a STAC API), ``"sample"`` (srcube's own archive behind a local STAC API)
+    or ``"kelvins"`` (a folder in the PROBA-V Kelvins layout; no search). ``collections`` maps the
+    collection ids the profile knows to their sensor.
+    """
 
     name: str
-    url: str  # empty for "sample": resolved when the local server starts
+    url: str  # empty for "sample": resolved when the local server starts; a folder for "kelvins"
     collection: str
-    vocabulary: BandVocabulary = SENTINEL2
+    kind: str = "stac"
+    collections: Mapping[str, str] = field(default_factory=dict)
     modifier: Callable[[Any], Any] | None = None
     notes: str = ""
 
     def __post_init__(self) -> None:
         if not self.name:
             raise ValueError("a catalog profile needs a name")
-        if self.url and not self.url.startswith(("http://", "https://")):
+        if self.kind not in ("stac", "sample", "kelvins"):
+            raise ValueError(f"catalog kind must be stac, sample or kelvins, got {self.kind!r}")
+        if self.kind == "stac" and not self.url.startswith(("http://", "https://")):
             raise ValueError(f"catalog profile {self.name}: url must be http(s), got {self.url!r}")
 
     def resolved_url(self) -> str:
-        if self.name == "sample":
+        if self.kind == "sample":
             from pipeline.stac_server import sample_server_url
 
             return sample_server_url()
         return self.url
 
+    def sensor_for(self, collection: str) -> SensorProfile | None:
+        """The sensor of a collection: from the profile, else from the collection id's markers."""
+        if collection in self.collections:
+            return get_sensor(self.collections[collection])
+        return sensor_for_collection(collection)
 
+
+_S2 = "sentinel-2"
 PROFILES: dict[str, CatalogProfile] = {
     p.name: p
     for p in (
-        CatalogProfile("sample", "", "sentinel-2-l2a",
-                       notes="srcube's own sample archive behind a local STAC API on 127.0.0.1"),
+        CatalogProfile("sample", "", "sentinel-2-l2a", kind="sample",
+                       collections={"sentinel-2-l2a": _S2, "proba-v-s1-toc-333m": "proba-v"},
+                       notes="srcube's own synthetic archive (Sentinel-2 L2A and PROBA-V 333 m) behind a "
+                             "local STAC API on 127.0.0.1"),
         CatalogProfile("earth-search", "https://earth-search.aws.element84.com/v1", "sentinel-2-l2a",
+                       collections={"sentinel-2-l2a": _S2, "sentinel-2-c1-l2a": _S2},
                        notes="Element 84 Earth Search v1; public COGs on AWS, no credentials"),
         CatalogProfile("planetary-computer", "https://planetarycomputer.microsoft.com/api/stac/v1",
-                       "sentinel-2-l2a", modifier=_sign_planetary_computer,
+                       "sentinel-2-l2a", collections={"sentinel-2-l2a": _S2}, modifier=_sign_planetary_computer,
                        notes="Microsoft Planetary Computer; hrefs signed with the planetary-computer "
                              "package (set PC_SDK_SUBSCRIPTION_KEY for higher limits)"),
         CatalogProfile("cdse", "https://stac.dataspace.copernicus.eu/v1", "sentinel-2-l2a",
+                       collections={"sentinel-2-l2a": _S2},
                        notes="Copernicus Data Space Ecosystem; assets are s3://eodata/... and need "
                              "CDSE S3 keys (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
                              "AWS_S3_ENDPOINT=eodata.dataspace.copernicus.eu, AWS_VIRTUAL_HOSTING=FALSE)"),
+        CatalogProfile("terrascope", "https://stac.terrascope.be", "terrascope-probav-s1-toc-333m-cog-v2",
+                       collections={"terrascope-probav-s1-toc-333m-cog-v2": "proba-v",
+                                    "terrascope-probav-s5-toc-100m-cog-v2": "proba-v"},
+                       notes="VITO Terrascope; PROBA-V Collection 2 TOC syntheses as COGs (333 m daily, 100 m "
+                             "5-day); assets need a Terrascope account (OIDC). Ids follow Terrascope's "
+                             "terrascope-probav-*-cog-v2 naming; `srcube collections --catalog terrascope` lists them"),
     )
 }
 
@@ -92,11 +117,15 @@ def resolve_catalog(catalog: str | CatalogProfile) -> CatalogProfile:
         raise UnknownCatalogError(f"catalog must be a profile name or a STAC API URL, got {catalog!r}")
     if catalog in PROFILES:
         return PROFILES[catalog]
+    if catalog.startswith("kelvins:"):
+        return CatalogProfile("kelvins", catalog[len("kelvins:"):], "kelvins", kind="kelvins",
+                              collections={"kelvins": "proba-v"},
+                              notes="a PROBA-V Kelvins imgset folder (LR###.png, QM###.png)")
     if catalog.startswith(("http://", "https://")):
         return CatalogProfile(name=catalog, url=catalog.rstrip("/"), collection="sentinel-2-l2a")
     raise UnknownCatalogError(
-        f"unknown catalog {catalog!r}; use one of {', '.join(list_catalogs())} or a STAC API URL "
-        "(http:// or https://)")
+        f"unknown catalog {catalog!r}; use one of {', '.join(list_catalogs())}, a STAC API URL "
+        "(http:// or https://), or kelvins:/path/to/imgset")
 
 
 def _stac_io(retries: int) -> StacApiIO:
@@ -160,6 +189,7 @@ def search(client: pystac_client.Client, collection: str, bbox: BBox, dates: Dat
 
 
 def describe(profiles: Sequence[CatalogProfile] | None = None) -> list[tuple[str, str, str, str]]:
-    """(name, url, default collection, notes) per profile, for the CLI."""
-    return [(p.name, p.url or "(local, started on demand)", p.collection, p.notes)
+    """(name, url, collections, notes) per profile, for the CLI."""
+    return [(p.name, p.url or "(local, started on demand)",
+             ", ".join(f"{c} ({s})" for c, s in p.collections.items()), p.notes)
             for p in (profiles or list(PROFILES.values()))]

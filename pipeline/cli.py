@@ -39,10 +39,22 @@ def _fail(exc: BaseException, code: int = 2) -> None:
 
 def _frames_table(frames: list[dict[str, Any]]) -> Table:
     table = Table(title="frames (one per solar day)")
-    for col in ("date", "clear", "kept", "reason"):
+    for col in ("date", "clear", "score", "used", "reason"):
         table.add_column(col)
     for f in frames:
-        table.add_row(f["time"], f"{f['clear_fraction']:.1%}", "yes" if f["kept"] else "[red]no[/]", f["reason"])
+        table.add_row(f["time"], f"{f['clear_fraction']:.1%}", f"{f.get('clearance_score', f['clear_fraction']):.2f}",
+                      "yes" if f["kept"] else "[red]no[/]", f["reason"])
+    return table
+
+
+def _windows_table(windows: list[dict[str, Any]]) -> Table:
+    table = Table(title="composite windows (multi-frame)")
+    for col in ("window", "frames", "views", "status", "reason"):
+        table.add_column(col)
+    for w in windows:
+        status = w["status"] if w["status"] == "ok" else f"[yellow]{w['status']}[/]"
+        table.add_row(f"{w['start'][:10]} .. {w['end'][:10]}", str(w["candidates"]), str(len(w["views"])), status,
+                      w["reason"])
     return table
 
 
@@ -54,6 +66,8 @@ def _run(out: str, print_summary: bool, **kwargs: Any) -> None:
             console.print(f"[bold]search[/]: {run.items_found} items found")
         elif name == "clearance":
             console.print(_frames_table([f.__dict__ for f in run.frames]))
+            if run.windows:
+                console.print(_windows_table([w.to_json() for w in run.windows]))
 
     t0 = time.perf_counter()
     try:
@@ -83,8 +97,13 @@ def run(
     collection: Annotated[str | None, typer.Option(help="collection id (default: the profile's)")] = None,
     bands: Annotated[str | None, typer.Option(help="comma-separated bands, e.g. B02,B03,B04,B08")] = None,
     model: Annotated[str, typer.Option(help="model name (see `srcube models`)")] = "bicubic",
-    scale: Annotated[int, typer.Option(help="upscaling factor")] = 4,
+    scale: Annotated[int | None, typer.Option(help="upscaling factor (default: the weights', or 4)")] = None,
     min_clear: Annotated[float, typer.Option(help="drop frames with a smaller clear fraction")] = 0.5,
+    window: Annotated[str | None, typer.Option(help="multi-frame composite window, e.g. 30D (default: all)")] = None,
+    n_views: Annotated[int | None, typer.Option(help="views per window (multi-frame)")] = None,
+    min_views: Annotated[int, typer.Option(help="fewer usable frames: pad or drop the window")] = 1,
+    short_windows: Annotated[str, typer.Option(help="pad or drop windows below min_views")] = "pad",
+    stack_cache: Annotated[str | None, typer.Option(help="folder of cached stacks (zarr)")] = None,
     tile: Annotated[int | None, typer.Option(help="input tile size in pixels (default 256, or 4 x the margin)")] = None,
     dtype: Annotated[str, typer.Option(help="float32 or int16 (scaled by 1e-4)")] = "float32",
     max_cloud_cover: Annotated[float | None, typer.Option(help="skip items above this eo:cloud_cover %")] = None,
@@ -103,6 +122,7 @@ def run(
         client = Client(scheduler)
     _run(out, True, bbox=bbox, dates=dates, catalog=catalog, collection=collection,
          bands=bands.split(",") if bands else None, model=model, scale=scale, min_clear=min_clear, tile=tile,
+         window=window, n_views=n_views, min_views=min_views, short_windows=short_windows, stack_cache=stack_cache,
          dtype=dtype, max_cloud_cover=max_cloud_cover, n_workers=workers, overwrite=overwrite, client=client,
          allow_untrained=allow_untrained)
 
@@ -147,6 +167,7 @@ def info(cube: Annotated[str, typer.Argument(help="path or URL of an srcube cube
         ("bands", ", ".join(map(str, ds.band.values))),
         ("dates", ", ".join(str(t)[:10] for t in ds.time.values)),
         ("model", f"{attrs.get('model')} x{attrs.get('scale')} (weights sha256 {attrs.get('weights_sha256')})"),
+        ("mode, sensor", f"{attrs.get('mode', 'single-image')}, {attrs.get('sensor', 'sentinel-2')}"),
         ("catalog", f"{attrs.get('catalog')} / {attrs.get('collection')}"),
         ("bbox, dates asked", f"{attrs.get('bbox')} {attrs.get('dates')}"),
         ("items used", str(len(attrs.get("stac_item_ids", [])))),
@@ -157,6 +178,8 @@ def info(cube: Annotated[str, typer.Argument(help="path or URL of an srcube cube
     console.print(table)
     if attrs.get("frames"):
         console.print(_frames_table(json.loads(attrs["frames"])))
+    if attrs.get("windows"):
+        console.print(_windows_table(json.loads(attrs["windows"])))
 
 
 @app.command()
@@ -167,6 +190,25 @@ def catalogs() -> None:
     table = Table("name", "url", "collection", "notes")
     for row in describe():
         table.add_row(*row)
+    console.print(table)
+
+
+@app.command()
+def collections(catalog: Annotated[str, typer.Option(help="profile name or STAC API URL")] = "sample") -> None:
+    """List the collections a catalog serves (asks the API), with the sensor srcube maps each to."""
+    from pipeline import catalog as cat
+
+    try:
+        profile = cat.resolve_catalog(catalog)
+        client = cat.open_catalog(profile)
+        found = sorted(c.id for c in client.get_collections())
+    except SrcubeError as exc:
+        _fail(exc)
+        return
+    table = Table("collection", "sensor")
+    for cid in found:
+        sensor = profile.sensor_for(cid)
+        table.add_row(cid, sensor.name if sensor else "-")
     console.print(table)
 
 

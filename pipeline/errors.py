@@ -40,6 +40,10 @@ class UnknownCollectionError(SrcubeError, LookupError):
     """The catalog does not have the requested collection."""
 
 
+class UnknownSensorError(SrcubeError, LookupError):
+    """A sensor name that srcube has no profile for."""
+
+
 class UnknownBandError(SrcubeError, LookupError):
     """A requested band is not in the sensor's band vocabulary, or not among an item's assets."""
 

@@ -151,6 +151,16 @@ def output_geobox(geobox: GeoBox, scale: int) -> GeoBox:
     return GeoBox((ny * scale, nx * scale), geobox.affine @ Affine.scale(1.0 / scale), geobox.crs)
 
 
+def grid_coords(gbox: GeoBox) -> dict[str, Any]:
+    """x/y pixel-centre coordinates and ``spatial_ref`` of a grid (also for lat/lon grids, whose
+    coordinates odc-geo names latitude/longitude: srcube's dims are always y/x)."""
+    out: dict[str, Any] = {}
+    for name, coord in xr_coords(gbox, crs_coord_name="spatial_ref").items():
+        new = {"latitude": "y", "longitude": "x"}.get(str(name), str(name))
+        out[new] = coord.rename({d: {"latitude": "y", "longitude": "x"}.get(str(d), d) for d in coord.dims}).rename(new)
+    return out
+
+
 def default_threads(client: Any | None) -> int:
     """Torch CPU threads per task: the cores left for each Dask thread (at least one)."""
     cores = os.cpu_count() or 1
@@ -200,8 +210,7 @@ def super_resolve(data: xr.DataArray, model: str | Path | ModelSpec | SRModel, *
         dtype=np.float32, meta=np.empty((0, 0, 0, 0), np.float32), name=f"super-resolve-{local.name}",
     )
     gbox = output_geobox(input_geobox(data), s)
-    spatial = {str(k): v for k, v in xr_coords(gbox, crs_coord_name="spatial_ref").items()}
-    coords: dict[str, Any] = {"time": data.time, "band": data.band, **spatial}
+    coords: dict[str, Any] = {"time": data.time, "band": data.band, **grid_coords(gbox)}
     for name, coord in data.coords.items():
         if name not in coords and set(coord.dims) <= {"time", "band"}:
             coords[str(name)] = coord
@@ -210,3 +219,85 @@ def super_resolve(data: xr.DataArray, model: str | Path | ModelSpec | SRModel, *
     if not lazy:
         result = (client.compute(result).result() if client is not None else result.compute())
     return result.isel(time=0) if squeeze else result
+
+
+def _mf_block(views: np.ndarray, masks: np.ndarray, ref: ModelSpec | SRModel, present: np.ndarray, margin: int,
+              scale: int, threads: int, block_info: dict[Any, Any] | None = None) -> np.ndarray:
+    """Fuse one (window, view, band, y, x) tile with its (window, view, 1, y, x) masks."""
+    assert block_info is not None
+    (iw, _, _, iy, ix), (_, _, _, ny, nx) = block_info[0]["chunk-location"], block_info[0]["num-chunks"]
+    top, bottom = crop_bounds(iy, ny, margin)
+    left, right = crop_bounds(ix, nx, margin)
+    device = _device()
+    model = cached_model(ref, device) if isinstance(ref, ModelSpec) else ref.to(device).eval()
+    if device == "cpu":
+        torch.set_num_threads(threads)
+    finite = np.isfinite(views)
+    x = np.where(finite, views, 0.0).astype(np.float32, copy=False)
+    m = (masks[:, :, 0] > 0) & finite.all(axis=2)
+    windows = present[iw : iw + views.shape[0]]
+    with torch.inference_mode():
+        y = model(torch.from_numpy(np.ascontiguousarray(x)).to(device),
+                  torch.from_numpy(m.astype(np.float32)).to(device),
+                  torch.from_numpy(windows).to(device)).float().cpu().numpy()
+    h, w = y.shape[-2:]
+    y = y[..., top * scale : h - bottom * scale, left * scale : w - right * scale]
+    # no data where no real view has data
+    has = (finite.all(axis=2) & windows[:, :, None, None]).any(axis=1)
+    has = has[:, top : has.shape[-2] - bottom, left : has.shape[-1] - right]
+    if not has.all():
+        y = np.where(~np.repeat(np.repeat(has, scale, -2), scale, -1)[:, None], np.float32(np.nan), y)
+    return np.ascontiguousarray(y, dtype=np.float32)
+
+
+def super_resolve_views(views: xr.DataArray, masks: xr.DataArray, present: np.ndarray,
+                        model: str | Path | ModelSpec | SRModel, *, client: Any | None = None,
+                        scale: int | None = None, tile: int | None = None, margin: int | None = None,
+                        torch_threads: int | None = None, allow_untrained: bool = False) -> xr.DataArray:
+    """Multi-frame super-resolution of composite windows.
+
+    ``views`` (window, view, band, y, x) reflectance, ``masks`` (window, view, y, x) clear masks and
+    ``present`` (window, view) bool saying which views are real (others are padding). Returns
+    (window, band, y, x) on the finer aligned grid, lazily if the input is Dask-backed.
+    """
+    if tuple(views.dims) != ("window", "view", "band", "y", "x"):
+        raise InvalidDataError(f"views must be (window, view, band, y, x), got {views.dims}")
+    if tuple(masks.dims) != ("window", "view", "y", "x"):
+        raise InvalidDataError(f"masks must be (window, view, y, x), got {masks.dims}")
+    present = np.asarray(present, dtype=bool)
+    if present.shape != (views.sizes["window"], views.sizes["view"]):
+        raise InvalidDataError(f"present must be (window, view) = {views.shape[:2]}, got {present.shape}")
+    band_names = [str(b) for b in views.band.values]
+    ref, local = resolve_model(model, scale, bands=band_names, allow_untrained=allow_untrained)
+    if not local.multi_frame:
+        raise InvalidDataError(f"model {local.name} is single-image; use super_resolve")
+    n_model = int(getattr(local, "n_views", getattr(getattr(local, "inner", None), "n_views", 0)))
+    if n_model and views.sizes["view"] > n_model:
+        raise InvalidDataError(f"{views.sizes['view']} views per window, model {local.name} fuses at most {n_model}")
+    s = int(local.scale)
+    m = max(int(local.receptive_field), int(margin or 0))
+    spec = TileSpec(tile=choose_tile(tile, m, DEFAULT_TILE), margin=m, scale=s)
+    ny, nx = views.sizes["y"], views.sizes["x"]
+    lazy = dask.is_dask_collection(views.data)
+    v = views.data if lazy else da.from_array(np.asarray(views.data))
+    k = masks.data if dask.is_dask_collection(masks.data) else da.from_array(np.asarray(masks.data))
+    v = v.astype(np.float32).rechunk((1, -1, -1, spec.chunks(ny), spec.chunks(nx)))
+    k = k.astype(np.uint8)[:, :, None].rechunk((1, -1, 1, spec.chunks(ny), spec.chunks(nx)))
+    depth = {0: 0, 1: 0, 2: 0, 3: m if len(v.chunks[3]) > 1 else 0, 4: m if len(v.chunks[4]) > 1 else 0}
+    if any(depth.values()):
+        v = da.overlap.overlap(v, depth=depth, boundary="none")
+        k = da.overlap.overlap(k, depth=depth, boundary="none")
+    graph_ref: Any = ref if isinstance(ref, ModelSpec) else dask.delayed(ref, pure=True, traverse=False)
+    threads = torch_threads if torch_threads is not None else default_threads(client)
+    out = da.map_blocks(
+        _mf_block, v, k, graph_ref, present, m, s, threads, drop_axis=1,
+        chunks=(v.chunks[0], v.chunks[2], spec.out_chunks(ny), spec.out_chunks(nx)),
+        dtype=np.float32, meta=np.empty((0, 0, 0, 0), np.float32), name=f"fuse-{local.name}",
+    )
+    gbox = output_geobox(input_geobox(views.isel(window=0, view=0)), s)
+    coords: dict[str, Any] = {"window": views.window, "band": views.band, **grid_coords(gbox)}
+    result = xr.DataArray(out, dims=("window", "band", "y", "x"), coords=coords, name="reflectance",
+                          attrs={"sr_model": local.name, "sr_scale": s})
+    if not lazy:
+        result = client.compute(result).result() if client is not None else result.compute()
+    return result

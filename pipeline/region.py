@@ -11,17 +11,20 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import dask.array as da
 import numpy as np
 import xarray as xr
 
 import models
 from pipeline import catalog as cat
-from pipeline.clearance import DEFAULT_CLEAR_CLASSES, FrameDecision, clear_fraction, select_frames, validate_classes
+from pipeline.clearance import FrameDecision, WindowPlan, plan_windows, select_frames
 from pipeline.cluster import dask_client
-from pipeline.errors import AllCloudyError, InvalidOptionError
-from pipeline.infer import DEFAULT_TILE, resolve_model, super_resolve
+from pipeline.errors import AllCloudyError, InvalidOptionError, UnknownBandError, UnknownSensorError
+from pipeline.infer import DEFAULT_TILE, resolve_model, super_resolve, super_resolve_views
 from pipeline.params import BBox, BBoxLike, DateRange, DatesLike
-from pipeline.stack import assemble
+from pipeline.sensors import SensorProfile, get_sensor, sensor_for_items
+from pipeline.stack import assemble, with_clearance
+from pipeline.stackcache import StackCache, cache_key
 from pipeline.store import CubeStore
 from pipeline.tiling import TileSpec, choose_tile
 
@@ -35,9 +38,17 @@ INT16_FILL = -32768
 class RunOptions:
     """Options of run_region beyond the main arguments (all keyword, all validated)."""
 
-    min_clear: float = 0.5  # frames with a smaller clear fraction are dropped
-    clear_classes: tuple[int, ...] = DEFAULT_CLEAR_CLASSES  # SCL classes counted as clear
-    tile: int | None = None  # input tile size in pixels (default 256, larger for deep models); chunks = tile * scale
+    min_clear: float = 0.5  # frames with a smaller clear fraction are not used
+    clear_classes: tuple[int, ...] | None = None  # QA classes counted as clear (default: the sensor's)
+    sensor: str | None = None  # override the sensor the collection implies
+    harmonize: str | None = None  # reflectance rules: S2 "baseline" (default) / "raster" / "none"
+    window: str | None = None  # multi-frame composite window ("30D", ...); default one for the whole range
+    n_views: int | None = None  # views per window (default: the model's n_views)
+    min_views: int = 1  # windows with fewer usable frames are padded or dropped (short_windows)
+    short_windows: str = "pad"  # "pad" (keep, masked empty views) or "drop"
+    stack_cache: str | None = None  # folder of cached stacks (path or fsspec URL)
+    refresh_cache: bool = False  # rebuild the cached stack even if it exists
+    tile: int | None = None  # input tile size (default 256, larger for deep models); chunks = tile * scale
     resolution: float | None = None  # input grid resolution (default: finest native of the bands)
     max_cloud_cover: float | None = None  # percent, filters items on eo:cloud_cover
     max_items: int | None = None
@@ -48,15 +59,11 @@ class RunOptions:
     torch_threads: int | None = None
     progress: bool = False  # text progress bars for the long steps
     allow_untrained: bool = False  # accept weights whose metadata says trained = false
-    storage_options: Mapping[str, Any] | None = None  # fsspec options for `out`
+    storage_options: Mapping[str, Any] | None = None  # fsspec options for `out` and the stack cache
 
     def __post_init__(self) -> None:
         if not 0.0 <= float(self.min_clear) <= 1.0:
             raise InvalidOptionError(f"min_clear must be a fraction in [0, 1], got {self.min_clear}")
-        try:
-            object.__setattr__(self, "clear_classes", validate_classes(self.clear_classes))
-        except (TypeError, ValueError) as exc:
-            raise InvalidOptionError(str(exc)) from None
         if self.tile is not None and (not isinstance(self.tile, int) or self.tile < 16):
             raise InvalidOptionError(f"tile must be an integer >= 16, got {self.tile!r}")
         if self.dtype not in ("float32", "int16"):
@@ -64,9 +71,21 @@ class RunOptions:
         if self.georef_check not in ("first", "all", "none"):
             raise InvalidOptionError(f"georef_check must be 'first', 'all' or 'none', got {self.georef_check!r}")
         if self.resolution is not None and not float(self.resolution) > 0:
-            raise InvalidOptionError(f"resolution must be positive metres, got {self.resolution}")
+            raise InvalidOptionError(f"resolution must be positive, got {self.resolution}")
         if self.max_cloud_cover is not None and not 0 <= float(self.max_cloud_cover) <= 100:
             raise InvalidOptionError(f"max_cloud_cover is a percentage in [0, 100], got {self.max_cloud_cover}")
+        if self.short_windows not in ("pad", "drop"):
+            raise InvalidOptionError(f"short_windows must be 'pad' or 'drop', got {self.short_windows!r}")
+        if self.n_views is not None and self.n_views < 1:
+            raise InvalidOptionError(f"n_views must be >= 1, got {self.n_views}")
+        if self.min_views < 1 or (self.n_views is not None and self.min_views > self.n_views):
+            raise InvalidOptionError(f"need 1 <= min_views <= n_views, got {self.min_views} and {self.n_views}")
+        try:
+            from pipeline.clearance import parse_window
+
+            parse_window(self.window)
+        except ValueError as exc:
+            raise InvalidOptionError(str(exc)) from None
 
     @classmethod
     def from_kwargs(cls, options: Mapping[str, Any]) -> RunOptions:
@@ -75,9 +94,15 @@ class RunOptions:
         if unknown:
             raise InvalidOptionError(f"unknown option(s) {unknown}; run_region accepts {sorted(known)}")
         opts = dict(options)
-        if "clear_classes" in opts and opts["clear_classes"] is not None:
+        if opts.get("clear_classes") is not None:
             opts["clear_classes"] = tuple(opts["clear_classes"])
         return cls(**opts)
+
+
+def _version() -> str:
+    from pipeline import __version__
+
+    return __version__
 
 
 def _model_attrs(ref: Any, local: Any) -> dict[str, Any]:
@@ -95,54 +120,27 @@ def _model_attrs(ref: Any, local: Any) -> dict[str, Any]:
             "training_data": "unknown"}
 
 
-def _version() -> str:
-    from pipeline import __version__
-
-    return __version__
-
-
-def _upsample_mask(clear: xr.DataArray, tiles: TileSpec, like: xr.DataArray) -> xr.DataArray:
-    """Nearest-neighbour ``scale x`` upsampling of the (time, y, x) clear mask on the SR tiling."""
+def _upsample(mask: xr.DataArray, tiles: TileSpec, like: xr.DataArray, name: str,
+              attrs: dict[str, Any]) -> xr.DataArray:
+    """Nearest-neighbour ``scale x`` upsampling of a (time, y, x) layer on the SR tiling."""
     s = tiles.scale
-    arr = clear.data.astype(np.uint8).rechunk((1, tiles.chunks(clear.sizes["y"]), tiles.chunks(clear.sizes["x"])))
+    arr = mask.data.rechunk((1, tiles.chunks(mask.sizes["y"]), tiles.chunks(mask.sizes["x"])))
     out_chunks = (arr.chunks[0], tuple(c * s for c in arr.chunks[1]), tuple(c * s for c in arr.chunks[2]))
-    up = arr.map_blocks(lambda b: b.repeat(s, axis=-2).repeat(s, axis=-1), chunks=out_chunks, dtype=np.uint8)
-    coords = {k: v for k, v in like.coords.items() if k != "band" and "band" not in v.dims}
-    return xr.DataArray(up, dims=("time", "y", "x"), coords=coords, name="clear",
-                        attrs={"long_name": "clear pixel (from the scene classification)",
-                               "flag_values": [0, 1], "flag_meanings": "not_clear clear",
-                               "clear_classes": list(clear.attrs.get("clear_classes", []))})
-
-
-def build_cube(sr: xr.DataArray, clear_hr: xr.DataArray, fractions: Sequence[float], attrs: Mapping[str, Any],
-               dtype: str) -> xr.Dataset:
-    refl = sr.rename("reflectance")
-    if dtype == "int16":  # keep values representable: int16 would wrap
-        lim = 32767 * INT16_SCALE
-        refl = refl.clip(-lim, lim)
-    refl.attrs = {"long_name": "super-resolved surface reflectance", "units": "1",
-                  "sr_model": sr.attrs.get("sr_model"), "sr_scale": sr.attrs.get("sr_scale")}
-    cube = xr.Dataset({
-        "reflectance": refl,
-        "clear": clear_hr,
-        "clear_fraction": xr.DataArray(np.asarray(fractions, np.float32), dims="time",
-                                       attrs={"long_name": "fraction of clear pixels in the frame (input grid)"}),
-    })
-    # variable-length strings have a zarr v3 data type; fixed-width numpy unicode has none
-    cube = cube.assign_coords(band=np.array([str(b) for b in cube.band.values], dtype=object))
-    cube.attrs = dict(attrs)
-    cube.attrs["Conventions"] = "CF-1.8"
-    for name in cube.data_vars:
-        cube[name].encoding["coordinates"] = "spatial_ref"  # keep spatial_ref a coordinate on read
-    return cube
+    up = arr.map_blocks(lambda b: b.repeat(s, axis=-2).repeat(s, axis=-1), chunks=out_chunks, dtype=arr.dtype)
+    dim0 = like.dims[0]
+    coords = {k: v for k, v in like.coords.items() if set(v.dims) <= {"y", "x"} or k == dim0}
+    return xr.DataArray(up, dims=(dim0, "y", "x"), coords=coords, name=name, attrs=attrs)
 
 
 def _encoding(cube: xr.Dataset, tiles: TileSpec, dtype: str) -> dict[str, Any]:
-    ty = tx = tiles.tile * tiles.scale
-    enc: dict[str, Any] = {
-        "reflectance": {"chunks": (1, 1, min(ty, cube.sizes["y"]), min(tx, cube.sizes["x"]))},
-        "clear": {"chunks": (1, min(ty, cube.sizes["y"]), min(tx, cube.sizes["x"]))},
-    }
+    ty = min(tiles.tile * tiles.scale, cube.sizes["y"])
+    tx = min(tiles.tile * tiles.scale, cube.sizes["x"])
+    enc: dict[str, Any] = {"reflectance": {"chunks": (1, 1, ty, tx)}}
+    for name, var in cube.data_vars.items():
+        if var.dims == ("time", "y", "x"):
+            enc[str(name)] = {"chunks": (1, ty, tx)}
+        elif var.dims == ("y", "x"):
+            enc[str(name)] = {"chunks": (ty, tx)}
     if dtype == "int16":
         # float32 packing attributes make readers unpack to float32 (CF: their type is the unpacked type)
         enc["reflectance"].update(dtype="int16", scale_factor=np.float32(INT16_SCALE), add_offset=np.float32(0.0),
@@ -151,14 +149,14 @@ def _encoding(cube: xr.Dataset, tiles: TileSpec, dtype: str) -> dict[str, Any]:
 
 
 def _compute(client: Any, collection: Any, progress: bool, label: str) -> Any:
-    future = client.compute(collection)
+    futures = client.compute(collection)
     if progress:
         from distributed import progress as show_progress
 
         print(label, flush=True)
-        show_progress(future)
+        show_progress(futures)
         print(flush=True)
-    return future.result()
+    return client.gather(futures)
 
 
 @dataclass
@@ -168,6 +166,8 @@ class RunLog:
     steps: dict[str, float] = field(default_factory=dict)
     items_found: int = 0
     frames: list[FrameDecision] = field(default_factory=list)
+    windows: list[WindowPlan] = field(default_factory=list)
+    from_cache: bool = False
     _t0: float = field(default_factory=time.perf_counter)
 
     def mark(self, step: str) -> None:
@@ -175,16 +175,74 @@ class RunLog:
         self.steps[step] = round(max(0.0, now - self._t0 - sum(self.steps.values())), 3)
 
 
+@dataclass
+class _Request:
+    region: BBox
+    days: DateRange
+    profile: cat.CatalogProfile
+    collection: str
+    sensor: SensorProfile | None
+    bands: tuple[str, ...] | None
+    opts: RunOptions
+
+
+def _cache_params(req: _Request, bands: Sequence[str]) -> dict[str, Any]:
+    from pipeline import sample
+
+    source = req.profile.name if req.profile.kind != "stac" else req.profile.url
+    params: dict[str, Any] = {
+        "catalog": source, "collection": req.collection, "bbox": req.region.as_tuple(), "dates": str(req.days),
+        "bands": list(bands), "sensor": req.sensor.name if req.sensor else None, "harmonize": req.opts.harmonize,
+        "resolution": req.opts.resolution, "max_cloud_cover": req.opts.max_cloud_cover,
+        "max_items": req.opts.max_items,
+    }
+    if req.profile.kind == "sample":
+        params["sample"] = f"v{sample.SAMPLE_VERSION}-{sample.SEED}"
+    return params
+
+
+def _load_stack(req: _Request, run: RunLog, tile: int) -> tuple[xr.Dataset, SensorProfile, tuple[str, ...]]:
+    """Search and assemble (lazily), or read a Kelvins imgset; sensor and bands settled."""
+    if req.profile.kind == "kelvins":
+        from pipeline.sensors.probav import PROBAV, imgset_stack, read_imgset
+
+        imgset = read_imgset(req.profile.url, require_qm=False)
+        band = (req.bands or (imgset.band or "NIR",))
+        if len(band) != 1 or band[0] not in ("RED", "NIR"):
+            raise UnknownBandError(f"a Kelvins imgset holds one band (RED or NIR; this one: {imgset.band}), "
+                                   f"got {list(band)}")
+        run.items_found = len(imgset.frame_ids)
+        stack = imgset_stack(imgset, north_west=(req.region.min_lon, req.region.max_lat), start=req.days.start,
+                             band=band[0])
+        return stack.drop_vars("clear").chunk({"time": 1, "y": tile, "x": tile}), PROBAV, (band[0],)
+    client_api = cat.open_catalog(req.profile)
+    cat.check_collection(client_api, req.collection)
+    items = cat.search(client_api, req.collection, req.region, req.days, max_cloud_cover=req.opts.max_cloud_cover,
+                       max_items=req.opts.max_items)
+    run.items_found = len(items)
+    sensor = req.sensor or sensor_for_items(items)
+    if sensor is None:
+        raise UnknownSensorError(f"cannot tell the sensor of collection {req.collection!r} from its id or its "
+                                 "items' platform; pass sensor='sentinel-2' or 'proba-v'")
+    bands = sensor.vocabulary.validate(req.bands)
+    stack = assemble(items, req.region, bands, sensor=sensor, resolution=req.opts.resolution, chunk=tile,
+                     harmonize=req.opts.harmonize, georef_check=req.opts.georef_check)
+    return stack, sensor, bands
+
+
 def run_region(bbox: BBoxLike, dates: DatesLike, *, catalog: str = "sample", collection: str | None = None,
-               bands: Sequence[str] | None = None, model: Any = "bicubic", scale: int = 4,
+               bands: Sequence[str] | None = None, model: Any = "bicubic", scale: int | None = None,
                out: str = "srcube.zarr", client: Any | None = None,
                on_step: Callable[[str, RunLog], None] | None = None, **options: Any) -> xr.Dataset:
     """Super-resolve a region and date range into an analysis-ready zarr cube; return it, lazily.
 
     bbox is (min_lon, min_lat, max_lon, max_lat) in EPSG:4326; dates "YYYY-MM-DD/YYYY-MM-DD" or
     a (start, end) pair, both inclusive. catalog is a profile name (``sample``, ``earth-search``,
-    ``planetary-computer``, ``cdse``) or a STAC API URL. ``client`` is a dask.distributed Client;
-    without one a LocalCluster is started for the run. See :class:`RunOptions` for ``options``.
+    ``planetary-computer``, ``cdse``, ``terrascope``), a STAC API URL, or ``kelvins:/path/imgset``.
+    ``client`` is a dask.distributed Client; without one a LocalCluster is started for the run.
+    ``scale`` defaults to the weights' scale for trained models and to 4 for the baselines.
+    Single-image models give one output frame per clear date; multi-frame models one per
+    composite window (``window=``), fusing its clearest views. See :class:`RunOptions`.
 
     Every check that needs only the arguments runs before the search; the search, the band
     mapping and the clearance run before anything is written. The cube says ``complete = true``
@@ -196,54 +254,83 @@ def run_region(bbox: BBoxLike, dates: DatesLike, *, catalog: str = "sample", col
     days = DateRange.parse(dates)
     profile = cat.resolve_catalog(catalog)
     coll = collection or profile.collection
-    band_names = profile.vocabulary.validate(bands)
+    sensor = get_sensor(opts.sensor) if opts.sensor else profile.sensor_for(coll)
+    if sensor is not None and (bands is not None or profile.kind != "kelvins"):
+        band_names: tuple[str, ...] | None = sensor.vocabulary.validate(bands)
+    else:  # decided by the data: the items' sensor, or the imgset's band
+        band_names = tuple(bands) if bands else None
+    if sensor is not None:
+        try:
+            sensor.validate_clear_classes(opts.clear_classes)
+        except ValueError as exc:
+            raise InvalidOptionError(str(exc)) from None
+        if opts.harmonize is not None and opts.harmonize not in sensor.harmonize_modes:
+            raise InvalidOptionError(f"harmonize for {sensor.name} must be one of {sensor.harmonize_modes}")
     model_ref, local_model = resolve_model(model, scale, bands=band_names, allow_untrained=opts.allow_untrained)
-    if local_model.multi_frame:
-        raise InvalidOptionError(f"model {local_model.name} is multi-frame; run_region runs single-image models "
-                                 "(one frame per date) until multi-frame composites land")
+    multi = bool(local_model.multi_frame)
+    n_model = int(getattr(local_model, "n_views", getattr(getattr(local_model, "inner", None), "n_views", 0)) or 0)
+    n_views = opts.n_views or n_model or 1
+    if multi and n_model and n_views > n_model:
+        raise InvalidOptionError(f"n_views={n_views} but model {local_model.name} fuses at most {n_model}")
     store = CubeStore(out, opts.storage_options)
     store.check_writable(overwrite=opts.overwrite)
     margin = max(local_model.receptive_field, 0)
     tiles = TileSpec(choose_tile(opts.tile, margin, DEFAULT_TILE), margin, int(local_model.scale))
+    req = _Request(region, days, profile, coll, sensor, band_names, opts)
 
     def step(name: str) -> None:
         run.mark(name)
         if on_step is not None:
             on_step(name, run)
 
-    client_api = cat.open_catalog(profile)
-    cat.check_collection(client_api, coll)
-    items = cat.search(client_api, coll, region, days, max_cloud_cover=opts.max_cloud_cover,
-                       max_items=opts.max_items)
-    run.items_found = len(items)
-    step("search")
-
-    stack = assemble(items, region, band_names, vocabulary=profile.vocabulary, resolution=opts.resolution,
-                     chunk=tiles.tile, clear_classes=opts.clear_classes, georef_check=opts.georef_check)
-    step("assemble")
+    cache = StackCache(opts.stack_cache, opts.storage_options) if opts.stack_cache else None
+    stack: xr.Dataset | None = None
+    key = ""
+    if cache is not None and sensor is not None and band_names is not None and profile.kind != "kelvins":
+        key = cache_key(_cache_params(req, band_names))
+        if not opts.refresh_cache:
+            stack = cache.load(key)
+    if stack is not None:
+        run.from_cache = True
+        run.items_found = len({i for ids in stack["items"].values for i in str(ids).split(",")})
+        assert sensor is not None and band_names is not None
+        step("search")
+        step("assemble")
+    else:
+        stack, sensor, band_names = _load_stack(req, run, tiles.tile)
+        step("search")
+        step("assemble")
+    classes = sensor.validate_clear_classes(opts.clear_classes)
 
     with dask_client(client, n_workers=opts.n_workers) as dc:
         step("cluster")
-        fractions = _compute(dc, clear_fraction(stack.clear), opts.progress, "clearance")
-        run.frames = select_frames(stack.time.values, np.asarray(fractions), opts.min_clear)
+        if cache is not None and not run.from_cache and profile.kind != "kelvins":
+            key = key or cache_key(_cache_params(dataclasses.replace(req, sensor=sensor), band_names))
+            stack = cache.save(key, stack, _cache_params(dataclasses.replace(req, sensor=sensor), band_names),
+                               dc, tiles.tile)
+            step("cache")
+        stack = with_clearance(stack, sensor, classes)
+        fractions, scores = _compute(dc, [stack.clear_fraction, stack.clearance_score], opts.progress, "clearance")
+        fractions, scores = np.asarray(fractions), np.asarray(scores)
+        if multi:
+            run.windows, run.frames = plan_windows(
+                stack.time.values, fractions, scores, start=days.start, end=days.end, window=opts.window,
+                n_views=n_views, min_views=opts.min_views, min_clear=opts.min_clear, short_windows=opts.short_windows)
+        else:
+            run.frames = select_frames(stack.time.values, fractions, opts.min_clear, scores)
         step("clearance")
-        keep = [i for i, f in enumerate(run.frames) if f.kept]
-        if not keep:
+        if not any(f.kept for f in run.frames) or (multi and not any(w.kept for w in run.windows)):
             raise AllCloudyError(
-                "every frame is below min_clear="
-                f"{opts.min_clear:.0%}: " + ", ".join(f"{f.time} {f.clear_fraction:.1%}" for f in run.frames)
+                f"no frame is usable with min_clear={opts.min_clear:.0%}: "
+                + ", ".join(f"{f.time} {f.clear_fraction:.1%}" for f in run.frames)
                 + "; lower min_clear, widen the dates, or add clear classes")
-        kept = stack.isel(time=keep)
-        sr = super_resolve(kept.reflectance, model_ref, client=dc, tile=tiles.tile,
-                           torch_threads=opts.torch_threads, allow_untrained=opts.allow_untrained)
-        # a pixel is clear only where the SCL says so and every band has data
-        clear_hr = _upsample_mask(kept.clear, tiles, sr) * sr.notnull().all("band").astype(np.uint8)
-        kept_items = [i for ids in kept["items"].values for i in str(ids).split(",")]
         attrs = {
             "srcube_version": _version(),
             "title": "srcube super-resolved reflectance cube",
             **_model_attrs(model_ref, local_model),
+            "mode": "multi-frame" if multi else "single-image",
             "scale": int(local_model.scale),
+            "sensor": sensor.name,
             "catalog": profile.name,
             "catalog_url": profile.resolved_url(),
             "collection": coll,
@@ -253,15 +340,29 @@ def run_region(bbox: BBoxLike, dates: DatesLike, *, catalog: str = "sample", col
             "crs": f"EPSG:{stack.attrs['grid_epsg']}",
             "input_resolution": float(stack.attrs["resolution"]),
             "resolution": float(stack.attrs["resolution"]) / int(local_model.scale),
-            "stac_item_ids": kept_items,
             "stac_items_found": run.items_found,
+            "stack_cache": f"{opts.stack_cache}/stack-{key}.zarr" if cache is not None and key else "none",
+            "stack_from_cache": run.from_cache,
             "min_clear": opts.min_clear,
-            "clear_classes": list(opts.clear_classes),
+            "clear_classes": list(classes),
+            "harmonize": str(stack.attrs.get("harmonize", "")),
             "frames": json.dumps([dataclasses.asdict(f) for f in run.frames]),
             "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
-        cube = build_cube(sr, clear_hr, [run.frames[i].clear_fraction for i in keep], attrs, opts.dtype)
-        cube = cube.assign_coords(items=("time", np.array([str(v) for v in kept["items"].values], dtype=object)))
+        for extra in ("georeferencing",):
+            if extra in stack.attrs:
+                attrs[extra] = stack.attrs[extra]
+        if multi:
+            cube = _multi_frame_cube(stack, run.windows, n_views, model_ref, tiles, dc, opts)
+            attrs["windows"] = json.dumps([w.to_json() for w in run.windows])
+            attrs["n_views"] = n_views
+            attrs["window"] = opts.window or "all"
+            used = [i for w in run.windows if w.kept for i in w.views]
+        else:
+            cube = _single_image_cube(stack, run.frames, model_ref, tiles, dc, opts)
+            used = [i for i, f in enumerate(run.frames) if f.kept]
+        attrs["stac_item_ids"] = sorted({i for t in used for i in str(stack["items"].values[t]).split(",")})
+        cube.attrs = {**attrs, "Conventions": "CF-1.8"}
         writes = store.write_template(cube, _encoding(cube, tiles, opts.dtype))
         step("template")
         _compute(dc, writes, opts.progress, "super-resolve and write")
@@ -269,3 +370,92 @@ def run_region(bbox: BBoxLike, dates: DatesLike, *, catalog: str = "sample", col
     store.finalize({"timings_s": dict(run.steps)})
     step("finalize")
     return store.open()
+
+
+def _finish(cube: xr.Dataset, dtype: str) -> xr.Dataset:
+    if dtype == "int16":  # keep values representable: int16 would wrap
+        lim = 32767 * INT16_SCALE
+        cube["reflectance"] = cube.reflectance.clip(-lim, lim)
+    # variable-length strings have a zarr v3 data type; fixed-width numpy unicode has none
+    cube = cube.assign_coords(band=np.array([str(b) for b in cube.band.values], dtype=object))
+    for coord in ("items", "window_end"):
+        if coord in cube.coords:
+            cube = cube.assign_coords({coord: ("time", np.array([str(v) for v in cube[coord].values], dtype=object))})
+    for var in cube.data_vars.values():
+        var.encoding["coordinates"] = "spatial_ref"  # keep spatial_ref a coordinate on read
+    return cube
+
+
+def _single_image_cube(stack: xr.Dataset, frames: list[FrameDecision], ref: Any, tiles: TileSpec, dc: Any,
+                       opts: RunOptions) -> xr.Dataset:
+    keep = [i for i, f in enumerate(frames) if f.kept]
+    kept = stack.isel(time=keep)
+    sr = super_resolve(kept.reflectance, ref, client=dc, tile=tiles.tile, torch_threads=opts.torch_threads,
+                       allow_untrained=opts.allow_untrained)
+    clear = _upsample(kept.clear.astype(np.uint8), tiles, sr, "clear",
+                      {"long_name": "clear pixel (QA class clear and data in every band)", "flag_values": [0, 1],
+                       "flag_meanings": "not_clear clear"})
+    clear = clear * sr.notnull().all("band").astype(np.uint8)
+    count = _upsample(kept.clear.sum("time").astype(np.uint8).expand_dims(time=1), tiles, sr.isel(time=[0]),
+                      "clear_count", {}).isel(time=0, drop=True)
+    refl = sr.rename("reflectance")
+    refl.attrs = {"long_name": "super-resolved surface reflectance", "units": "1",
+                  "sr_model": sr.attrs.get("sr_model"), "sr_scale": sr.attrs.get("sr_scale")}
+    cube = xr.Dataset({
+        "reflectance": refl,
+        "clear": clear.rename("clear").assign_attrs(long_name="clear pixel", flag_values=[0, 1],
+                                                    flag_meanings="not_clear clear"),
+        "clear_count": count.rename("clear_count").assign_attrs(
+            long_name="number of clear frames per pixel over the kept dates"),
+        "clear_fraction": xr.DataArray(np.asarray([frames[i].clear_fraction for i in keep], np.float32), dims="time",
+                                       attrs={"long_name": "clear fraction of the frame (input grid)"}),
+        "clearance_score": xr.DataArray(np.asarray([frames[i].clearance_score for i in keep], np.float32),
+                                        dims="time", attrs={"long_name": "clearance score of the frame"}),
+    })
+    cube = cube.assign_coords(items=("time", [str(v) for v in kept["items"].values]))
+    return _finish(cube, opts.dtype)
+
+
+def _multi_frame_cube(stack: xr.Dataset, windows: list[WindowPlan], n_views: int, ref: Any, tiles: TileSpec,
+                      dc: Any, opts: RunOptions) -> xr.Dataset:
+    plans = [w for w in windows if w.kept]
+    refl, clear = stack.reflectance.data, stack.clear.data
+    _, c, h, w = refl.shape
+    views, masks, present = [], [], np.zeros((len(plans), n_views), bool)
+    for i, plan in enumerate(plans):
+        idx = list(plan.views)
+        pad = n_views - len(idx)
+        present[i, : len(idx)] = True
+        v, m = refl[idx], clear[idx].astype(np.uint8)
+        if pad:
+            v = da.concatenate([v, da.zeros((pad, c, h, w), dtype=np.float32, chunks=(1, c, h, w))])
+            m = da.concatenate([m, da.zeros((pad, h, w), dtype=np.uint8, chunks=(1, h, w))])
+        views.append(v)
+        masks.append(m)
+    starts = np.array([np.datetime64(p.start[:19], "ns") for p in plans])
+    spatial = {k: v for k, v in stack.coords.items() if set(v.dims) <= {"y", "x"}}
+    views_da = xr.DataArray(da.stack(views), dims=("window", "view", "band", "y", "x"),
+                            coords={"window": starts, "band": stack.band, **spatial})
+    masks_da = xr.DataArray(da.stack(masks), dims=("window", "view", "y", "x"), coords={"window": starts, **spatial})
+    sr = super_resolve_views(views_da, masks_da, present, ref, client=dc, tile=tiles.tile,
+                             torch_threads=opts.torch_threads, allow_untrained=opts.allow_untrained)
+    sr = sr.rename({"window": "time"})
+    count_lr = (masks_da * xr.DataArray(present, dims=("window", "view"))).sum("view").astype(np.uint8)
+    count_lr = count_lr.rename({"window": "time"})
+    count = _upsample(count_lr, tiles, sr, "clear_count",
+                      {"long_name": "number of clear views per pixel in the window"})
+    clear = (count > 0).astype(np.uint8) * sr.notnull().all("band").astype(np.uint8)
+    refl_out = sr.rename("reflectance")
+    refl_out.attrs = {"long_name": "super-resolved surface reflectance (multi-frame fusion)", "units": "1",
+                      "sr_model": sr.attrs.get("sr_model"), "sr_scale": sr.attrs.get("sr_scale")}
+    cube = xr.Dataset({
+        "reflectance": refl_out,
+        "clear": clear.rename("clear").assign_attrs(long_name="pixel clear in at least one view",
+                                                    flag_values=[0, 1], flag_meanings="not_clear clear"),
+        "clear_count": count,
+        "views": xr.DataArray(np.asarray([len(p.views) for p in plans], np.uint8), dims="time",
+                              attrs={"long_name": "real views fused in the window"}),
+    })
+    items = [",".join(str(stack["items"].values[i]) for i in p.views) for p in plans]
+    cube = cube.assign_coords(items=("time", items), window_end=("time", [p.end for p in plans]))
+    return _finish(cube, opts.dtype)

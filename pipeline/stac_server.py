@@ -56,7 +56,7 @@ def _die_with_parent() -> Callable[[], None] | None:
 
 
 class StacServer:
-    """``rustac serve`` over ``collection.json`` + ``items.json`` in ``root``, on 127.0.0.1."""
+    """``rustac serve`` over every ``collection*.json`` + ``items*.json`` in ``root``, on 127.0.0.1."""
 
     def __init__(self, root: Path, *, startup_timeout: float = 20.0) -> None:
         self.root = Path(root)
@@ -67,10 +67,10 @@ class StacServer:
     def start(self) -> str:
         if self._proc is not None:
             return self.url
-        hrefs = [str(self.root / "collection.json"), str(self.root / "items.json")]
-        for href in hrefs:
-            if not Path(href).exists():
-                raise FileNotFoundError(f"STAC server input {href} does not exist")
+        collections = sorted(self.root.glob("collection*.json"))
+        hrefs = [str(p) for p in (*collections, *sorted(self.root.glob("items*.json")))]
+        if not collections:
+            raise FileNotFoundError(f"no collection*.json in {self.root} for the STAC server")
         last_err = ""
         for _attempt in range(3):  # the chosen port can be taken between choice and bind
             port = _free_port()

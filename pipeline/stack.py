@@ -2,9 +2,10 @@
 
 The result is an ``xarray.Dataset`` with
 
-* ``reflectance`` (time, band, y, x) float32: ``raster:bands`` scale and offset applied, no data
-  as NaN;
-* ``clear`` (time, y, x) bool: from the SCL classes counted as clear;
+* ``reflectance`` (time, band, y, x) float32: DN scaled by the sensor's rules (``raster:bands``,
+  Sentinel-2 processing-baseline harmonisation), no data as NaN;
+* ``qa`` (time, y, x): the sensor's quality band (Sentinel-2 SCL, PROBA-V status map), from which
+  :func:`with_clearance` derives ``clear``, ``clear_fraction`` and ``clearance_score``;
 * coordinates ``time`` (one per solar day), ``band`` (canonical names), ``items`` (the ids fused
   into each frame), ``x``/``y`` pixel centres and ``spatial_ref``.
 
@@ -28,11 +29,11 @@ import pystac
 import rasterio
 import xarray as xr
 
-from pipeline.bands import SENTINEL2, BandVocabulary, asset_key
-from pipeline.clearance import DEFAULT_CLEAR_CLASSES, clear_mask
+from pipeline.bands import asset_key
 from pipeline.errors import GeorefMismatchWarning, InvalidDataError
 from pipeline.grid import GridSpec, utm_epsg
 from pipeline.params import BBox
+from pipeline.sensors import SENTINEL2, SensorProfile
 
 log = logging.getLogger(__name__)
 
@@ -119,13 +120,13 @@ def _item_epsg(item: pystac.Item, key: str) -> int | None:
 
 
 def native_grid(items: Sequence[pystac.Item], keys: Sequence[str], bbox: BBox,
-                resolution: float | None = None) -> GridSpec:
-    """UTM zone of the bbox centre; finest native resolution of ``keys``; aligned to the source.
+                resolution: float | None = None, policy: str = "utm") -> GridSpec:
+    """The grid a stack is assembled on; finest native resolution of ``keys``; aligned to the source.
 
-    When the first item is in the same CRS, the grid's pixel edges are those of its finest asset,
-    so loading needs no resampling.
+    ``policy="utm"``: the UTM zone of the bbox centre (Sentinel-2). ``policy="native"``: the first
+    item's own CRS (PROBA-V's plate carree). When the first item is in the grid's CRS, the pixel
+    edges are those of its finest asset, so loading needs no resampling.
     """
-    epsg = utm_epsg(*bbox.center)
     best: tuple[float, tuple[float, float]] | None = None
     for key in keys:
         _, transform = _declared_georef(items[0], key)
@@ -134,12 +135,23 @@ def native_grid(items: Sequence[pystac.Item], keys: Sequence[str], bbox: BBox,
         res = abs(float(transform[0]))
         if best is None or res < best[0]:
             best = (res, (float(transform[2]), float(transform[5])))
+    source_epsg = _item_epsg(items[0], keys[0])
+    if policy == "native":
+        if source_epsg is None:
+            raise InvalidDataError(f"item {items[0].id} declares no CRS (proj:code/proj:epsg)")
+        epsg = source_epsg
+    elif policy == "utm":
+        epsg = utm_epsg(*bbox.center)
+    else:
+        raise ValueError(f"grid policy must be 'utm' or 'native', got {policy!r}")
     if best is None:
-        raise InvalidDataError(
-            f"item {items[0].id} has no proj:transform for {list(keys)} and no resolution was given; "
-            "pass resolution=<metres>")
+        if resolution is None:
+            raise InvalidDataError(
+                f"item {items[0].id} has no proj:transform for {list(keys)} and no resolution was given; "
+                "pass resolution=<grid units>")
+        return GridSpec(epsg, float(resolution))
     res = float(resolution) if resolution is not None else best[0]
-    if _item_epsg(items[0], keys[0]) == epsg and abs(res - best[0]) < 1e-9:
+    if source_epsg == epsg and abs(res - best[0]) <= 1e-9 * best[0]:
         return GridSpec.aligned_to(epsg, res, best[1])
     return GridSpec(epsg, res)
 
@@ -170,29 +182,26 @@ def group_by_solar_day(items: Sequence[pystac.Item]) -> list[list[pystac.Item]]:
     return [sorted(groups[k], key=lambda it: (it.datetime, it.id)) for k in sorted(groups)]
 
 
-# --- scaling ---------------------------------------------------------------------------------
-
-
-def raster_scaling(item: pystac.Item, key: str) -> tuple[float, float, float | None]:
-    """(scale, offset, nodata) of a single-band asset from ``raster:bands`` (1, 0, None if absent)."""
-    rb = item.assets[key].extra_fields.get("raster:bands") or [{}]
-    b0 = rb[0] if isinstance(rb, list) and rb else {}
-    nodata = b0.get("nodata")
-    return float(b0.get("scale", 1.0)), float(b0.get("offset", 0.0)), (float(nodata) if nodata is not None else None)
-
-
 # --- assembly --------------------------------------------------------------------------------
 
 
 def assemble(items: Sequence[pystac.Item], bbox: BBox, bands: Sequence[str], *,
-             vocabulary: BandVocabulary = SENTINEL2, resolution: float | None = None,
-             chunk: int = 256, clear_classes: Sequence[int] = DEFAULT_CLEAR_CLASSES,
-             georef_check: str = "first") -> xr.Dataset:
-    """Lazy stack of ``items`` over ``bbox`` on the native UTM grid, one frame per solar day."""
+             sensor: SensorProfile = SENTINEL2, resolution: float | None = None, chunk: int = 256,
+             harmonize: str | None = None, georef_check: str = "first") -> xr.Dataset:
+    """Lazy stack of ``items`` over ``bbox`` on the sensor's grid, one frame per solar day.
+
+    Returns ``reflectance`` (time, band, y, x) float32 (DN scaled per item by the sensor's rules,
+    no data as NaN) and ``qa`` (time, y, x): the sensor's raw quality band (SCL, status map), from
+    which :func:`with_clearance` derives the clear mask.
+    """
     if not items:
         raise InvalidDataError("no items to assemble")
     if chunk < 16:
         raise ValueError(f"chunk must be at least 16 pixels, got {chunk}")
+    harmonize = harmonize or sensor.harmonize_modes[0]
+    if harmonize not in sensor.harmonize_modes:
+        raise ValueError(f"harmonize for {sensor.name} must be one of {sensor.harmonize_modes}, got {harmonize!r}")
+    vocabulary = sensor.vocabulary
     infos = [vocabulary.info(b) for b in bands]
     qa = vocabulary.info(vocabulary.qa_band)
     keys = {b.name: asset_key(items[0], b) for b in (*infos, qa)}
@@ -204,12 +213,12 @@ def assemble(items: Sequence[pystac.Item], bbox: BBox, bands: Sequence[str], *,
                     f"items disagree on the asset of band {b.name}: {items[0].id} has {keys[b.name]!r}, "
                     f"{it.id} has {k!r}; search one collection at a time")
     items = reconcile_georef(items, list(keys.values()), georef_check)
-    grid = native_grid(items, [keys[b.name] for b in infos], bbox, resolution)
+    grid = native_grid(items, [keys[b.name] for b in infos], bbox, resolution, sensor.grid)
     geobox = grid.geobox(bbox)
     groups = group_by_solar_day(items)
 
     # bands coarser than the grid are interpolated; same-resolution bands are copied pixel for
-    # pixel; the SCL classes are always taken by nearest neighbour
+    # pixel; the QA band is always taken by nearest neighbour
     resampling: dict[str, str] = {}
     for b in infos:
         _, tr = _declared_georef(items[0], keys[b.name])
@@ -225,16 +234,18 @@ def assemble(items: Sequence[pystac.Item], bbox: BBox, bands: Sequence[str], *,
             chunks={"time": 1, "y": chunk, "x": chunk}, groupby=_solar_day_key,
             resampling=resampling, fail_on_error=True,
         )
+    # geographic grids come back as latitude/longitude: srcube's dims are always (time, band, y, x)
+    ds = ds.rename({k: v for k, v in (("latitude", "y"), ("longitude", "x")) if k in ds.dims})
     if ds.sizes["time"] != len(groups):
         raise RuntimeError(f"odc-stac made {ds.sizes['time']} frames from {len(groups)} solar days")
 
     frames = []
     for b in infos:
         da = ds[keys[b.name]]
-        per_group = [raster_scaling(g[0], keys[b.name]) for g in groups]
+        per_group = [sensor.scaling(g[0], keys[b.name], harmonize) for g in groups]
         for g, (s, o, _) in zip(groups, per_group, strict=True):
             for it in g[1:]:
-                if raster_scaling(it, keys[b.name])[:2] != (s, o):
+                if sensor.scaling(it, keys[b.name], harmonize)[:2] != (s, o):
                     log.warning("items %s and %s of one solar day scale %s differently; using %s's",
                                 g[0].id, it.id, b.name, g[0].id)
         scale = xr.DataArray(np.array([p[0] for p in per_group], np.float32), dims="time")
@@ -250,12 +261,29 @@ def assemble(items: Sequence[pystac.Item], bbox: BBox, bands: Sequence[str], *,
     reflectance = reflectance.assign_coords(band=[b.name for b in infos]).transpose("time", "band", "y", "x")
     reflectance = reflectance.chunk({"band": -1}).rename("reflectance")
     reflectance.attrs = {"long_name": "surface reflectance", "units": "1"}
-
-    clear = clear_mask(ds[keys[qa.name]], clear_classes)
-    clear.attrs = {"long_name": "clear pixel (SCL class in clear_classes)",
-                   "clear_classes": list(map(int, clear_classes))}
-    out = xr.Dataset({"reflectance": reflectance, "clear": clear})
+    qa_da = ds[keys[qa.name]].rename("qa")
+    qa_da.attrs = {"long_name": f"{sensor.name} quality band {qa.name}", "classes": sensor.describe_qa()}
+    out = xr.Dataset({"reflectance": reflectance, "qa": qa_da})
     out = out.assign_coords(items=("time", [",".join(it.id for it in g) for g in groups]))
-    out.attrs["grid_epsg"] = grid.epsg
-    out.attrs["resolution"] = grid.resolution
+    out.attrs.update(sensor=sensor.name, grid_epsg=grid.epsg, resolution=grid.resolution, harmonize=harmonize)
+    return out
+
+
+def with_clearance(stack: xr.Dataset, sensor: SensorProfile, classes: Sequence[int] | None = None) -> xr.Dataset:
+    """Add ``clear`` (time, y, x), ``clear_fraction`` and ``clearance_score`` (time) to a stack, lazily.
+
+    ``clear_fraction``: share of the region's pixels that the QA band calls clear (no data counts
+    as not clear). ``clearance_score``: mean per-pixel clearance weight (1 clear, partial for
+    doubtful classes such as thin cirrus or "undefined"), used to rank frames. Both read only the
+    QA band; the cube's ``clear`` layer also requires data in every band.
+    """
+    classes = sensor.validate_clear_classes(classes)
+    bands = [str(b) for b in stack.band.values]
+    clear = sensor.clear_mask(stack.qa, classes, bands).rename("clear")
+    clear.attrs = {"long_name": "clear pixel", "clear_classes": list(classes)}
+    weight = sensor.clearance_weight(stack.qa, classes)
+    out = stack.assign(clear=clear)
+    out["clear_fraction"] = clear.mean(("y", "x"), dtype=np.float64).rename("clear_fraction")
+    out["clearance_score"] = weight.mean(("y", "x"), dtype=np.float64).rename("clearance_score")
+    out.attrs["clear_classes"] = list(classes)
     return out

@@ -128,6 +128,8 @@ class CubeStore:
             warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part",
                                     category=UserWarning)
             ds = xr.open_zarr(self.url, consolidated=(st == "complete"), storage_options=self._so)
+        # coordinates are small: load them, so strings (items, band) are not lazy object arrays
+        ds = ds.assign_coords({name: ds[name].load() for name in ds.coords if name not in ds.indexes})
         # int16-packed reflectance unpacks to float64 in xarray (zarr keeps its scale_factor as a JSON
         # number, losing the float32 type); srcube's reflectance is float32 either way
         for name, var in ds.data_vars.items():

@@ -19,8 +19,10 @@ BBOX = ",".join(map(str, sample.DEFAULT_BBOX))
 
 
 def test_catalogs_and_models_commands():
-    res = runner.invoke(app, ["catalogs"])
-    assert res.exit_code == 0 and "earth-search" in res.output and "planetary-computer" in res.output
+    res = runner.invoke(app, ["catalogs"], env={"COLUMNS": "250"})
+    assert res.exit_code == 0
+    for name in ("earth-search", "planetary-computer", "cdse", "terrascope", "proba-v-s1-toc-333m (proba-v)"):
+        assert name in res.output
     res = runner.invoke(app, ["models"])
     assert res.exit_code == 0 and "bicubic" in res.output
 

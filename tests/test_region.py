@@ -27,7 +27,8 @@ from pipeline.errors import (
     UnsupportedScaleError,
 )
 from pipeline.params import BBox, DateRange
-from pipeline.stack import assemble
+from pipeline.sensors import SENTINEL2
+from pipeline.stack import assemble, with_clearance
 
 pytestmark = pytest.mark.integration
 
@@ -84,7 +85,8 @@ def test_cube_values_are_the_model_applied_to_the_stack(cube, sample_url):
     _, ds = cube
     client = cat.open_catalog(cat.resolve_catalog("sample"))
     items = cat.search(client, "sentinel-2-l2a", BBox(*BBOX), DateRange.parse(DATES))
-    stack = assemble(items, BBox(*BBOX), ["B02", "B03", "B04", "B08"]).isel(time=[0, 2, 4, 5])
+    stack = with_clearance(assemble(items, BBox(*BBOX), ["B02", "B03", "B04", "B08"]), SENTINEL2)
+    stack = stack.isel(time=[0, 2, 4, 5])
     lr = stack.reflectance.isel(time=2).values  # 2024-06-12
     with torch.inference_mode():
         ref = models.build("bicubic", scale=4)(torch.from_numpy(lr[None]))[0].numpy()

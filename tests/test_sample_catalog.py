@@ -10,7 +10,7 @@ from pystac.validation import validate_dict
 
 from pipeline import catalog as cat
 from pipeline import sample
-from pipeline.bands import SENTINEL2, asset_key
+from pipeline.bands import asset_key
 from pipeline.errors import (
     CatalogUnavailableError,
     EmptySearchError,
@@ -19,6 +19,7 @@ from pipeline.errors import (
     UnknownCollectionError,
 )
 from pipeline.params import BBox, DateRange
+from pipeline.sensors import SENTINEL2
 from tests.conftest import shared_path
 
 
@@ -114,7 +115,8 @@ def test_max_cloud_cover_filters_client_side(sample_url):
 
 def test_search_errors(sample_url):
     client = cat.open_catalog(cat.resolve_catalog(sample_url))
-    with pytest.raises(UnknownCollectionError, match=r"'landsat-c2-l2' not found.*it has: sentinel-2-l2a"):
+    with pytest.raises(UnknownCollectionError,
+                       match=r"'landsat-c2-l2' not found.*it has: proba-v-s1-toc-333m, sentinel-2-l2a"):
         cat.check_collection(client, "landsat-c2-l2")
     with pytest.raises(EmptySearchError, match="no sentinel-2-l2a items"):
         cat.search(client, "sentinel-2-l2a", BBox(*sample.DEFAULT_BBOX), DateRange.parse("2019-01-01/2019-02-01"))
@@ -173,28 +175,29 @@ def test_planetary_computer_profile_signs_hrefs_at_the_http_boundary(monkeypatch
 def test_band_assets_on_real_catalog_items():
     es_v1 = json.loads(shared_path("sentinel2_l2a_cog_S2A_29RKH_20200219", "S2A_29RKH_20200219_0_L2A.json").read_text())
     es = pystac.Item.from_dict(es_v1)
-    assert asset_key(es, SENTINEL2.info("B04")) == "red"
-    assert asset_key(es, SENTINEL2.info("B8A")) == "nir08"
-    assert asset_key(es, SENTINEL2.info("SCL")) == "scl"
+    assert asset_key(es, SENTINEL2.vocabulary.info("B04")) == "red"
+    assert asset_key(es, SENTINEL2.vocabulary.info("B8A")) == "nir08"
+    assert asset_key(es, SENTINEL2.vocabulary.info("SCL")) == "scl"
     pc_path = next(shared_path("sentinel2_stac", "planetary_computer", "items").glob("*.json"))
     pc = pystac.Item.from_file(pc_path)
-    assert asset_key(pc, SENTINEL2.info("B04")) == "B04" and asset_key(pc, SENTINEL2.info("SCL")) == "SCL"
+    assert asset_key(pc, SENTINEL2.vocabulary.info("B04")) == "B04"
+    assert asset_key(pc, SENTINEL2.vocabulary.info("SCL")) == "SCL"
     v0 = pystac.Item.from_file(shared_path("sentinel2_stac", "earth_search_v0", "S2A_28QCH_20200714_0_L2A.json"))
-    assert asset_key(v0, SENTINEL2.info("B11")) == "B11"
+    assert asset_key(v0, SENTINEL2.vocabulary.info("B11")) == "B11"
     cdse_like = pystac.Item("x", None, None, pc.datetime, {})
     cdse_like.add_asset("B04_10m", pystac.Asset("s3://eodata/x/B04_10m.jp2"))
-    assert asset_key(cdse_like, SENTINEL2.info("B04")) == "B04_10m"
+    assert asset_key(cdse_like, SENTINEL2.vocabulary.info("B04")) == "B04_10m"
     with pytest.raises(UnknownBandError, match="has no asset for band B05"):
-        asset_key(cdse_like, SENTINEL2.info("B05"))
+        asset_key(cdse_like, SENTINEL2.vocabulary.info("B05"))
 
 
 def test_band_vocabulary():
-    assert SENTINEL2.validate(None) == ("B02", "B03", "B04", "B08")
-    assert SENTINEL2.validate(["red", "nir", "B04"]) == ("B04", "B08")
-    assert SENTINEL2.validate("b8a") == ("B8A",)
+    assert SENTINEL2.vocabulary.validate(None) == ("B02", "B03", "B04", "B08")
+    assert SENTINEL2.vocabulary.validate(["red", "nir", "B04"]) == ("B04", "B08")
+    assert SENTINEL2.vocabulary.validate("b8a") == ("B8A",)
     with pytest.raises(UnknownBandError, match="unknown sentinel-2 band 'B13'"):
-        SENTINEL2.validate(["B13"])
+        SENTINEL2.vocabulary.validate(["B13"])
     with pytest.raises(UnknownBandError, match="quality band"):
-        SENTINEL2.validate(["SCL"])
+        SENTINEL2.vocabulary.validate(["SCL"])
     with pytest.raises(UnknownBandError, match="no bands"):
-        SENTINEL2.validate([])
+        SENTINEL2.vocabulary.validate([])

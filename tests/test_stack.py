@@ -8,10 +8,11 @@ import rasterio
 
 from pipeline import catalog as cat
 from pipeline import sample
-from pipeline.clearance import clear_fraction, select_frames
+from pipeline.clearance import select_frames
 from pipeline.errors import GeorefMismatchWarning
 from pipeline.params import BBox, DateRange
-from pipeline.stack import assemble, group_by_solar_day, reconcile_georef, solar_day
+from pipeline.sensors import SENTINEL2
+from pipeline.stack import assemble, group_by_solar_day, reconcile_georef, solar_day, with_clearance
 from tests.conftest import shared_path
 
 
@@ -51,12 +52,13 @@ def test_stack_grid_values_and_mask(sample_items):
     with rasterio.open(item.assets["SCL"].href) as src:
         scl = src.read(1)[row // 2 : row // 2 + 25, col // 2 : col // 2 + 25]
     expected_clear = np.isin(np.repeat(np.repeat(scl, 2, 0), 2, 1), (4, 5, 6))
-    np.testing.assert_array_equal(stack.clear.isel(time=t, y=slice(0, 50), x=slice(0, 50)).values, expected_clear)
+    clear = with_clearance(stack, SENTINEL2).clear.isel(time=t, y=slice(0, 50), x=slice(0, 50)).values
+    np.testing.assert_array_equal(clear, expected_clear)
 
 
 def test_clear_fraction_and_frame_selection(sample_items):
     stack = assemble(sample_items, BBox(*sample.DEFAULT_BBOX), ["B04"])
-    fr = clear_fraction(stack.clear).compute().values
+    fr = with_clearance(stack, SENTINEL2).clear_fraction.compute().values
     assert fr.shape == (6,)
     assert fr[4] == pytest.approx(1.0) and fr[1] < 0.3  # 2024-06-12 is clear, 2024-05-13 overcast
     decisions = select_frames(stack.time.values, fr, 0.5)
@@ -71,7 +73,7 @@ def test_swath_edge_is_nodata_not_clear(sample_items):
     items = cat.search(client, "sentinel-2-l2a", box, DateRange.parse("2024-06-22"))
     stack = assemble(items, box, ["B02"])
     refl = stack.reflectance.isel(time=0, band=0).values
-    clear = stack.clear.isel(time=0).values
+    clear = with_clearance(stack, SENTINEL2).clear.isel(time=0).values
     assert 0.05 < np.isnan(refl).mean() < 0.95
     assert not clear[np.isnan(refl)].any()
 
@@ -115,5 +117,5 @@ def test_real_scene_assembles_at_the_files_resolution():
         dn = src.read(1)[row : row + stack.sizes["y"], col : col + stack.sizes["x"]]
     np.testing.assert_array_equal(stack.reflectance.isel(time=0, band=0).values,
                                   dn.astype(np.float32) * np.float32(1e-4))
-    fr = float(clear_fraction(stack.clear).compute()[0])
+    fr = float(with_clearance(stack, SENTINEL2).clear_fraction.compute()[0])
     assert 0.95 < fr <= 1.0  # mostly bare desert (SCL 5) with a few clouds

@@ -17,7 +17,8 @@ from pipeline.errors import (
     WeightsNotFoundError,
 )
 from pipeline.params import BBox, DateRange
-from pipeline.stack import assemble
+from pipeline.sensors import SENTINEL2
+from pipeline.stack import assemble, with_clearance
 from tests.test_infer import georef
 from tests.test_model_zoo import TINY, randomize
 
@@ -83,10 +84,10 @@ def test_untrained_or_missing_weights_never_run(untrained_weights, sample_url, t
     with pytest.raises(IncompatibleWeightsError, match="x4, not x2"):
         run_region(SMALL_BBOX, "2024-06-12", model=str(untrained_weights["elsr"]), scale=2, out=str(out),
                    allow_untrained=True)
-    with pytest.raises(InvalidOptionError, match="multi-frame"):
+    with pytest.raises(InvalidOptionError, match="fuses at most 4"):
         hrn = tmp_path / "hrn.safetensors"
         models.save_weights(models.build("highresnet", scale=4, **TINY["highresnet"]), hrn, trained=False)
-        run_region(SMALL_BBOX, "2024-06-12", model=str(hrn), out=str(out), allow_untrained=True)
+        run_region(SMALL_BBOX, "2024-06-12", model=str(hrn), out=str(out), allow_untrained=True, n_views=8)
     assert not out.exists()
 
 
@@ -106,7 +107,7 @@ def test_highresnet_on_a_frames_tensor_from_the_sample(sample_url):
     client = cat.open_catalog(cat.resolve_catalog("sample"))
     bbox = BBox(*SMALL_BBOX)
     items = cat.search(client, "sentinel-2-l2a", bbox, DateRange.parse(sample.DEFAULT_DATES))
-    stack = assemble(items, bbox, ["B04", "B08"]).compute()
+    stack = with_clearance(assemble(items, bbox, ["B04", "B08"]), SENTINEL2).compute()
     views = torch.from_numpy(stack.reflectance.values)[None]  # (1, T=6, C=2, H, W)
     masks = torch.from_numpy(stack.clear.values.astype(np.float32))[None]
     model = models.build("highresnet", scale=3, features=8, n_views=8).eval()
