@@ -111,10 +111,12 @@ def plan_windows(times: Sequence[Any], fractions: Sequence[float] | np.ndarray, 
             bounds.append((b, min(b + length, t_end)))
             b = b + length
     frame_window: dict[int, str] = {}
+    short: dict[str, str] = {}
     plans: list[WindowPlan] = []
     chosen: set[int] = set()
     for lo, hi in bounds:
         label = f"{lo.isoformat()}/{hi.isoformat()}"  # half-open [lo, hi)
+        short[label] = f"{lo:%Y-%m-%d %H:%M}".removesuffix(" 00:00")
         members = [i for i, s in enumerate(stamps) if lo <= s < hi]
         for i in members:
             frame_window[i] = label
@@ -138,13 +140,14 @@ def plan_windows(times: Sequence[Any], fractions: Sequence[float] | np.ndarray, 
     for i, t in enumerate(times):
         f, s = float(fractions[i]), float(scores[i])
         win = frame_window.get(i)
+        name = short.get(win or "", win)
         if i in chosen:
-            why = f"view of window {win}: score {s:.2f}, clear {f:.1%}"
+            why = f"view of the window from {name}: score {s:.2f}, clear {f:.1%}"
         elif f < min_clear:
             why = f"too cloudy: clear {f:.1%} < min_clear {min_clear:.0%}"
         elif win is None:
             why = "outside every window"
         else:
-            why = f"not among the {n_views} clearest of window {win}"
+            why = f"not among the {n_views} clearest of the window from {name}"
         decisions.append(FrameDecision(_stamp(t), f, s, i in chosen, why, win))
     return plans, decisions

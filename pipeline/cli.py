@@ -82,7 +82,8 @@ def _run(out: str, print_summary: bool, **kwargs: Any) -> None:
     elapsed = time.perf_counter() - t0
     if print_summary:
         sizes = ", ".join(f"{k}={v}" for k, v in cube.reflectance.sizes.items())
-        console.print(f"[bold]output[/]: reflectance ({sizes}) at {cube.attrs['resolution']:g} m, "
+        units = "deg" if cube.attrs["crs"] == "EPSG:4326" else "m"
+        console.print(f"[bold]output[/]: reflectance ({sizes}) at {cube.attrs['resolution']:g} {units}, "
                       f"{cube.attrs['crs']}, model {cube.attrs['model']} x{cube.attrs['scale']}")
         console.print(f"[bold]time[/]: {elapsed:.1f} s ({json.dumps(cube.attrs.get('timings_s', {}))})")
         console.print(f"[bold]cube[/]: {Path(out).resolve() if '://' not in out else out}")
