@@ -20,7 +20,16 @@ from models.errors import (
     WeightsIntegrityError,
     WeightsNotFoundError,
 )
-from models.registry import ModelEntry, architecture_config, build, entry, list_models, resolve, spec_for
+from models.registry import (
+    ModelEntry,
+    architecture_config,
+    build,
+    default_model,
+    entry,
+    list_models,
+    resolve,
+    spec_for,
+)
 from models.weights import Normalisation, WeightsMeta, load_weights, save_weights, shipped_weights
 
 
@@ -45,6 +54,7 @@ __all__ = [
     "WeightsNotFoundError",
     "architecture_config",
     "build",
+    "default_model",
     "entry",
     "list_models",
     "load_model",

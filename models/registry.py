@@ -147,3 +147,31 @@ register(ModelEntry("esrgan", lambda **kw: SISRGenerator(block="rrdb", **kw), "s
 register(ModelEntry("highresnet", HighResNet, "multi-frame", ANY_SCALE,
                     "HighRes-net (Deudon et al. 2020): recursive fusion of up to n_views clear revisits",
                     defaults=(("scale", 3),)))
+
+
+def default_model(sensor: str = "sentinel-2", scale: int = 4, multi_frame: bool = False) -> str:
+    """The best shipped model for a sensor and scale, or ``"bicubic"`` while none beats it.
+
+    A shipped weights file qualifies when it is trained, meant for ``sensor`` (``training.sensors``
+    in its metadata), has the scale and kind asked for, and beat the bicubic baseline on its own
+    validation area in both PSNR and SSIM (cPSNR/cSSIM for multi-frame models); the largest PSNR
+    gain wins.
+    """
+    from models.weights import read_meta, shipped_weights
+
+    best: tuple[float, str] | None = None
+    for name, path in shipped_weights().items():
+        meta = read_meta(path)
+        if not meta.trained or meta.scale != scale or sensor not in meta.training.get("sensors", []):
+            continue
+        if (entry(meta.architecture).kind == "multi-frame") != multi_frame:
+            continue
+        m = meta.metrics
+        p, s = ("cpsnr", "cssim") if multi_frame else ("psnr", "ssim")
+        try:
+            gain, ssim_gain = m[p] - m[p + "_bicubic"], m[s] - m[s + "_bicubic"]
+        except KeyError:
+            continue
+        if gain > 0 and ssim_gain > 0 and (best is None or gain > best[0]):
+            best = (gain, name)
+    return best[1] if best else "bicubic"

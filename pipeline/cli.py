@@ -254,6 +254,49 @@ def export_onnx_cmd(
                   f"max abs diff {report['max_abs_diff']:.3g}")
 
 
+@app.command("train")
+def train_cmd(
+    config: Annotated[Path, typer.Argument(help="training config (YAML), e.g. training/configs/s2-sisr-x4.yaml")],
+    resume: Annotated[bool, typer.Option(help="continue from the run's last checkpoint")] = False,
+    epochs: Annotated[int | None, typer.Option(help="override train.epochs")] = None,
+    export: Annotated[Path | None, typer.Option(help="where to write the weights (without suffix)")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Train a model from a YAML config (CPU here, CUDA when present); export its best weights."""
+    from training.cli import train
+    from training.config import ConfigError
+
+    _setup_logging(verbose)
+    logging.getLogger("training").setLevel(logging.INFO)
+    try:
+        train(config, resume=resume, epochs=epochs, export=export)
+    except (ConfigError, FileNotFoundError) as exc:
+        _fail(exc)
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    model: Annotated[str, typer.Option(help="model name, shipped weights or weights file")],
+    data: Annotated[Path | None, typer.Option(help="training config whose validation data to use")] = None,
+    image: Annotated[Path | None, typer.Option(help="any GeoTIFF/COG/zarr for the Wald protocol")] = None,
+    wald: Annotated[int | None, typer.Option(help="Wald protocol scale (with --image)")] = None,
+    bands: Annotated[str | None, typer.Option(help="1-based raster bands of --image, e.g. 1,2,3")] = None,
+    out: Annotated[Path, typer.Option(help="folder for quicklook PNGs and metrics.json")] = Path("srcube-eval"),
+    limit: Annotated[int | None, typer.Option(help="evaluate at most this many samples")] = None,
+    allow_untrained: Annotated[bool, typer.Option(help="accept weights marked untrained")] = False,
+) -> None:
+    """Metric table (PSNR, SSIM, cPSNR, cSSIM, ERGAS, HF ratio, SAM) against bicubic, with quicklooks."""
+    import models
+    from training.cli import evaluate
+    from training.config import ConfigError
+
+    try:
+        evaluate(model, data=data, image=image, wald=wald, bands=[int(b) for b in bands.split(",")] if bands else None,
+                 out=out, limit=limit, allow_untrained=allow_untrained)
+    except (ConfigError, models.ModelError, ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     try:
         app()

@@ -241,6 +241,7 @@ def run_region(bbox: BBoxLike, dates: DatesLike, *, catalog: str = "sample", col
     ``planetary-computer``, ``cdse``, ``terrascope``), a STAC API URL, or ``kelvins:/path/imgset``.
     ``client`` is a dask.distributed Client; without one a LocalCluster is started for the run.
     ``scale`` defaults to the weights' scale for trained models and to 4 for the baselines.
+    ``model="auto"`` picks :func:`models.default_model` for the sensor and scale.
     Single-image models give one output frame per clear date; multi-frame models one per
     composite window (``window=``), fusing its clearest views. See :class:`RunOptions`.
 
@@ -266,6 +267,9 @@ def run_region(bbox: BBoxLike, dates: DatesLike, *, catalog: str = "sample", col
             raise InvalidOptionError(str(exc)) from None
         if opts.harmonize is not None and opts.harmonize not in sensor.harmonize_modes:
             raise InvalidOptionError(f"harmonize for {sensor.name} must be one of {sensor.harmonize_modes}")
+    if model == "auto":  # the best shipped model for the sensor and scale (bicubic while none beats it)
+        model = models.default_model(sensor.name if sensor else "sentinel-2", scale or 4)
+        log.info("model 'auto' is %s", model)
     model_ref, local_model = resolve_model(model, scale, bands=band_names, allow_untrained=opts.allow_untrained)
     multi = bool(local_model.multi_frame)
     n_model = int(getattr(local_model, "n_views", getattr(getattr(local_model, "inner", None), "n_views", 0)) or 0)

@@ -1,0 +1,240 @@
+"""Training: dataset readers on their layouts (generated fixtures and real data), the trainer
+(every data kind, GAN, resume), the CLI, and the choice of the default model."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import models
+from pipeline.cli import app
+from pipeline.sample_probav import write_kelvins
+from training.config import ConfigError, parse_config
+from training.datasets import (
+    KelvinsDataset,
+    Sen2VenusDataset,
+    WaldMultiFrame,
+    WaldPairs,
+    WorldStratDataset,
+    read_image,
+    split_windows,
+)
+from training.datasets.fixtures import write_sen2venus, write_worldstrat
+from training.datasets.sen2venus import read_index
+from training.datasets.worldstrat import read_split
+from training.trainer import Trainer
+from tests.conftest import shared_path
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def fixtures(tmp_path_factory):
+    root = tmp_path_factory.mktemp("layouts")
+    return {"kelvins": write_kelvins(root / "probav_data"), "sen2venus": write_sen2venus(root / "sen2venus"),
+            "worldstrat": write_worldstrat(root / "worldstrat")}
+
+
+# --- readers -----------------------------------------------------------------------------------
+
+
+def test_wald_pairs_keep_train_and_validation_apart(sample_dir):
+    image = read_image(sample_dir / "cogs" / "T31UFS-A_20240612" / "B08.tif")
+    assert image.data.shape == (1, 512, 512) and image.data.dtype == np.float32 and 0.1 < image.data.mean() < 0.6
+    train_w, val_w = split_windows(0.75, 0.05)
+    train = WaldPairs([image], 4, 32, 64, seed=0, window=train_w)
+    val = WaldPairs([image], 4, 32, 16, window=val_w, fixed=True)
+    assert max(r + 32 for _, r, _, _ in train.candidates) <= 0.75 * 512
+    assert min(r for _, r, _, _ in val.candidates) >= int(0.8 * 512)
+    lr, hr = train[0]
+    assert lr.shape == (1, 8, 8) and hr.shape == (1, 32, 32)
+    with pytest.raises(ValueError, match="multiple of the scale"):
+        WaldPairs([image], 3, 32, 4)
+
+
+def test_wald_on_the_real_10m_crop_skips_the_swath_edge():
+    image = read_image(shared_path("sentinel2_l1c_T33UUU_pair", "ref_S2A_20160608T153121_T33UUU_north.tif"))
+    assert image.data.shape == (1, 2000, 2400) and (~image.valid).mean() > 0.05  # no data west of the swath
+    pairs = WaldPairs([image], 2, 64, 32, seed=1)
+    assert all(image.valid[r : r + 64, c : c + 64].all() for _, r, c, _ in pairs.candidates)
+
+
+def test_multi_frame_wald_on_real_probav_frames():
+    from pipeline.sensors.probav import read_imgset
+
+    im = read_imgset(shared_path("probav_kelvins", "lr_only_scenes", "scene_a"), require_qm=False)
+    ds = WaldMultiFrame([im.lr / 65535.0], None, scale=3, n_views=8, patch=48, length=5)
+    s = ds[0]
+    assert s["views"].shape == (8, 1, 16, 16) and s["hr"].shape == (1, 48, 48)
+    assert s["present"].sum() == 8  # 9 frames: one is the target, 8 are views
+
+
+def test_kelvins_dataset(fixtures):
+    ds = KelvinsDataset(fixtures["kelvins"], "train", "NIR", n_views=12, min_L=11)
+    s = ds[0]
+    im = ds.imgset(0)
+    assert s["views"].shape == (12, 1, 128, 128) and s["hr"].shape == (1, 384, 384)
+    assert float(s["norm"]) == pytest.approx(im.norm)
+    n = len(im.frame_ids)
+    assert int(s["present"].sum()) == max(min(n, 12), 11)
+    order = im.clearest(12)
+    assert torch.allclose(s["views"][0, 0], torch.from_numpy(im.lr[order[0]] / 65535.0).float())
+    assert KelvinsDataset(fixtures["kelvins"], "train", patch=32)[0]["hr"].shape == (1, 96, 96)
+    with pytest.raises(ValueError, match="HR.png"):
+        KelvinsDataset(fixtures["kelvins"], "test")[0]
+
+
+def test_sen2venus_reader_follows_the_index_columns(fixtures):
+    sites = sorted(p for p in fixtures["sen2venus"].iterdir() if p.is_dir())
+    row = read_index(sites[0])[0]
+    assert row["tensor_20m_b5b6b7b8a"].endswith("_20m_b4b5b6b8a.pt")  # the naming quirk of the real data
+    x2 = Sen2VenusDataset(sites, "10m")
+    lr, hr = x2[0]
+    assert lr.shape == (4, 128, 128) and hr.shape == (4, 256, 256) and x2.scale == 2
+    x4 = Sen2VenusDataset(sites, "20m", band_agnostic=True)
+    lr, hr = x4[5]
+    assert lr.shape == (1, 64, 64) and hr.shape == (1, 256, 256) and len(x4) == 4 * len(x2)
+    assert 0.0 < float(hr.mean()) < 0.5  # reflectance x 10000 divided back
+
+
+def test_worldstrat_reader(fixtures):
+    root = fixtures["worldstrat"]
+    ds = WorldStratDataset(root, root / "stratified_train_val_test_split.csv", "train", revisits=8,
+                           input_size=None, output_size=None)
+    s = ds[0]
+    assert s["views"].shape == (4, 4, 40, 40) and s["hr"].shape == (4, 264, 264)
+    assert s["masks"].max() <= 1 and 0 < float(s["hr"].mean()) < 1
+
+
+def test_official_worldstrat_split():
+    path = shared_path("worldstrat", "stratified_train_val_test_split.csv")
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3928
+    split = read_split(path)
+    counts = {k: list(split.values()).count(k) for k in ("train", "val", "test", "conflict")}
+    # 3890 distinct AOIs; 11 are listed in two splits and are kept out of all of them
+    assert len(split) == 3890 and counts["conflict"] == 11 and sum(counts.values()) == 3890
+
+
+# --- trainer -----------------------------------------------------------------------------------
+
+
+def _cfg(tmp_path, **over):
+    raw = {"name": "t", "output": str(tmp_path / "run"), "model": {"architecture": "elsr", "scale": 2},
+           "data": {"kind": "wald", "sources": [], "patch": 32, "train_samples": 16, "val_samples": 4},
+           "train": {"epochs": 1, "batch_size": 4, "loss": {"l1": 1.0, "ssim": 0.1}}}
+    for key, value in over.items():
+        raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
+    return parse_config(raw)
+
+
+def test_config_errors(tmp_path, sample_dir):
+    src = str(sample_dir / "cogs" / "T31UFS-A_20240612" / "B04.tif")
+    with pytest.raises(ConfigError, match="unknown key"):
+        _cfg(tmp_path, data={"sources": [src], "pach": 3})
+    with pytest.raises(ConfigError, match="not registered"):
+        _cfg(tmp_path, data={"sources": [src]}, model={"architecture": "edsr"})
+    with pytest.raises(ConfigError, match="multi-frame but data.kind 'wald'"):
+        _cfg(tmp_path, data={"sources": [src]}, model={"architecture": "highresnet"})
+    with pytest.raises(ConfigError, match="does not exist"):
+        _cfg(tmp_path, data={"sources": ["/nope.tif"]})
+    with pytest.raises(ConfigError, match="train.loss"):
+        _cfg(tmp_path, data={"sources": [src]}, train={"loss": {"perceptual": 1.0}})
+
+
+def test_wald_training_runs_resumes_and_exports(tmp_path, sample_dir):
+    src = str(sample_dir / "cogs" / "T31UFS-A_20240612" / "B04.tif")
+    cfg = _cfg(tmp_path, data={"sources": [src]}, train={"ema": 0.9})
+    first = Trainer(cfg).fit()
+    assert first["epochs"] == 1 and (tmp_path / "run" / "checkpoints" / "last.pt").exists()
+    cfg2 = _cfg(tmp_path, data={"sources": [src]}, train={"ema": 0.9, "epochs": 2})
+    trainer = Trainer(cfg2, resume=True)
+    assert trainer.epoch == 1 and trainer.step == first["steps"]
+    second = trainer.fit()
+    assert second["epochs"] == 2 and [r["epoch"] for r in second["history"]] == [1, 2]
+    with open(tmp_path / "run" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [1, 2] and float(rows[-1]["psnr_bicubic"]) > 0
+    assert any((tmp_path / "run" / "tb").iterdir())  # TensorBoard events
+    meta = trainer.export(tmp_path / "w")
+    assert meta.trained and "psnr" in meta.metrics and "psnr_bicubic" in meta.metrics
+    assert meta.training["recipe"]["model"]["architecture"] == "elsr"
+    assert models.load_model(str(tmp_path / "w.safetensors")).scale == 2
+
+
+@pytest.mark.parametrize("kind", ["kelvins", "sen2venus", "worldstrat", "wald-multiframe", "gan"])
+def test_every_recipe_kind_runs_one_step(tmp_path, fixtures, kind, sample_dir):
+    mf = {"architecture": "highresnet", "config": {"features": 8, "n_views": 4}}
+    if kind == "kelvins":
+        cfg = _cfg(tmp_path, model={**mf, "scale": 3},
+                   data={"kind": "kelvins", "sources": [str(fixtures["kelvins"])], "n_views": 4, "patch": 32},
+                   train={"loss": {"cmse": 1.0}, "max_steps_per_epoch": 1})
+    elif kind == "sen2venus":
+        sites = sorted(str(p) for p in fixtures["sen2venus"].iterdir() if p.is_dir())
+        cfg = _cfg(tmp_path, model={"architecture": "srcnn", "scale": 4, "config": {"features": [8, 4]}},
+                   data={"kind": "sen2venus", "sources": sites, "band_agnostic": True},
+                   train={"max_steps_per_epoch": 1})
+    elif kind == "worldstrat":
+        root = fixtures["worldstrat"]
+        cfg = _cfg(tmp_path, model={**mf, "scale": 3, "config": {"features": 8, "n_views": 4, "channels": 4}},
+                   data={"kind": "worldstrat", "sources": [str(root)], "n_views": 4, "patch": 16,
+                         "split_csv": str(root / "stratified_train_val_test_split.csv")},
+                   train={"loss": {"registered": 1.0}, "max_steps_per_epoch": 1})
+    elif kind == "wald-multiframe":
+        scenes = shared_path("probav_kelvins", "lr_only_scenes")
+        cfg = _cfg(tmp_path, model={**mf, "scale": 3},
+                   data={"kind": "wald-multiframe", "sources": [str(scenes / "scene_a")],
+                         "val_sources": [str(scenes / "scene_b")], "patch": 24, "n_views": 4, "val_samples": 2},
+                   train={"loss": {"cmse": 1.0}, "max_steps_per_epoch": 1})
+    else:
+        src = str(sample_dir / "cogs" / "T31UFS-A_20240612" / "B04.tif")
+        cfg = _cfg(tmp_path, model={"architecture": "srgan", "scale": 2, "config": {"features": 8, "blocks": 1}},
+                   data={"sources": [src]},
+                   train={"loss": {"l1": 1.0, "adversarial": 0.01, "feature": 0.1}, "max_steps_per_epoch": 2})
+    history = Trainer(cfg).fit()["history"]
+    assert len(history) == 1 and np.isfinite(history[0]["train_loss"])
+
+
+# --- CLI and the default model -------------------------------------------------------------------
+
+
+def test_cli_train_and_evaluate(tmp_path, sample_dir):
+    src = sample_dir / "cogs" / "T31UFS-A_20240612" / "B04.tif"
+    config = tmp_path / "c.yaml"
+    config.write_text(json.dumps({
+        "name": "cli", "output": str(tmp_path / "run"), "model": {"architecture": "elsr", "scale": 2},
+        "data": {"kind": "wald", "sources": [str(src)], "patch": 32, "train_samples": 8, "val_samples": 4},
+        "train": {"epochs": 1, "batch_size": 4}}))
+    res = runner.invoke(app, ["train", str(config), "--export", str(tmp_path / "w")], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert "psnr" in res.output and (tmp_path / "w.safetensors").exists()
+    res = runner.invoke(app, ["evaluate", "--model", str(tmp_path / "w.safetensors"), "--image", str(src),
+                              "--wald", "2", "--out", str(tmp_path / "eval")], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert "Wald x2" in res.output and "hf_ratio" in res.output
+    assert list((tmp_path / "eval").glob("*.png")) and (tmp_path / "eval" / "metrics.json").exists()
+    res = runner.invoke(app, ["evaluate", "--model", str(tmp_path / "w.safetensors"), "--data", str(config),
+                              "--out", str(tmp_path / "eval2")], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert len(list((tmp_path / "eval2").glob("sample-*.png"))) == 4
+    res = runner.invoke(app, ["train", str(tmp_path / "missing.yaml")])
+    assert res.exit_code == 2 and "does not exist" in " ".join(res.output.split())
+
+
+def test_default_model_needs_a_win_over_bicubic(tmp_path, monkeypatch):
+    import models.weights as mw
+
+    monkeypatch.setattr(mw, "SHIPPED_DIR", tmp_path)
+    assert models.default_model("sentinel-2", 4) == "bicubic"
+    net = models.build("elsr", scale=4)
+    for name, gain in (("worse", -0.2), ("better", 0.5), ("best", 0.9)):
+        models.save_weights(net, tmp_path / name, trained=True, training={"sensors": ["sentinel-2"]},
+                            metrics={"psnr": 30 + gain, "psnr_bicubic": 30.0, "ssim": 0.9 + gain / 100,
+                                     "ssim_bicubic": 0.9})
+    assert models.default_model("sentinel-2", 4) == "best"
+    assert models.default_model("sentinel-2", 2) == "bicubic"  # no x2 weights
+    assert models.default_model("proba-v", 4) == "bicubic"  # not meant for that sensor

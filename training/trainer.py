@@ -1,0 +1,365 @@
+"""The trainer: config -> data -> model -> epochs with validation -> checkpoints -> weights.
+
+AMP (bf16/fp16 autocast on CUDA), gradient clipping, optional EMA of the weights, cosine or
+constant learning rate, checkpoint every epoch (``last.pt``, ``best.pt``) and resume, validation
+each epoch against the interpolation baseline, CSV and TensorBoard logs, seeds. Runs on the CPU
+here and on CUDA when present. The best checkpoint is exported as ``NAME.safetensors`` +
+``NAME.json`` with its validation metrics and the recipe.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
+
+import models
+from models.highresnet import masked_median
+from models.sisr import Discriminator
+from models.weights import Normalisation, Normalized
+from training import losses
+from training.config import Config, ConfigError
+from training.metrics import cpsnr, cssim, psnr, ssim
+
+log = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def is_multi(cfg: Config) -> bool:
+    return models.entry(cfg.model.architecture).kind == "multi-frame"
+
+
+def make_datasets(cfg: Config) -> tuple[Dataset, Dataset]:
+    """(train, validation) datasets of the config; validation never overlaps training."""
+    d, s = cfg.data, cfg.model.scale
+    if d.kind == "wald":
+        from training.datasets.wald import WaldPairs, read_image
+
+        images = [read_image(p, bands=d.bands) for p in d.sources]
+        train = WaldPairs(images, s, d.patch, d.train_samples, seed=cfg.seed, window=tuple(d.train_window),  # type: ignore[arg-type]
+                          band_agnostic=d.band_agnostic, mtf=d.mtf, max_invalid=d.max_invalid)
+        val = WaldPairs(images, s, d.patch, d.val_samples, seed=cfg.seed + 1, window=tuple(d.val_window),  # type: ignore[arg-type]
+                        band_agnostic=d.band_agnostic, fixed=True, mtf=d.mtf, max_invalid=d.max_invalid)
+        return train, val
+    if d.kind == "wald-multiframe":
+        from pipeline.sensors.probav import read_imgset
+        from training.datasets.wald import WaldMultiFrame
+
+        def scenes(paths: list[str]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+            sets = [read_imgset(p, require_qm=False) for p in paths]
+            frames = [im.lr.astype(np.float32) / 65535.0 for im in sets]
+            masks = [im.qm if im.qm is not None else np.ones(im.lr.shape, bool) for im in sets]
+            return frames, masks
+
+        if not d.val_sources:
+            raise ConfigError("wald-multiframe needs data.val_sources: scenes kept apart for validation")
+        tf, tm = scenes(d.sources)
+        vf, vm = scenes(d.val_sources)
+        train: Dataset = WaldMultiFrame(tf, tm, s, d.n_views, d.patch, d.train_samples, cfg.seed, d.mtf, augment=True)
+        if d.shifted_sources and d.shifted_samples:
+            from training.datasets.wald import ShiftedViews, read_image
+
+            images = [read_image(p) for p in d.shifted_sources]
+            shifted = ShiftedViews(images, s, d.n_views, d.patch, d.shifted_samples, seed=cfg.seed,
+                                   window=tuple(d.train_window), mtf=d.mtf)  # type: ignore[arg-type]
+            train = ConcatDataset([train, shifted])
+        return train, WaldMultiFrame(vf, vm, s, d.n_views, None, d.val_samples, cfg.seed + 1, d.mtf)
+    if d.kind == "kelvins":
+        from training.datasets.probav import KelvinsDataset
+
+        full = KelvinsDataset(d.sources[0], "train", d.band, n_views=d.n_views, min_L=d.min_L, patch=None)
+        n_val = max(1, len(full) // 10)
+        patched = KelvinsDataset(d.sources[0], "train", d.band, n_views=d.n_views, min_L=d.min_L,
+                                 patch=d.patch if d.patch < 128 else None, seed=cfg.seed)
+        return Subset(patched, range(len(full) - n_val)), Subset(full, range(len(full) - n_val, len(full)))
+    if d.kind == "sen2venus":
+        from training.datasets.sen2venus import Sen2VenusDataset
+
+        group = "10m" if cfg.model.scale == 2 else "20m"
+        train_sites = d.sources
+        val_sites = d.val_sources or d.sources[-1:]
+        if not d.val_sources:
+            train_sites = d.sources[:-1] or d.sources
+        return (Sen2VenusDataset(train_sites, group, band_agnostic=d.band_agnostic),
+                Sen2VenusDataset(val_sites, group, band_agnostic=d.band_agnostic))
+    if d.kind == "worldstrat":
+        from training.datasets.worldstrat import WorldStratDataset
+
+        if not d.split_csv:
+            raise ConfigError("worldstrat needs data.split_csv (the official stratified split)")
+        # LR resized to data.patch and HR to scale x that, as the official loader resizes (160 -> 1054)
+        sizes = {"input_size": (d.patch, d.patch), "output_size": (d.patch * s, d.patch * s)}
+        return (WorldStratDataset(d.sources[0], d.split_csv, "train", revisits=d.n_views, **sizes),
+                WorldStratDataset(d.sources[0], d.split_csv, "val", revisits=d.n_views, **sizes))
+    raise ConfigError(f"unknown data.kind {d.kind!r}")
+
+
+def build_model(cfg: Config) -> models.SRModel:
+    net = models.build(cfg.model.architecture, scale=cfg.model.scale, **cfg.model.config)
+    norm = Normalisation(**cfg.model.normalisation)
+    return net if norm == Normalisation() else Normalized(net, norm)
+
+
+def _bare(model: torch.nn.Module) -> models.SRModel:
+    inner = model.module if isinstance(model, AveragedModel) else model
+    return inner  # type: ignore[return-value]
+
+
+class Trainer:
+    def __init__(self, cfg: Config, *, resume: bool = False) -> None:
+        self.cfg = cfg
+        self.out = cfg.out_dir
+        self.ckpt_dir = self.out / "checkpoints"
+        self.device = _device(cfg.device)
+        if self.device.type == "cpu":
+            torch.set_num_threads(cfg.train.threads or os.cpu_count() or 1)
+        seed_everything(cfg.seed)
+        self.multi = is_multi(cfg)
+        self.model = build_model(cfg).to(self.device)
+        self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.train.ema))
+                    if cfg.train.ema else None)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+        self.train_ds, self.val_ds = make_datasets(cfg)
+        g = torch.Generator().manual_seed(cfg.seed)
+        self.loader = DataLoader(self.train_ds, batch_size=cfg.train.batch_size, shuffle=True, drop_last=False,
+                                 num_workers=cfg.train.num_workers, generator=g)
+        self.val_loader = DataLoader(self.val_ds, batch_size=cfg.train.batch_size, shuffle=False,
+                                     num_workers=cfg.train.num_workers)
+        steps = cfg.train.epochs * self._steps_per_epoch()
+        self.sched: torch.optim.lr_scheduler.LRScheduler
+        if cfg.train.scheduler == "cosine":
+            self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=max(1, steps),
+                                                                    eta_min=cfg.train.lr / 50)
+        else:
+            self.sched = torch.optim.lr_scheduler.ConstantLR(self.opt, 1.0)
+        w = cfg.train.loss
+        self.gan = w.get("adversarial", 0) > 0 or w.get("feature", 0) > 0
+        if self.gan:
+            self.disc = Discriminator(channels=_bare(self.model).channels, features=32).to(self.device)
+            self.tap = losses.FeatureTap(self.disc)
+            self.opt_d = torch.optim.AdamW(self.disc.parameters(), lr=cfg.train.lr)
+        self.epoch, self.step, self.best = 0, 0, -math.inf
+        self.history: list[dict[str, Any]] = []
+        if resume:
+            self._resume()
+
+    # --- bookkeeping ---------------------------------------------------------------------------
+
+    def _steps_per_epoch(self) -> int:
+        n = math.ceil(len(self.train_ds) / self.cfg.train.batch_size)  # type: ignore[arg-type]
+        return min(n, self.cfg.train.max_steps_per_epoch or n)
+
+    def _autocast(self) -> Any:
+        mode = self.cfg.train.amp
+        if self.device.type != "cuda" or mode == "off":
+            return torch.autocast("cpu", enabled=False)
+        dtype = torch.float16 if mode == "fp16" else torch.bfloat16
+        return torch.autocast("cuda", dtype=dtype)
+
+    def _state(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "ema": self.ema.state_dict() if self.ema else None,
+                "opt": self.opt.state_dict(), "sched": self.sched.state_dict(), "epoch": self.epoch,
+                "step": self.step, "best": self.best, "history": self.history,
+                "disc": self.disc.state_dict() if self.gan else None,
+                "opt_d": self.opt_d.state_dict() if self.gan else None,
+                "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+                "config": asdict(self.cfg)}
+
+    def _resume(self) -> None:
+        path = self.ckpt_dir / "last.pt"
+        if not path.exists():
+            raise FileNotFoundError(f"no checkpoint to resume from at {path}")
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        self.model.load_state_dict(state["model"])
+        if self.ema and state["ema"]:
+            self.ema.load_state_dict(state["ema"])
+        self.opt.load_state_dict(state["opt"])
+        self.sched.load_state_dict(state["sched"])
+        if self.gan and state["disc"]:
+            self.disc.load_state_dict(state["disc"])
+            self.opt_d.load_state_dict(state["opt_d"])
+        self.epoch, self.step, self.best, self.history = state["epoch"], state["step"], state["best"], state["history"]
+        torch.set_rng_state(state["rng"]["torch"])
+        np.random.set_state(state["rng"]["numpy"])
+        random.setstate(state["rng"]["python"])
+        log.info("resumed %s at epoch %d, step %d", self.cfg.name, self.epoch, self.step)
+
+    # --- one step ------------------------------------------------------------------------------
+
+    def _forward(self, model: torch.nn.Module, batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        if self.multi:
+            b = {k: v.to(self.device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+            return model(b["views"], b["masks"], b["present"]), b["hr"], b.get("hr_clear")
+        lr, hr = (t.to(self.device) for t in batch)
+        return model(lr), hr, None
+
+    def _loss(self, sr: torch.Tensor, hr: torch.Tensor, clear: torch.Tensor | None) -> tuple[torch.Tensor, dict]:
+        w, parts = self.cfg.train.loss, {}
+        scale = self.cfg.model.scale
+        if w.get("l1"):
+            parts["l1"] = losses.l1(sr, hr)
+        if w.get("mse"):
+            parts["mse"] = losses.mse(sr, hr)
+        if w.get("ssim"):
+            parts["ssim"] = losses.ssim_loss(sr, hr)
+        if w.get("cmse"):
+            parts["cmse"] = losses.cmse_loss(sr, hr, clear, border=scale)
+        if w.get("registered"):
+            parts["registered"] = losses.registered_loss(sr, hr)
+        if self.gan:
+            g_adv, feat, d_loss = losses.gan_losses(self.disc, self.tap, sr, hr)
+            parts["adversarial"], parts["feature"] = g_adv, feat
+            self._d_loss = d_loss
+        total = sum(w.get(k, 0.0) * v for k, v in parts.items())
+        return total, {k: float(v.detach()) for k, v in parts.items()}  # type: ignore[return-value]
+
+    def train_epoch(self) -> float:
+        self.model.train()
+        total, n = 0.0, 0
+        limit = self._steps_per_epoch()
+        for i, batch in enumerate(self.loader):
+            if i >= limit:
+                break
+            with self._autocast():
+                sr, hr, clear = self._forward(self.model, batch)
+                loss, _ = self._loss(sr.float(), hr.float(), clear)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.cfg.train.grad_clip:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
+            self.opt.step()
+            self.sched.step()
+            if self.gan:
+                self.opt_d.zero_grad(set_to_none=True)
+                self._d_loss.backward()
+                self.opt_d.step()
+            if self.ema:
+                self.ema.update_parameters(self.model)
+            total += float(loss.detach())
+            n += 1
+            self.step += 1
+        return total / max(n, 1)
+
+    # --- validation ----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def validate(self, model: torch.nn.Module | None = None, *, full: bool = False) -> dict[str, float]:
+        """Mean validation metrics of the model and of the interpolation baseline (multi-frame: the
+        bicubic clear-median composite). ``full`` adds cSSIM (49 SSIM maps per sample: slow)."""
+        model = model or (self.ema.module if self.ema else self.model)
+        model.eval()
+        rows: dict[str, list[float]] = {}
+        s = self.cfg.model.scale
+        for batch in self.val_loader:
+            sr, hr, clear = self._forward(model, batch)
+            if self.multi:
+                b = {k: v.to(self.device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+                ref = masked_median(b["views"], b["masks"], b["present"])
+                base = F.interpolate(ref, scale_factor=s, mode="bicubic", align_corners=False)
+            else:
+                base = F.interpolate(batch[0].to(self.device), scale_factor=s, mode="bicubic", align_corners=False)
+            for k in range(sr.shape[0]):
+                pairs = {"": sr[k].float().cpu(), "_bicubic": base[k].float().cpu()}
+                h = hr[k].float().cpu()
+                c = None if clear is None else clear[k, 0].cpu()
+                for suffix, img in pairs.items():
+                    rows.setdefault("psnr" + suffix, []).append(psnr(img.clamp(0, 1), h))
+                    rows.setdefault("ssim" + suffix, []).append(ssim(img.clamp(0, 1), h))
+                    if self.multi:
+                        rows.setdefault("cpsnr" + suffix, []).append(cpsnr(img[0], h[0], c, border=s))
+                        if full:
+                            rows.setdefault("cssim" + suffix, []).append(cssim(img[0], h[0], c, border=s))
+        return {k: float(np.mean(v)) for k, v in rows.items()}
+
+    # --- the run -------------------------------------------------------------------------------
+
+    def fit(self) -> dict[str, Any]:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        (self.out / "config.yaml").write_text(yaml.safe_dump(json.loads(json.dumps(asdict(self.cfg), default=str)),
+                                                             sort_keys=False))
+        writer = SummaryWriter(str(self.out / "tb"))
+        csv_path = self.out / "metrics.csv"
+        key = "cpsnr" if self.multi else "psnr"
+        t_start = time.perf_counter()
+        while self.epoch < self.cfg.train.epochs:
+            t0 = time.perf_counter()
+            train_loss = self.train_epoch()
+            metrics = self.validate()
+            self.epoch += 1
+            row = {"epoch": self.epoch, "step": self.step, "train_loss": train_loss,
+                   "lr": self.opt.param_groups[0]["lr"], "seconds": round(time.perf_counter() - t0, 2), **metrics}
+            self.history.append(row)
+            new_file = not csv_path.exists()
+            with open(csv_path, "a", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=list(row))
+                if new_file:
+                    w.writeheader()
+                w.writerow(row)
+            for k, v in row.items():
+                if k != "epoch":
+                    writer.add_scalar(k, v, self.epoch)
+            log.info("epoch %d: loss %.5f, val %s %.3f (baseline %.3f)", self.epoch, train_loss, key, metrics[key],
+                     metrics[key + "_bicubic"])
+            torch.save(self._state(), self.ckpt_dir / "last.pt")
+            if metrics[key] > self.best:
+                self.best = metrics[key]
+                torch.save(self._state(), self.ckpt_dir / "best.pt")
+        writer.close()
+        return {"epochs": self.epoch, "steps": self.step, "seconds": round(time.perf_counter() - t_start, 1),
+                "history": self.history}
+
+    def export(self, path: str | Path | None = None, *, trained: bool = True) -> models.WeightsMeta:
+        """Write the best checkpoint's weights (EMA if used) with metrics and recipe."""
+        state = torch.load(self.ckpt_dir / "best.pt", map_location="cpu", weights_only=False)
+        net = build_model(self.cfg)
+        if state["ema"]:
+            ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(self.cfg.train.ema or 0.999))
+            ema.load_state_dict(state["ema"])
+            net = ema.module  # type: ignore[assignment]
+        else:
+            net.load_state_dict(state["model"])
+        best = max(state["history"], key=lambda r: r["cpsnr" if self.multi else "psnr"])
+        best = {**best, **self.validate(net.to(self.device), full=True)}  # adds cSSIM for multi-frame
+        name = self.cfg.model.name or self.cfg.name
+        target = Path(path) if path else self.out / name
+        d = self.cfg.data
+        training = {
+            "data": d.description or f"{d.kind}: {', '.join(Path(s).name for s in d.sources)}",
+            "sources": d.sources, "val_sources": d.val_sources, "kind": d.kind,
+            "train_window": d.train_window, "val_window": d.val_window,
+            "recipe": json.loads(json.dumps(asdict(self.cfg), default=str)),
+            "epochs": state["epoch"], "steps": state["step"], "device": str(self.device),
+            "sensors": list(self.cfg.model.sensors), "licence": self.cfg.licence,
+        }
+        metrics = {k: round(float(v), 4) for k, v in best.items() if k not in ("epoch", "step", "lr", "seconds")}
+        metrics["best_epoch"] = best["epoch"]
+        return models.save_weights(net, target, name=name, trained=trained, training=training, metrics=metrics,
+                                   licence=self.cfg.licence)
