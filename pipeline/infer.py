@@ -10,9 +10,11 @@ per worker process (or, for a model object, as one shared graph key).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,51 @@ from pipeline.errors import (
 from pipeline.tiling import TileSpec, choose_tile, crop_bounds
 
 DEFAULT_TILE = 256
+BOUNDARIES = ("none", "reflect", "edge")
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class InferenceSpec:
+    """How each tile task runs: borrowed margin, scale, torch threads, scene-edge handling, precision.
+
+    ``boundary="none"``: at the scene edge the model sees the edge as a whole-image pass does (its
+    own zero padding), so tiled == whole image. ``"reflect"``/``"edge"``: the scene is padded by the
+    margin first (numpy modes), as a whole-image pass on the padded scene would be.
+    ``precision``: ``"bf16"``/``"fp16"`` autocast (fp16 runs as bf16 on a CPU, which has no fp16
+    convolutions); ``"fp32"`` otherwise.
+    """
+
+    margin: int
+    scale: int
+    threads: int = 1
+    boundary: str = "none"
+    precision: str = "fp32"
+
+    def __post_init__(self) -> None:
+        if self.boundary not in BOUNDARIES:
+            raise ValueError(f"boundary must be one of {BOUNDARIES}, got {self.boundary!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.margin < 0 or self.scale < 1 or self.threads < 1:
+            raise ValueError(f"bad inference spec {self}")
+
+    def autocast(self, device: str) -> Any:
+        if self.precision == "fp32":
+            return torch.autocast(device, enabled=False)
+        dtype = torch.float16 if self.precision == "fp16" and device == "cuda" else torch.bfloat16
+        return torch.autocast(device, dtype=dtype)
+
+    def pad_edges(self, x: np.ndarray, sides: tuple[int, int, int, int]
+                  ) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+        """Pad the sides that lie on the scene edge (margin 0) when boundary is reflect/edge."""
+        if self.boundary == "none" or not self.margin:
+            return x, sides
+        top, bottom, left, right = sides
+        pads = [self.margin if v == 0 else 0 for v in sides]
+        width = [(0, 0)] * (x.ndim - 2) + [(pads[0], pads[1]), (pads[2], pads[3])]
+        padded = np.pad(x, width, mode="symmetric") if self.boundary == "reflect" else np.pad(x, width, mode="edge")
+        return padded, (top + pads[0], bottom + pads[1], left + pads[2], right + pads[3])
 
 _MODEL_CACHE: dict[tuple[ModelSpec, str], SRModel] = {}
 _CACHE_LOCK = threading.Lock()
@@ -88,23 +135,33 @@ def resolve_model(model: str | Path | ModelSpec | SRModel, scale: int | None, *,
                             f"got {type(model).__name__}; known names: {', '.join(models.list_models())}")
 
 
-def _sr_block(block: np.ndarray, ref: ModelSpec | SRModel, margin: int, scale: int, threads: int,
-              block_info: dict[Any, Any] | None = None) -> np.ndarray:
-    """Super-resolve one (time, band, y, x) tile that carries ``margin`` borrowed pixels."""
-    assert block_info is not None  # supplied by map_blocks
-    (_, _, iy, ix), (_, _, ny, nx) = block_info[0]["chunk-location"], block_info[0]["num-chunks"]
-    top, bottom = crop_bounds(iy, ny, margin)
-    left, right = crop_bounds(ix, nx, margin)
+def _tile_context(ref: ModelSpec | SRModel, spec: InferenceSpec, block_info: dict[Any, Any]
+                  ) -> tuple[SRModel, str, tuple[int, int, int, int]]:
+    """The worker's model on its device, and the (top, bottom, left, right) margins this tile carries."""
+    loc, num = block_info[0]["chunk-location"], block_info[0]["num-chunks"]
+    top, bottom = crop_bounds(loc[-2], num[-2], spec.margin)
+    left, right = crop_bounds(loc[-1], num[-1], spec.margin)
     device = _device()
     model = cached_model(ref, device) if isinstance(ref, ModelSpec) else ref.to(device).eval()
     if device == "cpu":
-        torch.set_num_threads(threads)
+        torch.set_num_threads(spec.threads)
+    return model, device, (top, bottom, left, right)
+
+
+def _sr_block(block: np.ndarray, ref: ModelSpec | SRModel, spec: InferenceSpec,
+              block_info: dict[Any, Any] | None = None) -> np.ndarray:
+    """Super-resolve one (time, band, y, x) tile that carries ``margin`` borrowed pixels."""
+    assert block_info is not None  # supplied by map_blocks
+    model, device, sides = _tile_context(ref, spec, block_info)
+    scale = spec.scale
     finite = np.isfinite(block)
-    x = np.where(finite, block, 0.0).astype(np.float32, copy=False)
-    with torch.inference_mode():
+    x, (top, bottom, left, right) = spec.pad_edges(np.where(finite, block, 0.0).astype(np.float32, copy=False),
+                                                   sides)
+    with torch.inference_mode(), spec.autocast(device):
         y = model(torch.from_numpy(np.ascontiguousarray(x)).to(device)).float().cpu().numpy()
     h, w = y.shape[-2:]
     y = y[..., top * scale : h - bottom * scale, left * scale : w - right * scale]
+    top, bottom, left, right = sides
     valid = finite.all(axis=1)[:, top : finite.shape[-2] - bottom, left : finite.shape[-1] - right]
     if not valid.all():
         invalid = ~np.repeat(np.repeat(valid, scale, axis=-2), scale, axis=-1)
@@ -172,7 +229,9 @@ def default_threads(client: Any | None) -> int:
 
 def super_resolve(data: xr.DataArray, model: str | Path | ModelSpec | SRModel, *, client: Any | None = None,
                   scale: int | None = None, tile: int | None = None, margin: int | None = None,
-                  torch_threads: int | None = None, allow_untrained: bool = False) -> xr.DataArray:
+                  torch_threads: int | None = None, allow_untrained: bool = False, boundary: str = "none",
+                  precision: str = "fp32", resources: dict[str, float] | None = None,
+                  frames_per_task: int = 1) -> xr.DataArray:
     """Super-resolve a georeferenced ``(time, band, y, x)`` or ``(band, y, x)`` reflectance array.
 
     Returns the array on the finer aligned grid. A Dask-backed input gives a lazy result (compute
@@ -180,7 +239,10 @@ def super_resolve(data: xr.DataArray, model: str | Path | ModelSpec | SRModel, *
     ``model`` is a registered name, shipped weights, a weights path, a ModelSpec or an SRModel.
     ``tile`` is the input tile size (default: 256, or 4 x the margin for deep models), ``margin``
     the borrowed border (at least the model's receptive field). NaN input pixels are filled for
-    the model and NaN again in the output.
+    the model and NaN again in the output. ``boundary`` and ``precision``: see :class:`InferenceSpec`.
+    ``resources`` (e.g. ``{"GPU": 1}``) annotates the super-resolution tasks so the scheduler runs
+    them only on workers that declare them; compute with ``optimize_graph=False`` (blockwise fusion
+    drops annotations). ``frames_per_task`` batches that many frames in one forward pass.
     """
     data, squeeze = _normalise(data)
     band_names = [str(b) for b in data.band.values] if "band" in data.coords else None
@@ -198,17 +260,22 @@ def super_resolve(data: xr.DataArray, model: str | Path | ModelSpec | SRModel, *
     spec = TileSpec(tile=choose_tile(tile, m, DEFAULT_TILE), margin=m, scale=s)
     lazy = dask.is_dask_collection(data.data)
     arr = data.data if lazy else da.from_array(np.asarray(data.data))
-    arr = arr.astype(np.float32).rechunk((1, -1, spec.chunks(data.sizes["y"]), spec.chunks(data.sizes["x"])))
+    if frames_per_task < 1:
+        raise InvalidDataError(f"frames_per_task must be >= 1, got {frames_per_task}")
+    arr = arr.astype(np.float32).rechunk((frames_per_task, -1, spec.chunks(data.sizes["y"]),
+                                          spec.chunks(data.sizes["x"])))
     # borrow margins only along axes that have neighbouring tiles
     depth = {0: 0, 1: 0, 2: m if len(arr.chunks[2]) > 1 else 0, 3: m if len(arr.chunks[3]) > 1 else 0}
     ov = da.overlap.overlap(arr, depth=depth, boundary="none") if any(depth.values()) else arr
     graph_ref: Any = ref if isinstance(ref, ModelSpec) else dask.delayed(ref, pure=True, traverse=False)
     threads = torch_threads if torch_threads is not None else default_threads(client)
-    out = da.map_blocks(
-        _sr_block, ov, graph_ref, m, s, threads,
-        chunks=(arr.chunks[0], arr.chunks[1], spec.out_chunks(data.sizes["y"]), spec.out_chunks(data.sizes["x"])),
-        dtype=np.float32, meta=np.empty((0, 0, 0, 0), np.float32), name=f"super-resolve-{local.name}",
-    )
+    run = InferenceSpec(m, s, threads, boundary, precision)
+    with dask.annotate(resources=resources) if resources else contextlib.nullcontext():
+        out = da.map_blocks(
+            _sr_block, ov, graph_ref, run,
+            chunks=(arr.chunks[0], arr.chunks[1], spec.out_chunks(data.sizes["y"]), spec.out_chunks(data.sizes["x"])),
+            dtype=np.float32, meta=np.empty((0, 0, 0, 0), np.float32), name=f"super-resolve-{local.name}",
+        )
     gbox = output_geobox(input_geobox(data), s)
     coords: dict[str, Any] = {"time": data.time, "band": data.band, **grid_coords(gbox)}
     for name, coord in data.coords.items():
@@ -217,26 +284,23 @@ def super_resolve(data: xr.DataArray, model: str | Path | ModelSpec | SRModel, *
     result = xr.DataArray(out, dims=("time", "band", "y", "x"), coords=coords, name=data.name,
                           attrs={**data.attrs, "sr_model": local.name, "sr_scale": s})
     if not lazy:
-        result = (client.compute(result).result() if client is not None else result.compute())
+        opt = {"optimize_graph": False} if resources else {}
+        result = client.compute(result, **opt).result() if client is not None else result.compute(**opt)
     return result.isel(time=0) if squeeze else result
 
 
-def _mf_block(views: np.ndarray, masks: np.ndarray, ref: ModelSpec | SRModel, present: np.ndarray, margin: int,
-              scale: int, threads: int, block_info: dict[Any, Any] | None = None) -> np.ndarray:
+def _mf_block(views: np.ndarray, masks: np.ndarray, ref: ModelSpec | SRModel, present: np.ndarray,
+              spec: InferenceSpec, block_info: dict[Any, Any] | None = None) -> np.ndarray:
     """Fuse one (window, view, band, y, x) tile with its (window, view, 1, y, x) masks."""
     assert block_info is not None
-    (iw, _, _, iy, ix), (_, _, _, ny, nx) = block_info[0]["chunk-location"], block_info[0]["num-chunks"]
-    top, bottom = crop_bounds(iy, ny, margin)
-    left, right = crop_bounds(ix, nx, margin)
-    device = _device()
-    model = cached_model(ref, device) if isinstance(ref, ModelSpec) else ref.to(device).eval()
-    if device == "cpu":
-        torch.set_num_threads(threads)
+    iw = block_info[0]["chunk-location"][0]
+    model, device, (top, bottom, left, right) = _tile_context(ref, spec, block_info)
+    scale = spec.scale
     finite = np.isfinite(views)
     x = np.where(finite, views, 0.0).astype(np.float32, copy=False)
     m = (masks[:, :, 0] > 0) & finite.all(axis=2)
     windows = present[iw : iw + views.shape[0]]
-    with torch.inference_mode():
+    with torch.inference_mode(), spec.autocast(device):
         y = model(torch.from_numpy(np.ascontiguousarray(x)).to(device),
                   torch.from_numpy(m.astype(np.float32)).to(device),
                   torch.from_numpy(windows).to(device)).float().cpu().numpy()
@@ -253,7 +317,8 @@ def _mf_block(views: np.ndarray, masks: np.ndarray, ref: ModelSpec | SRModel, pr
 def super_resolve_views(views: xr.DataArray, masks: xr.DataArray, present: np.ndarray,
                         model: str | Path | ModelSpec | SRModel, *, client: Any | None = None,
                         scale: int | None = None, tile: int | None = None, margin: int | None = None,
-                        torch_threads: int | None = None, allow_untrained: bool = False) -> xr.DataArray:
+                        torch_threads: int | None = None, allow_untrained: bool = False, precision: str = "fp32",
+                        resources: dict[str, float] | None = None) -> xr.DataArray:
     """Multi-frame super-resolution of composite windows.
 
     ``views`` (window, view, band, y, x) reflectance, ``masks`` (window, view, y, x) clear masks and
@@ -289,15 +354,18 @@ def super_resolve_views(views: xr.DataArray, masks: xr.DataArray, present: np.nd
         k = da.overlap.overlap(k, depth=depth, boundary="none")
     graph_ref: Any = ref if isinstance(ref, ModelSpec) else dask.delayed(ref, pure=True, traverse=False)
     threads = torch_threads if torch_threads is not None else default_threads(client)
-    out = da.map_blocks(
-        _mf_block, v, k, graph_ref, present, m, s, threads, drop_axis=1,
-        chunks=(v.chunks[0], v.chunks[2], spec.out_chunks(ny), spec.out_chunks(nx)),
-        dtype=np.float32, meta=np.empty((0, 0, 0, 0), np.float32), name=f"fuse-{local.name}",
-    )
+    run = InferenceSpec(m, s, threads, "none", precision)
+    with dask.annotate(resources=resources) if resources else contextlib.nullcontext():
+        out = da.map_blocks(
+            _mf_block, v, k, graph_ref, present, run, drop_axis=1,
+            chunks=(v.chunks[0], v.chunks[2], spec.out_chunks(ny), spec.out_chunks(nx)),
+            dtype=np.float32, meta=np.empty((0, 0, 0, 0), np.float32), name=f"fuse-{local.name}",
+        )
     gbox = output_geobox(input_geobox(views.isel(window=0, view=0)), s)
     coords: dict[str, Any] = {"window": views.window, "band": views.band, **grid_coords(gbox)}
     result = xr.DataArray(out, dims=("window", "band", "y", "x"), coords=coords, name="reflectance",
                           attrs={"sr_model": local.name, "sr_scale": s})
     if not lazy:
-        result = client.compute(result).result() if client is not None else result.compute()
+        opt = {"optimize_graph": False} if resources else {}
+        result = client.compute(result, **opt).result() if client is not None else result.compute(**opt)
     return result

@@ -59,6 +59,10 @@ class RunOptions:
     torch_threads: int | None = None
     progress: bool = False  # text progress bars for the long steps
     allow_untrained: bool = False  # accept weights whose metadata says trained = false
+    gpu: bool | None = None  # run SR tasks only on workers declaring a "GPU" resource (None: if any does)
+    precision: str = "fp32"  # "bf16"/"fp16" autocast for the model (on CUDA; fp16 is bf16 on a CPU)
+    boundary: str = "none"  # scene-edge handling of the model: "none", "reflect" or "edge"
+    frames_per_task: int = 1  # frames batched in one forward pass
     storage_options: Mapping[str, Any] | None = None  # fsspec options for `out` and the stack cache
 
     def __post_init__(self) -> None:
@@ -74,6 +78,12 @@ class RunOptions:
             raise InvalidOptionError(f"resolution must be positive, got {self.resolution}")
         if self.max_cloud_cover is not None and not 0 <= float(self.max_cloud_cover) <= 100:
             raise InvalidOptionError(f"max_cloud_cover is a percentage in [0, 100], got {self.max_cloud_cover}")
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise InvalidOptionError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}")
+        if self.boundary not in ("none", "reflect", "edge"):
+            raise InvalidOptionError(f"boundary must be none, reflect or edge, got {self.boundary!r}")
+        if self.frames_per_task < 1:
+            raise InvalidOptionError(f"frames_per_task must be >= 1, got {self.frames_per_task}")
         if self.short_windows not in ("pad", "drop"):
             raise InvalidOptionError(f"short_windows must be 'pad' or 'drop', got {self.short_windows!r}")
         if self.n_views is not None and self.n_views < 1:
@@ -148,8 +158,19 @@ def _encoding(cube: xr.Dataset, tiles: TileSpec, dtype: str) -> dict[str, Any]:
     return enc
 
 
-def _compute(client: Any, collection: Any, progress: bool, label: str) -> Any:
-    futures = client.compute(collection)
+def gpu_resources(client: Any, wanted: bool | None) -> dict[str, float] | None:
+    """``{"GPU": 1}`` when SR tasks should go to GPU workers: asked for, or (``None``) when any
+    worker of the cluster declares a GPU resource."""
+    declared = any("GPU" in w.get("resources", {}) for w in client.scheduler_info()["workers"].values())
+    if wanted and not declared:
+        raise InvalidOptionError("gpu=True but no Dask worker declares a GPU resource; start workers with "
+                                 "--resources GPU=1 (the k8s worker group does)")
+    return {"GPU": 1} if (declared if wanted is None else wanted) else None
+
+
+def _compute(client: Any, collection: Any, progress: bool, label: str, annotated: bool = False) -> Any:
+    # annotations (GPU resources) survive only without graph optimisation (blockwise fusion drops them)
+    futures = client.compute(collection, optimize_graph=not annotated)
     if progress:
         from distributed import progress as show_progress
 
@@ -356,20 +377,22 @@ def run_region(bbox: BBoxLike, dates: DatesLike, *, catalog: str = "sample", col
         for extra in ("georeferencing",):
             if extra in stack.attrs:
                 attrs[extra] = stack.attrs[extra]
+        resources = gpu_resources(dc, opts.gpu)
+        attrs["gpu_resources"] = bool(resources)
         if multi:
-            cube = _multi_frame_cube(stack, run.windows, n_views, model_ref, tiles, dc, opts)
+            cube = _multi_frame_cube(stack, run.windows, n_views, model_ref, tiles, dc, opts, resources)
             attrs["windows"] = json.dumps([w.to_json() for w in run.windows])
             attrs["n_views"] = n_views
             attrs["window"] = opts.window or "all"
             used = [i for w in run.windows if w.kept for i in w.views]
         else:
-            cube = _single_image_cube(stack, run.frames, model_ref, tiles, dc, opts)
+            cube = _single_image_cube(stack, run.frames, model_ref, tiles, dc, opts, resources)
             used = [i for i, f in enumerate(run.frames) if f.kept]
         attrs["stac_item_ids"] = sorted({i for t in used for i in str(stack["items"].values[t]).split(",")})
         cube.attrs = {**attrs, "Conventions": "CF-1.8"}
         writes = store.write_template(cube, _encoding(cube, tiles, opts.dtype))
         step("template")
-        _compute(dc, writes, opts.progress, "super-resolve and write")
+        _compute(dc, writes, opts.progress, "super-resolve and write", annotated=resources is not None)
         step("super-resolve+write")
     store.finalize({"timings_s": dict(run.steps)})
     step("finalize")
@@ -391,11 +414,12 @@ def _finish(cube: xr.Dataset, dtype: str) -> xr.Dataset:
 
 
 def _single_image_cube(stack: xr.Dataset, frames: list[FrameDecision], ref: Any, tiles: TileSpec, dc: Any,
-                       opts: RunOptions) -> xr.Dataset:
+                       opts: RunOptions, resources: dict[str, float] | None) -> xr.Dataset:
     keep = [i for i, f in enumerate(frames) if f.kept]
     kept = stack.isel(time=keep)
     sr = super_resolve(kept.reflectance, ref, client=dc, tile=tiles.tile, torch_threads=opts.torch_threads,
-                       allow_untrained=opts.allow_untrained)
+                       allow_untrained=opts.allow_untrained, boundary=opts.boundary, precision=opts.precision,
+                       resources=resources, frames_per_task=opts.frames_per_task)
     clear = _upsample(kept.clear.astype(np.uint8), tiles, sr, "clear",
                       {"long_name": "clear pixel (QA class clear and data in every band)", "flag_values": [0, 1],
                        "flag_meanings": "not_clear clear"})
@@ -421,7 +445,7 @@ def _single_image_cube(stack: xr.Dataset, frames: list[FrameDecision], ref: Any,
 
 
 def _multi_frame_cube(stack: xr.Dataset, windows: list[WindowPlan], n_views: int, ref: Any, tiles: TileSpec,
-                      dc: Any, opts: RunOptions) -> xr.Dataset:
+                      dc: Any, opts: RunOptions, resources: dict[str, float] | None) -> xr.Dataset:
     plans = [w for w in windows if w.kept]
     refl, clear = stack.reflectance.data, stack.clear.data
     _, c, h, w = refl.shape
@@ -442,7 +466,8 @@ def _multi_frame_cube(stack: xr.Dataset, windows: list[WindowPlan], n_views: int
                             coords={"window": starts, "band": stack.band, **spatial})
     masks_da = xr.DataArray(da.stack(masks), dims=("window", "view", "y", "x"), coords={"window": starts, **spatial})
     sr = super_resolve_views(views_da, masks_da, present, ref, client=dc, tile=tiles.tile,
-                             torch_threads=opts.torch_threads, allow_untrained=opts.allow_untrained)
+                             torch_threads=opts.torch_threads, allow_untrained=opts.allow_untrained,
+                             precision=opts.precision, resources=resources)
     sr = sr.rename({"window": "time"})
     count_lr = (masks_da * xr.DataArray(present, dims=("window", "view"))).sum("view").astype(np.uint8)
     count_lr = count_lr.rename({"window": "time"})

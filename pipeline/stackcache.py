@@ -81,7 +81,7 @@ class StackCache:
 
             dask.compute(writes)
         else:
-            client.compute(writes).result()
+            client.gather(client.compute(writes))
         store.finalize()
         log.info("wrote the stack cache %s", store.url)
         cached = self.load(key)

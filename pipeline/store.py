@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import dask.array as da
 import fsspec
 import numpy as np
 import xarray as xr
@@ -90,17 +91,31 @@ class CubeStore:
                 "(CLI: --overwrite) to replace it, or choose another path")
         return st
 
-    def write_template(self, cube: xr.Dataset, encoding: Mapping[str, Any]) -> Any:
-        """Write metadata, coordinates and in-memory variables; return the delayed chunk writes.
+    def write_template(self, cube: xr.Dataset, encoding: Mapping[str, Any]) -> list[da.Array]:
+        """Write metadata, coordinates and in-memory variables; return the chunk writes, lazily.
 
-        The template's root attributes say ``complete = false``.
+        The template's root attributes say ``complete = false``. The returned dask arrays (one
+        ``store`` task per chunk, each writing whole zarr chunks) keep the graph's annotations, such
+        as GPU resources on the super-resolution tasks; compute them with ``optimize_graph=False``
+        when annotations matter (xarray's own delayed write optimises the graph and drops them).
         """
         cube = cube.copy()
         cube.attrs = {**cube.attrs, "complete": False}
         if self.status() != "absent":
             self.fs.rm(self.path, recursive=True)
-        return cube.to_zarr(self.url, mode="w-", compute=False, zarr_format=3, consolidated=False,
-                            encoding=dict(encoding), storage_options=self._so)
+        cube.to_zarr(self.url, mode="w-", compute=False, zarr_format=3, consolidated=False,
+                     encoding=dict(encoding), storage_options=self._so)
+        writes = []
+        group = zarr.open_group(self._zarr_store(), mode="r+")
+        for name, var in cube.variables.items():
+            if not isinstance(var.data, da.Array):
+                continue  # written with the template
+            v = var.copy(deep=False)
+            v.encoding = {**var.encoding, **dict(encoding.get(str(name), {}))}
+            encoded = xr.conventions.encode_cf_variable(v, name=str(name))
+            target = group[str(name)]
+            writes.append(da.store(encoded.data.astype(target.dtype), target, lock=False, compute=False))
+        return writes
 
     def finalize(self, extra_attrs: Mapping[str, Any] | None = None) -> None:
         """Consolidate the metadata, then (last) mark the cube complete."""

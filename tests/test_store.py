@@ -1,3 +1,4 @@
+import dask
 import numpy as np
 import pytest
 import xarray as xr
@@ -32,7 +33,7 @@ def test_template_then_writes_then_complete(tmp_path):
     assert store.chunk_counts("reflectance") == (0, 4)
     with pytest.raises(IncompleteCubeError, match="not complete"):
         open_cube(store.url)
-    writes.compute()
+    dask.compute(writes)
     assert store.chunk_counts("reflectance") == (4, 4)
     assert store.status() == "incomplete"  # every chunk in, but not finalized yet
     store.finalize({"note": "x"})
@@ -47,7 +48,7 @@ def test_check_writable(tmp_path):
     with pytest.raises(NotACubeError, match="not an srcube cube"):
         CubeStore(str(tmp_path / "dir")).check_writable()
     store = CubeStore(str(tmp_path / "c.zarr"))
-    store.write_template(_cube(), {}).compute()
+    dask.compute(store.write_template(_cube(), {}))
     assert store.check_writable() == "incomplete"  # an unfinished cube may be redone
     store.finalize()
     with pytest.raises(OutputExistsError, match="overwrite=True"):
@@ -58,7 +59,7 @@ def test_check_writable(tmp_path):
 def test_memory_filesystem_urls():
     store = CubeStore("memory://srcube-test/c.zarr")
     assert store.status() == "absent"
-    store.write_template(_cube(), {}).compute()
+    dask.compute(store.write_template(_cube(), {}))
     store.finalize()
     assert store.status() == "complete"
     assert open_cube("memory://srcube-test/c.zarr").sizes["y"] == 8

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 import models
 from pipeline.cli import app
 from pipeline.sample_probav import write_kelvins
+from tests.conftest import shared_path
 from training.config import ConfigError, parse_config
 from training.datasets import (
     KelvinsDataset,
@@ -26,7 +27,6 @@ from training.datasets.fixtures import write_sen2venus, write_worldstrat
 from training.datasets.sen2venus import read_index
 from training.datasets.worldstrat import read_split
 from training.trainer import Trainer
-from tests.conftest import shared_path
 
 runner = CliRunner()
 
@@ -83,7 +83,7 @@ def test_kelvins_dataset(fixtures):
     order = im.clearest(12)
     assert torch.allclose(s["views"][0, 0], torch.from_numpy(im.lr[order[0]] / 65535.0).float())
     assert KelvinsDataset(fixtures["kelvins"], "train", patch=32)[0]["hr"].shape == (1, 96, 96)
-    with pytest.raises(ValueError, match="HR.png"):
+    with pytest.raises(ValueError, match=r"HR\.png"):
         KelvinsDataset(fixtures["kelvins"], "test")[0]
 
 
@@ -138,11 +138,11 @@ def test_config_errors(tmp_path, sample_dir):
         _cfg(tmp_path, data={"sources": [src], "pach": 3})
     with pytest.raises(ConfigError, match="not registered"):
         _cfg(tmp_path, data={"sources": [src]}, model={"architecture": "edsr"})
-    with pytest.raises(ConfigError, match="multi-frame but data.kind 'wald'"):
+    with pytest.raises(ConfigError, match=r"multi-frame but data\.kind 'wald'"):
         _cfg(tmp_path, data={"sources": [src]}, model={"architecture": "highresnet"})
     with pytest.raises(ConfigError, match="does not exist"):
         _cfg(tmp_path, data={"sources": ["/nope.tif"]})
-    with pytest.raises(ConfigError, match="train.loss"):
+    with pytest.raises(ConfigError, match=r"train\.loss"):
         _cfg(tmp_path, data={"sources": [src]}, train={"loss": {"perceptual": 1.0}})
 
 

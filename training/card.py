@@ -10,16 +10,18 @@ from models.weights import WeightsMeta, read_meta
 _PAIRS = (("psnr", "PSNR (dB)"), ("ssim", "SSIM"), ("cpsnr", "cPSNR (dB)"), ("cssim", "cSSIM"))
 
 
-def card(meta: WeightsMeta, limits: list[str], evaluation: dict[str, dict[str, float]] | None = None) -> str:
+def card(meta: WeightsMeta, limits: list[str], evaluation: dict[str, dict[str, dict[str, float]]] | None = None) -> str:
     """Markdown: what the weights are, the data and recipe, validation metrics vs bicubic, limits."""
     t, m = meta.training, meta.metrics
     recipe = t.get("recipe", {})
+    kind = ("band-agnostic (one band at a time, any 10 m band)" if not meta.bands
+            else "bands " + ", ".join(meta.bands))
     rows = [f"| {label} | {m[key]:.4f} | {m[key + '_bicubic']:.4f} | {m[key] - m[key + '_bicubic']:+.4f} |"
             for key, label in _PAIRS if key in m and key + "_bicubic" in m]
     lines = [
         f"# {meta.name}",
         "",
-        f"`{meta.architecture}` x{meta.scale}, {'band-agnostic (one band at a time, any 10 m band)' if not meta.bands else 'bands ' + ', '.join(meta.bands)}; "
+        f"`{meta.architecture}` x{meta.scale}, {kind}; "
         f"receptive field {meta.receptive_field} input pixels; sensors: {', '.join(t.get('sensors', [])) or 'any'}.",
         f"Trained by srcube {meta.srcube_version} on {t.get('device', '?')} "
         f"({t.get('epochs', '?')} epochs, {t.get('steps', '?')} steps); sha256 `{meta.sha256}`.",
@@ -55,7 +57,8 @@ def card(meta: WeightsMeta, limits: list[str], evaluation: dict[str, dict[str, f
     return "\n".join(lines)
 
 
-def write_card(weights: str | Path, limits: list[str], evaluation: dict[str, dict[str, float]] | None = None) -> Path:
+def write_card(weights: str | Path, limits: list[str],
+               evaluation: dict[str, dict[str, dict[str, float]]] | None = None) -> Path:
     meta = read_meta(weights)
     path = Path(weights).with_suffix("").with_suffix(".md")
     path.write_text(card(meta, limits, evaluation))

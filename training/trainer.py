@@ -62,11 +62,10 @@ def make_datasets(cfg: Config) -> tuple[Dataset, Dataset]:
         from training.datasets.wald import WaldPairs, read_image
 
         images = [read_image(p, bands=d.bands) for p in d.sources]
-        train = WaldPairs(images, s, d.patch, d.train_samples, seed=cfg.seed, window=tuple(d.train_window),  # type: ignore[arg-type]
-                          band_agnostic=d.band_agnostic, mtf=d.mtf, max_invalid=d.max_invalid)
-        val = WaldPairs(images, s, d.patch, d.val_samples, seed=cfg.seed + 1, window=tuple(d.val_window),  # type: ignore[arg-type]
-                        band_agnostic=d.band_agnostic, fixed=True, mtf=d.mtf, max_invalid=d.max_invalid)
-        return train, val
+        return (WaldPairs(images, s, d.patch, d.train_samples, seed=cfg.seed, window=tuple(d.train_window),  # type: ignore[arg-type]
+                          band_agnostic=d.band_agnostic, mtf=d.mtf, max_invalid=d.max_invalid),
+                WaldPairs(images, s, d.patch, d.val_samples, seed=cfg.seed + 1, window=tuple(d.val_window),  # type: ignore[arg-type]
+                          band_agnostic=d.band_agnostic, fixed=True, mtf=d.mtf, max_invalid=d.max_invalid))
     if d.kind == "wald-multiframe":
         from pipeline.sensors.probav import read_imgset
         from training.datasets.wald import WaldMultiFrame
@@ -81,15 +80,16 @@ def make_datasets(cfg: Config) -> tuple[Dataset, Dataset]:
             raise ConfigError("wald-multiframe needs data.val_sources: scenes kept apart for validation")
         tf, tm = scenes(d.sources)
         vf, vm = scenes(d.val_sources)
-        train: Dataset = WaldMultiFrame(tf, tm, s, d.n_views, d.patch, d.train_samples, cfg.seed, d.mtf, augment=True)
+        train_mf: Dataset = WaldMultiFrame(tf, tm, s, d.n_views, d.patch, d.train_samples, cfg.seed, d.mtf,
+                                           augment=True)
         if d.shifted_sources and d.shifted_samples:
             from training.datasets.wald import ShiftedViews, read_image
 
             images = [read_image(p) for p in d.shifted_sources]
             shifted = ShiftedViews(images, s, d.n_views, d.patch, d.shifted_samples, seed=cfg.seed,
                                    window=tuple(d.train_window), mtf=d.mtf)  # type: ignore[arg-type]
-            train = ConcatDataset([train, shifted])
-        return train, WaldMultiFrame(vf, vm, s, d.n_views, None, d.val_samples, cfg.seed + 1, d.mtf)
+            train_mf = ConcatDataset([train_mf, shifted])
+        return train_mf, WaldMultiFrame(vf, vm, s, d.n_views, None, d.val_samples, cfg.seed + 1, d.mtf)
     if d.kind == "kelvins":
         from training.datasets.probav import KelvinsDataset
 
@@ -114,9 +114,11 @@ def make_datasets(cfg: Config) -> tuple[Dataset, Dataset]:
         if not d.split_csv:
             raise ConfigError("worldstrat needs data.split_csv (the official stratified split)")
         # LR resized to data.patch and HR to scale x that, as the official loader resizes (160 -> 1054)
-        sizes = {"input_size": (d.patch, d.patch), "output_size": (d.patch * s, d.patch * s)}
-        return (WorldStratDataset(d.sources[0], d.split_csv, "train", revisits=d.n_views, **sizes),
-                WorldStratDataset(d.sources[0], d.split_csv, "val", revisits=d.n_views, **sizes))
+        lr_size, hr_size = (d.patch, d.patch), (d.patch * s, d.patch * s)
+        return (WorldStratDataset(d.sources[0], d.split_csv, "train", revisits=d.n_views, input_size=lr_size,
+                                  output_size=hr_size),
+                WorldStratDataset(d.sources[0], d.split_csv, "val", revisits=d.n_views, input_size=lr_size,
+                                  output_size=hr_size))
     raise ConfigError(f"unknown data.kind {d.kind!r}")
 
 

@@ -1,0 +1,68 @@
+"""The weights srcube ships: intact, documented, honest about their metrics, and used by "auto"."""
+
+import json
+
+import pytest
+import torch
+
+import models
+from models.weights import SHIPPED_DIR, read_meta, sha256_file, shipped_weights
+
+SHIPPED = sorted(shipped_weights())
+
+
+def test_srcube_ships_sentinel2_x2_x4_and_probav_x3():
+    assert {"s2-sisr-x2", "s2-sisr-x4", "probav-highresnet-x3"} <= set(SHIPPED)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_weights_are_intact_and_documented(name):
+    meta = read_meta(SHIPPED_DIR / f"{name}.json")
+    assert meta.trained and sha256_file(SHIPPED_DIR / f"{name}.safetensors") == meta.sha256
+    assert (SHIPPED_DIR / f"{name}.safetensors").stat().st_size < 5_000_000  # small enough for the repo
+    card = (SHIPPED_DIR / f"{name}.md").read_text()
+    for section in ("## Data", "## Recipe", "## Validation", "## Limits", "## Licence"):
+        assert section in card
+    assert meta.training["sensors"] and meta.training["recipe"]["model"]["architecture"] == meta.architecture
+    model = models.load_model(name)
+    assert model.weights_meta.sha256 == meta.sha256 and model.receptive_field == meta.receptive_field
+    m = meta.metrics
+    key = "cpsnr" if model.multi_frame else "psnr"
+    assert {key, key + "_bicubic", "best_epoch"} <= set(m)
+    # the card's table is the metadata's numbers
+    assert f"{m[key]:.4f}" in card and f"{m[key + '_bicubic']:.4f}" in card
+
+
+def test_default_model_is_a_shipped_model_only_where_it_beats_bicubic():
+    for sensor, scale in (("sentinel-2", 2), ("sentinel-2", 4), ("sentinel-2", 3), ("proba-v", 4)):
+        name = models.default_model(sensor, scale)
+        if name == "bicubic":
+            continue
+        m = read_meta(SHIPPED_DIR / f"{name}.json").metrics
+        assert m["psnr"] > m["psnr_bicubic"] and m["ssim"] > m["ssim_bicubic"]
+        assert read_meta(SHIPPED_DIR / f"{name}.json").scale == scale
+    assert models.default_model("sentinel-2", 3) == "bicubic"  # nothing shipped at x3 for Sentinel-2
+
+
+@pytest.mark.integration
+def test_run_region_auto_uses_the_default_model(sample_url, dask_client, tmp_path):
+    from pipeline import run_region, sample
+
+    ds = run_region((4.48, 51.41, 4.495, 51.42), "2024-06-12", model="auto", scale=4, bands=["B04"],
+                    out=str(tmp_path / "auto.zarr"), client=dask_client)
+    assert ds.attrs["model"] in ("bicubic", "srgan") and ds.attrs["scale"] == 4
+    expected = models.default_model("sentinel-2", 4)
+    assert (ds.attrs["weights"] == expected) if expected != "bicubic" else ds.attrs["model"] == "bicubic"
+    assert json.loads(ds.attrs["frames"])  # a real run
+    assert sample.DEFAULT_DATES
+
+
+def test_a_shipped_model_super_resolves_a_real_scene():
+    name = models.default_model("sentinel-2", 4)
+    if name == "bicubic":
+        pytest.skip("no shipped Sentinel-2 x4 model beats bicubic")
+    model = models.load_model(name)
+    x = torch.rand(1, 3, 40, 40) * 0.3
+    with torch.inference_mode():
+        y = model(x)
+    assert y.shape == (1, 3, 160, 160) and torch.isfinite(y).all()
