@@ -189,6 +189,8 @@ class RunLog:
     frames: list[FrameDecision] = field(default_factory=list)
     windows: list[WindowPlan] = field(default_factory=list)
     from_cache: bool = False
+    resumed: bool = False
+    chunk_writes: int = 0
     _t0: float = field(default_factory=time.perf_counter)
 
     def mark(self, step: str) -> None:
@@ -389,14 +391,35 @@ def run_region(bbox: BBoxLike, dates: DatesLike, *, catalog: str = "sample", col
             cube = _single_image_cube(stack, run.frames, model_ref, tiles, dc, opts, resources)
             used = [i for i, f in enumerate(run.frames) if f.kept]
         attrs["stac_item_ids"] = sorted({i for t in used for i in str(stack["items"].values[t]).split(",")})
+        attrs["request_hash"] = request_hash(attrs, opts)
         cube.attrs = {**attrs, "Conventions": "CF-1.8"}
-        writes = store.write_template(cube, _encoding(cube, tiles, opts.dtype))
+        resume = store.resumable(attrs["request_hash"])
+        writes = store.write_template(cube, _encoding(cube, tiles, opts.dtype), resume=resume)
+        run.resumed, run.chunk_writes = resume, store.count_blocks(writes)
         step("template")
         _compute(dc, writes, opts.progress, "super-resolve and write", annotated=resources is not None)
         step("super-resolve+write")
-    store.finalize({"timings_s": dict(run.steps)})
+    store.finalize({"timings_s": dict(run.steps),
+                    "last_run": {"resumed": run.resumed, "chunk_writes": run.chunk_writes}})
     step("finalize")
     return store.open()
+
+
+#: attributes that identify what a cube holds (not when or how fast it was made)
+_IDENTITY = ("srcube_version", "model", "weights_sha256", "mode", "scale", "sensor", "catalog", "collection", "bbox",
+             "dates", "bands", "crs", "input_resolution", "stac_item_ids", "min_clear", "clear_classes", "harmonize",
+             "windows", "n_views", "window")
+
+
+def request_hash(attrs: Mapping[str, Any], opts: RunOptions) -> str:
+    """A hash of everything that decides a cube's content and chunking; equal hashes may resume."""
+    doc = {k: attrs.get(k) for k in _IDENTITY}
+    doc["frames"] = [(f["time"], f["kept"]) for f in json.loads(attrs.get("frames", "[]"))]
+    doc["options"] = {k: getattr(opts, k) for k in ("tile", "resolution", "dtype", "boundary", "precision",
+                                                    "frames_per_task")}
+    import hashlib
+
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
 def _finish(cube: xr.Dataset, dtype: str) -> xr.Dataset:

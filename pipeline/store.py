@@ -1,17 +1,27 @@
-"""Persist cubes as zarr v3: template first, chunk writes next, then consolidate and mark complete.
+"""Persist cubes as zarr v3 with a chunk manifest: template, chunk writes, verify, consolidate, complete.
 
-A cube's root attributes carry ``complete``: ``false`` from the moment the template is written,
-``true`` only after every chunk is in and the metadata is consolidated. A run that crashes or is
-interrupted leaves a cube that says it is incomplete. srcube never writes into a path that holds
-something else than an srcube cube.
+Transaction model (plain zarr + a chunk manifest):
+
+1. the template (metadata, coordinates, in-memory variables) is written with ``complete = false``
+   and the run's ``request_hash``;
+2. each write task writes one Dask chunk (whole zarr chunks: one writer per chunk) and then adds
+   its entry to the manifest, ``.srcube/done/<variable>/<i.j.k...>``; an entry exists only after
+   its data is fully written, so a crash mid-write leaves no entry and the chunk is redone;
+3. :meth:`CubeStore.finalize` checks that every expected entry is there, removes the manifest,
+   consolidates the metadata, and only then sets ``complete = true``.
+
+Resuming an unfinished cube with the same ``request_hash`` skips the chunks listed in the
+manifest (their upstream work is culled from the graph); any other unfinished cube is replaced.
+srcube never writes into a path that holds something else than an srcube cube.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -28,6 +38,7 @@ from pipeline.errors import IncompleteCubeError, NotACubeError, OutputExistsErro
 log = logging.getLogger(__name__)
 
 MARKER = "srcube_version"
+MANIFEST = ".srcube/done"
 Status = Literal["absent", "empty", "foreign", "incomplete", "complete"]
 
 
@@ -42,6 +53,39 @@ def _root_attrs(fs: fsspec.AbstractFileSystem, path: str) -> dict[str, Any] | No
         return None
     attrs = doc.get("attributes")
     return attrs if isinstance(attrs, dict) else {}
+
+
+@contextlib.contextmanager
+def _quiet_consolidated() -> Iterator[None]:
+    with warnings.catch_warnings():
+        # consolidated metadata is a zarr-python extension to v3; srcube relies on it knowingly
+        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part",
+                                category=UserWarning)
+        # an unfinished cube holds srcube's chunk manifest (.srcube/), which is not a zarr node
+        warnings.filterwarnings("ignore", message=r"Object at \.srcube is not recognized", category=UserWarning)
+        yield
+
+
+def _zarr_store(url: str, storage_options: Mapping[str, Any] | None) -> Any:
+    fs, path = url_to_fs(url, **dict(storage_options or {}))
+    if isinstance(fs, LocalFileSystem):
+        return path
+    return zarr.storage.FsspecStore.from_url(url, storage_options=dict(storage_options or {}))
+
+
+def _write_block(block: np.ndarray, url: str, storage_options: Mapping[str, Any] | None, name: str,
+                 block_info: dict[Any, Any] | None = None) -> np.ndarray:
+    """Write one Dask chunk into its region of the zarr array, then record it in the manifest."""
+    assert block_info is not None
+    info = block_info[0]
+    region = tuple(slice(a, b) for a, b in info["array-location"])
+    array = zarr.open_array(_zarr_store(url, storage_options), path=name, mode="r+")
+    array[region] = block
+    fs, path = url_to_fs(url, **dict(storage_options or {}))
+    folder = f"{path}/{MANIFEST}/{name}"
+    fs.makedirs(folder, exist_ok=True)
+    fs.pipe_file(f"{folder}/{'.'.join(map(str, info['chunk-location']))}", b"")
+    return np.ones((1,) * block.ndim, dtype=bool)
 
 
 @dataclass
@@ -77,8 +121,9 @@ class CubeStore:
     def check_writable(self, *, overwrite: bool = False) -> Status:
         """Raise unless a new cube may be written here; return what is there now.
 
-        Absent, empty or an unfinished srcube cube: fine (an unfinished cube is replaced).
-        A complete srcube cube: only with ``overwrite``. Anything else: never.
+        Absent, empty or an unfinished srcube cube: fine (an unfinished cube is resumed when it was
+        made by the same request, replaced otherwise). A complete srcube cube: only with
+        ``overwrite``. Anything else: never.
         """
         st = self.status()
         if st == "foreign":
@@ -91,46 +136,79 @@ class CubeStore:
                 "(CLI: --overwrite) to replace it, or choose another path")
         return st
 
-    def write_template(self, cube: xr.Dataset, encoding: Mapping[str, Any]) -> list[da.Array]:
-        """Write metadata, coordinates and in-memory variables; return the chunk writes, lazily.
+    def resumable(self, request_hash: str) -> bool:
+        """Whether an unfinished cube here was started by the same request (so its chunks count)."""
+        return self.status() == "incomplete" and self.attrs().get("request_hash") == request_hash
 
-        The template's root attributes say ``complete = false``. The returned dask arrays (one
-        ``store`` task per chunk, each writing whole zarr chunks) keep the graph's annotations, such
-        as GPU resources on the super-resolution tasks; compute them with ``optimize_graph=False``
-        when annotations matter (xarray's own delayed write optimises the graph and drops them).
+    # --- the manifest ----------------------------------------------------------------------------
+
+    def done(self, name: str) -> set[tuple[int, ...]]:
+        """Chunk locations of ``name`` recorded as written."""
+        folder = f"{self.path}/{MANIFEST}/{name}"
+        if not self.fs.exists(folder):
+            return set()
+        return {tuple(int(i) for i in p.rsplit("/", 1)[-1].split(".")) for p in self.fs.ls(folder, detail=False)}
+
+    def write_template(self, cube: xr.Dataset, encoding: Mapping[str, Any], *, resume: bool = False) -> list[Any]:
+        """Write the template (unless resuming) and return the chunk writes still to do, lazily.
+
+        One write task per Dask chunk of every Dask-backed variable, each adding its manifest entry;
+        when resuming, chunks already in the manifest are left out and so is the upstream work
+        only they needed. The writes keep the graph's annotations (such as GPU resources on the
+        super-resolution tasks): compute them with ``optimize_graph=False`` when those matter.
         """
-        cube = cube.copy()
-        cube.attrs = {**cube.attrs, "complete": False}
-        if self.status() != "absent":
-            self.fs.rm(self.path, recursive=True)
-        cube.to_zarr(self.url, mode="w-", compute=False, zarr_format=3, consolidated=False,
-                     encoding=dict(encoding), storage_options=self._so)
-        writes = []
-        group = zarr.open_group(self._zarr_store(), mode="r+")
+        if not resume:
+            cube = cube.copy()
+            cube.attrs = {**cube.attrs, "complete": False, "chunk_manifest": manifest_sizes(cube)}
+            if self.status() != "absent":
+                self.fs.rm(self.path, recursive=True)
+            cube.to_zarr(self.url, mode="w-", compute=False, zarr_format=3, consolidated=False,
+                         encoding=dict(encoding), storage_options=self._so)
+        group = zarr.open_group(_zarr_store(self.url, self._so), mode="r+")
+        writes: list[Any] = []
         for name, var in cube.variables.items():
             if not isinstance(var.data, da.Array):
                 continue  # written with the template
             v = var.copy(deep=False)
             v.encoding = {**var.encoding, **dict(encoding.get(str(name), {}))}
-            encoded = xr.conventions.encode_cf_variable(v, name=str(name))
             target = group[str(name)]
-            writes.append(da.store(encoded.data.astype(target.dtype), target, lock=False, compute=False))
+            assert isinstance(target, zarr.Array)
+            data = xr.conventions.encode_cf_variable(v, name=str(name)).data.astype(target.dtype)
+            flags = data.map_blocks(_write_block, self.url, self._so, str(name), dtype=bool,
+                                    chunks=tuple((1,) * len(c) for c in data.chunks),
+                                    name=f"store-{name}")
+            done = self.done(str(name)) if resume else set()
+            todo = [idx for idx in np.ndindex(*data.numblocks) if idx not in done]
+            if len(todo) == int(np.prod(data.numblocks)):
+                writes.append(flags)
+            else:
+                writes.extend(flags.blocks[idx] for idx in todo)
+        if resume:
+            log.info("resuming %s: %d chunk writes left", self.url, self.count_blocks(writes))
         return writes
 
-    def finalize(self, extra_attrs: Mapping[str, Any] | None = None) -> None:
-        """Consolidate the metadata, then (last) mark the cube complete."""
-        with warnings.catch_warnings():
-            # consolidated metadata is a zarr-python extension to v3; srcube relies on it knowingly
-            warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part",
-                                    category=UserWarning)
-            zarr.consolidate_metadata(self._zarr_store())
-        group = zarr.open_group(self._zarr_store(), mode="r+")
-        group.attrs.update({**dict(extra_attrs or {}), "complete": True})
+    @staticmethod
+    def count_blocks(writes: Iterable[Any]) -> int:
+        return int(sum(int(np.prod(w.numblocks)) for w in writes))
 
-    def _zarr_store(self) -> Any:
-        if isinstance(self.fs, LocalFileSystem):
-            return self.path
-        return zarr.storage.FsspecStore.from_url(self.url, storage_options=self._so)
+    def expected(self) -> dict[str, int]:
+        """Per Dask-written variable, the number of manifest entries a complete cube has."""
+        return dict(self.attrs().get("chunk_manifest", {}))
+
+    def finalize(self, extra_attrs: Mapping[str, Any] | None = None) -> None:
+        """Check the manifest, consolidate the metadata, then (last) mark the cube complete."""
+        for name, n in self.expected().items():
+            got = len(self.done(name))
+            if got != n:
+                raise IncompleteCubeError(f"{self.url}: {got} of {n} chunks of {name} are written; "
+                                          "run the same command again to finish it")
+        manifest = f"{self.path}/{MANIFEST.split('/')[0]}"
+        if self.fs.exists(manifest):  # every chunk is in: the manifest has done its job
+            self.fs.rm(manifest, recursive=True)
+        with _quiet_consolidated():
+            zarr.consolidate_metadata(_zarr_store(self.url, self._so))
+        group = zarr.open_group(_zarr_store(self.url, self._so), mode="r+")
+        group.attrs.update({**dict(extra_attrs or {}), "complete": True})
 
     def open(self, *, require_complete: bool = True) -> xr.Dataset:
         st = self.status()
@@ -138,10 +216,8 @@ class CubeStore:
             raise FileNotFoundError(f"no srcube cube at {self.url} ({st})")
         if st != "complete" and require_complete:
             raise IncompleteCubeError(f"the cube at {self.url} is not complete (the run that wrote it "
-                                      "did not finish); run the same command again to rewrite it")
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part",
-                                    category=UserWarning)
+                                      "did not finish); run the same command again to finish it")
+        with _quiet_consolidated():
             ds = xr.open_zarr(self.url, consolidated=(st == "complete"), storage_options=self._so)
         # coordinates are small: load them, so strings (items, band) are not lazy object arrays
         ds = ds.assign_coords({name: ds[name].load() for name in ds.coords if name not in ds.indexes})
@@ -155,13 +231,22 @@ class CubeStore:
     def chunk_counts(self, variable: str) -> tuple[int, int] | None:
         """(chunks written, chunks expected) of a variable: how far an interrupted run got.
 
-        None when the variable's metadata is not there (the run stopped while writing the template).
+        From the manifest when the cube has one, else from the zarr chunks present; None when the
+        variable's metadata is not there (the run stopped while writing the template).
         """
         try:
-            arr = zarr.open_array(self._zarr_store(), path=variable, mode="r")
+            arr = zarr.open_array(_zarr_store(self.url, self._so), path=variable, mode="r")
         except (zarr.errors.ArrayNotFoundError, FileNotFoundError, KeyError):
             return None
+        expected = self.expected()
+        if variable in expected and self.status() != "complete":
+            return len(self.done(variable)), int(expected[variable])
         return int(arr.nchunks_initialized), int(arr.nchunks)
+
+
+def manifest_sizes(cube: xr.Dataset) -> dict[str, int]:
+    """Number of Dask chunks (= manifest entries) per Dask-backed variable of a cube to write."""
+    return {str(k): int(np.prod(v.data.numblocks)) for k, v in cube.variables.items() if isinstance(v.data, da.Array)}
 
 
 def open_cube(url: str, *, storage_options: Mapping[str, Any] | None = None,

@@ -8,6 +8,7 @@ whole-image pass), super-resolved, and cropped back to ``scale x`` its own exten
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -59,13 +60,15 @@ class TileSpec:
         return ((self.tile + 2 * self.margin) / self.tile) ** 2
 
 
-def choose_tile(tile: int | None, margin: int, default: int = 256) -> int:
-    """The tile size to use: ``tile`` if given, else ``default`` grown to at least 4 x margin (so
-    the borrowed border costs at most ((T + 2m) / T)^2 = 2.25 x), rounded up to a multiple of 16."""
+def choose_tile(tile: int | None, margin: int, default: int = 256, max_overhead: float = 1.15,
+                largest: int = 2048) -> int:
+    """The tile size to use: ``tile`` if given, else the smallest multiple of 16 (at least
+    ``default``, at most ``largest``) whose borrowed border costs at most ``max_overhead``:
+    ((T + 2m) / T)^2 <= max_overhead, i.e. T >= 2m / (sqrt(max_overhead) - 1)."""
     if tile is not None:
         return int(tile)
-    t = max(default, 4 * margin)
-    return -(-t // 16) * 16
+    t = max(default, math.ceil(2 * margin / (math.sqrt(max_overhead) - 1)))
+    return min(-(-t // 16) * 16, largest)
 
 
 def crop_bounds(index: int, count: int, margin: int) -> tuple[int, int]:

@@ -64,12 +64,13 @@ def test_demo_command_end_to_end(sample_dir, tmp_path):
         assert text in res.output
 
 
+RUN_ARGS = ("run", "--bbox", BBOX, "--dates", "2024-06-12/2024-06-22", "--tile", "64", "--workers", "1")
+
+
 def _start_run(out: Path) -> subprocess.Popen[str]:
     # small tiles and one worker: the writes take seconds, so the run is surely still writing when killed
-    return subprocess.Popen(
-        _srcube("run", "--bbox", BBOX, "--dates", "2024-06-12/2024-06-22", "--out", str(out), "--tile", "64",
-                "--workers", "1"),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    return subprocess.Popen(_srcube(*RUN_ARGS, "--out", str(out)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
 
 
 def _wait_for_first_chunk(out: Path, proc: subprocess.Popen[str], timeout: float = 120.0) -> None:
@@ -106,3 +107,18 @@ def test_interrupted_run_leaves_no_complete_cube(sample_dir, tmp_path, sig):
     res = runner.invoke(app, ["info", str(out)], env={"COLUMNS": "200"})
     assert res.exit_code == 0 and "incomplete" in res.output
     assert json.loads(json.dumps(store.attrs()))["complete"] is False
+    if sig == signal.SIGKILL:
+        # the same command again resumes: only the chunks missing from the manifest are computed
+        again = subprocess.run(_srcube(*RUN_ARGS, "--out", str(out)), capture_output=True, text=True, timeout=240)
+        assert again.returncode == 0, again.stderr[-2000:]
+        resumed = open_cube(str(out))
+        last = resumed.attrs["last_run"]
+        assert last["resumed"] is True and 0 < last["chunk_writes"] < sum(resumed.attrs["chunk_manifest"].values())
+        # and the cube is the one an uninterrupted run makes, chunk for chunk
+        fresh = tmp_path / "fresh.zarr"
+        subprocess.run(_srcube(*RUN_ARGS, "--out", str(fresh)), capture_output=True, text=True, timeout=240,
+                       check=True)
+        reference = open_cube(str(fresh))
+        for name in ("reflectance", "clear", "clear_count"):
+            assert resumed[name].equals(reference[name]), name
+        assert not (out / ".srcube").exists()

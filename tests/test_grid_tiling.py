@@ -71,3 +71,14 @@ def test_tile_spec():
     with pytest.raises(ValueError, match="larger than the tile"):
         TileSpec(tile=8, margin=9, scale=2)
     assert np.prod(spec.chunks(256)) == 256
+
+
+@given(margin=st.integers(0, 400))
+def test_default_tile_keeps_the_border_overhead_low(margin):
+    from pipeline.tiling import choose_tile
+
+    t = choose_tile(None, margin)
+    assert t % 16 == 0 and 256 <= t <= 2048 and t >= margin
+    if t < 2048:
+        assert TileSpec(t, margin, 2).overhead() <= 1.15
+    assert choose_tile(100, margin) == 100

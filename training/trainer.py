@@ -170,6 +170,11 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         if resume:
             self._resume()
+        else:  # a fresh run replaces the logs of an earlier run in the same folder
+            import shutil
+
+            (self.out / "metrics.csv").unlink(missing_ok=True)
+            shutil.rmtree(self.out / "tb", ignore_errors=True)
 
     # --- bookkeeping ---------------------------------------------------------------------------
 

@@ -1,0 +1,195 @@
+"""Tiled inference at scale: srcube's Dask pipeline vs the bare model and two common tiling loops.
+
+All in one run, same model, same input (a valid window of the real 10 m T33UUU Sentinel-2 crop,
+one band, reflectance), output written to zarr by every method except the bare forward:
+
+* bare: one forward pass of the whole in-memory tensor (the device's ceiling; no tiling, no I/O);
+* srcube: ``super_resolve`` (pad-and-crop tiles, margin = receptive field, default tile size) on a
+  LocalCluster, streamed to zarr;
+* SEN2SR-style: a Python loop over 128 px input windows with 32 px overlap, batch 1, centre crops
+  pasted into the output;
+* CESBIO-style: a loop over 1000 px output tiles with margin = receptive field, batch 1.
+
+Also: peak worker RSS of srcube at 1x and 4x area (fresh clusters), 1 vs 2 workers, the largest
+difference of each method from the bare pass, and the bf16-autocast fidelity on this CPU.
+Ends with one JSON line. Usage: ``python bench/inference.py [--size 1024] [--model s2-sisr-x4]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# bench/models.py sits beside this script: keep this folder off sys.path so `import models` is the package
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import xarray as xr  # noqa: E402
+
+SHARED = Path(os.environ.get("SRCUBE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+T33UUU = SHARED / "data" / "sentinel2_l1c_T33UUU_pair" / "ref_S2A_20160608T153121_T33UUU_north.tif"
+
+
+def load_model(name: str):
+    import models
+
+    if name in models.shipped_weights() or name.endswith(".safetensors"):
+        return models.load_model(name), name
+    torch.manual_seed(0)  # the recipe's architecture with random weights: cost is the same
+    return models.build("srgan", scale=4, features=32, blocks=6).eval(), "srgan-32x6 (random init)"
+
+
+def input_array(size: int) -> np.ndarray:
+    """A size x size window of real Sentinel-2 reflectance (valid pixels only), or seeded noise."""
+    if T33UUU.exists():
+        import rasterio
+
+        with rasterio.open(T33UUU) as src:
+            data = src.read(1).astype(np.float32) / 10000.0
+        r0, c0 = data.shape[0] - size, data.shape[1] - size  # the south-east corner is inside the swath
+        window = data[max(r0, 0) : max(r0, 0) + size, max(c0, 0) : max(c0, 0) + size]
+        if window.shape == (size, size) and (window > 0).all():
+            return window
+        return np.tile(data[-512:, -512:], (size // 512 + 1, size // 512 + 1))[:size, :size]
+    return np.random.default_rng(0).random((size, size), dtype=np.float32) * 0.3
+
+
+def as_dataarray(a: np.ndarray) -> xr.DataArray:
+    from affine import Affine
+
+    h, w = a.shape
+    da = xr.DataArray(a[None, None], dims=("time", "band", "y", "x"),
+                      coords={"time": [np.datetime64("2016-06-08")], "band": ["B"],
+                              "x": 330000 + 10 * (np.arange(w) + 0.5), "y": 5862000 - 10 * (np.arange(h) + 0.5)})
+    return da.rio.write_crs("EPSG:32633").rio.write_transform(Affine(10, 0, 330000, 0, -10, 5862000))
+
+
+def write_zarr(out: np.ndarray, path: Path) -> None:
+    xr.Dataset({"r": (("y", "x"), out)}).chunk({"y": 1024, "x": 1024}).to_zarr(path, mode="w", zarr_format=3,
+                                                                               consolidated=False)
+
+
+def bare(model, a: np.ndarray) -> tuple[float, np.ndarray]:
+    torch.set_num_threads(os.cpu_count() or 1)
+    x = torch.from_numpy(a)[None, None]
+    with torch.inference_mode():
+        model(x[..., :64, :64])
+        t0 = time.perf_counter()
+        y = model(x)[0, 0].numpy()
+    return time.perf_counter() - t0, y
+
+
+def loop(model, a: np.ndarray, window: int, overlap: int, out_dir: Path) -> tuple[float, np.ndarray]:
+    """A sequential window loop, batch 1: each window adds ``overlap`` input pixels on every side
+    that has a neighbour and only its centre is kept (SEN2SR: 128 + overlap 32; CESBIO: margin=RF)."""
+    torch.set_num_threads(os.cpu_count() or 1)
+    s = model.scale
+    h, w = a.shape
+    out = np.zeros((h * s, w * s), np.float32)
+    step = window - 2 * overlap if window > 2 * overlap else window
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        for r in range(0, h, step):
+            for c in range(0, w, step):
+                r0, c0 = max(r - overlap, 0), max(c - overlap, 0)
+                r1, c1 = min(r + step + overlap, h), min(c + step + overlap, w)
+                y = model(torch.from_numpy(np.ascontiguousarray(a[r0:r1, c0:c1]))[None, None])[0, 0].numpy()
+                rr, cc = min(r + step, h), min(c + step, w)
+                out[r * s : rr * s, c * s : cc * s] = y[(r - r0) * s : (rr - r0) * s, (c - c0) * s : (cc - c0) * s]
+    write_zarr(out, out_dir / "loop.zarr")
+    return time.perf_counter() - t0, out
+
+
+def pipeline(model_name: str, a: np.ndarray, workers: int, out_dir: Path) -> tuple[float, np.ndarray, float]:
+    """srcube on a fresh LocalCluster: (seconds, output, peak worker RSS MB)."""
+    from distributed import Client, LocalCluster
+
+    from pipeline import super_resolve
+    from pipeline.store import CubeStore
+
+    def rss() -> float:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+    with LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=":0") as lc, Client(lc) as client:
+        # load the model on every worker before timing (several small tiles)
+        super_resolve(as_dataarray(a[:128, :128]).chunk({"y": 32, "x": 32}), model_name, client=client, tile=32)
+        store = CubeStore(str(out_dir / f"srcube-{workers}-{a.shape[0]}.zarr"))
+        t0 = time.perf_counter()
+        sr = super_resolve(as_dataarray(a).chunk({"y": 2048, "x": 2048}), model_name, client=client)
+        cube = sr.to_dataset(name="reflectance").assign_attrs(srcube_version="bench")
+        client.gather(client.compute(store.write_template(cube, {})))
+        seconds = time.perf_counter() - t0
+        peak = max(client.run(rss).values())
+    out = xr.open_zarr(store.url, consolidated=False).reflectance.values[0, 0]
+    return seconds, out, peak
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=1024, help="input side in pixels for 1x area")
+    parser.add_argument("--model", default="s2-sisr-x4")
+    args = parser.parse_args()
+    model, label = load_model(args.model)
+    rf, s = model.receptive_field, model.scale
+    tmp = Path(tempfile.mkdtemp(prefix="srcube-bench-inf-"))
+    a1 = input_array(args.size)
+    a4 = input_array(2 * args.size)
+    mpix = a1.size * s * s / 1e6
+
+    t_bare, ref = bare(model, a1)
+    t_pipe, out_pipe, rss1 = pipeline(args.model, a1, 2, tmp)
+    t_sen2sr, out_sen2sr = loop(model, a1, 128 + 64, 32, tmp)  # 128 px kept + 32 px overlap each side
+    t_cesbio, out_cesbio = loop(model, a1, 1000 // s + 2 * rf, rf, tmp)
+    t_pipe1, _, _ = pipeline(args.model, a1, 1, tmp)
+    t_pipe4, _, rss4 = pipeline(args.model, a4, 2, tmp)
+
+    x = torch.from_numpy(a1[:256, :256])[None, None]
+    with torch.inference_mode():
+        fp32 = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16 = model(x).float()
+    bf16_err = float((bf16 - fp32).abs().max())
+    bf16_psnr = float(10 * np.log10(1.0 / float(((bf16 - fp32) ** 2).mean())))
+    shutil.rmtree(tmp, ignore_errors=True)
+
+    def diff(o: np.ndarray) -> float:
+        return float(np.abs(o - ref).max())
+
+    rows = [("bare forward (ceiling)", t_bare, 0.0), ("srcube pipeline, 2 workers -> zarr", t_pipe, diff(out_pipe)),
+            ("SEN2SR-style 128/32 loop -> zarr", t_sen2sr, diff(out_sen2sr)),
+            ("CESBIO-style 1000 px loop -> zarr", t_cesbio, diff(out_cesbio)),
+            ("srcube pipeline, 1 worker -> zarr", t_pipe1, float("nan"))]
+    print(f"model {label}: x{s}, receptive field {rf} px; input {args.size}^2 px -> {mpix:.1f} Mpix out; "
+          f"{os.cpu_count()} CPU cores")
+    for name, t, d in rows:
+        print(f"  {name:38s} {t:7.2f} s  {mpix / t:7.2f} Mpix/s  max |diff from bare| {d:.2e}")
+    print(f"  srcube at 4x area: {t_pipe4:.2f} s; peak worker RSS {rss1:.0f} MB (1x) -> {rss4:.0f} MB (4x)")
+    print(f"  bf16 autocast on this CPU vs fp32: max abs diff {bf16_err:.2e}, PSNR {bf16_psnr:.1f} dB")
+    figures = {
+        "bench": "inference", "device": f"cpu x{os.cpu_count()}", "model": label, "scale": s, "receptive_field": rf,
+        "input_px": args.size, "out_mpix": round(mpix, 2),
+        "bare_s": round(t_bare, 3), "pipeline_s": round(t_pipe, 3), "sen2sr_style_s": round(t_sen2sr, 3),
+        "cesbio_style_s": round(t_cesbio, 3), "pipeline_1_worker_s": round(t_pipe1, 3),
+        "pipeline_4x_area_s": round(t_pipe4, 3),
+        "pipeline_vs_bare": round(t_bare / t_pipe, 3),
+        "pipeline_vs_sen2sr_style": round(t_sen2sr / t_pipe, 3),
+        "pipeline_vs_cesbio_style": round(t_cesbio / t_pipe, 3),
+        "rss_1x_mb": round(rss1, 1), "rss_4x_mb": round(rss4, 1), "rss_4x_over_1x": round(rss4 / rss1, 3),
+        "two_workers_over_one": round(t_pipe1 / t_pipe, 3),
+        "max_diff_pipeline": diff(out_pipe), "max_diff_sen2sr_style": diff(out_sen2sr),
+        "max_diff_cesbio_style": diff(out_cesbio), "bf16_max_abs_diff": bf16_err, "bf16_psnr_db": round(bf16_psnr, 2),
+    }
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
