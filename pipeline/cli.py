@@ -62,8 +62,9 @@ def _run(out: str, print_summary: bool, **kwargs: Any) -> None:
     from pipeline.region import run_region
 
     def on_step(name: str, run: Any) -> None:
-        if name == "search":
-            console.print(f"[bold]search[/]: {run.items_found} items found")
+        if name == "search+assemble":
+            source = "from the stack cache" if run.from_cache else "found"
+            console.print(f"[bold]search[/]: {run.items_found} items {source}")
         elif name == "clearance":
             console.print(_frames_table([f.__dict__ for f in run.frames]))
             if run.windows:

@@ -13,6 +13,7 @@ from typing import Any
 
 import dask.array as da
 import numpy as np
+import pystac
 import xarray as xr
 
 import models
@@ -199,7 +200,12 @@ class RunLog:
 
 
 @dataclass
-class _Request:
+class RegionJob:
+    """One region run, step by step: :meth:`prepare`, :meth:`load`, :meth:`decide`, :meth:`build`,
+    :meth:`writes` (all or a batch), :meth:`finalize`. ``run_region`` does them in a row; the
+    Prefect flow runs them as tasks, re-creating the job from ``items`` and ``decisions`` (plain
+    JSON) so that no lazy graph has to cross a task boundary."""
+
     region: BBox
     days: DateRange
     profile: cat.CatalogProfile
@@ -207,50 +213,248 @@ class _Request:
     sensor: SensorProfile | None
     bands: tuple[str, ...] | None
     opts: RunOptions
+    model_ref: Any
+    local_model: Any
+    multi: bool
+    n_views: int
+    tiles: TileSpec
+    store: CubeStore
+    run: RunLog = field(default_factory=RunLog)
+    stack: xr.Dataset | None = None
+    cube: xr.Dataset | None = None
+    encoding: dict[str, Any] = field(default_factory=dict)
+    resources: dict[str, float] | None = None
+    cache_key: str = ""
+    on_step: Callable[[str, RunLog], None] | None = None
 
+    # --- 1. everything that needs only the arguments ---------------------------------------------
 
-def _cache_params(req: _Request, bands: Sequence[str]) -> dict[str, Any]:
-    from pipeline import sample
+    @classmethod
+    def prepare(cls, bbox: BBoxLike, dates: DatesLike, *, catalog: str = "sample", collection: str | None = None,
+                bands: Sequence[str] | None = None, model: Any = "bicubic", scale: int | None = None,
+                out: str = "srcube.zarr", on_step: Callable[[str, RunLog], None] | None = None,
+                **options: Any) -> RegionJob:
+        """Validate the request (typed errors, nothing searched or written)."""
+        opts = RunOptions.from_kwargs(options)
+        region = BBox.parse(bbox)
+        days = DateRange.parse(dates)
+        profile = cat.resolve_catalog(catalog)
+        coll = collection or profile.collection
+        sensor = get_sensor(opts.sensor) if opts.sensor else profile.sensor_for(coll)
+        if sensor is not None and (bands is not None or profile.kind != "kelvins"):
+            band_names: tuple[str, ...] | None = sensor.vocabulary.validate(bands)
+        else:  # decided by the data: the items' sensor, or the imgset's band
+            band_names = tuple(bands) if bands else None
+        if sensor is not None:
+            try:
+                sensor.validate_clear_classes(opts.clear_classes)
+            except ValueError as exc:
+                raise InvalidOptionError(str(exc)) from None
+            if opts.harmonize is not None and opts.harmonize not in sensor.harmonize_modes:
+                raise InvalidOptionError(f"harmonize for {sensor.name} must be one of {sensor.harmonize_modes}")
+        if model == "auto":  # the best shipped model for the sensor and scale (bicubic while none beats it)
+            model = models.default_model(sensor.name if sensor else "sentinel-2", scale or 4)
+            log.info("model 'auto' is %s", model)
+        model_ref, local_model = resolve_model(model, scale, bands=band_names, allow_untrained=opts.allow_untrained)
+        multi = bool(local_model.multi_frame)
+        n_model = int(getattr(local_model, "n_views", getattr(getattr(local_model, "inner", None), "n_views", 0)) or 0)
+        n_views = opts.n_views or n_model or 1
+        if multi and n_model and n_views > n_model:
+            raise InvalidOptionError(f"n_views={n_views} but model {local_model.name} fuses at most {n_model}")
+        store = CubeStore(out, opts.storage_options)
+        store.check_writable(overwrite=opts.overwrite)
+        margin = max(local_model.receptive_field, 0)
+        tiles = TileSpec(choose_tile(opts.tile, margin, DEFAULT_TILE), margin, int(local_model.scale))
+        return cls(region, days, profile, coll, sensor, band_names, opts, model_ref, local_model, multi, n_views,
+                   tiles, store, on_step=on_step)
 
-    source = req.profile.name if req.profile.kind != "stac" else req.profile.url
-    params: dict[str, Any] = {
-        "catalog": source, "collection": req.collection, "bbox": req.region.as_tuple(), "dates": str(req.days),
-        "bands": list(bands), "sensor": req.sensor.name if req.sensor else None, "harmonize": req.opts.harmonize,
-        "resolution": req.opts.resolution, "max_cloud_cover": req.opts.max_cloud_cover,
-        "max_items": req.opts.max_items,
-    }
-    if req.profile.kind == "sample":
-        params["sample"] = f"v{sample.SAMPLE_VERSION}-{sample.SEED}"
-    return params
+    def step(self, name: str) -> None:
+        self.run.mark(name)
+        if self.on_step is not None:
+            self.on_step(name, self.run)
 
+    # --- 2. the stack: cache, given items, or search -------------------------------------------
 
-def _load_stack(req: _Request, run: RunLog, tile: int) -> tuple[xr.Dataset, SensorProfile, tuple[str, ...]]:
-    """Search and assemble (lazily), or read a Kelvins imgset; sensor and bands settled."""
-    if req.profile.kind == "kelvins":
+    def _cache_params(self, bands: Sequence[str], sensor: SensorProfile | None) -> dict[str, Any]:
+        from pipeline import sample
+
+        p = self.profile
+        params: dict[str, Any] = {
+            "catalog": p.name if p.kind != "stac" else p.url, "collection": self.collection,
+            "bbox": self.region.as_tuple(), "dates": str(self.days), "bands": list(bands),
+            "sensor": sensor.name if sensor else None, "harmonize": self.opts.harmonize,
+            "resolution": self.opts.resolution, "max_cloud_cover": self.opts.max_cloud_cover,
+            "max_items": self.opts.max_items,
+        }
+        if p.kind == "sample":
+            params["sample"] = f"v{sample.SAMPLE_VERSION}-{sample.SEED}"
+        return params
+
+    def search(self) -> list[pystac.Item]:
+        """The items of the request (typed errors: unknown collection, empty search, catalog down)."""
+        client_api = cat.open_catalog(self.profile)
+        cat.check_collection(client_api, self.collection)
+        return cat.search(client_api, self.collection, self.region, self.days,
+                          max_cloud_cover=self.opts.max_cloud_cover, max_items=self.opts.max_items)
+
+    def load(self, client: Any, items: Sequence[pystac.Item | Mapping[str, Any]] | None = None) -> xr.Dataset:
+        """Assemble the stack lazily (from the stack cache when it holds this request)."""
+        opts, tile = self.opts, self.tiles.tile
+        cache = StackCache(opts.stack_cache, opts.storage_options) if opts.stack_cache else None
+        if self.profile.kind == "kelvins":
+            self.stack = self._load_kelvins()
+        else:
+            if cache is not None and self.sensor is not None and self.bands is not None and not opts.refresh_cache:
+                self.cache_key = cache_key(self._cache_params(self.bands, self.sensor))
+                self.stack = cache.load(self.cache_key)
+            if self.stack is not None:
+                self.run.from_cache = True
+                self.run.items_found = len({i for ids in self.stack["items"].values for i in str(ids).split(",")})
+            else:
+                found = [it if isinstance(it, pystac.Item) else pystac.Item.from_dict(dict(it)) for it in items] \
+                    if items is not None else self.search()
+                self.run.items_found = len(found)
+                sensor = self.sensor or sensor_for_items(found)
+                if sensor is None:
+                    raise UnknownSensorError(
+                        f"cannot tell the sensor of collection {self.collection!r} from its id or its items' "
+                        "platform; pass sensor='sentinel-2' or 'proba-v'")
+                self.sensor = sensor
+                self.bands = sensor.vocabulary.validate(self.bands)
+                self.stack = assemble(found, self.region, self.bands, sensor=sensor, resolution=opts.resolution,
+                                      chunk=tile, harmonize=opts.harmonize, georef_check=opts.georef_check)
+                if cache is not None:
+                    self.cache_key = cache_key(self._cache_params(self.bands, sensor))
+                    self.stack = cache.save(self.cache_key, self.stack, self._cache_params(self.bands, sensor),
+                                            client, tile)
+        assert self.sensor is not None and self.stack is not None
+        self.stack = with_clearance(self.stack, self.sensor, self.sensor.validate_clear_classes(opts.clear_classes))
+        return self.stack
+
+    def _load_kelvins(self) -> xr.Dataset:
         from pipeline.sensors.probav import PROBAV, imgset_stack, read_imgset
 
-        imgset = read_imgset(req.profile.url, require_qm=False)
-        band = (req.bands or (imgset.band or "NIR",))
+        imgset = read_imgset(self.profile.url, require_qm=False)
+        band = self.bands or (imgset.band or "NIR",)
         if len(band) != 1 or band[0] not in ("RED", "NIR"):
             raise UnknownBandError(f"a Kelvins imgset holds one band (RED or NIR; this one: {imgset.band}), "
                                    f"got {list(band)}")
-        run.items_found = len(imgset.frame_ids)
-        stack = imgset_stack(imgset, north_west=(req.region.min_lon, req.region.max_lat), start=req.days.start,
+        self.run.items_found = len(imgset.frame_ids)
+        self.sensor, self.bands = PROBAV, (band[0],)
+        stack = imgset_stack(imgset, north_west=(self.region.min_lon, self.region.max_lat), start=self.days.start,
                              band=band[0])
-        return stack.drop_vars("clear").chunk({"time": 1, "y": tile, "x": tile}), PROBAV, (band[0],)
-    client_api = cat.open_catalog(req.profile)
-    cat.check_collection(client_api, req.collection)
-    items = cat.search(client_api, req.collection, req.region, req.days, max_cloud_cover=req.opts.max_cloud_cover,
-                       max_items=req.opts.max_items)
-    run.items_found = len(items)
-    sensor = req.sensor or sensor_for_items(items)
-    if sensor is None:
-        raise UnknownSensorError(f"cannot tell the sensor of collection {req.collection!r} from its id or its "
-                                 "items' platform; pass sensor='sentinel-2' or 'proba-v'")
-    bands = sensor.vocabulary.validate(req.bands)
-    stack = assemble(items, req.region, bands, sensor=sensor, resolution=req.opts.resolution, chunk=tile,
-                     harmonize=req.opts.harmonize, georef_check=req.opts.georef_check)
-    return stack, sensor, bands
+        return stack.drop_vars("clear").chunk({"time": 1, "y": self.tiles.tile, "x": self.tiles.tile})
+
+    # --- 3. which frames (and windows) -----------------------------------------------------------
+
+    def decide(self, client: Any, decisions: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Frame decisions (and composite windows): computed from the clearance, or given back."""
+        assert self.stack is not None
+        opts = self.opts
+        if decisions is not None:
+            self.run.frames = [FrameDecision(**f) for f in decisions["frames"]]
+            self.run.windows = [WindowPlan(**{**w, "views": tuple(w["views"]), "view_times": tuple(w["view_times"])})
+                                for w in decisions.get("windows", [])]
+        else:
+            fractions, scores = _compute(client, [self.stack.clear_fraction, self.stack.clearance_score],
+                                         opts.progress, "clearance")
+            fractions, scores = np.asarray(fractions), np.asarray(scores)
+            if self.multi:
+                self.run.windows, self.run.frames = plan_windows(
+                    self.stack.time.values, fractions, scores, start=self.days.start, end=self.days.end,
+                    window=opts.window, n_views=self.n_views, min_views=opts.min_views, min_clear=opts.min_clear,
+                    short_windows=opts.short_windows)
+            else:
+                self.run.frames = select_frames(self.stack.time.values, fractions, opts.min_clear, scores)
+        if not any(f.kept for f in self.run.frames) or (self.multi and not any(w.kept for w in self.run.windows)):
+            raise AllCloudyError(
+                f"no frame is usable with min_clear={opts.min_clear:.0%}: "
+                + ", ".join(f"{f.time} {f.clear_fraction:.1%}" for f in self.run.frames)
+                + "; lower min_clear, widen the dates, or add clear classes")
+        return {"frames": [dataclasses.asdict(f) for f in self.run.frames],
+                "windows": [w.to_json() for w in self.run.windows]}
+
+    # --- 4. the cube graph -----------------------------------------------------------------------
+
+    def build(self, client: Any) -> xr.Dataset:
+        """The lazy cube (super-resolution graph + layers) with its provenance attributes."""
+        assert self.stack is not None and self.sensor is not None and self.bands is not None
+        opts, stack, local_model = self.opts, self.stack, self.local_model
+        attrs = {
+            "srcube_version": _version(),
+            "title": "srcube super-resolved reflectance cube",
+            **_model_attrs(self.model_ref, local_model),
+            "mode": "multi-frame" if self.multi else "single-image",
+            "scale": int(local_model.scale),
+            "sensor": self.sensor.name,
+            "catalog": self.profile.name,
+            "catalog_url": self.profile.url if self.profile.kind != "sample" else "local sample STAC API",
+            "collection": self.collection,
+            "bbox": list(self.region.as_tuple()),
+            "dates": str(self.days),
+            "bands": list(self.bands),
+            "crs": f"EPSG:{stack.attrs['grid_epsg']}",
+            "input_resolution": float(stack.attrs["resolution"]),
+            "resolution": float(stack.attrs["resolution"]) / int(local_model.scale),
+            "stac_items_found": self.run.items_found,
+            "stack_cache": f"{opts.stack_cache}/stack-{self.cache_key}.zarr" if self.cache_key else "none",
+            "stack_from_cache": self.run.from_cache,
+            "min_clear": opts.min_clear,
+            "clear_classes": list(stack.attrs.get("clear_classes", [])),
+            "harmonize": str(stack.attrs.get("harmonize", "")),
+            "frames": json.dumps([dataclasses.asdict(f) for f in self.run.frames]),
+            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        }
+        if "georeferencing" in stack.attrs:
+            attrs["georeferencing"] = stack.attrs["georeferencing"]
+        self.resources = gpu_resources(client, opts.gpu)
+        attrs["gpu_resources"] = bool(self.resources)
+        if self.multi:
+            cube = _multi_frame_cube(stack, self.run.windows, self.n_views, self.model_ref, self.tiles, client, opts,
+                                     self.resources)
+            attrs.update(windows=json.dumps([w.to_json() for w in self.run.windows]), n_views=self.n_views,
+                         window=opts.window or "all")
+            used = [i for w in self.run.windows if w.kept for i in w.views]
+        else:
+            cube = _single_image_cube(stack, self.run.frames, self.model_ref, self.tiles, client, opts, self.resources)
+            used = [i for i, f in enumerate(self.run.frames) if f.kept]
+        attrs["stac_item_ids"] = sorted({i for t in used for i in str(stack["items"].values[t]).split(",")})
+        attrs["request_hash"] = request_hash(attrs, opts)
+        cube.attrs = {**attrs, "Conventions": "CF-1.8"}
+        self.cube, self.encoding = cube, _encoding(cube, self.tiles, opts.dtype)
+        return cube
+
+    # --- 5. writes and finalize --------------------------------------------------------------------
+
+    def start(self) -> bool:
+        """Write the template, or keep the unfinished cube of the same request; True when resuming."""
+        assert self.cube is not None
+        resume = self.store.resumable(self.cube.attrs["request_hash"])
+        if not resume:
+            self.store.write_template(self.cube, self.encoding, template_only=True)
+        self.run.resumed = resume
+        return resume
+
+    def pending(self) -> list[tuple[str, tuple[int, ...]]]:
+        """(variable, chunk) writes not yet in the cube's manifest, in a stable order."""
+        assert self.cube is not None
+        return self.store.pending(self.cube)
+
+    def write(self, client: Any, only: Sequence[tuple[str, tuple[int, ...]]] | None = None) -> int:
+        """Compute and write the pending chunks (or ``only`` these); return how many were written."""
+        assert self.cube is not None
+        writes = self.store.chunk_writes(self.cube, self.encoding, only=only)
+        n = self.store.count_blocks(writes)
+        if n:
+            _compute(client, writes, self.opts.progress, "super-resolve and write",
+                     annotated=self.resources is not None)
+        self.run.chunk_writes += n
+        return n
+
+    def finalize(self) -> xr.Dataset:
+        self.store.finalize({"timings_s": dict(self.run.steps),
+                             "last_run": {"resumed": self.run.resumed, "chunk_writes": self.run.chunk_writes}})
+        return self.store.open()
 
 
 def run_region(bbox: BBoxLike, dates: DatesLike, *, catalog: str = "sample", collection: str | None = None,
@@ -270,139 +474,25 @@ def run_region(bbox: BBoxLike, dates: DatesLike, *, catalog: str = "sample", col
 
     Every check that needs only the arguments runs before the search; the search, the band
     mapping and the clearance run before anything is written. The cube says ``complete = true``
-    only after every chunk is in.
+    only after every chunk is in. An unfinished cube of the same request is resumed: only the
+    chunks missing from its manifest are computed.
     """
-    run = RunLog()
-    opts = RunOptions.from_kwargs(options)
-    region = BBox.parse(bbox)
-    days = DateRange.parse(dates)
-    profile = cat.resolve_catalog(catalog)
-    coll = collection or profile.collection
-    sensor = get_sensor(opts.sensor) if opts.sensor else profile.sensor_for(coll)
-    if sensor is not None and (bands is not None or profile.kind != "kelvins"):
-        band_names: tuple[str, ...] | None = sensor.vocabulary.validate(bands)
-    else:  # decided by the data: the items' sensor, or the imgset's band
-        band_names = tuple(bands) if bands else None
-    if sensor is not None:
-        try:
-            sensor.validate_clear_classes(opts.clear_classes)
-        except ValueError as exc:
-            raise InvalidOptionError(str(exc)) from None
-        if opts.harmonize is not None and opts.harmonize not in sensor.harmonize_modes:
-            raise InvalidOptionError(f"harmonize for {sensor.name} must be one of {sensor.harmonize_modes}")
-    if model == "auto":  # the best shipped model for the sensor and scale (bicubic while none beats it)
-        model = models.default_model(sensor.name if sensor else "sentinel-2", scale or 4)
-        log.info("model 'auto' is %s", model)
-    model_ref, local_model = resolve_model(model, scale, bands=band_names, allow_untrained=opts.allow_untrained)
-    multi = bool(local_model.multi_frame)
-    n_model = int(getattr(local_model, "n_views", getattr(getattr(local_model, "inner", None), "n_views", 0)) or 0)
-    n_views = opts.n_views or n_model or 1
-    if multi and n_model and n_views > n_model:
-        raise InvalidOptionError(f"n_views={n_views} but model {local_model.name} fuses at most {n_model}")
-    store = CubeStore(out, opts.storage_options)
-    store.check_writable(overwrite=opts.overwrite)
-    margin = max(local_model.receptive_field, 0)
-    tiles = TileSpec(choose_tile(opts.tile, margin, DEFAULT_TILE), margin, int(local_model.scale))
-    req = _Request(region, days, profile, coll, sensor, band_names, opts)
-
-    def step(name: str) -> None:
-        run.mark(name)
-        if on_step is not None:
-            on_step(name, run)
-
-    cache = StackCache(opts.stack_cache, opts.storage_options) if opts.stack_cache else None
-    stack: xr.Dataset | None = None
-    key = ""
-    if cache is not None and sensor is not None and band_names is not None and profile.kind != "kelvins":
-        key = cache_key(_cache_params(req, band_names))
-        if not opts.refresh_cache:
-            stack = cache.load(key)
-    if stack is not None:
-        run.from_cache = True
-        run.items_found = len({i for ids in stack["items"].values for i in str(ids).split(",")})
-        assert sensor is not None and band_names is not None
-        step("search")
-        step("assemble")
-    else:
-        stack, sensor, band_names = _load_stack(req, run, tiles.tile)
-        step("search")
-        step("assemble")
-    classes = sensor.validate_clear_classes(opts.clear_classes)
-
-    with dask_client(client, n_workers=opts.n_workers) as dc:
-        step("cluster")
-        if cache is not None and not run.from_cache and profile.kind != "kelvins":
-            key = key or cache_key(_cache_params(dataclasses.replace(req, sensor=sensor), band_names))
-            stack = cache.save(key, stack, _cache_params(dataclasses.replace(req, sensor=sensor), band_names),
-                               dc, tiles.tile)
-            step("cache")
-        stack = with_clearance(stack, sensor, classes)
-        fractions, scores = _compute(dc, [stack.clear_fraction, stack.clearance_score], opts.progress, "clearance")
-        fractions, scores = np.asarray(fractions), np.asarray(scores)
-        if multi:
-            run.windows, run.frames = plan_windows(
-                stack.time.values, fractions, scores, start=days.start, end=days.end, window=opts.window,
-                n_views=n_views, min_views=opts.min_views, min_clear=opts.min_clear, short_windows=opts.short_windows)
-        else:
-            run.frames = select_frames(stack.time.values, fractions, opts.min_clear, scores)
-        step("clearance")
-        if not any(f.kept for f in run.frames) or (multi and not any(w.kept for w in run.windows)):
-            raise AllCloudyError(
-                f"no frame is usable with min_clear={opts.min_clear:.0%}: "
-                + ", ".join(f"{f.time} {f.clear_fraction:.1%}" for f in run.frames)
-                + "; lower min_clear, widen the dates, or add clear classes")
-        attrs = {
-            "srcube_version": _version(),
-            "title": "srcube super-resolved reflectance cube",
-            **_model_attrs(model_ref, local_model),
-            "mode": "multi-frame" if multi else "single-image",
-            "scale": int(local_model.scale),
-            "sensor": sensor.name,
-            "catalog": profile.name,
-            "catalog_url": profile.resolved_url(),
-            "collection": coll,
-            "bbox": list(region.as_tuple()),
-            "dates": str(days),
-            "bands": list(band_names),
-            "crs": f"EPSG:{stack.attrs['grid_epsg']}",
-            "input_resolution": float(stack.attrs["resolution"]),
-            "resolution": float(stack.attrs["resolution"]) / int(local_model.scale),
-            "stac_items_found": run.items_found,
-            "stack_cache": f"{opts.stack_cache}/stack-{key}.zarr" if cache is not None and key else "none",
-            "stack_from_cache": run.from_cache,
-            "min_clear": opts.min_clear,
-            "clear_classes": list(classes),
-            "harmonize": str(stack.attrs.get("harmonize", "")),
-            "frames": json.dumps([dataclasses.asdict(f) for f in run.frames]),
-            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        }
-        for extra in ("georeferencing",):
-            if extra in stack.attrs:
-                attrs[extra] = stack.attrs[extra]
-        resources = gpu_resources(dc, opts.gpu)
-        attrs["gpu_resources"] = bool(resources)
-        if multi:
-            cube = _multi_frame_cube(stack, run.windows, n_views, model_ref, tiles, dc, opts, resources)
-            attrs["windows"] = json.dumps([w.to_json() for w in run.windows])
-            attrs["n_views"] = n_views
-            attrs["window"] = opts.window or "all"
-            used = [i for w in run.windows if w.kept for i in w.views]
-        else:
-            cube = _single_image_cube(stack, run.frames, model_ref, tiles, dc, opts, resources)
-            used = [i for i, f in enumerate(run.frames) if f.kept]
-        attrs["stac_item_ids"] = sorted({i for t in used for i in str(stack["items"].values[t]).split(",")})
-        attrs["request_hash"] = request_hash(attrs, opts)
-        cube.attrs = {**attrs, "Conventions": "CF-1.8"}
-        resume = store.resumable(attrs["request_hash"])
-        writes = store.write_template(cube, _encoding(cube, tiles, opts.dtype), resume=resume)
-        run.resumed, run.chunk_writes = resume, store.count_blocks(writes)
-        step("template")
-        _compute(dc, writes, opts.progress, "super-resolve and write", annotated=resources is not None)
-        step("super-resolve+write")
-    store.finalize({"timings_s": dict(run.steps),
-                    "last_run": {"resumed": run.resumed, "chunk_writes": run.chunk_writes}})
-    step("finalize")
-    return store.open()
+    job = RegionJob.prepare(bbox, dates, catalog=catalog, collection=collection, bands=bands, model=model,
+                            scale=scale, out=out, on_step=on_step, **options)
+    with dask_client(client, n_workers=job.opts.n_workers) as dc:
+        job.step("cluster")
+        job.load(dc)
+        job.step("search+assemble")
+        job.decide(dc)
+        job.step("clearance")
+        job.build(dc)
+        job.start()
+        job.step("template")
+        job.write(dc)
+        job.step("super-resolve+write")
+    result = job.finalize()
+    job.step("finalize")
+    return result
 
 
 #: attributes that identify what a cube holds (not when or how fast it was made)

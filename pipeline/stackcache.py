@@ -75,7 +75,7 @@ class StackCache:
         ny, nx = keep.sizes["y"], keep.sizes["x"]
         encoding = {"reflectance": {"chunks": (1, keep.sizes["band"], min(tile, ny), min(tile, nx))},
                     "qa": {"chunks": (1, min(tile, ny), min(tile, nx))}}
-        writes = store.write_template(keep, encoding)
+        writes = store.write_template(keep, encoding)  # template, then every chunk write
         if client is None:
             import dask
 

@@ -149,13 +149,12 @@ class CubeStore:
             return set()
         return {tuple(int(i) for i in p.rsplit("/", 1)[-1].split(".")) for p in self.fs.ls(folder, detail=False)}
 
-    def write_template(self, cube: xr.Dataset, encoding: Mapping[str, Any], *, resume: bool = False) -> list[Any]:
-        """Write the template (unless resuming) and return the chunk writes still to do, lazily.
+    def write_template(self, cube: xr.Dataset, encoding: Mapping[str, Any], *, template_only: bool = False,
+                       resume: bool = False) -> list[Any]:
+        """Write the template (metadata, coordinates, in-memory variables; ``complete = false``).
 
-        One write task per Dask chunk of every Dask-backed variable, each adding its manifest entry;
-        when resuming, chunks already in the manifest are left out and so is the upstream work
-        only they needed. The writes keep the graph's annotations (such as GPU resources on the
-        super-resolution tasks): compute them with ``optimize_graph=False`` when those matter.
+        Unless ``template_only``, also return the chunk writes (see :meth:`chunk_writes`); with
+        ``resume``, keep the existing template and return only the writes still to do.
         """
         if not resume:
             cube = cube.copy()
@@ -164,27 +163,43 @@ class CubeStore:
                 self.fs.rm(self.path, recursive=True)
             cube.to_zarr(self.url, mode="w-", compute=False, zarr_format=3, consolidated=False,
                          encoding=dict(encoding), storage_options=self._so)
+        return [] if template_only else self.chunk_writes(cube, encoding)
+
+    def pending(self, cube: xr.Dataset) -> list[tuple[str, tuple[int, ...]]]:
+        """(variable, chunk index) of every chunk write not yet recorded in the manifest."""
+        out = []
+        for name, var in cube.variables.items():
+            if isinstance(var.data, da.Array):
+                done = self.done(str(name))
+                out += [(str(name), idx) for idx in np.ndindex(*var.data.numblocks) if idx not in done]
+        return out
+
+    def chunk_writes(self, cube: xr.Dataset, encoding: Mapping[str, Any],
+                     only: Iterable[tuple[str, tuple[int, ...]]] | None = None) -> list[Any]:
+        """The pending chunk writes (or ``only`` these), lazily: one task per Dask chunk, each
+        writing whole zarr chunks and then its manifest entry. Chunks already in the manifest are
+        left out, and so is the upstream work only they needed. The writes keep the graph's
+        annotations (such as GPU resources on the super-resolution tasks): compute them with
+        ``optimize_graph=False`` when those matter.
+        """
+        wanted: dict[str, list[tuple[int, ...]]] = {}
+        for name, idx in (only if only is not None else self.pending(cube)):
+            wanted.setdefault(name, []).append(tuple(idx))
         group = zarr.open_group(_zarr_store(self.url, self._so), mode="r+")
         writes: list[Any] = []
-        for name, var in cube.variables.items():
-            if not isinstance(var.data, da.Array):
-                continue  # written with the template
+        for name, todo in wanted.items():
+            var = cube.variables[name]
             v = var.copy(deep=False)
-            v.encoding = {**var.encoding, **dict(encoding.get(str(name), {}))}
-            target = group[str(name)]
+            v.encoding = {**var.encoding, **dict(encoding.get(name, {}))}
+            target = group[name]
             assert isinstance(target, zarr.Array)
-            data = xr.conventions.encode_cf_variable(v, name=str(name)).data.astype(target.dtype)
-            flags = data.map_blocks(_write_block, self.url, self._so, str(name), dtype=bool,
-                                    chunks=tuple((1,) * len(c) for c in data.chunks),
-                                    name=f"store-{name}")
-            done = self.done(str(name)) if resume else set()
-            todo = [idx for idx in np.ndindex(*data.numblocks) if idx not in done]
+            data = xr.conventions.encode_cf_variable(v, name=name).data.astype(target.dtype)
+            flags = data.map_blocks(_write_block, self.url, self._so, name, dtype=bool,
+                                    chunks=tuple((1,) * len(c) for c in data.chunks), name=f"store-{name}")
             if len(todo) == int(np.prod(data.numblocks)):
                 writes.append(flags)
             else:
                 writes.extend(flags.blocks[idx] for idx in todo)
-        if resume:
-            log.info("resuming %s: %d chunk writes left", self.url, self.count_blocks(writes))
         return writes
 
     @staticmethod

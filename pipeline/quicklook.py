@@ -1,0 +1,30 @@
+"""A small PNG quicklook of a cube: the last frame, true colour when the bands allow, 2-98 % stretch."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import rasterio
+import xarray as xr
+from rasterio.io import MemoryFile
+
+
+def quicklook_png(cube: xr.Dataset, max_side: int = 512) -> bytes:
+    """PNG bytes of the cube's last time step (B04/B03/B02 or RED/NIR/NIR as RGB, else band 0)."""
+    refl = cube.reflectance.isel(time=-1)
+    bands = [str(b) for b in refl.band.values]
+    pick = next((want for want in (["B04", "B03", "B02"], ["RED", "NIR", "NIR"]) if set(want) <= set(bands)),
+                [bands[0]] * 3)
+    step = max(1, int(np.ceil(max(refl.sizes["y"], refl.sizes["x"]) / max_side)))
+    rgb = np.stack([refl.sel(band=b).values[::step, ::step] for b in pick]).astype(np.float32)
+    finite = rgb[np.isfinite(rgb)]
+    lo, hi = (np.percentile(finite, 2), np.percentile(finite, 98)) if finite.size else (0.0, 1.0)
+    img = np.clip((np.nan_to_num(rgb, nan=lo) - lo) / max(hi - lo, 1e-6) * 255, 0, 255).astype(np.uint8)
+    with warnings.catch_warnings():
+        # a PNG has no georeferencing; rasterio says so, and that is expected here
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        with MemoryFile() as mem:
+            with mem.open(driver="PNG", width=img.shape[2], height=img.shape[1], count=3, dtype="uint8") as dst:
+                dst.write(img)
+            return bytes(mem.read())
