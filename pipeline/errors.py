@@ -124,3 +124,35 @@ class GeorefMismatchWarning(SrcubeWarning):
 
 class FramesDroppedWarning(SrcubeWarning):
     """Some frames were dropped because they were not clear enough."""
+
+
+# --- what is worth retrying ----------------------------------------------------------------------
+
+#: OSErrors that say something about the request, not about the weather on the network
+_PERMANENT_OS_ERRORS = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError)
+#: exception class names of optional libraries (matched by name: no import needed) that are transient
+_TRANSIENT_NAMES = {"RasterioIOError", "ClientError", "ClientConnectionError", "ServerDisconnectedError",
+                    "EndpointConnectionError", "ReadTimeoutError", "ConnectTimeoutError", "ChunkedEncodingError",
+                    "ConnectionClosedError", "SlowDown", "ServiceUnavailable", "APIError", "CommClosedError"}
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether retrying the step that raised ``exc`` may succeed: network, catalog and object-store
+    trouble yes; bad input, missing weights, all-cloudy stacks, model bugs no. Follows ``__cause__``."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, CatalogUnavailableError):
+            return True
+        if isinstance(cur, SrcubeError):
+            return False
+        if isinstance(cur, (TimeoutError, ConnectionError)):
+            return True
+        if isinstance(cur, OSError) and not isinstance(cur, _PERMANENT_OS_ERRORS):
+            return True
+        if any(c.__name__ in _TRANSIENT_NAMES for c in type(cur).__mro__):
+            status = getattr(cur, "status_code", None) or getattr(cur, "status", None)
+            return not (isinstance(status, int) and 400 <= status < 500 and status not in (408, 429))
+        cur = cur.__cause__ or cur.__context__
+    return False

@@ -84,6 +84,7 @@ class BBox:
 
 
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_RELATIVE_RE = re.compile(r"^(?:last|past) (?:(\d+) )?(days?|weeks?)$")
 
 
 def _parse_day(value: object, which: str) -> dt.date:
@@ -115,10 +116,15 @@ class DateRange:
                                     f"(today is {today}); no acquisitions can exist yet")
 
     @classmethod
-    def parse(cls, value: DatesLike) -> DateRange:
-        """Accept ``"YYYY-MM-DD/YYYY-MM-DD"``, a single ``"YYYY-MM-DD"``, or a pair of dates."""
+    def parse(cls, value: DatesLike, *, today: dt.date | None = None) -> DateRange:
+        """Accept ``"YYYY-MM-DD/YYYY-MM-DD"``, a single ``"YYYY-MM-DD"``, a pair of dates, or a
+        window relative to ``today`` (default: the UTC date now): ``"last 30 days"``, ``"last 2
+        weeks"``, ``"today"``, ``"yesterday"``. ``"last N days"`` is the N days ending with today
+        (inclusive), so scheduled runs give overlapping windows that catch late ingestions."""
         if isinstance(value, DateRange):
             return value
+        if isinstance(value, str) and not value.strip()[:1].isdigit():
+            return cls.relative(value, today=today)
         if isinstance(value, str):
             parts = value.split("/")
             if len(parts) == 1:
@@ -130,6 +136,25 @@ class DateRange:
         if isinstance(value, Sequence) and len(value) == 2:
             return cls(_parse_day(value[0], "start"), _parse_day(value[1], "end"))
         raise InvalidDatesError(f"dates {value!r} must be 'YYYY-MM-DD/YYYY-MM-DD' or a (start, end) pair")
+
+    @classmethod
+    def relative(cls, spec: str, *, today: dt.date | None = None) -> DateRange:
+        """The range a relative window (``"last 30 days"``, ``"yesterday"``, ...) means on ``today``."""
+        ref = today or dt.datetime.now(dt.UTC).date()
+        text = " ".join(spec.lower().replace("_", " ").split())
+        if text == "today":
+            return cls(ref, ref)
+        if text == "yesterday":
+            return cls(ref - dt.timedelta(days=1), ref - dt.timedelta(days=1))
+        m = _RELATIVE_RE.match(text)
+        if not m:
+            raise InvalidDatesError(f"dates {spec!r} are neither 'YYYY-MM-DD/YYYY-MM-DD' nor a relative window "
+                                    "('last N days', 'last N weeks', 'today', 'yesterday')")
+        n = int(m.group(1) or 1)
+        if n < 1 or n > 36600:
+            raise InvalidDatesError(f"dates {spec!r}: N must be between 1 and 36600")
+        days = n * (7 if m.group(2).startswith("week") else 1)
+        return cls(ref - dt.timedelta(days=days - 1), ref)
 
     def to_stac(self) -> str:
         """The STAC API datetime interval covering the whole days."""

@@ -19,7 +19,7 @@ def quicklook_png(cube: xr.Dataset, max_side: int = 512) -> bytes:
     step = max(1, int(np.ceil(max(refl.sizes["y"], refl.sizes["x"]) / max_side)))
     rgb = np.stack([refl.sel(band=b).values[::step, ::step] for b in pick]).astype(np.float32)
     finite = rgb[np.isfinite(rgb)]
-    lo, hi = (np.percentile(finite, 2), np.percentile(finite, 98)) if finite.size else (0.0, 1.0)
+    lo, hi = (float(np.percentile(finite, 2)), float(np.percentile(finite, 98))) if finite.size else (0.0, 1.0)
     img = np.clip((np.nan_to_num(rgb, nan=lo) - lo) / max(hi - lo, 1e-6) * 255, 0, 255).astype(np.uint8)
     with warnings.catch_warnings():
         # a PNG has no georeferencing; rasterio says so, and that is expected here

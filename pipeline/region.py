@@ -169,9 +169,11 @@ def gpu_resources(client: Any, wanted: bool | None) -> dict[str, float] | None:
     return {"GPU": 1} if (declared if wanted is None else wanted) else None
 
 
-def _compute(client: Any, collection: Any, progress: bool, label: str, annotated: bool = False) -> Any:
-    # annotations (GPU resources) survive only without graph optimisation (blockwise fusion drops them)
-    futures = client.compute(collection, optimize_graph=not annotated)
+def _compute(client: Any, collection: Any, progress: bool, label: str) -> Any:
+    # No graph optimisation: annotations (GPU resources) survive only without it (fusion drops
+    # them), and fused keys depend on which chunks a graph culls, so two batches of the same cube
+    # computed at once (flow tasks) would submit one key with two run_specs (dask/dask#9888).
+    futures = client.compute(collection, optimize_graph=False)
     if progress:
         from distributed import progress as show_progress
 
@@ -440,14 +442,30 @@ class RegionJob:
         assert self.cube is not None
         return self.store.pending(self.cube)
 
+    def batches(self, size: int) -> list[list[tuple[str, tuple[int, ...]]]]:
+        """All chunk writes of the cube (done or not) in batches of at most ``size`` output
+        locations (time, y, x chunk), in a fixed order: the same request always gives the same
+        batches, so a re-run can recognise finished ones. The variables of one location go into
+        the same batch, so its super-resolution (which ``clear`` also depends on) runs once."""
+        assert self.cube is not None
+        if size < 1:
+            raise InvalidOptionError(f"batch size must be >= 1, got {size}")
+        every = [(str(name), idx) for name, var in self.cube.variables.items() if isinstance(var.data, da.Array)
+                 for idx in np.ndindex(*var.data.numblocks)]
+        groups: dict[tuple[int, int, int], list[tuple[str, tuple[int, ...]]]] = {}
+        for name, idx in every:
+            at = dict(zip(self.cube[name].dims, idx, strict=True))
+            groups.setdefault((at.get("y", 0), at.get("x", 0), at.get("time", -1)), []).append((name, idx))
+        keys = sorted(groups)
+        return [[w for k in keys[i:i + size] for w in groups[k]] for i in range(0, len(keys), size)]
+
     def write(self, client: Any, only: Sequence[tuple[str, tuple[int, ...]]] | None = None) -> int:
         """Compute and write the pending chunks (or ``only`` these); return how many were written."""
         assert self.cube is not None
         writes = self.store.chunk_writes(self.cube, self.encoding, only=only)
         n = self.store.count_blocks(writes)
         if n:
-            _compute(client, writes, self.opts.progress, "super-resolve and write",
-                     annotated=self.resources is not None)
+            _compute(client, writes, self.opts.progress, "super-resolve and write")
         self.run.chunk_writes += n
         return n
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import uuid
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ Status = Literal["absent", "empty", "foreign", "incomplete", "complete"]
 
 def _root_attrs(fs: fsspec.AbstractFileSystem, path: str) -> dict[str, Any] | None:
     meta = f"{path.rstrip('/')}/zarr.json"
+    fs.invalidate_cache(path)  # listings are cached per filesystem instance; others may have written
     if not fs.exists(meta):
         return None
     try:
@@ -145,6 +147,9 @@ class CubeStore:
     def done(self, name: str) -> set[tuple[int, ...]]:
         """Chunk locations of ``name`` recorded as written."""
         folder = f"{self.path}/{MANIFEST}/{name}"
+        # object stores: other processes (the Dask workers) wrote entries since the last listing,
+        # which fsspec caches per filesystem instance
+        self.fs.invalidate_cache(folder)
         if not self.fs.exists(folder):
             return set()
         return {tuple(int(i) for i in p.rsplit("/", 1)[-1].split(".")) for p in self.fs.ls(folder, detail=False)}
@@ -158,7 +163,8 @@ class CubeStore:
         """
         if not resume:
             cube = cube.copy()
-            cube.attrs = {**cube.attrs, "complete": False, "chunk_manifest": manifest_sizes(cube)}
+            cube.attrs = {**cube.attrs, "complete": False, "chunk_manifest": manifest_sizes(cube),
+                          "template_id": uuid.uuid4().hex}  # a new template is a new cube (flow cache keys)
             if self.status() != "absent":
                 self.fs.rm(self.path, recursive=True)
             cube.to_zarr(self.url, mode="w-", compute=False, zarr_format=3, consolidated=False,
@@ -235,7 +241,9 @@ class CubeStore:
         with _quiet_consolidated():
             ds = xr.open_zarr(self.url, consolidated=(st == "complete"), storage_options=self._so)
         # coordinates are small: load them, so strings (items, band) are not lazy object arrays
-        ds = ds.assign_coords({name: ds[name].load() for name in ds.coords if name not in ds.indexes})
+        # (here, not on whichever Dask cluster happens to be the default: it may lack this store's credentials)
+        ds = ds.assign_coords({name: ds[name].load(scheduler="synchronous") for name in ds.coords
+                               if name not in ds.indexes})
         # int16-packed reflectance unpacks to float64 in xarray (zarr keeps its scale_factor as a JSON
         # number, losing the float32 type); srcube's reflectance is float32 either way
         for name, var in ds.data_vars.items():
