@@ -1,0 +1,109 @@
+"""Where a flow's tasks run: the Dask task runner chosen from the environment.
+
+=======================  ===========================================================================
+``SRCUBE_DASK_ADDRESS``  attach to a running scheduler (``tcp://host:8786``), e.g. the long-lived
+                         ``srcube-dask`` DaskCluster of ``k8s/`` (``tcp://srcube-dask-scheduler:8786``)
+``SRCUBE_DASK_K8S_SPEC`` path of a DaskCluster manifest (``kubernetes.dask.org/v1``): each flow run
+                         creates its own cluster from it with the Dask Kubernetes operator
+                         (``dask_kubernetes.operator.KubeCluster``), named after the flow run, and
+                         deletes it at the end; ``SRCUBE_DASK_K8S_NAMESPACE`` and
+                         ``SRCUBE_DASK_K8S_MAX_WORKERS`` (adaptive scaling) refine it
+neither                  a LocalCluster per flow run: ``SRCUBE_DASK_WORKERS`` single-threaded worker
+                         processes (default: one per core, at most 4)
+=======================  ===========================================================================
+
+The address wins over the spec. Read when :mod:`flows.region` is imported (a deployment's flow
+run imports it in its own process, so the job's environment decides).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.errors import InvalidOptionError
+
+
+@dataclass(frozen=True)
+class DaskSettings:
+    """The Dask cluster a flow run uses (see the module docstring for the variables)."""
+
+    mode: str  # "local", "address" or "kubernetes"
+    address: str | None = None
+    k8s_spec: str | None = None
+    k8s_namespace: str | None = None
+    k8s_max_workers: int | None = None
+    n_workers: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> DaskSettings:
+        env = os.environ if env is None else env
+        address = env.get("SRCUBE_DASK_ADDRESS", "").strip()
+        spec = env.get("SRCUBE_DASK_K8S_SPEC", "").strip()
+        workers = env.get("SRCUBE_DASK_WORKERS", "").strip()
+        try:
+            n_workers = int(workers) if workers else max(1, min(os.cpu_count() or 1, 4))
+            max_k8s = int(env["SRCUBE_DASK_K8S_MAX_WORKERS"]) if env.get("SRCUBE_DASK_K8S_MAX_WORKERS") else None
+        except ValueError as exc:
+            raise InvalidOptionError(f"SRCUBE_DASK_WORKERS / SRCUBE_DASK_K8S_MAX_WORKERS must be integers: {exc}") \
+                from None
+        if n_workers < 1:
+            raise InvalidOptionError(f"SRCUBE_DASK_WORKERS must be >= 1, got {n_workers}")
+        if address:
+            if "://" not in address:
+                raise InvalidOptionError(f"SRCUBE_DASK_ADDRESS must be a URL like tcp://host:8786, got {address!r}")
+            return cls("address", address=address, n_workers=n_workers)
+        if spec:
+            return cls("kubernetes", k8s_spec=spec, k8s_namespace=env.get("SRCUBE_DASK_K8S_NAMESPACE") or None,
+                       k8s_max_workers=max_k8s, n_workers=n_workers)
+        return cls("local", n_workers=n_workers)
+
+    def task_runner(self) -> Any:
+        """The :class:`prefect_dask.DaskTaskRunner` for these settings."""
+        from prefect_dask import DaskTaskRunner
+
+        if self.mode == "address":
+            return DaskTaskRunner(address=self.address)
+        if self.mode == "kubernetes":
+            kwargs: dict[str, Any] = {"custom_cluster_spec": self.k8s_spec}
+            if self.k8s_namespace:
+                kwargs["namespace"] = self.k8s_namespace
+            adapt = {"minimum": 1, "maximum": self.k8s_max_workers} if self.k8s_max_workers else None
+            return DaskTaskRunner(cluster_class=functools.partial(kube_cluster, **kwargs), adapt_kwargs=adapt)
+        return DaskTaskRunner(cluster_class="distributed.LocalCluster",
+                              cluster_kwargs={"n_workers": self.n_workers, "threads_per_worker": 1,
+                                              "processes": True, "dashboard_address": ":0"})
+
+
+def cluster_spec_for_run(spec_path: str, run_name: str) -> dict[str, Any]:
+    """The DaskCluster manifest at ``spec_path``, renamed for one flow run (names must be unique
+    in a namespace and valid DNS labels)."""
+    import re
+
+    import yaml
+
+    with open(spec_path) as f:
+        spec = yaml.safe_load(f)
+    if not isinstance(spec, dict) or spec.get("kind") != "DaskCluster":
+        raise InvalidOptionError(f"{spec_path} is not a DaskCluster manifest (kind: DaskCluster)")
+    base = str(spec.get("metadata", {}).get("name", "srcube-dask"))
+    label = re.sub(r"[^a-z0-9-]", "-", f"{base}-{run_name}".lower())[:50].strip("-")
+    spec.setdefault("metadata", {})["name"] = label
+    # the operator labels the scheduler pod with the cluster's name; its Service must select it
+    selector = spec.get("spec", {}).get("scheduler", {}).get("service", {}).get("selector")
+    if isinstance(selector, dict) and "dask.org/cluster-name" in selector:
+        selector["dask.org/cluster-name"] = label
+    return spec
+
+
+def kube_cluster(custom_cluster_spec: str, **kwargs: Any) -> Any:
+    """A per-flow-run cluster made by the Dask Kubernetes operator from a DaskCluster manifest."""
+    from dask_kubernetes.operator import KubeCluster
+    from prefect.runtime import flow_run
+
+    spec = cluster_spec_for_run(custom_cluster_spec, str(flow_run.id or "adhoc")[:8])
+    return KubeCluster(custom_cluster_spec=spec, shutdown_on_close=True, **kwargs)
