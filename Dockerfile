@@ -1,0 +1,47 @@
+# srcube image: the library, the CLI, the Prefect flows and the Kubernetes extras
+# (Dask scheduler/workers, Prefect worker and flow-run Jobs all run this image; see k8s/README.md).
+#
+#   docker build -t ghcr.io/srcube/srcube:0.1.0 .                                            # CPU torch
+#   docker build --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 \
+#                -t ghcr.io/srcube/srcube:0.1.0 .                                             # CUDA torch
+FROM python:3.11-slim
+
+# Empty: the CPU torch wheel through constraints.txt. A PyTorch wheel index (e.g.
+# https://download.pytorch.org/whl/cu128) installs the CUDA build of the same pinned version.
+ARG TORCH_INDEX_URL=""
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# uid/gid 1000: the Kubernetes manifests run every container with runAsUser 1000, runAsNonRoot.
+RUN groupadd --gid 1000 srcube \
+ && useradd --uid 1000 --gid 1000 --create-home --home-dir /home/srcube --shell /usr/sbin/nologin srcube
+
+WORKDIR /opt/srcube
+
+# torch first, alone (its own layer: the big one, changes rarely), pinned by constraints.txt.
+COPY constraints.txt ./
+RUN if [ -n "$TORCH_INDEX_URL" ]; then \
+        pip install -c constraints.txt --index-url "$TORCH_INDEX_URL" torch==2.13.0; \
+    else \
+        pip install -c constraints.txt torch==2.13.0; \
+    fi
+
+COPY pyproject.toml README.md prefect.yaml ./
+COPY pipeline/ pipeline/
+COPY flows/ flows/
+COPY models/ models/
+COPY training/ training/
+
+# Editable install: the shipped model weights (models/weights/*.safetensors) are not package data,
+# so srcube must import from /opt/srcube, where they are. prefect.yaml's pull step runs flows from here.
+# bokeh: the Dask dashboard (scheduler :8787, workers :8788); without it only /health is served.
+RUN pip install -c constraints.txt -e ".[flows,k8s]" "bokeh>=3.1" \
+ && srcube --help > /dev/null
+
+USER 1000:1000
+ENV HOME=/home/srcube
+
+CMD ["srcube", "--help"]
