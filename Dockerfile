@@ -35,10 +35,10 @@ COPY flows/ flows/
 COPY models/ models/
 COPY training/ training/
 
-# Editable install: the shipped model weights (models/weights/*.safetensors) are not package data,
-# so srcube must import from /opt/srcube, where they are. prefect.yaml's pull step runs flows from here.
-# bokeh: the Dask dashboard (scheduler :8787, workers :8788); without it only /health is served.
-RUN pip install -c constraints.txt -e ".[flows,k8s]" "bokeh>=3.1" \
+# Editable install: the code stays at /opt/srcube, where prefect.yaml's Kubernetes pull step runs
+# flows from (flows.region is imported by name on the Dask workers too). The flows extra brings bokeh
+# for the Dask dashboard (scheduler :8787, workers :8788).
+RUN pip install -c constraints.txt -e ".[flows,k8s]" \
  && srcube --help > /dev/null
 
 USER 1000:1000
