@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import string
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -30,12 +31,14 @@ from prefect.futures import wait
 from prefect.tasks import exponential_backoff
 
 from flows.settings import DaskSettings
+from pipeline import redact
 from pipeline.errors import is_transient
 from pipeline.params import BBox, DateRange
 from pipeline.region import RegionJob
 from pipeline.store import CubeStore
 
 Request = dict[str, Any]
+Found = dict[str, list[dict[str, Any]]]  # {"items": STAC item dicts, "excluded": asset problems}
 Write = tuple[str, tuple[int, ...]]
 
 #: retries of the I/O tasks (catalog, asset reads, object store): 4 tries, 2, 4 and 8 s apart, +-50 %
@@ -87,13 +90,20 @@ def _cluster_client() -> Iterator[Any]:
         BaseTransaction.__var__.reset(token)
 
 
-def _job(req: Request, client: Any, items: list[dict[str, Any]] | None = None,
-         decisions: dict[str, Any] | None = None, build: bool = True) -> RegionJob:
+def _prepare(req: Request) -> RegionJob:
+    return RegionJob.prepare(req["bbox"], req["dates"], catalog=req["catalog"], collection=req["collection"],
+                             bands=req["bands"], model=req["model"], scale=req["scale"], out=req["out"],
+                             **req["options"])
+
+
+def _job(req: Request, client: Any, found: Found | None = None, decisions: dict[str, Any] | None = None,
+         build: bool = True) -> RegionJob:
     """The run's job, re-created where the task runs: loaded, decided and (``build``) built."""
-    job = RegionJob.prepare(req["bbox"], req["dates"], catalog=req["catalog"], collection=req["collection"],
-                            bands=req["bands"], model=req["model"], scale=req["scale"], out=req["out"],
-                            **req["options"])
-    job.load(client, items)
+    job = _prepare(req)
+    if found is None:
+        job.load(client)
+    else:
+        job.load(client, found["items"], found["excluded"])
     if decisions is not None or build:
         job.decide(client, decisions)
     if build:
@@ -106,21 +116,25 @@ def _job(req: Request, client: Any, items: list[dict[str, Any]] | None = None,
 
 @task(name="search", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_jitter_factor=RETRY_JITTER,
       retry_condition_fn=_retry_if_transient)
-def search_items(req: Request) -> list[dict[str, Any]] | None:
-    """The STAC items of the request (None for a Kelvins imgset, which needs no search)."""
-    job = RegionJob.prepare(req["bbox"], req["dates"], catalog=req["catalog"], collection=req["collection"],
-                            bands=req["bands"], model=req["model"], scale=req["scale"], out=req["out"],
-                            **req["options"])
+def search_items(req: Request) -> Found | None:
+    """The STAC items of the request whose assets can be used, and the problems of the others
+    (None for a Kelvins imgset, which needs no search)."""
+    job = _prepare(req)
     if job.profile.kind == "kelvins":
         return None
     items = job.search()
-    get_run_logger().info("%d items in %s for %s %s", len(items), job.collection, req["bbox"], req["dates"])
-    return [it.to_dict() for it in items]
+    good = job.screen(items)
+    logger = get_run_logger()
+    logger.info("%d items in %s for %s %s", len(items), job.collection, req["bbox"], req["dates"])
+    if job.run.excluded:
+        logger.warning("%d items left out for unusable assets: %s", len(items) - len(good),
+                       "; ".join(f"{p['item']} {p['asset']}: {p['reason']}" for p in job.run.excluded))
+    return {"items": [it.to_dict() for it in good], "excluded": job.run.excluded}
 
 
 @task(name="plan-frames", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_jitter_factor=RETRY_JITTER,
       retry_condition_fn=_retry_if_transient)
-def plan_frames(req: Request, items: list[dict[str, Any]] | None) -> dict[str, Any]:
+def plan_frames(req: Request, items: Found | None) -> dict[str, Any]:
     """Clearance of every frame, the kept frames and (multi-frame) the composite windows."""
     with _cluster_client() as client:
         job = _job(req, client, items, build=False)
@@ -133,7 +147,7 @@ def plan_frames(req: Request, items: list[dict[str, Any]] | None) -> dict[str, A
 
 @task(name="start-cube", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_jitter_factor=RETRY_JITTER,
       retry_condition_fn=_retry_if_transient)
-def start_cube(req: Request, items: list[dict[str, Any]] | None, decisions: dict[str, Any],
+def start_cube(req: Request, items: Found | None, decisions: dict[str, Any],
                batch_chunks: int) -> dict[str, Any]:
     """Write the cube's template (or keep the unfinished cube of the same request); plan batches."""
     with _cluster_client() as client:
@@ -155,7 +169,7 @@ def start_cube(req: Request, items: list[dict[str, Any]] | None, decisions: dict
       retry_condition_fn=_retry_if_transient,
       cache_policy=INPUTS - "items" - "fail" + TASK_SOURCE, cache_expiration=dt.timedelta(days=7),
       persist_result=True, task_run_name="write-batch-{index}")
-def write_batch(req: Request, items: list[dict[str, Any]] | None, decisions: dict[str, Any], template_id: str,
+def write_batch(req: Request, items: Found | None, decisions: dict[str, Any], template_id: str,
                 index: int, batch: list[list[Any]], fail: bool = False) -> dict[str, Any]:
     """Super-resolve and write one batch of chunks (those already in the manifest are skipped)."""
     t0 = time.perf_counter()
@@ -206,19 +220,26 @@ def build_request(bbox: Sequence[float] | str, dates: str | Sequence[str], catal
                   options: dict[str, Any] | None, today: dt.date | None = None) -> Request:
     """The flow's parameters as a concrete, validated request: relative dates resolved, ``{start}``,
     ``{end}`` and ``{bbox}`` in ``out`` filled in. Raises srcube's typed errors on bad input."""
+    from pipeline.errors import InvalidOptionError
+
     box = BBox.parse(bbox)
-    days = DateRange.parse(dates if isinstance(dates, str) else tuple(dates), today=today or reference_day())
+    days = DateRange.parse(dates, today=today or reference_day())
+    if not isinstance(out, str):
+        raise InvalidOptionError(f"out must be the path or URL of the output zarr, got {out!r}")
+    if options is not None and not isinstance(options, Mapping):
+        raise InvalidOptionError(f"options must be a dict of run_region options, got {options!r}")
     try:
+        fields = {f for _, f, _, _ in string.Formatter().parse(out) if f is not None}
+        if fields - {"start", "end", "bbox"}:
+            raise KeyError(", ".join(sorted(fields - {"start", "end", "bbox"})))
         target = out.format(start=days.start.isoformat(), end=days.end.isoformat(),
                             bbox="_".join(f"{v:.4f}" for v in box.as_tuple()))
     except (KeyError, IndexError, ValueError) as exc:
-        from pipeline.errors import InvalidOptionError
-
         raise InvalidOptionError(f"out {out!r} may use the placeholders {{start}}, {{end}} and {{bbox}} only: "
                                  f"{exc!r}") from None
     req: Request = {"bbox": list(box.as_tuple()), "dates": str(days), "catalog": catalog, "collection": collection,
-           "bands": list(bands) if bands else None, "model": model, "scale": scale, "out": target,
-           "options": dict(options or {})}
+           "bands": ([bands] if isinstance(bands, str) else list(bands)) if bands else None, "model": model,
+           "scale": scale, "out": target, "options": dict(options or {})}
     # every check that needs only the arguments, before any task runs (typed errors)
     RegionJob.prepare(req["bbox"], req["dates"], catalog=catalog, collection=collection, bands=req["bands"],
                       model=model, scale=scale, out=target, **req["options"])
@@ -227,7 +248,8 @@ def build_request(bbox: Sequence[float] | str, dates: str | Sequence[str], catal
 
 def _markdown(req: Request, final: dict[str, Any], start: dict[str, Any], summary: dict[str, Any], seconds: float,
               quicklook: bytes | None) -> str:
-    rows = [("output", f"`{req['out']}`"), ("region (lon/lat)", ", ".join(f"{v:.4f}" for v in req["bbox"])),
+    rows = [("output", f"`{redact.redact(req['out'])}`"),
+            ("region (lon/lat)", ", ".join(f"{v:.4f}" for v in req["bbox"])),
             ("dates", req["dates"]), ("catalog / collection", f"{req['catalog']} / {final.get('collection')}"),
             ("sensor", final.get("sensor")), ("bands", ", ".join(final.get("bands") or [])),
             ("model", f"{final.get('model')} x{final.get('scale')}"),
@@ -259,22 +281,25 @@ def region_flow(bbox: list[float] | str, dates: str | list[str] = "last 30 days"
     (that batch writes half of its chunks and fails).
     """
     t0 = time.perf_counter()
+    redact.install()
     logger = get_run_logger()
     req = build_request(bbox, dates, catalog, collection, bands, model, scale, out, options)
     logger.info("request %s %s on %s with %s -> %s", req["bbox"], req["dates"], catalog, model, req["out"])
-    items = search_items.submit(req).result()
-    decisions = plan_frames.submit(req, items).result()
-    start = start_cube.submit(req, items, decisions, batch_chunks).result()
-    futures = [write_batch.submit(req, items, decisions, start["template_id"], i, batch,
-                                  fail=inject_failure_at_batch == i)
-               for i, batch in enumerate(start["batches"])]
-    wait(futures)
-    results = [f.result() for f in futures]  # the first failed batch fails the flow, after all have run
-    fresh = [r for f, r in zip(futures, results, strict=True) if f.state.name != "Cached"]
-    cached = len(results) - len(fresh)
-    summary = {"resumed": start["resumed"], "chunk_writes": sum(r["written"] for r in fresh),
-               "batches": len(results), "cached_batches": cached}
-    final = finalize_cube.submit(req, summary).result()
+    # one writer per store: the flow process holds the output's lock while its tasks write
+    with _prepare(req).locked():
+        items = search_items.submit(req).result()
+        decisions = plan_frames.submit(req, items).result()
+        start = start_cube.submit(req, items, decisions, batch_chunks).result()
+        futures = [write_batch.submit(req, items, decisions, start["template_id"], i, batch,
+                                      fail=inject_failure_at_batch == i)
+                   for i, batch in enumerate(start["batches"])]
+        wait(futures)
+        results = [f.result() for f in futures]  # the first failed batch fails the flow, after all have run
+        fresh = [r for f, r in zip(futures, results, strict=True) if f.state.name != "Cached"]
+        cached = len(results) - len(fresh)
+        summary = {"resumed": start["resumed"], "chunk_writes": sum(r["written"] for r in fresh),
+                   "batches": len(results), "cached_batches": cached}
+        final = finalize_cube.submit(req, summary).result()
     quicklook = None
     try:
         from pipeline.quicklook import quicklook_png

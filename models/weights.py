@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from models.base import SRModel
@@ -141,6 +142,11 @@ def save_weights(model: SRModel, path: str | Path, *, name: str | None = None, t
 
 
 def read_meta(path: str | Path) -> WeightsMeta:
+    given = Path(path)
+    if given.suffix not in ("", ".json", ".safetensors") and given.is_file():
+        raise IncompatibleWeightsError(
+            f"{given} is not srcube weights: srcube reads NAME.safetensors with its NAME.json metadata "
+            "(models.save_weights writes both); convert the checkpoint with models.save_weights first")
     tensors_path, meta_path = _paths(path)
     for p in (meta_path, tensors_path):
         if not p.exists():
@@ -178,7 +184,12 @@ def load_weights(path: str | Path, *, expected_sha256: str | None = None, scale:
     check_compatible(meta, scale=scale, bands=bands)
     model = build(meta.architecture, **meta.config)
     try:
-        model.load_state_dict(load_file(str(tensors_path)), strict=True)
+        state = load_file(str(tensors_path))
+    except SafetensorError as exc:
+        raise IncompatibleWeightsError(f"{tensors_path} is not a readable safetensors file ({exc}); export the "
+                                       "weights with models.save_weights") from None
+    try:
+        model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise IncompatibleWeightsError(f"{tensors_path} does not fit architecture {meta.architecture} "
                                        f"{meta.config}: {exc}") from None

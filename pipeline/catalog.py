@@ -7,6 +7,8 @@ needed, how asset hrefs are signed. ``catalog`` may also be any STAC API URL.
 from __future__ import annotations
 
 import logging
+import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -128,28 +130,53 @@ def resolve_catalog(catalog: str | CatalogProfile) -> CatalogProfile:
         "(http:// or https://), or kelvins:/path/to/imgset")
 
 
-def _stac_io(retries: int) -> StacApiIO:
-    retry = Retry(total=retries, backoff_factor=0.5, status_forcelist=(429, 500, 502, 503, 504),
+#: catalog requests: tries after the first, and seconds to wait for a connection or a read
+CATALOG_RETRIES = 5
+CATALOG_TIMEOUT = 30.0
+
+
+def _stac_io(retries: int, timeout: float) -> StacApiIO:
+    # connection errors, resets, read timeouts and 429/5xx answers are retried for every method
+    # (searches are POST), 0.5, 1, 2, 4 ... s apart; Retry-After is honoured.
+    retry = Retry(total=retries, backoff_factor=0.5, backoff_max=30, status_forcelist=(429, 500, 502, 503, 504),
                   allowed_methods=None, raise_on_status=False)
-    return StacApiIO(max_retries=retry, timeout=60)
+    headers = {}
+    token = os.environ.get("SRCUBE_CATALOG_TOKEN")
+    if token:  # from the environment (a Kubernetes Secret, CI secret); never logged (pipeline.redact)
+        headers["Authorization"] = f"Bearer {token}"
+    return StacApiIO(headers=headers, max_retries=retry, timeout=timeout)
 
 
-def open_catalog(profile: CatalogProfile, *, retries: int = 3) -> pystac_client.Client:
+def _down(what: str, url: str, retries: int, t0: float, exc: BaseException) -> CatalogUnavailableError:
+    return CatalogUnavailableError(
+        f"{what} the STAC API at {url} failed after {retries + 1} attempts over {time.monotonic() - t0:.1f} s "
+        f"(retried on connection errors, timeouts and HTTP 429/5xx): {exc}. Check that the catalog is up and "
+        f"reachable from here; transient outages are retried again by the Prefect flow's task retries")
+
+
+def open_catalog(profile: CatalogProfile, *, retries: int = CATALOG_RETRIES,
+                 timeout: float = CATALOG_TIMEOUT) -> pystac_client.Client:
     url = profile.resolved_url()
+    t0 = time.monotonic()
     try:
-        return pystac_client.Client.open(url, modifier=profile.modifier, stac_io=_stac_io(retries))
+        client = pystac_client.Client.open(url, modifier=profile.modifier, stac_io=_stac_io(retries, timeout))
     except (requests.RequestException, APIError, OSError) as exc:
-        raise CatalogUnavailableError(f"could not open the STAC API at {url}: {exc}") from exc
+        raise _down("opening", url, retries, t0, exc) from exc
+    client.srcube_retries = retries  # type: ignore[attr-defined]  # for the error messages of search()
+    return client
 
 
 def check_collection(client: pystac_client.Client, collection: str) -> None:
     """Raise UnknownCollectionError (listing what exists) unless the API has ``collection``."""
+    t0 = time.monotonic()
     try:
         found = client.get_collection(collection)
-    except APIError:
+    except APIError as exc:
+        if (getattr(exc, "status_code", None) or 0) in (429,) or (getattr(exc, "status_code", None) or 0) >= 500:
+            raise _down("asking", str(client.self_href), getattr(client, "srcube_retries", 0), t0, exc) from exc
         found = None
     except requests.RequestException as exc:
-        raise CatalogUnavailableError(f"could not reach {client.self_href}: {exc}") from exc
+        raise _down("asking", str(client.self_href), getattr(client, "srcube_retries", 0), t0, exc) from exc
     if found is not None:
         return
     try:
@@ -168,12 +195,13 @@ def search(client: pystac_client.Client, collection: str, bbox: BBox, dates: Dat
     ``max_cloud_cover`` (percent) filters on ``eo:cloud_cover`` on the client side, so it works
     with APIs that lack the query/filter extensions.
     """
+    t0 = time.monotonic()
     try:
         result = client.search(collections=[collection], bbox=bbox.as_tuple(), datetime=dates.to_stac(),
                                 max_items=max_items)
         items = list(result.items())
     except (APIError, requests.RequestException) as exc:
-        raise CatalogUnavailableError(f"search at {client.self_href} failed: {exc}") from exc
+        raise _down("searching", str(client.self_href), getattr(client, "srcube_retries", 0), t0, exc) from exc
     n_found = len(items)
     if max_cloud_cover is not None:
         items = [it for it in items if float(it.properties.get("eo:cloud_cover", 0.0)) <= max_cloud_cover]

@@ -12,8 +12,10 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
 
+from pipeline import redact
 from pipeline.errors import SrcubeError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -30,10 +32,12 @@ def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(message)s", datefmt="[%X]", handlers=[handler], force=True)
     for name in ("pipeline", "models"):
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
+    redact.install()  # no credentials in what srcube prints
 
 
 def _fail(exc: BaseException, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {exc}")
+    # the message is plain text: brackets in it (lists, paths) are not rich markup
+    err_console.print(f"[bold red]error:[/] {escape(redact.redact(str(exc)))}", markup=True, highlight=False)
     raise typer.Exit(code)
 
 
@@ -113,6 +117,9 @@ def run(
     scheduler: Annotated[str | None, typer.Option(help="address of an existing Dask scheduler")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace a complete cube at --out")] = False,
     allow_untrained: Annotated[bool, typer.Option(help="accept weights marked untrained")] = False,
+    lock_wait: Annotated[float, typer.Option(help="seconds to wait for another run writing --out")] = 0.0,
+    fail_on_error: Annotated[bool, typer.Option(help="fail on unusable assets instead of leaving items out")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="run a region above max_pixels (1e9 output pixels)")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Super-resolve a region and date range into a zarr cube."""
@@ -126,7 +133,7 @@ def run(
          bands=bands.split(",") if bands else None, model=model, scale=scale, min_clear=min_clear, tile=tile,
          window=window, n_views=n_views, min_views=min_views, short_windows=short_windows, stack_cache=stack_cache,
          dtype=dtype, max_cloud_cover=max_cloud_cover, n_workers=workers, overwrite=overwrite, client=client,
-         allow_untrained=allow_untrained)
+         allow_untrained=allow_untrained, lock_wait=lock_wait, fail_on_error=fail_on_error, yes=yes)
 
 
 @app.command()

@@ -7,10 +7,15 @@ Every error says what was given and what to change. They are raised before any w
 from __future__ import annotations
 
 import models
+from pipeline.redact import redact
 
 
 class SrcubeError(Exception):
-    """Base class of all srcube errors."""
+    """Base class of all srcube errors. Messages are redacted: no credentials from URLs or the
+    environment ever reach an error text (see :mod:`pipeline.redact`)."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(redact(a) if isinstance(a, str) else a for a in args))
 
 
 class SrcubeWarning(UserWarning):
@@ -30,6 +35,10 @@ class InvalidDatesError(SrcubeError, ValueError):
 
 class InvalidOptionError(SrcubeError, TypeError):
     """An option name or value that run_region does not accept."""
+
+
+class RegionTooLargeError(SrcubeError, ValueError):
+    """The output grid of the request exceeds ``max_pixels``; pass ``yes=True`` (CLI ``--yes``) to run it."""
 
 
 class UnknownCatalogError(SrcubeError, LookupError):
@@ -96,6 +105,14 @@ class AllCloudyError(SrcubeError, LookupError):
     """Every frame in the stack is below the clear-fraction threshold."""
 
 
+class AssetError(SrcubeError, ValueError):
+    """Assets of the found items cannot be used (missing, corrupt, wrong CRS, no data)."""
+
+
+class StoreLockedError(SrcubeError, RuntimeError):
+    """Another run is writing the same output (its lock is held)."""
+
+
 class InvalidDataError(SrcubeError, ValueError):
     """An array handed to srcube lacks what it needs (dims, CRS, finite values)."""
 
@@ -111,6 +128,10 @@ class NotACubeError(OutputExistsError):
     """The output path exists and is not an srcube cube (srcube never overwrites foreign data)."""
 
 
+class OutputNotWritableError(SrcubeError, PermissionError):
+    """The output path cannot be written: a file is in the way, or the folder is read-only."""
+
+
 class IncompleteCubeError(SrcubeError, RuntimeError):
     """The cube was not finished (it lacks ``complete = true``)."""
 
@@ -120,6 +141,10 @@ class IncompleteCubeError(SrcubeError, RuntimeError):
 
 class GeorefMismatchWarning(SrcubeWarning):
     """An item's proj:shape/proj:transform disagree with the asset file; the file wins."""
+
+
+class AssetsExcludedWarning(SrcubeWarning):
+    """Some items were left out because their assets cannot be used (listed in the cube)."""
 
 
 class FramesDroppedWarning(SrcubeWarning):

@@ -38,6 +38,7 @@ from pipeline.errors import (
     UnsupportedScaleError,
     as_pipeline_error,
 )
+from pipeline.params import safe_name
 from pipeline.tiling import TileSpec, choose_tile, crop_bounds
 
 DEFAULT_TILE = 256
@@ -112,7 +113,11 @@ def resolve_model(model: str | Path | ModelSpec | SRModel, scale: int | None, *,
     """(what goes into the graph, a local instance to read scale/receptive field/metadata from).
 
     Names and weights files are checked (registry, sha256, scale, bands, trained) before any work.
+    A string that is neither a plain name nor the path of an existing weights file (``.safetensors``
+    or ``.json``, or their common stem) is refused: names never reach the filesystem (no traversal).
     """
+    if isinstance(model, str):
+        _check_model_name(model)
     if isinstance(model, (str, Path)):
         try:
             return models.resolve(str(model), scale=scale, bands=bands, allow_untrained=allow_untrained)
@@ -133,6 +138,27 @@ def resolve_model(model: str | Path | ModelSpec | SRModel, scale: int | None, *,
         return model, model
     raise UnknownModelError(f"model must be a registered name, a weights path, a ModelSpec or an SRModel, "
                             f"got {type(model).__name__}; known names: {', '.join(models.list_models())}")
+
+
+def _check_model_name(model: str) -> None:
+    """UnknownModelError unless ``model`` is a plain name, a weights path (``.safetensors``/``.json``, or
+    the stem of existing weights) or an existing file with a suffix (``.pt``: :func:`models.resolve` says
+    it is not srcube weights)."""
+    if model.endswith((".safetensors", ".json")):
+        return  # an explicit weights path: checked (exists, sha256, metadata) by models.resolve
+    try:
+        is_file = (bool(Path(model).suffix) and Path(model).is_file()) or models.weights._paths(model)[0].is_file()
+    except (ValueError, OSError):  # "" or "." has no file name
+        is_file = False
+    if is_file:
+        return
+    try:
+        safe_name(model, "model", UnknownModelError)
+    except UnknownModelError:
+        raise UnknownModelError(
+            f"model {model!r} is neither a model name (letters, digits and '.', '_', ':', '+', '-'; no '/' or '..') "
+            f"nor an existing weights file; use one of {', '.join(models.list_models())}, a shipped weights name "
+            f"({', '.join(sorted(models.shipped_weights())) or 'none'}) or the path of a .safetensors file") from None
 
 
 def _tile_context(ref: ModelSpec | SRModel, spec: InferenceSpec, block_info: dict[Any, Any]
@@ -183,6 +209,16 @@ def _normalise(data: xr.DataArray) -> tuple[xr.DataArray, bool]:
                                ".odc.assign_crs) so the output can be georeferenced")
     if data.sizes["y"] < 1 or data.sizes["x"] < 1:
         raise InvalidDataError(f"the array is empty: {dict(data.sizes)}")
+    if data.dtype.kind not in "biuf":
+        raise InvalidDataError(f"the array holds {data.dtype} values; give reflectance as numbers (float32)")
+    if not dask.is_dask_collection(data.data) and data.dtype.kind == "f":  # lazy: non-finite pixels are masked as no data per tile
+        values = np.asarray(data.data)
+        n_inf = int(np.isinf(values).sum())
+        if n_inf:
+            raise InvalidDataError(f"the array has {n_inf} infinite value(s); srcube reads NaN as no data, so "
+                                   "replace them (data.where(np.isfinite(data)))")
+        if values.size and np.isnan(values).all():
+            raise InvalidDataError("the array has no finite value (all NaN): there is nothing to super-resolve")
     input_geobox(data)  # fail now, not after the graph is built
     return data, squeeze
 

@@ -1,21 +1,23 @@
-"""Parsing and validation of the region request: bounding box and date range."""
+"""Parsing and validation of the region request: bounding box, date range, names, region size."""
 
 from __future__ import annotations
 
 import datetime as dt
 import math
+import numbers
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Union
 
-from pipeline.errors import InvalidBBoxError, InvalidDatesError
+from pipeline.errors import InvalidBBoxError, InvalidDatesError, RegionTooLargeError, SrcubeError
 
 BBoxLike = Union["BBox", str, Sequence[float]]
 DatesLike = Union["DateRange", str, Sequence[str | dt.date | dt.datetime]]
 
 # UTM is defined from 80 deg S to 84 deg N; the output grid is always UTM.
 UTM_MIN_LAT, UTM_MAX_LAT = -80.0, 84.0
+METRES_PER_DEG_LON, METRES_PER_DEG_LAT = 111_320.0, 110_574.0  # at the equator (WGS84)
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,9 @@ class BBox:
 
     def __post_init__(self) -> None:
         values = (self.min_lon, self.min_lat, self.max_lon, self.max_lat)
+        if not all(isinstance(v, numbers.Real) for v in values):
+            raise InvalidBBoxError(f"bbox {values!r} must be four numbers (min_lon, min_lat, max_lon, max_lat); "
+                                   "use BBox.parse for strings")
         if not all(math.isfinite(v) for v in values):
             raise InvalidBBoxError(f"bbox {values} has a non-finite value; give four finite numbers")
         for name, v in (("min_lon", self.min_lon), ("max_lon", self.max_lon)):
@@ -39,6 +44,12 @@ class BBox:
             if not -90.0 <= v <= 90.0:
                 raise InvalidBBoxError(f"bbox {name}={v} is outside [-90, 90]; is the order "
                                        "(min_lon, min_lat, max_lon, max_lat)?")
+        if self.min_lon > self.max_lon and self.min_lon > 0 > self.max_lon:
+            raise InvalidBBoxError(
+                f"bbox min_lon={self.min_lon} > max_lon={self.max_lon}: the box crosses the antimeridian, which "
+                f"srcube does not support; split it into two boxes, ({self.min_lon}, {self.min_lat}, 180, "
+                f"{self.max_lat}) and (-180, {self.min_lat}, {self.max_lon}, {self.max_lat}), or fix the order "
+                "(min_lon, min_lat, max_lon, max_lat)")
         if self.min_lon > self.max_lon:
             raise InvalidBBoxError(
                 f"bbox min_lon={self.min_lon} > max_lon={self.max_lon}: either the order is wrong "
@@ -48,11 +59,12 @@ class BBox:
             raise InvalidBBoxError(f"bbox min_lat={self.min_lat} > max_lat={self.max_lat}; expected "
                                    "(min_lon, min_lat, max_lon, max_lat)")
         if self.min_lon == self.max_lon or self.min_lat == self.max_lat:
-            raise InvalidBBoxError(f"bbox {values} has zero width or height")
+            raise InvalidBBoxError(f"bbox {values} has zero width or height; give a box with min_lon < max_lon "
+                                   "and min_lat < max_lat")
         if self.min_lat < UTM_MIN_LAT or self.max_lat > UTM_MAX_LAT:
             raise InvalidBBoxError(
                 f"bbox latitudes [{self.min_lat}, {self.max_lat}] leave the UTM range "
-                f"[{UTM_MIN_LAT}, {UTM_MAX_LAT}] that srcube grids use")
+                f"[{UTM_MIN_LAT}, {UTM_MAX_LAT}] that srcube grids use; keep the box within those latitudes")
 
     @classmethod
     def parse(cls, value: BBoxLike) -> BBox:
@@ -63,6 +75,8 @@ class BBox:
             parts: Sequence[object] = [p for p in re.split(r"[,\s]+", value.strip()) if p]
         elif isinstance(value, Sequence):
             parts = list(value)
+        elif hasattr(value, "tolist") and hasattr(value, "ndim") and value.ndim == 1:  # numpy: total_bounds
+            parts = list(value.tolist())
         else:
             raise InvalidBBoxError(f"bbox must be four numbers (min_lon, min_lat, max_lon, max_lat), "
                                    f"got {type(value).__name__}")
@@ -73,6 +87,9 @@ class BBox:
             nums = [float(p) for p in parts]  # type: ignore[arg-type]
         except (TypeError, ValueError):
             raise InvalidBBoxError(f"bbox values must be numbers, got {value!r}") from None
+        except OverflowError:
+            raise InvalidBBoxError(f"bbox {value!r} has a non-finite value (too large for a float); "
+                                   "give four finite numbers") from None
         return cls(*nums)
 
     @property
@@ -81,6 +98,12 @@ class BBox:
 
     def as_tuple(self) -> tuple[float, float, float, float]:
         return (self.min_lon, self.min_lat, self.max_lon, self.max_lat)
+
+    def size_m(self) -> tuple[float, float]:
+        """Approximate (width, height) in metres: the width at the latitude nearest the equator."""
+        nearest = 0.0 if self.min_lat <= 0.0 <= self.max_lat else min(abs(self.min_lat), abs(self.max_lat))
+        width = (self.max_lon - self.min_lon) * METRES_PER_DEG_LON * math.cos(math.radians(nearest))
+        return width, (self.max_lat - self.min_lat) * METRES_PER_DEG_LAT
 
 
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -96,7 +119,8 @@ def _parse_day(value: object, which: str) -> dt.date:
         try:
             return dt.date.fromisoformat(value.strip())
         except ValueError as exc:
-            raise InvalidDatesError(f"{which} date {value!r} is not a calendar date: {exc}") from None
+            raise InvalidDatesError(f"{which} date {value!r} is not a calendar date ({exc}); give an existing "
+                                    "day as YYYY-MM-DD") from None
     raise InvalidDatesError(f"{which} date {value!r} is not a date; use YYYY-MM-DD")
 
 
@@ -108,12 +132,20 @@ class DateRange:
     end: dt.date
 
     def __post_init__(self) -> None:
+        for which in ("start", "end"):
+            day = getattr(self, which)
+            if isinstance(day, dt.datetime):
+                object.__setattr__(self, which, day.date())
+            elif not isinstance(day, dt.date):
+                raise InvalidDatesError(f"{which} {day!r} is not a date; use DateRange.parse for strings "
+                                        "('YYYY-MM-DD/YYYY-MM-DD')")
         if self.start > self.end:
-            raise InvalidDatesError(f"dates are reversed: start {self.start} is after end {self.end}")
+            raise InvalidDatesError(f"dates are reversed: start {self.start} is after end {self.end}; give "
+                                    f"'{self.end}/{self.start}' (start first, both inclusive)")
         today = dt.datetime.now(dt.UTC).date()
         if self.start > today:
             raise InvalidDatesError(f"the whole range {self.start}/{self.end} is in the future "
-                                    f"(today is {today}); no acquisitions can exist yet")
+                                    f"(today is {today}); no acquisitions can exist yet: give dates up to today")
 
     @classmethod
     def parse(cls, value: DatesLike, *, today: dt.date | None = None) -> DateRange:
@@ -162,3 +194,46 @@ class DateRange:
 
     def __str__(self) -> str:
         return f"{self.start.isoformat()}/{self.end.isoformat()}"
+
+
+# --- names -----------------------------------------------------------------------------------
+
+#: collection, band and model names: no path separators, no "..", no whitespace or control characters
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,199}")
+
+
+def safe_name(value: object, what: str, error: type[SrcubeError]) -> str:
+    """``value`` if it is a plain name (letters, digits, ``. _ : + -``, no ``..``), else ``error``.
+
+    Names end up in URLs, asset keys and file names; a name with ``/`` or ``..`` could reach
+    another place than meant (path traversal), so it is refused before any work."""
+    if not isinstance(value, str) or not _NAME_RE.fullmatch(value) or ".." in value:
+        raise error(f"{what} {value!r} is not a valid name: use letters, digits and '.', '_', ':', '+', '-' "
+                    "(no '/', '..', spaces; at most 200 characters)")
+    return value
+
+
+# --- region size -----------------------------------------------------------------------------
+
+
+def output_shape(region: BBox, resolution_m: float, scale: int) -> tuple[int, int]:
+    """Approximate (ny, nx) of the output grid: the region at ``resolution_m`` input pixels, x ``scale``."""
+    width, height = region.size_m()
+    return (math.ceil(height / resolution_m) * scale, math.ceil(width / resolution_m) * scale)
+
+
+def check_region_size(region: BBox, resolution_m: float, scale: int, *, n_bands: int, bytes_per_value: int,
+                      max_pixels: float | None, yes: bool) -> tuple[int, int]:
+    """The estimated output (ny, nx); RegionTooLargeError when ``ny * nx > max_pixels`` without ``yes``.
+
+    Estimated from the bbox, the input resolution and the scale alone (before any search)."""
+    ny, nx = output_shape(region, resolution_m, scale)
+    pixels = ny * nx
+    if max_pixels is not None and pixels > max_pixels and not yes:
+        gb = pixels * n_bands * bytes_per_value / 1e9
+        raise RegionTooLargeError(
+            f"region {region.as_tuple()} is too large: about {nx:,} x {ny:,} = {pixels:.3g} output pixels per band "
+            f"and date ({resolution_m:g} m input pixels x{scale}), about {gb:,.1f} GB per date for {n_bands} "
+            f"band(s), above max_pixels={max_pixels:.3g}. Pass yes=True (CLI: --yes) to run it anyway, raise "
+            "max_pixels, or split the bbox into smaller regions")
+    return ny, nx

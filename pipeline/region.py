@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import json
 import logging
+import math
+import numbers
+import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,11 +22,19 @@ import xarray as xr
 
 import models
 from pipeline import catalog as cat
+from pipeline import redact as redact_mod
 from pipeline.clearance import FrameDecision, WindowPlan, plan_windows, select_frames
 from pipeline.cluster import dask_client
-from pipeline.errors import AllCloudyError, InvalidOptionError, UnknownBandError, UnknownSensorError
+from pipeline.errors import (
+    AllCloudyError,
+    InvalidOptionError,
+    UnknownBandError,
+    UnknownCollectionError,
+    UnknownSensorError,
+)
 from pipeline.infer import DEFAULT_TILE, resolve_model, super_resolve, super_resolve_views
-from pipeline.params import BBox, BBoxLike, DateRange, DatesLike
+from pipeline.params import METRES_PER_DEG_LAT, BBox, BBoxLike, DateRange, DatesLike, check_region_size, safe_name
+from pipeline.redact import redact
 from pipeline.sensors import SensorProfile, get_sensor, sensor_for_items
 from pipeline.stack import assemble, with_clearance
 from pipeline.stackcache import StackCache, cache_key
@@ -55,6 +67,10 @@ class RunOptions:
     max_items: int | None = None
     dtype: str = "float32"  # or "int16" (CF scale_factor 1e-4, _FillValue -32768)
     overwrite: bool = False  # replace a complete cube at `out`
+    # refuse output grids above this many pixels (y * x, per band and date), estimated from the bbox, the input
+    # resolution and the scale before any search (1e9: ~79 x 79 km at 2.5 m, ~16 GB per date for 4 float32 bands)
+    max_pixels: float | None = 1e9
+    yes: bool = False  # run a region above max_pixels anyway (CLI: --yes)
     georef_check: str = "first"  # "first", "all" or "none" (see pipeline.stack.reconcile_georef)
     n_workers: int | None = None  # LocalCluster workers when no client is given
     torch_threads: int | None = None
@@ -65,8 +81,19 @@ class RunOptions:
     boundary: str = "none"  # scene-edge handling of the model: "none", "reflect" or "edge"
     frames_per_task: int = 1  # frames batched in one forward pass
     storage_options: Mapping[str, Any] | None = None  # fsspec options for `out` and the stack cache
+    asset_check: str = "blocks"  # screen found items' assets first ("blocks") or not ("none"); see pipeline.assets
+    fail_on_error: bool = False  # unusable assets: fail the run (True) or leave their items out (False)
+    catalog_retries: int = 5  # retries of each catalog request (errors, timeouts, 429/5xx), backoff 0.5 s doubling
+    catalog_timeout: float = 30.0  # seconds to wait for the catalog to connect or answer
+    lock_wait: float = 0.0  # seconds to wait for another run writing the same output (then StoreLockedError)
 
     def __post_init__(self) -> None:
+        _check_option_types(self)
+        for name in ("n_workers", "torch_threads", "max_items"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise InvalidOptionError(f"{name} must be >= 1 (or None), got {getattr(self, name)}")
+        if self.max_pixels is not None and not self.max_pixels > 0:
+            raise InvalidOptionError(f"max_pixels must be > 0 (or None for no limit), got {self.max_pixels}")
         if not 0.0 <= float(self.min_clear) <= 1.0:
             raise InvalidOptionError(f"min_clear must be a fraction in [0, 1], got {self.min_clear}")
         if self.tile is not None and (not isinstance(self.tile, int) or self.tile < 16):
@@ -75,8 +102,8 @@ class RunOptions:
             raise InvalidOptionError(f"dtype must be 'float32' or 'int16', got {self.dtype!r}")
         if self.georef_check not in ("first", "all", "none"):
             raise InvalidOptionError(f"georef_check must be 'first', 'all' or 'none', got {self.georef_check!r}")
-        if self.resolution is not None and not float(self.resolution) > 0:
-            raise InvalidOptionError(f"resolution must be positive, got {self.resolution}")
+        if self.resolution is not None and not 0 < float(self.resolution) < math.inf:
+            raise InvalidOptionError(f"resolution must be a positive number of grid units, got {self.resolution}")
         if self.max_cloud_cover is not None and not 0 <= float(self.max_cloud_cover) <= 100:
             raise InvalidOptionError(f"max_cloud_cover is a percentage in [0, 100], got {self.max_cloud_cover}")
         if self.precision not in ("fp32", "bf16", "fp16"):
@@ -85,6 +112,14 @@ class RunOptions:
             raise InvalidOptionError(f"boundary must be none, reflect or edge, got {self.boundary!r}")
         if self.frames_per_task < 1:
             raise InvalidOptionError(f"frames_per_task must be >= 1, got {self.frames_per_task}")
+        if not self.lock_wait >= 0:
+            raise InvalidOptionError(f"lock_wait must be >= 0 seconds, got {self.lock_wait}")
+        if self.catalog_retries < 0:
+            raise InvalidOptionError(f"catalog_retries must be >= 0, got {self.catalog_retries}")
+        if not self.catalog_timeout > 0:
+            raise InvalidOptionError(f"catalog_timeout must be > 0 seconds, got {self.catalog_timeout}")
+        if self.asset_check not in ("blocks", "none"):
+            raise InvalidOptionError(f"asset_check must be 'blocks' or 'none', got {self.asset_check!r}")
         if self.short_windows not in ("pad", "drop"):
             raise InvalidOptionError(f"short_windows must be 'pad' or 'drop', got {self.short_windows!r}")
         if self.n_views is not None and self.n_views < 1:
@@ -105,9 +140,59 @@ class RunOptions:
         if unknown:
             raise InvalidOptionError(f"unknown option(s) {unknown}; run_region accepts {sorted(known)}")
         opts = dict(options)
-        if opts.get("clear_classes") is not None:
-            opts["clear_classes"] = tuple(opts["clear_classes"])
+        classes = opts.get("clear_classes")
+        if classes is not None:
+            if isinstance(classes, (str, bytes)) or not isinstance(classes, Iterable):
+                raise InvalidOptionError(f"clear_classes must be a list of integer QA classes, got {classes!r}")
+            opts["clear_classes"] = tuple(classes)
         return cls(**opts)
+
+
+#: option annotations (as written in RunOptions) -> the value types they accept
+_OPTION_TYPES: dict[str, tuple[type, ...]] = {"float": (numbers.Real,), "int": (numbers.Integral,),
+                                              "bool": (bool, np.bool_), "str": (str,)}
+_TYPE_WORDS = {"float": "a number", "int": "an integer", "bool": "True or False", "str": "a string"}
+
+
+def _check_option_types(opts: RunOptions) -> None:
+    """InvalidOptionError for an option value of the wrong type (or NaN)."""
+    for f in dataclasses.fields(opts):
+        value = getattr(opts, f.name)
+        kinds = [k.strip() for k in str(f.type).split("|")]
+        if value is None and "None" in kinds:
+            continue
+        base, what = kinds[0], None
+        if base in _OPTION_TYPES:
+            accept = (*_OPTION_TYPES[base], os.PathLike) if f.name == "stack_cache" else _OPTION_TYPES[base]
+            ok = isinstance(value, accept) and (base in ("bool", "str") or not isinstance(value, bool))
+            what = _TYPE_WORDS[base] + (" or None" if "None" in kinds else "")
+            if ok and base == "float" and math.isnan(value):
+                raise InvalidOptionError(f"option {f.name} must be a number, got {value!r}")
+        elif base.startswith("tuple[int"):
+            ok = isinstance(value, tuple) and all(isinstance(v, numbers.Integral) and not isinstance(v, bool)
+                                                  for v in value)
+            what = "a list of integers" + (" or None" if "None" in kinds else "")
+        elif base.startswith("Mapping"):
+            ok, what = isinstance(value, Mapping), "a dict" + (" or None" if "None" in kinds else "")
+        else:
+            continue
+        if not ok:
+            raise InvalidOptionError(f"option {f.name} must be {what}, got {value!r} ({type(value).__name__})")
+
+
+def _check_size(region: BBox, profile: cat.CatalogProfile, sensor: SensorProfile | None,
+                band_names: Sequence[str] | None, opts: RunOptions, scale: int) -> None:
+    """RegionTooLargeError for an output grid above ``max_pixels`` (without ``yes``), estimated from the
+    bbox, the input resolution (``resolution`` or the bands' finest native one) and the scale. A Kelvins
+    imgset has its own fixed size; without a known sensor the resolution is unknown until the search."""
+    if profile.kind == "kelvins" or sensor is None or not band_names:
+        return
+    if opts.resolution is None:
+        res = min(sensor.vocabulary.info(b).resolution for b in band_names)
+    else:  # grid units: metres on UTM grids, degrees on native lat/lon grids (PROBA-V)
+        res = float(opts.resolution) * (METRES_PER_DEG_LAT if sensor.grid != "utm" else 1.0)
+    check_region_size(region, res, scale, n_bands=len(band_names), bytes_per_value=2 if opts.dtype == "int16" else 4,
+                      max_pixels=opts.max_pixels, yes=opts.yes)
 
 
 def _version() -> str:
@@ -194,6 +279,7 @@ class RunLog:
     from_cache: bool = False
     resumed: bool = False
     chunk_writes: int = 0
+    excluded: list[dict[str, Any]] = field(default_factory=list)  # items left out for unusable assets
     _t0: float = field(default_factory=time.perf_counter)
 
     def mark(self, step: str) -> None:
@@ -237,11 +323,20 @@ class RegionJob:
                 out: str = "srcube.zarr", on_step: Callable[[str, RunLog], None] | None = None,
                 **options: Any) -> RegionJob:
         """Validate the request (typed errors, nothing searched or written)."""
+        redact_mod.install()  # no credentials in any log record of the run (idempotent)
         opts = RunOptions.from_kwargs(options)
         region = BBox.parse(bbox)
         days = DateRange.parse(dates)
         profile = cat.resolve_catalog(catalog)
-        coll = collection or profile.collection
+        coll = safe_name(collection or profile.collection, "collection", UnknownCollectionError)
+        if isinstance(bands, str):
+            bands = [bands]
+        for band in bands or ():
+            safe_name(band, "band", UnknownBandError)
+        if scale is not None and (not isinstance(scale, numbers.Integral) or isinstance(scale, bool)):
+            raise InvalidOptionError(f"scale must be an integer such as 2, 3 or 4, got {scale!r}")
+        if not isinstance(out, (str, os.PathLike)) or not str(out).strip():
+            raise InvalidOptionError(f"out must be the path or URL of the output zarr, got {out!r}")
         sensor = get_sensor(opts.sensor) if opts.sensor else profile.sensor_for(coll)
         if sensor is not None and (bands is not None or profile.kind != "kelvins"):
             band_names: tuple[str, ...] | None = sensor.vocabulary.validate(bands)
@@ -253,7 +348,8 @@ class RegionJob:
             except ValueError as exc:
                 raise InvalidOptionError(str(exc)) from None
             if opts.harmonize is not None and opts.harmonize not in sensor.harmonize_modes:
-                raise InvalidOptionError(f"harmonize for {sensor.name} must be one of {sensor.harmonize_modes}")
+                raise InvalidOptionError(f"harmonize for {sensor.name} must be one of {sensor.harmonize_modes}, "
+                                         f"got {opts.harmonize!r}")
         if model == "auto":  # the best shipped model for the sensor and scale (bicubic while none beats it)
             model = models.default_model(sensor.name if sensor else "sentinel-2", scale or 4)
             log.info("model 'auto' is %s", model)
@@ -263,12 +359,26 @@ class RegionJob:
         n_views = opts.n_views or n_model or 1
         if multi and n_model and n_views > n_model:
             raise InvalidOptionError(f"n_views={n_views} but model {local_model.name} fuses at most {n_model}")
+        _check_size(region, profile, sensor, band_names, opts, int(local_model.scale))
         store = CubeStore(out, opts.storage_options)
         store.check_writable(overwrite=opts.overwrite)
         margin = max(local_model.receptive_field, 0)
         tiles = TileSpec(choose_tile(opts.tile, margin, DEFAULT_TILE), margin, int(local_model.scale))
         return cls(region, days, profile, coll, sensor, band_names, opts, model_ref, local_model, multi, n_views,
                    tiles, store, on_step=on_step)
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the output's writer lock (waiting up to ``lock_wait`` s) for the block: two runs
+        never write into one store at once. Output checks are repeated under the lock, since the
+        other run may have finished or replaced the cube meanwhile."""
+        lock = self.store.lock(note=f"{self.model_ref} {self.days} {self.region.as_tuple()}")
+        lock.acquire(wait=self.opts.lock_wait)
+        try:
+            self.store.check_writable(overwrite=self.opts.overwrite)
+            yield
+        finally:
+            lock.release()
 
     def step(self, name: str) -> None:
         self.run.mark(name)
@@ -282,7 +392,7 @@ class RegionJob:
 
         p = self.profile
         params: dict[str, Any] = {
-            "catalog": p.name if p.kind != "stac" else p.url, "collection": self.collection,
+            "catalog": p.name if p.kind != "stac" else redact(p.url), "collection": self.collection,
             "bbox": self.region.as_tuple(), "dates": str(self.days), "bands": list(bands),
             "sensor": sensor.name if sensor else None, "harmonize": self.opts.harmonize,
             "resolution": self.opts.resolution, "max_cloud_cover": self.opts.max_cloud_cover,
@@ -294,13 +404,36 @@ class RegionJob:
 
     def search(self) -> list[pystac.Item]:
         """The items of the request (typed errors: unknown collection, empty search, catalog down)."""
-        client_api = cat.open_catalog(self.profile)
+        client_api = cat.open_catalog(self.profile, retries=self.opts.catalog_retries,
+                                      timeout=self.opts.catalog_timeout)
         cat.check_collection(client_api, self.collection)
         return cat.search(client_api, self.collection, self.region, self.days,
                           max_cloud_cover=self.opts.max_cloud_cover, max_items=self.opts.max_items)
 
-    def load(self, client: Any, items: Sequence[pystac.Item | Mapping[str, Any]] | None = None) -> xr.Dataset:
-        """Assemble the stack lazily (from the stack cache when it holds this request)."""
+    def screen(self, items: Sequence[pystac.Item]) -> list[pystac.Item]:
+        """The items whose assets can be used (see :mod:`pipeline.assets`); the others are recorded
+        in ``run.excluded`` (and the cube's ``excluded_items``), or fail the run with ``fail_on_error``."""
+        if self.opts.asset_check == "none" or not items:
+            return list(items)
+        from pipeline.assets import screen_items
+        from pipeline.bands import asset_key
+
+        sensor = self.sensor or sensor_for_items(items)
+        if sensor is None:
+            return list(items)  # load() says why it cannot go on
+        voc = sensor.vocabulary
+        bands = voc.validate(self.bands)
+        keys = sorted({asset_key(items[0], voc.info(b)) for b in (*bands, voc.qa_band)})
+        good, problems = screen_items(items, keys, fail_on_error=self.opts.fail_on_error)
+        self.run.excluded = [p.to_json() for p in problems]
+        return good
+
+    def load(self, client: Any, items: Sequence[pystac.Item | Mapping[str, Any]] | None = None,
+             excluded: Sequence[Mapping[str, Any]] | None = None) -> xr.Dataset:
+        """Assemble the stack lazily (from the stack cache when it holds this request).
+
+        Without ``items``, search and screen them; given ``items`` are taken as screened, with
+        ``excluded`` the problems the screening found (for the cube's provenance)."""
         opts, tile = self.opts, self.tiles.tile
         cache = StackCache(opts.stack_cache, opts.storage_options) if opts.stack_cache else None
         if self.profile.kind == "kelvins":
@@ -313,9 +446,14 @@ class RegionJob:
                 self.run.from_cache = True
                 self.run.items_found = len({i for ids in self.stack["items"].values for i in str(ids).split(",")})
             else:
-                found = [it if isinstance(it, pystac.Item) else pystac.Item.from_dict(dict(it)) for it in items] \
-                    if items is not None else self.search()
-                self.run.items_found = len(found)
+                if items is not None:
+                    found = [it if isinstance(it, pystac.Item) else pystac.Item.from_dict(dict(it)) for it in items]
+                    self.run.excluded = [dict(p) for p in excluded or []]
+                    self.run.items_found = len(found) + len({p["item"] for p in self.run.excluded})
+                else:
+                    searched = self.search()
+                    self.run.items_found = len(searched)
+                    found = self.screen(searched)
                 sensor = self.sensor or sensor_for_items(found)
                 if sensor is None:
                     raise UnknownSensorError(
@@ -325,6 +463,7 @@ class RegionJob:
                 self.bands = sensor.vocabulary.validate(self.bands)
                 self.stack = assemble(found, self.region, self.bands, sensor=sensor, resolution=opts.resolution,
                                       chunk=tile, harmonize=opts.harmonize, georef_check=opts.georef_check)
+                self.stack.attrs["excluded_items"] = json.dumps(self.run.excluded)
                 if cache is not None:
                     self.cache_key = cache_key(self._cache_params(self.bands, sensor))
                     self.stack = cache.save(self.cache_key, self.stack, self._cache_params(self.bands, sensor),
@@ -389,8 +528,8 @@ class RegionJob:
             "mode": "multi-frame" if self.multi else "single-image",
             "scale": int(local_model.scale),
             "sensor": self.sensor.name,
-            "catalog": self.profile.name,
-            "catalog_url": self.profile.url if self.profile.kind != "sample" else "local sample STAC API",
+            "catalog": redact(self.profile.name),
+            "catalog_url": redact(self.profile.url) if self.profile.kind != "sample" else "local sample STAC API",
             "collection": self.collection,
             "bbox": list(self.region.as_tuple()),
             "dates": str(self.days),
@@ -405,6 +544,8 @@ class RegionJob:
             "clear_classes": list(stack.attrs.get("clear_classes", [])),
             "harmonize": str(stack.attrs.get("harmonize", "")),
             "frames": json.dumps([dataclasses.asdict(f) for f in self.run.frames]),
+            # items left out before assembly, each with its bad assets and why (pipeline.assets)
+            "excluded_items": str(stack.attrs.get("excluded_items", "[]")),
             "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
         if "georeferencing" in stack.attrs:
@@ -478,7 +619,7 @@ class RegionJob:
 def run_region(bbox: BBoxLike, dates: DatesLike, *, catalog: str = "sample", collection: str | None = None,
                bands: Sequence[str] | None = None, model: Any = "bicubic", scale: int | None = None,
                out: str = "srcube.zarr", client: Any | None = None,
-               on_step: Callable[[str, RunLog], None] | None = None, **options: Any) -> xr.Dataset:
+               on_step: Callable[[str, RunLog], None] | None = None, yes: bool = False, **options: Any) -> xr.Dataset:
     """Super-resolve a region and date range into an analysis-ready zarr cube; return it, lazily.
 
     bbox is (min_lon, min_lat, max_lon, max_lat) in EPSG:4326; dates "YYYY-MM-DD/YYYY-MM-DD" or
@@ -489,6 +630,8 @@ def run_region(bbox: BBoxLike, dates: DatesLike, *, catalog: str = "sample", col
     ``model="auto"`` picks :func:`models.default_model` for the sensor and scale.
     Single-image models give one output frame per clear date; multi-frame models one per
     composite window (``window=``), fusing its clearest views. See :class:`RunOptions`.
+    A region whose output grid is estimated above ``max_pixels`` (default 1e9 pixels per band and
+    date) is refused with RegionTooLargeError unless ``yes=True``.
 
     Every check that needs only the arguments runs before the search; the search, the band
     mapping and the clearance run before anything is written. The cube says ``complete = true``
@@ -496,20 +639,21 @@ def run_region(bbox: BBoxLike, dates: DatesLike, *, catalog: str = "sample", col
     chunks missing from its manifest are computed.
     """
     job = RegionJob.prepare(bbox, dates, catalog=catalog, collection=collection, bands=bands, model=model,
-                            scale=scale, out=out, on_step=on_step, **options)
-    with dask_client(client, n_workers=job.opts.n_workers) as dc:
-        job.step("cluster")
-        job.load(dc)
-        job.step("search+assemble")
-        job.decide(dc)
-        job.step("clearance")
-        job.build(dc)
-        job.start()
-        job.step("template")
-        job.write(dc)
-        job.step("super-resolve+write")
-    result = job.finalize()
-    job.step("finalize")
+                            scale=scale, out=out, on_step=on_step, yes=yes, **options)
+    with job.locked():
+        with dask_client(client, n_workers=job.opts.n_workers) as dc:
+            job.step("cluster")
+            job.load(dc)
+            job.step("search+assemble")
+            job.decide(dc)
+            job.step("clearance")
+            job.build(dc)
+            job.start()
+            job.step("template")
+            job.write(dc)
+            job.step("super-resolve+write")
+        result = job.finalize()
+        job.step("finalize")
     return result
 
 

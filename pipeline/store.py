@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import uuid
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
@@ -34,7 +35,8 @@ import zarr
 from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 
-from pipeline.errors import IncompleteCubeError, NotACubeError, OutputExistsError
+from pipeline.errors import IncompleteCubeError, NotACubeError, OutputExistsError, OutputNotWritableError
+from pipeline.lock import StoreLock
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +138,29 @@ class CubeStore:
             raise OutputExistsError(
                 f"output {self.url} already holds a complete srcube cube; pass overwrite=True "
                 "(CLI: --overwrite) to replace it, or choose another path")
+        why = self._local_unwritable()
+        if why:
+            raise OutputNotWritableError(f"output {self.url} cannot be written: {why}; choose another output path")
         return st
+
+    def _local_unwritable(self) -> str | None:
+        """Why a local output (and its lock beside it) cannot be written, or None (object stores: not checked)."""
+        if not isinstance(self.fs, LocalFileSystem):
+            return None
+        path = os.path.abspath(self.path)
+        parent = os.path.dirname(path)
+        while not os.path.lexists(parent) and os.path.dirname(parent) != parent:
+            parent = os.path.dirname(parent)
+        if not os.path.isdir(parent):
+            return f"{parent} is a file, not a folder"
+        for folder in (parent, path) if os.path.isdir(path) else (parent,):
+            if not os.access(folder, os.W_OK | os.X_OK):
+                return f"no permission to write in {folder}"
+        return None
+
+    def lock(self, *, note: str = "") -> StoreLock:
+        """The writer lock of this cube: ``<out>.lock`` beside the store (see :mod:`pipeline.lock`)."""
+        return StoreLock(self.fs, self.path.rstrip("/") + ".lock", note=note)
 
     def resumable(self, request_hash: str) -> bool:
         """Whether an unfinished cube here was started by the same request (so its chunks count)."""

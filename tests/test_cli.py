@@ -74,8 +74,18 @@ def _start_run(out: Path) -> subprocess.Popen[str]:
 
 
 def _wait_for_first_chunk(out: Path, proc: subprocess.Popen[str], timeout: float = 120.0) -> None:
+    # a chunk counts once the manifest records it (its data file lands just before)
     deadline = time.monotonic() + timeout
-    while not (out / "reflectance" / "c").exists():
+    store = CubeStore(str(out))
+
+    def recorded() -> int:
+        try:
+            counts = store.chunk_counts("reflectance") if store.status() == "incomplete" else None
+        except (OSError, ValueError, KeyError):
+            return 0
+        return counts[0] if counts else 0
+
+    while recorded() < 1:
         if proc.poll() is not None:
             raise AssertionError(f"the run ended before writing: {proc.stderr.read()[-2000:]}")
         assert time.monotonic() < deadline, "the run never wrote its template"
