@@ -92,6 +92,19 @@ class Config:
 LOSS_TERMS = ("l1", "mse", "ssim", "cmse", "registered", "adversarial", "feature")
 
 
+def portable(obj: Any) -> Any:
+    """``obj`` with this machine's shared-data and repository paths written back as ``${SHARED}``
+    and ``${REPO}`` (for metadata that ships: no local absolute paths)."""
+    if isinstance(obj, str):
+        shared = str(Path(os.environ.get("SRCUBE_SHARED", str(REPO.parent / "shared"))).resolve())
+        return obj.replace(shared, "${SHARED}").replace(str(REPO), "${REPO}")
+    if isinstance(obj, dict):
+        return {k: portable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [portable(v) for v in obj]
+    return obj
+
+
 def _expand(value: str, base: Path) -> str:
     shared = os.environ.get("SRCUBE_SHARED", str(REPO.parent / "shared"))
     s = value.replace("${SHARED}", shared).replace("${REPO}", str(REPO))

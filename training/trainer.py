@@ -32,7 +32,7 @@ from models.highresnet import masked_median
 from models.sisr import Discriminator
 from models.weights import Normalisation, Normalized
 from training import losses
-from training.config import Config, ConfigError
+from training.config import Config, ConfigError, portable
 from training.metrics import cpsnr, cssim, psnr, ssim
 
 log = logging.getLogger(__name__)
@@ -366,6 +366,7 @@ class Trainer:
             "epochs": state["epoch"], "steps": state["step"], "device": str(self.device),
             "sensors": list(self.cfg.model.sensors), "licence": self.cfg.licence,
         }
+        training = portable(training)
         metrics = {k: round(float(v), 4) for k, v in best.items() if k not in ("epoch", "step", "lr", "seconds")}
         metrics["best_epoch"] = best["epoch"]
         return models.save_weights(net, target, name=name, trained=trained, training=training, metrics=metrics,
