@@ -109,17 +109,17 @@ def loop(model, a: np.ndarray, window: int, overlap: int, out_dir: Path) -> tupl
 
 def pipeline(model_name: str, a: np.ndarray, workers: int, out_dir: Path) -> tuple[float, np.ndarray, float]:
     """srcube on a fresh LocalCluster: (seconds, output, peak worker RSS MB)."""
-    from distributed import Client, LocalCluster
-
     from pipeline import super_resolve
+    from pipeline.cluster import dask_client
     from pipeline.store import CubeStore
 
     def rss() -> float:
-        import resource
+        # VmHWM: this process's own peak (getrusage's ru_maxrss survives exec, so a spawned worker
+        # would report the parent's peak, e.g. the bare whole-image forward)
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024.0
 
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-    with LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=":0") as lc, Client(lc) as client:
+    with dask_client(n_workers=workers) as client:  # the LocalCluster run_region starts
         # load the model on every worker before timing (several small tiles)
         super_resolve(as_dataarray(a[:128, :128]).chunk({"y": 32, "x": 32}), model_name, client=client, tile=32)
         store = CubeStore(str(out_dir / f"srcube-{workers}-{a.shape[0]}.zarr"))
@@ -149,7 +149,7 @@ def main() -> None:
     t_pipe, out_pipe, rss1 = pipeline(args.model, a1, 2, tmp)
     t_sen2sr, out_sen2sr = loop(model, a1, 128 + 64, 32, tmp)  # 128 px kept + 32 px overlap each side
     t_cesbio, out_cesbio = loop(model, a1, 1000 // s + 2 * rf, rf, tmp)
-    t_pipe1, _, _ = pipeline(args.model, a1, 1, tmp)
+    t_pipe1, out_pipe1, _ = pipeline(args.model, a1, 1, tmp)
     t_pipe4, _, rss4 = pipeline(args.model, a4, 2, tmp)
 
     x = torch.from_numpy(a1[:256, :256])[None, None]
@@ -167,7 +167,7 @@ def main() -> None:
     rows = [("bare forward (ceiling)", t_bare, 0.0), ("srcube pipeline, 2 workers -> zarr", t_pipe, diff(out_pipe)),
             ("SEN2SR-style 128/32 loop -> zarr", t_sen2sr, diff(out_sen2sr)),
             ("CESBIO-style 1000 px loop -> zarr", t_cesbio, diff(out_cesbio)),
-            ("srcube pipeline, 1 worker -> zarr", t_pipe1, float("nan"))]
+            ("srcube pipeline, 1 worker -> zarr", t_pipe1, diff(out_pipe1))]
     print(f"model {label}: x{s}, receptive field {rf} px; input {args.size}^2 px -> {mpix:.1f} Mpix out; "
           f"{os.cpu_count()} CPU cores")
     for name, t, d in rows:

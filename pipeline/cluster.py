@@ -23,6 +23,14 @@ def configure_gdal() -> None:
         os.environ.setdefault(key, value)
 
 
+#: glibc malloc settings of the LocalCluster's workers, set before they spawn. distributed's
+#: default (MALLOC_TRIM_THRESHOLD_=65536) hands freed memory back to the OS at once; the model's
+#: large transient activations are then page-faulted in again on every tile. Keeping up to 1 GiB
+#: measured 10-15 % faster tiled inference (bench/inference.py, s2-sisr-x4, 2 workers) for about
+#: 10 % more resident memory per worker.
+WORKER_MALLOC_ENV = {"MALLOC_TRIM_THRESHOLD_": str(1 << 30), "MALLOC_MMAP_THRESHOLD_": str(1 << 30)}
+
+
 @contextmanager
 def dask_client(client: Any | None = None, *, n_workers: int | None = None) -> Iterator[Any]:
     """Yield ``client`` unchanged, or a client of a LocalCluster that is closed on exit.
@@ -34,9 +42,12 @@ def dask_client(client: Any | None = None, *, n_workers: int | None = None) -> I
     if client is not None:
         yield client
         return
+    import dask
     from distributed import Client, LocalCluster
 
     n = n_workers or max(1, min(os.cpu_count() or 1, 4))
-    with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
-                      silence_logs=logging.WARNING) as cluster, Client(cluster) as local:
+    environ = {f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in WORKER_MALLOC_ENV.items()}
+    with dask.config.set(environ), \
+            LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
+                         silence_logs=logging.WARNING) as cluster, Client(cluster) as local:
         yield local

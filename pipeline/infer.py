@@ -211,7 +211,8 @@ def _normalise(data: xr.DataArray) -> tuple[xr.DataArray, bool]:
         raise InvalidDataError(f"the array is empty: {dict(data.sizes)}")
     if data.dtype.kind not in "biuf":
         raise InvalidDataError(f"the array holds {data.dtype} values; give reflectance as numbers (float32)")
-    if not dask.is_dask_collection(data.data) and data.dtype.kind == "f":  # lazy: non-finite pixels are masked as no data per tile
+    # lazy arrays are not read here: their non-finite pixels are masked as no data, tile by tile
+    if not dask.is_dask_collection(data.data) and data.dtype.kind == "f":
         values = np.asarray(data.data)
         n_inf = int(np.isinf(values).sum())
         if n_inf:

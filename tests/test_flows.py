@@ -200,6 +200,8 @@ def test_failed_flow_rerun_recomputes_only_missing_chunks(prefect_api, cluster_a
     # only the chunks missing from the manifest were computed; finished batches came from the cache
     assert result["chunk_writes"] == total - done_before
     assert result["cached_batches"] == completed_batches > 0
+    print(f"failure drill: {total} chunk writes in the cube, {done_before} in before the failure, "
+          f"{result['chunk_writes']} written by the re-run, {completed_batches} batches from the cache")
     cube = open_cube(str(out))
     assert cube.attrs["last_run"]["chunk_writes"] == total - done_before
     _same(cube, reference_cube)
