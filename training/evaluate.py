@@ -11,6 +11,7 @@ reference), stretched to the reference's 2-98 % range.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -41,9 +42,11 @@ def quicklook(path: Path, lr: torch.Tensor, bicubic: torch.Tensor, sr: torch.Ten
     sep = np.full((len(bands), hr.shape[-2], 4), 255, np.uint8)
     mosaic = np.concatenate([p for x in panels for p in (x, sep)][:-1], axis=-1)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with rasterio.open(path, "w", driver="PNG", width=mosaic.shape[-1], height=mosaic.shape[-2],
-                       count=mosaic.shape[0], dtype="uint8") as dst:
-        dst.write(mosaic)
+    with warnings.catch_warnings():  # a picture: no georeferencing intended
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        with rasterio.open(path, "w", driver="PNG", width=mosaic.shape[-1], height=mosaic.shape[-2],
+                           count=mosaic.shape[0], dtype="uint8") as dst:
+            dst.write(mosaic)
     return path
 
 
@@ -83,6 +86,18 @@ def evaluate_dataset(model: models.SRModel, samples: Iterable[Any], *, quicklook
     return {"model": summarize(model_rows), "bicubic": summarize(base_rows), "samples": {"n": float(len(model_rows))}}
 
 
+def _longest_run(flags: np.ndarray) -> tuple[int, int]:
+    """(start, stop) of the longest run of True in a 1-D boolean array ((0, 0) when none)."""
+    best, start = (0, 0), None
+    for i, f in enumerate([*flags.tolist(), False]):
+        if f and start is None:
+            start = i
+        elif not f and start is not None:
+            best = max(best, (start, i), key=lambda r: r[1] - r[0])
+            start = None
+    return best
+
+
 @torch.no_grad()
 def evaluate_wald(model: models.SRModel, image: str | Path, *, scale: int | None = None, bands: list[int] | None = None,
                   quicklooks: Path | None = None, mtf: float = S2_MTF_AT_NYQUIST,
@@ -94,14 +109,18 @@ def evaluate_wald(model: models.SRModel, image: str | Path, *, scale: int | None
     if s != model.scale:
         raise ValueError(f"model {model.name} is x{model.scale}, not x{s}")
     im = read_image(image, bands=bands)
-    # the largest valid window (up to max_side) that is a multiple of the scale
+    # a window with valid pixels only (metrics over no-data fill would flatter both methods):
+    # the longest run of fully valid columns over the valid rows, then of fully valid rows in it
     rows = np.flatnonzero(im.valid.any(1))
-    cols = np.flatnonzero(im.valid.any(0))
     if rows.size == 0:
         raise ValueError(f"{image} has no valid pixels")
-    r0, c0 = rows[0], cols[0]
-    h = min(rows[-1] + 1 - r0, max_side) // s * s
-    w = min(cols[-1] + 1 - c0, max_side) // s * s
+    r0, r1 = int(rows[0]), int(rows[-1]) + 1
+    c0, c1 = _longest_run(np.asarray(im.valid[r0:r1].all(0)))
+    r0, r1 = (r0 + a for a in _longest_run(np.asarray(im.valid[r0:r1, c0:c1].all(1))))
+    h = min(r1 - r0, max_side) // s * s
+    w = min(c1 - c0, max_side) // s * s
+    if h < 8 * s or w < 8 * s:
+        raise ValueError(f"{image}: no fully valid window of at least {8 * s} px for the Wald protocol at x{s}")
     hr = torch.from_numpy(im.data[:, r0 : r0 + h, c0 : c0 + w].copy())
     lr = degrade(hr, s, mtf)
     sr = model(lr[None])[0]
