@@ -149,13 +149,21 @@ register(ModelEntry("highresnet", HighResNet, "multi-frame", ANY_SCALE,
                     defaults=(("scale", 3),)))
 
 
+def _gains_over_bicubic(metrics: dict[str, Any], keys: tuple[str, ...]) -> list[float] | None:
+    """``metric - metric_bicubic`` for each key, or None when the metadata lacks one."""
+    try:
+        return [float(metrics[k]) - float(metrics[k + "_bicubic"]) for k in keys]
+    except KeyError:
+        return None
+
+
 def default_model(sensor: str = "sentinel-2", scale: int = 4, multi_frame: bool = False) -> str:
     """The best shipped model for a sensor and scale, or ``"bicubic"`` while none beats it.
 
     A shipped weights file qualifies when it is trained, meant for ``sensor`` (``training.sensors``
     in its metadata), has the scale and kind asked for, and beat the bicubic baseline on its own
-    validation area in both PSNR and SSIM (cPSNR/cSSIM for multi-frame models); the largest PSNR
-    gain wins.
+    validation area in both plain PSNR and SSIM (multi-frame models also in cPSNR and cSSIM when
+    their metadata has them); the largest PSNR gain wins.
     """
     from models.weights import read_meta, shipped_weights
 
@@ -166,12 +174,14 @@ def default_model(sensor: str = "sentinel-2", scale: int = 4, multi_frame: bool 
             continue
         if (entry(meta.architecture).kind == "multi-frame") != multi_frame:
             continue
-        m = meta.metrics
-        p, s = ("cpsnr", "cssim") if multi_frame else ("psnr", "ssim")
-        try:
-            gain, ssim_gain = m[p] - m[p + "_bicubic"], m[s] - m[s + "_bicubic"]
-        except KeyError:
+        gains = _gains_over_bicubic(meta.metrics, ("psnr", "ssim"))
+        if gains is None:
             continue
-        if gain > 0 and ssim_gain > 0 and (best is None or gain > best[0]):
-            best = (gain, name)
+        if multi_frame and "cpsnr" in meta.metrics:
+            registered = _gains_over_bicubic(meta.metrics, ("cpsnr", "cssim"))
+            if registered is None:
+                continue
+            gains += registered
+        if all(g > 0 for g in gains) and (best is None or gains[0] > best[0]):
+            best = (gains[0], name)
     return best[1] if best else "bicubic"
