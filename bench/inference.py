@@ -6,12 +6,15 @@ one band, reflectance), output written to zarr by every method except the bare f
 * bare: one forward pass of the whole in-memory tensor (the device's ceiling; no tiling, no I/O);
 * srcube: ``super_resolve`` (pad-and-crop tiles, margin = receptive field, default tile size) on a
   LocalCluster, streamed to zarr;
-* SEN2SR-style: a Python loop over 128 px input windows with 32 px overlap, batch 1, centre crops
-  pasted into the output;
+* SEN2SR-style: a Python loop over 128 px input windows overlapping by 32 px (stride 96, as
+  SEN2SR's ``define_iteration(chunk_size=128, overlap=32)``), batch 1, the centre 96 px of each
+  window pasted into the output;
 * CESBIO-style: a loop over 1000 px output tiles with margin = receptive field, batch 1.
 
 Also: peak worker RSS of srcube at 1x and 4x area (fresh clusters), 1 vs 2 workers, the largest
-difference of each method from the bare pass, and the bf16-autocast fidelity on this CPU.
+difference of each method from the bare pass, and the autocast fidelity (bf16; fp16 too on CUDA).
+Every method runs on one device: CUDA when torch sees one (the pipeline's workers pick it too), else
+the CPU.
 Ends with one JSON line. Usage: ``python bench/inference.py [--size 1024] [--model s2-sisr-x4]``.
 """
 
@@ -33,6 +36,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import xarray as xr  # noqa: E402
 
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 SHARED = Path(os.environ.get("SRCUBE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 T33UUU = SHARED / "data" / "sentinel2_l1c_T33UUU_pair" / "ref_S2A_20160608T153121_T33UUU_north.tif"
 
@@ -76,20 +80,33 @@ def write_zarr(out: np.ndarray, path: Path) -> None:
                                                                                consolidated=False)
 
 
+def device_name() -> str:
+    return torch.cuda.get_device_name(0) if DEVICE.type == "cuda" else f"cpu x{os.cpu_count()}"
+
+
+def sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def bare(model, a: np.ndarray) -> tuple[float, np.ndarray]:
     torch.set_num_threads(os.cpu_count() or 1)
-    x = torch.from_numpy(a)[None, None]
+    model.to(DEVICE)
+    x = torch.from_numpy(a)[None, None].to(DEVICE)
     with torch.inference_mode():
         model(x[..., :64, :64])
+        sync()
         t0 = time.perf_counter()
-        y = model(x)[0, 0].numpy()
+        y = model(x)[0, 0].cpu().numpy()
     return time.perf_counter() - t0, y
 
 
 def loop(model, a: np.ndarray, window: int, overlap: int, out_dir: Path) -> tuple[float, np.ndarray]:
     """A sequential window loop, batch 1: each window adds ``overlap`` input pixels on every side
-    that has a neighbour and only its centre is kept (SEN2SR: 128 + overlap 32; CESBIO: margin=RF)."""
+    that has a neighbour and only its centre is kept (SEN2SR: 128 px windows with 16 px on each
+    side, i.e. 32 px overlap between neighbours; CESBIO: margin = receptive field)."""
     torch.set_num_threads(os.cpu_count() or 1)
+    model.to(DEVICE)
     s = model.scale
     h, w = a.shape
     out = np.zeros((h * s, w * s), np.float32)
@@ -100,7 +117,8 @@ def loop(model, a: np.ndarray, window: int, overlap: int, out_dir: Path) -> tupl
             for c in range(0, w, step):
                 r0, c0 = max(r - overlap, 0), max(c - overlap, 0)
                 r1, c1 = min(r + step + overlap, h), min(c + step + overlap, w)
-                y = model(torch.from_numpy(np.ascontiguousarray(a[r0:r1, c0:c1]))[None, None])[0, 0].numpy()
+                x = torch.from_numpy(np.ascontiguousarray(a[r0:r1, c0:c1]))[None, None].to(DEVICE)
+                y = model(x)[0, 0].cpu().numpy()
                 rr, cc = min(r + step, h), min(c + step, w)
                 out[r * s : rr * s, c * s : cc * s] = y[(r - r0) * s : (rr - r0) * s, (c - c0) * s : (cc - c0) * s]
     write_zarr(out, out_dir / "loop.zarr")
@@ -147,18 +165,24 @@ def main() -> None:
 
     t_bare, ref = bare(model, a1)
     t_pipe, out_pipe, rss1 = pipeline(args.model, a1, 2, tmp)
-    t_sen2sr, out_sen2sr = loop(model, a1, 128 + 64, 32, tmp)  # 128 px kept + 32 px overlap each side
+    t_sen2sr, out_sen2sr = loop(model, a1, 128, 16, tmp)  # 128 px windows, 32 px overlap between neighbours
     t_cesbio, out_cesbio = loop(model, a1, 1000 // s + 2 * rf, rf, tmp)
     t_pipe1, out_pipe1, _ = pipeline(args.model, a1, 1, tmp)
     t_pipe4, _, rss4 = pipeline(args.model, a4, 2, tmp)
 
-    x = torch.from_numpy(a1[:256, :256])[None, None]
+    model.to(DEVICE)
+    x = torch.from_numpy(a1[:256, :256])[None, None].to(DEVICE)
+    fidelity = {}
     with torch.inference_mode():
         fp32 = model(x)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            bf16 = model(x).float()
-    bf16_err = float((bf16 - fp32).abs().max())
-    bf16_psnr = float(10 * np.log10(1.0 / float(((bf16 - fp32) ** 2).mean())))
+        for name, dtype in (("bf16", torch.bfloat16), ("fp16", torch.float16)):
+            if name == "fp16" and DEVICE.type != "cuda":
+                continue  # fp16 autocast is a CUDA feature
+            with torch.autocast(DEVICE.type, dtype=dtype):
+                low = model(x).float()
+            mse = float(((low - fp32) ** 2).mean())
+            fidelity[name] = (float((low - fp32).abs().max()), float(10 * np.log10(1.0 / max(mse, 1e-20))))
+    bf16_err, bf16_psnr = fidelity["bf16"]
     shutil.rmtree(tmp, ignore_errors=True)
 
     def diff(o: np.ndarray) -> float:
@@ -169,13 +193,14 @@ def main() -> None:
             ("CESBIO-style 1000 px loop -> zarr", t_cesbio, diff(out_cesbio)),
             ("srcube pipeline, 1 worker -> zarr", t_pipe1, diff(out_pipe1))]
     print(f"model {label}: x{s}, receptive field {rf} px; input {args.size}^2 px -> {mpix:.1f} Mpix out; "
-          f"{os.cpu_count()} CPU cores")
+          f"device {device_name()}")
     for name, t, d in rows:
         print(f"  {name:38s} {t:7.2f} s  {mpix / t:7.2f} Mpix/s  max |diff from bare| {d:.2e}")
     print(f"  srcube at 4x area: {t_pipe4:.2f} s; peak worker RSS {rss1:.0f} MB (1x) -> {rss4:.0f} MB (4x)")
-    print(f"  bf16 autocast on this CPU vs fp32: max abs diff {bf16_err:.2e}, PSNR {bf16_psnr:.1f} dB")
+    for name, (err, db) in fidelity.items():
+        print(f"  {name} autocast on {DEVICE.type} vs fp32: max abs diff {err:.2e}, PSNR {db:.1f} dB")
     figures = {
-        "bench": "inference", "device": f"cpu x{os.cpu_count()}", "model": label, "scale": s, "receptive_field": rf,
+        "bench": "inference", "device": device_name(), "model": label, "scale": s, "receptive_field": rf,
         "input_px": args.size, "out_mpix": round(mpix, 2),
         "bare_s": round(t_bare, 3), "pipeline_s": round(t_pipe, 3), "sen2sr_style_s": round(t_sen2sr, 3),
         "cesbio_style_s": round(t_cesbio, 3), "pipeline_1_worker_s": round(t_pipe1, 3),
@@ -187,6 +212,8 @@ def main() -> None:
         "two_workers_over_one": round(t_pipe1 / t_pipe, 3),
         "max_diff_pipeline": diff(out_pipe), "max_diff_sen2sr_style": diff(out_sen2sr),
         "max_diff_cesbio_style": diff(out_cesbio), "bf16_max_abs_diff": bf16_err, "bf16_psnr_db": round(bf16_psnr, 2),
+        **({"fp16_max_abs_diff": fidelity["fp16"][0], "fp16_psnr_db": round(fidelity["fp16"][1], 2)}
+           if "fp16" in fidelity else {}),
     }
     print(json.dumps(figures))
 

@@ -7,6 +7,10 @@ store with the same chunks, on the dask threaded scheduler:
   data, grouping by solar day) + ``StackCache.save`` (reflectance float32 + raw SCL);
 * plain: ``odc.stac.load`` of the same items on the same grid, raw DN to zarr.
 
+The outputs differ in kind (srcube writes float32 reflectance + uint8 SCL, plain writes uint16
+DN), so the ratio includes srcube's scaling and wider dtype. Throughput is in Mpix/s of frame
+pixels (time x y x x, each with 4 bands + SCL) and in Mvalues/s.
+
 Each run is a fresh subprocess, so its peak RSS is its own (sampled every 5 ms while the work runs;
 ``work_rss`` is the rise over the RSS after imports). 1x area = 320 x 320 px, 4x = 640 x 640.
 Prints a table and ends with one JSON line. Usage: ``python bench/stack_assembly.py``.
@@ -102,7 +106,9 @@ def worker(kind: str, area: int, archive: str, out: str) -> dict:
             shape = (ds.sizes["time"], len(BANDS), ds.sizes["y"], ds.sizes["x"])
     seconds = time.perf_counter() - t0
     values = shape[0] * (shape[1] + 1) * shape[2] * shape[3] / 1e6  # bands + SCL
+    pixels = shape[0] * shape[2] * shape[3] / 1e6  # frame pixels (each with 4 bands + SCL)
     return {"kind": kind, "area": area, "seconds": round(seconds, 3), "mvalues": round(values, 3),
+            "mpix": round(pixels, 3), "mpix_per_s": round(pixels / seconds, 3),
             "mvalues_per_s": round(values / seconds, 2), "rss_before_mb": round(baseline, 1),
             "peak_rss_mb": round(rss.peak, 1), "work_rss_mb": round(rss.peak - baseline, 1),
             "lifetime_max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
@@ -130,11 +136,16 @@ def main() -> None:
                                   capture_output=True, text=True, check=True, env=os.environ.copy())
             rows[(kind, area)] = json.loads(proc.stdout.strip().splitlines()[-1])
             r = rows[(kind, area)]
-            print(f"{kind:7s} {area}x area  {r['seconds']:6.2f} s  {r['mvalues_per_s']:7.2f} Mvalues/s  "
+            print(f"{kind:7s} {area}x area  {r['seconds']:6.2f} s  {r['mpix_per_s']:7.3f} Mpix/s "
+                  f"({r['mvalues_per_s']:6.2f} Mvalues/s)  "
                   f"peak RSS {r['peak_rss_mb']:7.1f} MB (+{r['work_rss_mb']:.1f} MB over the "
                   f"{r['rss_before_mb']:.0f} MB after imports)  ({r['mvalues']} M values)")
     figures = {
         "bench": "stack_assembly", "device": "cpu", "cpu_count": os.cpu_count(),
+        "srcube_mpix_per_s_1x": rows[("srcube", 1)]["mpix_per_s"],
+        "plain_mpix_per_s_1x": rows[("plain", 1)]["mpix_per_s"],
+        "srcube_mpix_per_s_4x": rows[("srcube", 4)]["mpix_per_s"],
+        "plain_mpix_per_s_4x": rows[("plain", 4)]["mpix_per_s"],
         "srcube_mvalues_per_s_1x": rows[("srcube", 1)]["mvalues_per_s"],
         "plain_mvalues_per_s_1x": rows[("plain", 1)]["mvalues_per_s"],
         "srcube_mvalues_per_s_4x": rows[("srcube", 4)]["mvalues_per_s"],

@@ -62,6 +62,8 @@ class InferenceSpec:
     threads: int = 1
     boundary: str = "none"
     precision: str = "fp32"
+    #: torch threads per task on each worker host, where known (see :func:`host_threads`)
+    per_host: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
         if self.boundary not in BOUNDARIES:
@@ -70,6 +72,16 @@ class InferenceSpec:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.margin < 0 or self.scale < 1 or self.threads < 1:
             raise ValueError(f"bad inference spec {self}")
+
+    def threads_here(self) -> int:
+        """Torch threads for a task in this process: the value for this worker's host, else ``threads``."""
+        if self.per_host:
+            with contextlib.suppress(ImportError, ValueError):
+                from distributed import get_worker
+
+                host = _host(get_worker().address)
+                return dict(self.per_host).get(host, self.threads)
+        return self.threads
 
     def autocast(self, device: str) -> Any:
         if self.precision == "fp32":
@@ -170,7 +182,7 @@ def _tile_context(ref: ModelSpec | SRModel, spec: InferenceSpec, block_info: dic
     device = _device()
     model = cached_model(ref, device) if isinstance(ref, ModelSpec) else ref.to(device).eval()
     if device == "cpu":
-        torch.set_num_threads(spec.threads)
+        torch.set_num_threads(spec.threads_here())
     return model, device, (top, bottom, left, right)
 
 
@@ -255,13 +267,49 @@ def grid_coords(gbox: GeoBox) -> dict[str, Any]:
     return out
 
 
+def usable_cores() -> int:
+    """CPU cores this process may use: its CPU affinity, capped by a cgroup v2 CPU quota (a
+    Kubernetes CPU limit), at least one."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    with contextlib.suppress(OSError, ValueError):
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, int(quota) // int(period)))
+    return max(1, cores)
+
+
+def _host(address: str) -> str:
+    from urllib.parse import urlparse
+
+    return urlparse(address).hostname or address
+
+
+def host_threads(client: Any) -> tuple[tuple[str, int], ...]:
+    """Torch threads per task for each worker host: the cores the host's workers may use, shared
+    among all the Dask threads running there (several worker processes of a LocalCluster share
+    one machine; a Kubernetes worker pod has its CPU limit)."""
+    nthreads = client.nthreads()
+    cores = client.run(usable_cores)
+    per_host_threads: dict[str, int] = {}
+    per_host_cores: dict[str, int] = {}
+    for address, n in nthreads.items():
+        host = _host(address)
+        per_host_threads[host] = per_host_threads.get(host, 0) + int(n)
+        # worker processes on one host see the same machine; their limits do not add up
+        per_host_cores[host] = max(per_host_cores.get(host, 1), int(cores.get(address, 1)))
+    return tuple(sorted((h, max(1, per_host_cores[h] // max(1, t))) for h, t in per_host_threads.items()))
+
+
 def default_threads(client: Any | None) -> int:
-    """Torch CPU threads per task: the cores left for each Dask thread (at least one)."""
-    cores = os.cpu_count() or 1
+    """Torch CPU threads per task where the worker's host is unknown: the cores left for each Dask
+    thread of the cluster (at least one)."""
     if client is None:
         return 1  # the threaded scheduler already runs one task per core
     total = sum(client.nthreads().values()) or 1
-    return max(1, cores // total)
+    return max(1, usable_cores() // total)
 
 
 def super_resolve(data: xr.DataArray, model: str | Path | ModelSpec | SRModel, *, client: Any | None = None,
@@ -306,7 +354,8 @@ def super_resolve(data: xr.DataArray, model: str | Path | ModelSpec | SRModel, *
     ov = da.overlap.overlap(arr, depth=depth, boundary="none") if any(depth.values()) else arr
     graph_ref: Any = ref if isinstance(ref, ModelSpec) else dask.delayed(ref, pure=True, traverse=False)
     threads = torch_threads if torch_threads is not None else default_threads(client)
-    run = InferenceSpec(m, s, threads, boundary, precision)
+    per_host = host_threads(client) if torch_threads is None and client is not None else ()
+    run = InferenceSpec(m, s, threads, boundary, precision, per_host)
     with dask.annotate(resources=resources) if resources else contextlib.nullcontext():
         out = da.map_blocks(
             _sr_block, ov, graph_ref, run,
@@ -391,7 +440,8 @@ def super_resolve_views(views: xr.DataArray, masks: xr.DataArray, present: np.nd
         k = da.overlap.overlap(k, depth=depth, boundary="none")
     graph_ref: Any = ref if isinstance(ref, ModelSpec) else dask.delayed(ref, pure=True, traverse=False)
     threads = torch_threads if torch_threads is not None else default_threads(client)
-    run = InferenceSpec(m, s, threads, "none", precision)
+    per_host = host_threads(client) if torch_threads is None and client is not None else ()
+    run = InferenceSpec(m, s, threads, "none", precision, per_host)
     with dask.annotate(resources=resources) if resources else contextlib.nullcontext():
         out = da.map_blocks(
             _mf_block, v, k, graph_ref, present, run, drop_axis=1,

@@ -27,15 +27,17 @@ SINGLE = ["srcnn", "elsr", "srgan", "esrgan"]
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(name=st.sampled_from(SINGLE), scale=st.sampled_from([2, 3, 4]), h=st.integers(20, 60),
-       w=st.integers(20, 60), seed=st.integers(0, 1000))
-def test_tiled_learned_models_equal_a_whole_image_pass(name, scale, h, w, seed):
+       w=st.integers(20, 60), seed=st.integers(0, 1000), extra_margin=st.integers(0, 4),
+       extra_tile=st.integers(0, 24), chunk=st.integers(7, 30))
+def test_tiled_learned_models_equal_a_whole_image_pass(name, scale, h, w, seed, extra_margin, extra_tile, chunk):
     model = randomize(models.build(name, scale=scale, **TINY[name]), seed=seed, std=0.05).eval()
     a = np.random.default_rng(seed).random((1, 2, h, w), dtype=np.float32)
-    tile = max(16, model.receptive_field)  # smallest legal tiles: every tile borrows from neighbours
-    got = super_resolve(georef(a).chunk({"y": 16, "x": 16}), model, tile=tile).compute().values
+    tile = max(16, model.receptive_field) + extra_tile  # from the smallest legal tile up
+    got = super_resolve(georef(a).chunk({"y": chunk, "x": chunk}), model, tile=tile,
+                        margin=model.receptive_field + extra_margin).compute().values
     with torch.inference_mode():
         whole = model(torch.from_numpy(a)).numpy()
-    np.testing.assert_allclose(got, whole, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got, whole, rtol=0, atol=1e-5)
 
 
 @pytest.fixture(scope="module")
