@@ -90,6 +90,11 @@ def _run(out: str, print_summary: bool, **kwargs: Any) -> None:
         units = "deg" if cube.attrs["crs"] == "EPSG:4326" else "m"
         console.print(f"[bold]output[/]: reflectance ({sizes}) at {cube.attrs['resolution']:g} {units}, "
                       f"{cube.attrs['crs']}, model {cube.attrs['model']} x{cube.attrs['scale']}")
+        last = cube.attrs.get("last_run", {})
+        if last.get("resumed"):
+            total = sum(cube.attrs.get("chunk_manifest", {}).values())
+            console.print(f"[bold]resumed[/]: {last['chunk_writes']} of {total} chunks computed "
+                          "(the rest were in the cube already)")
         console.print(f"[bold]time[/]: {elapsed:.1f} s ({json.dumps(cube.attrs.get('timings_s', {}))})")
         console.print(f"[bold]cube[/]: {Path(out).resolve() if '://' not in out else out}")
 
@@ -105,6 +110,14 @@ def run(
     model: Annotated[str, typer.Option(help="model name (see `srcube models`)")] = "bicubic",
     scale: Annotated[int | None, typer.Option(help="upscaling factor (default: the weights', or 4)")] = None,
     min_clear: Annotated[float, typer.Option(help="drop frames with a smaller clear fraction")] = 0.5,
+    clear_classes: Annotated[str | None, typer.Option(
+        help="comma-separated QA classes counted as clear, e.g. 4,5,6,11 (default: the sensor's)")] = None,
+    harmonize: Annotated[str | None, typer.Option(
+        help="Sentinel-2 reflectance rules: baseline (default), raster or none")] = None,
+    resolution: Annotated[float | None, typer.Option(
+        help="input grid resolution in grid units (default: the bands' finest native)")] = None,
+    max_pixels: Annotated[float, typer.Option(help="refuse larger outputs (pixels per band and date) without --yes")
+                          ] = 1e9,
     window: Annotated[str | None, typer.Option(help="multi-frame composite window, e.g. 30D (default: all)")] = None,
     n_views: Annotated[int | None, typer.Option(help="views per window (multi-frame)")] = None,
     min_views: Annotated[int, typer.Option(help="fewer usable frames: pad or drop the window")] = 1,
@@ -133,7 +146,15 @@ def run(
          bands=bands.split(",") if bands else None, model=model, scale=scale, min_clear=min_clear, tile=tile,
          window=window, n_views=n_views, min_views=min_views, short_windows=short_windows, stack_cache=stack_cache,
          dtype=dtype, max_cloud_cover=max_cloud_cover, n_workers=workers, overwrite=overwrite, client=client,
-         allow_untrained=allow_untrained, lock_wait=lock_wait, fail_on_error=fail_on_error, yes=yes)
+         allow_untrained=allow_untrained, lock_wait=lock_wait, fail_on_error=fail_on_error, yes=yes,
+         clear_classes=_int_list(clear_classes), harmonize=harmonize, resolution=resolution, max_pixels=max_pixels)
+
+
+def _int_list(text: str | None) -> list[int | str] | None:
+    """"4,5,6" -> [4, 5, 6]; a part that is not an integer stays text, for run_region to reject by name."""
+    if text is None:
+        return None
+    return [int(p) if p.strip().lstrip("-").isdigit() else p.strip() for p in text.split(",")]
 
 
 @app.command()
@@ -227,16 +248,21 @@ def models_cmd() -> None:
     import models
 
     table = Table("name", "type", "scales", "bands", "params", "receptive field", "weights")
+    shipped = {name: models.weights.read_meta(path) for name, path in models.shipped_weights().items()}
     for name in models.list_models():
         e = models.entry(name)
         built = models.build(name, scale=4 if 4 in e.scales else e.scales[0])
-        weights = "not needed" if not e.needs_weights else "none shipped (train or pass a file)"
-        table.add_row(name, e.kind, f"{e.scales[0]}-{e.scales[-1]}", "any", f"{models.base.count_parameters(built):,}",
-                      f"{built.receptive_field} px", weights)
-    for name, path in models.shipped_weights().items():
-        meta = models.weights.read_meta(path)
+        own = sorted(w for w, meta in shipped.items() if meta.architecture == name)
+        weights = ("not needed" if not e.needs_weights else
+                   f"shipped: {', '.join(own)}" if own else "none shipped (train or pass a file)")
+        table.add_row(name, e.kind, f"{e.scales[0]}-{e.scales[-1]}", "any",
+                      f"{models.base.count_parameters(built):,} (default config)", f"{built.receptive_field} px",
+                      weights)
+    for name, meta in shipped.items():
+        net = models.load_model(name, allow_untrained=True)
         table.add_row(name, f"weights: {meta.architecture}", str(meta.scale), ",".join(meta.bands or ["any"]),
-                      "", f"{meta.receptive_field} px", "present" + ("" if meta.trained else " (untrained)"))
+                      f"{models.base.count_parameters(net):,}", f"{meta.receptive_field} px",
+                      "present" + ("" if meta.trained else " (untrained)"))
     console.print(table)
 
 

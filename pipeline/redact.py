@@ -10,7 +10,9 @@ prints, raises or writes passes through :func:`redact`:
 * values of query parameters that hold credentials (SAS ``sig``/``se``/..., ``X-Amz-*``,
   ``token``, ``key``, ``password``, ...) become ``***``;
 * the values of secret environment variables (:data:`SECRET_ENV` and any variable whose name
-  ends in ``TOKEN``, ``SECRET``, ``PASSWORD``, ``_KEY``...), wherever they appear, become ``***``.
+  ends in ``TOKEN``, ``SECRET``, ``PASSWORD``, ``_KEY``...), wherever they appear, become ``***``;
+* so do secret ``storage_options`` values (keys such as ``key``, ``secret``, ``token``) of every
+  run this process has prepared: :func:`register` remembers them for the life of the process.
 """
 
 from __future__ import annotations
@@ -53,6 +55,16 @@ def secret_values(env: Mapping[str, str] | None = None) -> list[str]:
     return sorted(values, key=len, reverse=True)
 
 
+#: secret values handed to srcube other than through the environment (see :func:`register`)
+_REGISTERED: set[str] = set()
+
+
+def register(values: Iterable[str]) -> None:
+    """Mask these values (e.g. :func:`option_secrets` of a run's ``storage_options``) in everything
+    :func:`redact` cleans from now on, in this process."""
+    _REGISTERED.update(v for v in values if v)
+
+
 def redact(text: str, *, extra: Iterable[str] = ()) -> str:
     """``text`` with credentials replaced by ``***`` (see the module docstring)."""
     if not text:
@@ -62,8 +74,9 @@ def redact(text: str, *, extra: Iterable[str] = ()) -> str:
     out = _BEARER.sub(lambda m: f"{m['kind']} {MASK}", out)
     out = _QUERY_PARAM.sub(
         lambda m: f"{m['sep']}{m['name']}={MASK}" if _SECRET_PARAM.match(m["name"]) and m["value"] else m[0], out)
-    for value in (*secret_values(), *sorted((e for e in extra if e), key=len, reverse=True)):
-        if len(value) >= _MIN_SECRET_LEN or value in extra:
+    given = {e for e in (*extra, *_REGISTERED) if e}
+    for value in (*secret_values(), *sorted(given, key=len, reverse=True)):
+        if len(value) >= _MIN_SECRET_LEN or value in given:
             out = out.replace(value, MASK)
     return out
 

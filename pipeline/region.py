@@ -325,6 +325,7 @@ class RegionJob:
         """Validate the request (typed errors, nothing searched or written)."""
         redact_mod.install()  # no credentials in any log record of the run (idempotent)
         opts = RunOptions.from_kwargs(options)
+        redact_mod.register(redact_mod.option_secrets(opts.storage_options))  # keys given as options, not env
         region = BBox.parse(bbox)
         days = DateRange.parse(dates)
         profile = cat.resolve_catalog(catalog)
@@ -699,7 +700,7 @@ def _single_image_cube(stack: xr.Dataset, frames: list[FrameDecision], ref: Any,
                       {"long_name": "clear pixel (QA class clear and data in every band)", "flag_values": [0, 1],
                        "flag_meanings": "not_clear clear"})
     clear = clear * sr.notnull().all("band").astype(np.uint8)
-    count = _upsample(kept.clear.sum("time").astype(np.uint8).expand_dims(time=1), tiles, sr.isel(time=[0]),
+    count = _upsample(kept.clear.sum("time").astype(np.uint16).expand_dims(time=1), tiles, sr.isel(time=[0]),
                       "clear_count", {}).isel(time=0, drop=True)
     refl = sr.rename("reflectance")
     refl.attrs = {"long_name": "super-resolved surface reflectance", "units": "1",

@@ -307,3 +307,22 @@ def test_secrets_never_reach_logs_errors_or_attrs(sample_url, dask_client, tmp_p
                          env={**os.environ, "SRCUBE_CATALOG_TOKEN": token, "AWS_SECRET_ACCESS_KEY": key})
     assert res.returncode != 0
     assert token not in res.stdout + res.stderr and key not in res.stdout + res.stderr
+
+
+def test_storage_option_secrets_are_masked_once_a_run_is_prepared(tmp_path, caplog):
+    from pipeline import redact
+    from pipeline.errors import SrcubeError
+    from pipeline.region import RegionJob
+
+    key, secret = "AKIAFAKEKEY0042", "so-secret-V9d2Kq7Pw"
+    RegionJob.prepare(BBOX, SHORT, out=str(tmp_path / "so.zarr"),
+                      storage_options={"key": key, "secret": secret, "client_kwargs": {"region_name": "eu-1"}})
+    assert not (tmp_path / "so.zarr").exists()  # preparing writes nothing
+    message = str(SrcubeError(f"cannot write s3://bucket/cube.zarr with key={key} secret={secret}"))
+    assert key not in message and secret not in message and "***" in message
+    assert redact.redact_options({"secret": secret, "client_kwargs": {"region_name": "eu-1"}}) == {
+        "secret": "***", "client_kwargs": {"region_name": "eu-1"}}
+    caplog.set_level(logging.INFO, logger="pipeline")
+    logging.getLogger("pipeline.store").info("opened with %s / %s", key, secret)
+    logs = "\n".join(r.getMessage() for r in caplog.records)
+    assert key not in logs and secret not in logs and "***" in logs
