@@ -3,6 +3,7 @@
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -166,6 +167,41 @@ def test_wald_training_runs_resumes_and_exports(tmp_path, sample_dir):
     assert models.load_model(str(tmp_path / "w.safetensors")).scale == 2
 
 
+def test_srcube_train_resume_continues_as_if_never_stopped(tmp_path, sample_dir):
+    """`srcube train --epochs 1` then `--resume --epochs 2` ends with the weights of one 2-epoch run."""
+    import yaml
+
+    src = str(sample_dir / "cogs" / "T31UFS-A_20240612" / "B04.tif")
+
+    def config(name: str) -> Path:
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump({
+            "name": name, "output": str(tmp_path / name), "model": {"architecture": "elsr", "scale": 2},
+            "data": {"kind": "wald", "sources": [src], "patch": 32, "train_samples": 24, "val_samples": 4},
+            "train": {"epochs": 2, "batch_size": 4, "loss": {"l1": 1.0}, "scheduler": "constant", "ema": 0.9}}))
+        return path
+
+    runner = CliRunner()
+    assert runner.invoke(app, ["train", str(config("whole"))]).exit_code == 0
+    res = runner.invoke(app, ["train", str(config("split")), "--epochs", "1"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["train", str(config("split")), "--resume", "--epochs", "2"])
+    assert res.exit_code == 0, res.output
+    whole = torch.load(tmp_path / "whole" / "checkpoints" / "last.pt", weights_only=False)
+    split = torch.load(tmp_path / "split" / "checkpoints" / "last.pt", weights_only=False)
+    assert whole["epoch"] == split["epoch"] == 2 and whole["step"] == split["step"]
+    for key, value in whole["model"].items():
+        torch.testing.assert_close(split["model"][key], value, rtol=0, atol=0, msg=key)
+    assert [r["psnr"] for r in split["history"]] == [r["psnr"] for r in whole["history"]]
+
+
+def test_resume_with_more_epochs_stretches_the_cosine_schedule(tmp_path, sample_dir):
+    src = str(sample_dir / "cogs" / "T31UFS-A_20240612" / "B04.tif")
+    Trainer(_cfg(tmp_path, data={"sources": [src]}, train={"scheduler": "cosine"})).fit()
+    longer = Trainer(_cfg(tmp_path, data={"sources": [src]}, train={"scheduler": "cosine", "epochs": 3}), resume=True)
+    assert longer.sched.T_max == 3 * longer._steps_per_epoch()
+
+
 @pytest.mark.parametrize("kind", ["kelvins", "sen2venus", "worldstrat", "wald-multiframe", "gan"])
 def test_every_recipe_kind_runs_one_step(tmp_path, fixtures, kind, sample_dir):
     mf = {"architecture": "highresnet", "config": {"features": 8, "n_views": 4}}
@@ -195,8 +231,12 @@ def test_every_recipe_kind_runs_one_step(tmp_path, fixtures, kind, sample_dir):
         cfg = _cfg(tmp_path, model={"architecture": "srgan", "scale": 2, "config": {"features": 8, "blocks": 1}},
                    data={"sources": [src]},
                    train={"loss": {"l1": 1.0, "adversarial": 0.01, "feature": 0.1}, "max_steps_per_epoch": 2})
-    history = Trainer(cfg).fit()["history"]
+    trainer = Trainer(cfg)
+    history = trainer.fit()["history"]
     assert len(history) == 1 and np.isfinite(history[0]["train_loss"])
+    if kind == "worldstrat":  # its HR imagery is CC BY-NC: the weights say so whatever the config's licence
+        meta = trainer.export(tmp_path / "ws")
+        assert "CC BY-NC" in meta.licence and "non-commercial" in meta.training["licence"]
 
 
 # --- CLI and the default model -------------------------------------------------------------------
@@ -238,3 +278,17 @@ def test_default_model_needs_a_win_over_bicubic(tmp_path, monkeypatch):
     assert models.default_model("sentinel-2", 4) == "best"
     assert models.default_model("sentinel-2", 2) == "bicubic"  # no x2 weights
     assert models.default_model("proba-v", 4) == "bicubic"  # not meant for that sensor
+
+
+def test_cards_say_how_validation_is_kept_apart_and_configs_refuse_overlap(tmp_path, sample_dir):
+    from training.card import _separation
+
+    assert _separation({"sources": ["a"], "val_sources": ["b"]}) == "other scenes than training"
+    assert _separation({"sources": ["a"], "train_window": [0, 0.75, 0, 1], "val_window": [0.8, 1, 0, 1]}) == \
+        "spatially separate area"
+    assert _separation({"sources": ["a"], "train_window": [0, 0.9, 0, 1], "val_window": [0.8, 1, 0, 1]}) == \
+        "NOT separate from the training area"
+    src = str(sample_dir / "cogs" / "T31UFS-A_20240612" / "B04.tif")
+    with pytest.raises(ConfigError, match="overlap"):
+        _cfg(tmp_path, data={"sources": [src], "train_window": [0.0, 0.9, 0.0, 1.0], "val_window": [0.8, 1.0, 0, 1]})
+    _cfg(tmp_path, data={"sources": [src], "train_window": [0.0, 1.0, 0.0, 0.7], "val_window": [0.0, 1.0, 0.7, 1]})

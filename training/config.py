@@ -183,6 +183,11 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"data.patch {cfg.data.patch} must be a multiple of model.scale {cfg.model.scale}")
     if not cfg.data.sources:
         raise ConfigError("data.sources is empty")
+    if cfg.data.kind == "wald" and not cfg.data.val_sources:
+        tw, vw = cfg.data.train_window, cfg.data.val_window
+        if not (tw[1] <= vw[0] or vw[1] <= tw[0] or tw[3] <= vw[2] or vw[3] <= tw[2]):
+            raise ConfigError(f"data.train_window {list(tw)} and data.val_window {list(vw)} overlap: validation "
+                              "must be on an area the model never trains on")
     for src in (*cfg.data.sources, *cfg.data.val_sources):
         if "://" not in src and not Path(src).exists():
             raise ConfigError(f"data source {src} does not exist")

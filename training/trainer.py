@@ -148,9 +148,9 @@ class Trainer:
                     if cfg.train.ema else None)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
         self.train_ds, self.val_ds = make_datasets(cfg)
-        g = torch.Generator().manual_seed(cfg.seed)
+        self.shuffle = torch.Generator().manual_seed(cfg.seed)  # saved in checkpoints: a resumed run shuffles on
         self.loader = DataLoader(self.train_ds, batch_size=cfg.train.batch_size, shuffle=True, drop_last=False,
-                                 num_workers=cfg.train.num_workers, generator=g)
+                                 num_workers=cfg.train.num_workers, generator=self.shuffle)
         self.val_loader = DataLoader(self.val_ds, batch_size=cfg.train.batch_size, shuffle=False,
                                      num_workers=cfg.train.num_workers)
         steps = cfg.train.epochs * self._steps_per_epoch()
@@ -166,6 +166,10 @@ class Trainer:
             self.disc = Discriminator(channels=_bare(self.model).channels, features=32).to(self.device)
             self.tap = losses.FeatureTap(self.disc)
             self.opt_d = torch.optim.AdamW(self.disc.parameters(), lr=cfg.train.lr)
+        # fp16 autocast needs loss scaling (bf16 does not): on CUDA with train.amp = fp16 only
+        fp16 = self.device.type == "cuda" and cfg.train.amp == "fp16"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=fp16)
+        self.scaler_d = torch.amp.GradScaler("cuda", enabled=fp16 and self.gan)
         self.epoch, self.step, self.best = 0, 0, -math.inf
         self.history: list[dict[str, Any]] = []
         if resume:
@@ -195,7 +199,9 @@ class Trainer:
                 "step": self.step, "best": self.best, "history": self.history,
                 "disc": self.disc.state_dict() if self.gan else None,
                 "opt_d": self.opt_d.state_dict() if self.gan else None,
-                "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+                "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+                        "shuffle": self.shuffle.get_state()},
+                "scaler": self.scaler.state_dict(), "scaler_d": self.scaler_d.state_dict(),
                 "config": asdict(self.cfg)}
 
     def _resume(self) -> None:
@@ -208,6 +214,12 @@ class Trainer:
             self.ema.load_state_dict(state["ema"])
         self.opt.load_state_dict(state["opt"])
         self.sched.load_state_dict(state["sched"])
+        if isinstance(self.sched, torch.optim.lr_scheduler.CosineAnnealingLR):
+            # --resume --epochs N may lengthen the run: the schedule spans the new total
+            self.sched.T_max = max(1, self.cfg.train.epochs * self._steps_per_epoch())
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+            self.scaler_d.load_state_dict(state.get("scaler_d") or {})
         if self.gan and state["disc"]:
             self.disc.load_state_dict(state["disc"])
             self.opt_d.load_state_dict(state["opt_d"])
@@ -215,6 +227,8 @@ class Trainer:
         torch.set_rng_state(state["rng"]["torch"])
         np.random.set_state(state["rng"]["numpy"])
         random.setstate(state["rng"]["python"])
+        if "shuffle" in state["rng"]:
+            self.shuffle.set_state(state["rng"]["shuffle"])
         log.info("resumed %s at epoch %d, step %d", self.cfg.name, self.epoch, self.step)
 
     # --- one step ------------------------------------------------------------------------------
@@ -257,15 +271,18 @@ class Trainer:
                 sr, hr, clear = self._forward(self.model, batch)
                 loss, _ = self._loss(sr.float(), hr.float(), clear)
             self.opt.zero_grad(set_to_none=True)
-            loss.backward()
+            self.scaler.scale(loss).backward()
             if self.cfg.train.grad_clip:
+                self.scaler.unscale_(self.opt)  # clip the true gradients
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
-            self.opt.step()
+            self.scaler.step(self.opt)
+            self.scaler.update()
             self.sched.step()
             if self.gan:
                 self.opt_d.zero_grad(set_to_none=True)
-                self._d_loss.backward()
-                self.opt_d.step()
+                self.scaler_d.scale(self._d_loss).backward()
+                self.scaler_d.step(self.opt_d)
+                self.scaler_d.update()
             if self.ema:
                 self.ema.update_parameters(self.model)
             total += float(loss.detach())
@@ -366,8 +383,15 @@ class Trainer:
             "epochs": state["epoch"], "steps": state["step"], "device": str(self.device),
             "sensors": list(self.cfg.model.sensors), "licence": self.cfg.licence,
         }
+        licence = self.cfg.licence
+        if d.kind == "worldstrat":
+            from training.datasets.worldstrat import HR_LICENCE
+
+            if HR_LICENCE not in licence:  # the HR targets' licence follows the weights
+                licence = f"{licence}; trained on {HR_LICENCE}: non-commercial use only"
+        training["licence"] = licence
         training = portable(training)
         metrics = {k: round(float(v), 4) for k, v in best.items() if k not in ("epoch", "step", "lr", "seconds")}
         metrics["best_epoch"] = best["epoch"]
         return models.save_weights(net, target, name=name, trained=trained, training=training, metrics=metrics,
-                                   licence=self.cfg.licence)
+                                   licence=licence)
