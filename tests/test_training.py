@@ -106,8 +106,24 @@ def test_worldstrat_reader(fixtures):
     ds = WorldStratDataset(root, root / "stratified_train_val_test_split.csv", "train", revisits=8,
                            input_size=None, output_size=None)
     s = ds[0]
-    assert s["views"].shape == (4, 4, 40, 40) and s["hr"].shape == (4, 264, 264)
-    assert s["masks"].max() <= 1 and 0 < float(s["hr"].mean()) < 1
+    assert s["views"].shape == (8, 4, 40, 40) and s["hr"].shape == (4, 264, 264)
+    assert s["present"].tolist() == [True] * 4 + [False] * 4  # the fixture's 4 revisits, padded to 8
+    assert s["masks"].max() <= 1 and float(s["masks"][4:].sum()) == 0 and float(s["views"][4:].abs().sum()) == 0
+    assert 0 < float(s["hr"].mean()) < 1
+
+
+def test_worldstrat_aois_with_different_revisit_counts_batch_together(tmp_path):
+    from torch.utils.data import DataLoader
+
+    root = write_worldstrat(tmp_path / "ws")
+    ds = WorldStratDataset(root, root / "stratified_train_val_test_split.csv", "train", revisits=4,
+                           input_size=None, output_size=None)
+    aoi = ds.aois[0]
+    for path in (root / "lr_dataset" / aoi / "L2A").glob(f"{aoi}-4-*"):
+        path.unlink()  # this AOI has 3 revisits, the others 4
+    batch = next(iter(DataLoader(ds, batch_size=len(ds))))
+    assert batch["views"].shape[:2] == (len(ds), 4)
+    assert batch["present"][0].tolist() == [True, True, True, False] and bool(batch["present"][1:].all())
 
 
 def test_official_worldstrat_split():

@@ -50,7 +50,8 @@ def _read(path: Path) -> np.ndarray:
 
 
 class WorldStratDataset(Dataset):
-    """Multi-frame samples: up to ``revisits`` LR revisits (T, C, h, w) + clear masks, HR (C', H, W)."""
+    """Multi-frame samples: ``revisits`` LR views (T, C, h, w) + clear masks + ``present`` (views past
+    the AOI's own revisits are zeros, masked and marked absent), HR (C', H, W)."""
 
     def __init__(self, root: str | Path, split_csv: str | Path, split: str = "train", *, revisits: int = 8,
                  lr_bands: tuple[str, ...] = ("B04", "B03", "B02", "B08"), hr_bands: tuple[int, ...] = (1, 2, 3, 4),
@@ -90,5 +91,11 @@ class WorldStratDataset(Dataset):
             m = (F.interpolate(m[:, None], size=self.input_size, mode="nearest")[:, 0] > 0.5).float()
         if self.output_size:
             hr = F.interpolate(hr[None], size=self.output_size, mode="bicubic", align_corners=False)[0]
-        present = torch.ones(v.shape[0], dtype=torch.bool)
+        # AOIs have 1..16 revisits: pad to `revisits` with masked empty views so any AOIs batch together
+        present = torch.zeros(self.revisits, dtype=torch.bool)
+        present[: v.shape[0]] = True
+        pad = self.revisits - v.shape[0]
+        if pad:
+            v = torch.cat([v, v.new_zeros((pad, *v.shape[1:]))])
+            m = torch.cat([m, m.new_zeros((pad, *m.shape[1:]))])
         return {"views": v, "masks": m, "present": present, "hr": hr, "aoi": aoi}  # type: ignore[dict-item]
