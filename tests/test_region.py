@@ -101,6 +101,10 @@ def test_int16_encoding(sample_url, dask_client, tmp_path):
     ds = run_region(BBOX, "2024-06-12", out=str(out), client=dask_client, dtype="int16", bands=["B04"], scale=2)
     raw = xr.open_zarr(out, mask_and_scale=False)
     assert raw.reflectance.dtype == np.int16 and raw.reflectance.attrs["scale_factor"] == pytest.approx(1e-4)
+    fill = raw.reflectance.attrs.get("_FillValue", raw.reflectance.encoding.get("_FillValue"))
+    assert fill is not None and np.int16(fill) == fill  # no data has an int16 code, declared CF-style
+    packed, decoded = raw.reflectance.values, ds.reflectance.values
+    assert np.isnan(decoded[packed == fill]).all() and not np.isnan(decoded[packed != fill]).any()
     assert ds.reflectance.dtype == np.float32
     assert 0.0 < float(ds.reflectance.mean()) < 0.3
 

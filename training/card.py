@@ -7,15 +7,9 @@ import json
 from pathlib import Path
 
 from models.weights import WeightsMeta, read_meta
+from training.config import windows_disjoint
 
 _PAIRS = (("psnr", "PSNR (dB)"), ("ssim", "SSIM"), ("cpsnr", "cPSNR (dB)"), ("cssim", "cSSIM"))
-
-
-def _disjoint(a: list[float] | None, b: list[float] | None) -> bool:
-    """Two (row0, row1, col0, col1) windows of fractions share no area."""
-    if not a or not b:
-        return False
-    return a[1] <= b[0] or b[1] <= a[0] or a[3] <= b[2] or b[3] <= a[2]
 
 
 def _separation(t: dict) -> str:
@@ -23,7 +17,7 @@ def _separation(t: dict) -> str:
     val, train = t.get("val_sources") or [], t.get("sources") or []
     if val and not set(val) & set(train):
         return "other scenes than training"
-    if _disjoint(t.get("train_window"), t.get("val_window")):
+    if windows_disjoint(t.get("train_window"), t.get("val_window")):
         return "spatially separate area"
     return "NOT separate from the training area"
 

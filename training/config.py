@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -156,6 +157,13 @@ def load_config(path: str | Path) -> Config:
     return parse_config(yaml.safe_load(p.read_text()), p.resolve().parent, str(p))
 
 
+def windows_disjoint(a: Sequence[float] | None, b: Sequence[float] | None) -> bool:
+    """Two (row0, row1, col0, col1) windows of fractions of an image share no area."""
+    if not a or not b:
+        return False
+    return a[1] <= b[0] or b[1] <= a[0] or a[3] <= b[2] or b[3] <= a[2]
+
+
 def validate(cfg: Config) -> None:
     import models
 
@@ -185,7 +193,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError("data.sources is empty")
     if cfg.data.kind == "wald" and not cfg.data.val_sources:
         tw, vw = cfg.data.train_window, cfg.data.val_window
-        if not (tw[1] <= vw[0] or vw[1] <= tw[0] or tw[3] <= vw[2] or vw[3] <= tw[2]):
+        if not windows_disjoint(tw, vw):
             raise ConfigError(f"data.train_window {list(tw)} and data.val_window {list(vw)} overlap: validation "
                               "must be on an area the model never trains on")
     for src in (*cfg.data.sources, *cfg.data.val_sources):
