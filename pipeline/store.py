@@ -240,6 +240,21 @@ class CubeStore:
         """Per Dask-written variable, the number of manifest entries a complete cube has."""
         return dict(self.attrs().get("chunk_manifest", {}))
 
+    def sweep_partial_writes(self) -> int:
+        """Remove the temporary files of chunk writes that never finished; return how many.
+
+        zarr's local store writes each chunk to ``<chunk>.<uuid>.partial`` and renames it into place,
+        so a writer killed mid-write (a lost worker, SIGKILL) leaves that file behind: the chunk is
+        rewritten by the rerun, the stray file would stay. Object stores write whole objects, so
+        there is nothing to sweep there.
+        """
+        if not isinstance(self.fs, LocalFileSystem) or not self.fs.exists(self.path):
+            return 0
+        stray = [p for p in self.fs.find(self.path) if p.endswith(".partial")]
+        for p in stray:
+            self.fs.rm_file(p)
+        return len(stray)
+
     def finalize(self, extra_attrs: Mapping[str, Any] | None = None) -> None:
         """Check the manifest, consolidate the metadata, then (last) mark the cube complete."""
         for name, n in self.expected().items():
@@ -250,6 +265,9 @@ class CubeStore:
         manifest = f"{self.path}/{MANIFEST.split('/')[0]}"
         if self.fs.exists(manifest):  # every chunk is in: the manifest has done its job
             self.fs.rm(manifest, recursive=True)
+        swept = self.sweep_partial_writes()
+        if swept:
+            log.info("%s: removed %d unfinished chunk write(s) of killed writers", self.url, swept)
         with _quiet_consolidated():
             zarr.consolidate_metadata(_zarr_store(self.url, self._so))
         group = zarr.open_group(_zarr_store(self.url, self._so), mode="r+")

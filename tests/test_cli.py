@@ -76,11 +76,12 @@ def test_demo_command_end_to_end(sample_dir, tmp_path):
         assert text in res.output
 
 
-RUN_ARGS = ("run", "--bbox", BBOX, "--dates", "2024-06-12/2024-06-22", "--tile", "64", "--workers", "1")
+RUN_ARGS = ("run", "--bbox", BBOX, "--dates", "2024-06-12/2024-06-22", "--bands", "B04,B08", "--tile", "128",
+            "--workers", "1")
 
 
 def _start_run(out: Path) -> subprocess.Popen[str]:
-    # small tiles and one worker: the writes take seconds, so the run is surely still writing when killed
+    # one worker and 45 chunk writes over seconds: the run is surely still writing when killed
     return subprocess.Popen(_srcube(*RUN_ARGS, "--out", str(out)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
 
@@ -145,8 +146,8 @@ def test_interrupted_run_leaves_no_complete_cube(sample_dir, dask_client, tmp_pa
         # (made in this process on the shared cluster: the chunks do not depend on who computes them)
         from pipeline import run_region
 
-        reference = run_region(sample.DEFAULT_BBOX, "2024-06-12/2024-06-22", tile=64, out=str(tmp_path / "fresh.zarr"),
-                               client=dask_client)
+        reference = run_region(sample.DEFAULT_BBOX, "2024-06-12/2024-06-22", bands=["B04", "B08"], tile=128,
+                               out=str(tmp_path / "fresh.zarr"), client=dask_client)
         for name in ("reflectance", "clear", "clear_count"):
             assert resumed[name].equals(reference[name]), name
         assert not (out / ".srcube").exists()

@@ -78,3 +78,22 @@ def test_a_run_stopped_inside_the_template_is_reported(tmp_path):
     assert store.status() == "incomplete" and store.chunk_counts("reflectance") is None
     res = CliRunner().invoke(app, ["info", str(out)], env={"COLUMNS": "200"})
     assert res.exit_code == 0 and "while writing the template" in res.output
+
+
+def test_finalize_sweeps_writes_of_killed_writers_and_refuses_missing_chunks(tmp_path):
+    store = CubeStore(str(tmp_path / "k.zarr"))
+    writes = store.write_template(_cube(), {"reflectance": {"chunks": (1, 1, 4, 4)}})
+    dask.compute(writes)
+    chunk_dir = tmp_path / "k.zarr" / "reflectance" / "c" / "0" / "0" / "1"
+    stray = chunk_dir / "0.3f2a9c0d.partial"  # what zarr's local store leaves when its writer is SIGKILLed
+    stray.write_bytes(b"half a chunk")
+    done = tmp_path / "k.zarr" / ".srcube" / "done" / "reflectance"
+    entry = sorted(done.iterdir())[0]
+    entry.unlink()  # a chunk without its manifest entry
+    with pytest.raises(IncompleteCubeError, match="3 of 4 chunks"):
+        store.finalize()
+    assert store.status() == "incomplete"
+    entry.write_text("")
+    store.finalize()
+    assert not stray.exists() and store.status() == "complete"
+    assert not list((tmp_path / "k.zarr").rglob("*.partial"))
