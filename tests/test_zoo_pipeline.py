@@ -32,9 +32,9 @@ SINGLE = ["srcnn", "elsr", "srgan", "esrgan"]
 def test_tiled_learned_models_equal_a_whole_image_pass(name, scale, h, w, seed, extra_margin, extra_tile, chunk):
     model = randomize(models.build(name, scale=scale, **TINY[name]), seed=seed, std=0.05).eval()
     a = np.random.default_rng(seed).random((1, 2, h, w), dtype=np.float32)
-    tile = max(16, model.receptive_field) + extra_tile  # from the smallest legal tile up
-    got = super_resolve(georef(a).chunk({"y": chunk, "x": chunk}), model, tile=tile,
-                        margin=model.receptive_field + extra_margin).compute().values
+    margin = model.receptive_field + extra_margin
+    tile = max(16, margin) + extra_tile  # from the smallest legal tile (margin <= tile) up
+    got = super_resolve(georef(a).chunk({"y": chunk, "x": chunk}), model, tile=tile, margin=margin).compute().values
     with torch.inference_mode():
         whole = model(torch.from_numpy(a)).numpy()
     np.testing.assert_allclose(got, whole, rtol=0, atol=1e-5)
