@@ -259,7 +259,7 @@ def models_cmd() -> None:
                       f"{models.base.count_parameters(built):,} (default config)", f"{built.receptive_field} px",
                       weights)
     for name, meta in shipped.items():
-        net = models.load_model(name, allow_untrained=True)
+        net = models.build(meta.architecture, **meta.config)  # same shapes as the weights, without reading them
         table.add_row(name, f"weights: {meta.architecture}", str(meta.scale), ",".join(meta.bands or ["any"]),
                       f"{models.base.count_parameters(net):,}", f"{meta.receptive_field} px",
                       "present" + ("" if meta.trained else " (untrained)"))

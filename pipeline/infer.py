@@ -312,6 +312,15 @@ def default_threads(client: Any | None) -> int:
     return max(1, usable_cores() // total)
 
 
+def _inference_spec(client: Any | None, torch_threads: int | None, margin: int, scale: int, boundary: str,
+                    precision: str) -> InferenceSpec:
+    """The tile tasks' spec: torch threads as given, else per worker host (fallback: cluster-wide)."""
+    if torch_threads is not None:
+        return InferenceSpec(margin, scale, torch_threads, boundary, precision)
+    per_host = host_threads(client) if client is not None else ()
+    return InferenceSpec(margin, scale, default_threads(client), boundary, precision, per_host)
+
+
 def super_resolve(data: xr.DataArray, model: str | Path | ModelSpec | SRModel, *, client: Any | None = None,
                   scale: int | None = None, tile: int | None = None, margin: int | None = None,
                   torch_threads: int | None = None, allow_untrained: bool = False, boundary: str = "none",
@@ -353,9 +362,7 @@ def super_resolve(data: xr.DataArray, model: str | Path | ModelSpec | SRModel, *
     depth = {0: 0, 1: 0, 2: m if len(arr.chunks[2]) > 1 else 0, 3: m if len(arr.chunks[3]) > 1 else 0}
     ov = da.overlap.overlap(arr, depth=depth, boundary="none") if any(depth.values()) else arr
     graph_ref: Any = ref if isinstance(ref, ModelSpec) else dask.delayed(ref, pure=True, traverse=False)
-    threads = torch_threads if torch_threads is not None else default_threads(client)
-    per_host = host_threads(client) if torch_threads is None and client is not None else ()
-    run = InferenceSpec(m, s, threads, boundary, precision, per_host)
+    run = _inference_spec(client, torch_threads, m, s, boundary, precision)
     with dask.annotate(resources=resources) if resources else contextlib.nullcontext():
         out = da.map_blocks(
             _sr_block, ov, graph_ref, run,
@@ -439,9 +446,7 @@ def super_resolve_views(views: xr.DataArray, masks: xr.DataArray, present: np.nd
         v = da.overlap.overlap(v, depth=depth, boundary="none")
         k = da.overlap.overlap(k, depth=depth, boundary="none")
     graph_ref: Any = ref if isinstance(ref, ModelSpec) else dask.delayed(ref, pure=True, traverse=False)
-    threads = torch_threads if torch_threads is not None else default_threads(client)
-    per_host = host_threads(client) if torch_threads is None and client is not None else ()
-    run = InferenceSpec(m, s, threads, "none", precision, per_host)
+    run = _inference_spec(client, torch_threads, m, s, "none", precision)
     with dask.annotate(resources=resources) if resources else contextlib.nullcontext():
         out = da.map_blocks(
             _mf_block, v, k, graph_ref, present, run, drop_axis=1,

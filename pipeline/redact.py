@@ -62,7 +62,7 @@ _REGISTERED: set[str] = set()
 def register(values: Iterable[str]) -> None:
     """Mask these values (e.g. :func:`option_secrets` of a run's ``storage_options``) in everything
     :func:`redact` cleans from now on, in this process."""
-    _REGISTERED.update(v for v in values if v)
+    _REGISTERED.update(v for v in values if len(v) >= _MIN_SECRET_LEN)  # as for env values
 
 
 def redact(text: str, *, extra: Iterable[str] = ()) -> str:
@@ -74,9 +74,9 @@ def redact(text: str, *, extra: Iterable[str] = ()) -> str:
     out = _BEARER.sub(lambda m: f"{m['kind']} {MASK}", out)
     out = _QUERY_PARAM.sub(
         lambda m: f"{m['sep']}{m['name']}={MASK}" if _SECRET_PARAM.match(m["name"]) and m["value"] else m[0], out)
-    given = {e for e in (*extra, *_REGISTERED) if e}
-    for value in (*secret_values(), *sorted(given, key=len, reverse=True)):
-        if len(value) >= _MIN_SECRET_LEN or value in given:
+    here = {e for e in extra if e}  # given for this text: masked whatever their length
+    for value in (*secret_values(), *sorted(here | _REGISTERED, key=len, reverse=True)):
+        if len(value) >= _MIN_SECRET_LEN or value in here:
             out = out.replace(value, MASK)
     return out
 
