@@ -28,6 +28,7 @@ import pystac
 import rasterio
 from rasterio.windows import Window
 
+from pipeline.access import AssetAccess, ReadSettings, with_access
 from pipeline.errors import AssetError, AssetsExcludedWarning
 from pipeline.redact import redact
 
@@ -67,31 +68,39 @@ def _declared_nodata(item: pystac.Item, key: str) -> float | None:
     return float(value) if value is not None else None
 
 
-def probe_asset(href: str, *, epsg: int | None = None, nodata: float | None = None) -> tuple[str | None, int | None]:
-    """``(reason, file_epsg)``: why the asset cannot be used (None when it can), and its CRS."""
+def probe_asset(href: str, *, epsg: int | None = None, nodata: float | None = None,
+                access: AssetAccess | None = None, settings: ReadSettings | None = None
+                ) -> tuple[str | None, int | None]:
+    """``(reason, file_epsg)``: why the asset cannot be used (None when it can), and its CRS. The href is
+    prepared by ``access`` (signed, credentials) right before it is opened."""
     try:
-        with rasterio.open(href) as src:
-            file_epsg = src.crs.to_epsg() if src.crs else None
-            if src.crs is None:
-                return "the file has no CRS", None
-            if epsg is not None and file_epsg != epsg:
-                return f"wrong CRS: the file is {src.crs.to_string()}, the item declares EPSG:{epsg}", file_epsg
-            bh, bw = src.block_shapes[0]
-            last = Window((src.width - 1) // bw * bw, (src.height - 1) // bh * bh,
-                          src.width - (src.width - 1) // bw * bw, src.height - (src.height - 1) // bh * bh)
-            for window in (Window(0, 0, min(bw, src.width), min(bh, src.height)), last):
-                src.read(1, window=window)
-            fill = src.nodata if src.nodata is not None else nodata
-            if fill is not None:
-                shape = (min(_OVERVIEW_SIDE, src.height), min(_OVERVIEW_SIDE, src.width))
-                small = src.read(1, out_shape=shape)
-                if np.all((small == fill) | np.isnan(small.astype(np.float64))):
-                    return f"no data: every sampled pixel is the no-data value {fill:g}", file_epsg
-            return None, file_epsg
+        return with_access(href, access or AssetAccess(), settings or ReadSettings.capture(),
+                           lambda target: _probe(target, epsg, nodata))
     except rasterio.errors.RasterioIOError as exc:
         if _network_trouble(href, str(exc)):
             raise  # the network, not the asset: let the caller's retries deal with it
         return f"unreadable: {redact(str(exc))}", None
+
+
+def _probe(href: str, epsg: int | None, nodata: float | None) -> tuple[str | None, int | None]:
+    with rasterio.open(href) as src:
+        file_epsg = src.crs.to_epsg() if src.crs else None
+        if src.crs is None:
+            return "the file has no CRS", None
+        if epsg is not None and file_epsg != epsg:
+            return f"wrong CRS: the file is {src.crs.to_string()}, the item declares EPSG:{epsg}", file_epsg
+        bh, bw = src.block_shapes[0]
+        last = Window((src.width - 1) // bw * bw, (src.height - 1) // bh * bh,
+                      src.width - (src.width - 1) // bw * bw, src.height - (src.height - 1) // bh * bh)
+        for window in (Window(0, 0, min(bw, src.width), min(bh, src.height)), last):
+            src.read(1, window=window)
+        fill = src.nodata if src.nodata is not None else nodata
+        if fill is not None:
+            shape = (min(_OVERVIEW_SIDE, src.height), min(_OVERVIEW_SIDE, src.width))
+            small = src.read(1, out_shape=shape)
+            if np.all((small == fill) | np.isnan(small.astype(np.float64))):
+                return f"no data: every sampled pixel is the no-data value {fill:g}", file_epsg
+        return None, file_epsg
 
 
 #: what GDAL says when the network (not the file) failed; 4xx other than 408/429 are the file's
@@ -104,7 +113,8 @@ def _network_trouble(href: str, message: str) -> bool:
 
 
 def screen_items(items: Sequence[pystac.Item], keys: Sequence[str], *, fail_on_error: bool = False,
-                 threads: int = 16) -> tuple[list[pystac.Item], list[AssetProblem]]:
+                 threads: int = 16, access: AssetAccess | None = None,
+                 settings: ReadSettings | None = None) -> tuple[list[pystac.Item], list[AssetProblem]]:
     """Split ``items`` into the usable ones and the problems of the others (asset keys ``keys``).
 
     ``fail_on_error``: raise :class:`AssetError` listing every problem instead of leaving items
@@ -116,7 +126,10 @@ def screen_items(items: Sequence[pystac.Item], keys: Sequence[str], *, fail_on_e
 
     def check(pair: tuple[pystac.Item, str]) -> tuple[str | None, int | None]:
         item, key = pair
-        return probe_asset(item.assets[key].href, epsg=_declared_epsg(item, key), nodata=_declared_nodata(item, key))
+        return probe_asset(item.assets[key].href, epsg=_declared_epsg(item, key), nodata=_declared_nodata(item, key),
+                           access=access, settings=read_settings)
+
+    read_settings = settings or ReadSettings.capture()
 
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         results = list(pool.map(check, pairs))

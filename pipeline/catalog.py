@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,19 +32,15 @@ from pipeline.sensors import SensorProfile, get_sensor, sensor_for_collection
 log = logging.getLogger(__name__)
 
 
-def _sign_planetary_computer(obj: Any) -> Any:
-    import planetary_computer
-
-    return planetary_computer.sign_inplace(obj)
-
-
 @dataclass(frozen=True)
 class CatalogProfile:
     """A source srcube knows how to search and read.
 
     ``kind`` is ``"stac"`` (a STAC API), ``"sample"`` (srcube's own archive behind a local STAC API)
     or ``"kelvins"`` (a folder in the PROBA-V Kelvins layout; no search). ``collections`` maps the
-    collection ids the profile knows to their sensor.
+    collection ids the profile knows to their sensor. ``access`` names how asset pixels are read
+    (:func:`pipeline.access.access_for`: signing at read time, bearer token, S3 keys); items are
+    searched and kept unsigned.
     """
 
     name: str
@@ -52,7 +48,7 @@ class CatalogProfile:
     collection: str
     kind: str = "stac"
     collections: Mapping[str, str] = field(default_factory=dict)
-    modifier: Callable[[Any], Any] | None = None
+    access: str = "none"
     notes: str = ""
 
     def __post_init__(self) -> None:
@@ -62,6 +58,10 @@ class CatalogProfile:
             raise ValueError(f"catalog kind must be stac, sample or kelvins, got {self.kind!r}")
         if self.kind == "stac" and not self.url.startswith(("http://", "https://")):
             raise ValueError(f"catalog profile {self.name}: url must be http(s), got {self.url!r}")
+        from pipeline.access import ACCESS_KINDS
+
+        if self.access not in ACCESS_KINDS:
+            raise ValueError(f"catalog profile {self.name}: access must be one of {ACCESS_KINDS}, got {self.access!r}")
 
     def resolved_url(self) -> str:
         if self.kind == "sample":
@@ -85,24 +85,28 @@ PROFILES: dict[str, CatalogProfile] = {
                        collections={"sentinel-2-l2a": _S2, "proba-v-s1-toc-333m": "proba-v"},
                        notes="srcube's own synthetic archive (Sentinel-2 L2A and PROBA-V 333 m) behind a "
                              "local STAC API on 127.0.0.1"),
-        CatalogProfile("earth-search", "https://earth-search.aws.element84.com/v1", "sentinel-2-l2a",
-                       collections={"sentinel-2-l2a": _S2, "sentinel-2-c1-l2a": _S2},
-                       notes="Element 84 Earth Search v1; public COGs on AWS, no credentials"),
+        CatalogProfile("earth-search", "https://earth-search.aws.element84.com/v1", "sentinel-2-c1-l2a",
+                       collections={"sentinel-2-c1-l2a": _S2, "sentinel-2-l2a": _S2},
+                       notes="Element 84 Earth Search v1; public COGs on AWS, no credentials. Default collection "
+                             "sentinel-2-c1-l2a (Collection-1 reprocessing, offset declared); sentinel-2-l2a has "
+                             "the offset removed from some items' pixels (checked item by item)"),
         CatalogProfile("planetary-computer", "https://planetarycomputer.microsoft.com/api/stac/v1",
-                       "sentinel-2-l2a", collections={"sentinel-2-l2a": _S2}, modifier=_sign_planetary_computer,
-                       notes="Microsoft Planetary Computer; hrefs signed with the planetary-computer "
-                             "package (set PC_SDK_SUBSCRIPTION_KEY for higher limits)"),
+                       "sentinel-2-l2a", collections={"sentinel-2-l2a": _S2}, access="planetary-computer",
+                       notes="Microsoft Planetary Computer; each read signs its href (planetary-computer "
+                             "package, tokens cached and renewed, re-signed after HTTP 403); "
+                             "PC_SDK_SUBSCRIPTION_KEY for higher limits"),
         CatalogProfile("cdse", "https://stac.dataspace.copernicus.eu/v1", "sentinel-2-l2a",
-                       collections={"sentinel-2-l2a": _S2},
-                       notes="Copernicus Data Space Ecosystem; assets are s3://eodata/... and need "
-                             "CDSE S3 keys (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
-                             "AWS_S3_ENDPOINT=eodata.dataspace.copernicus.eu, AWS_VIRTUAL_HOSTING=FALSE)"),
+                       collections={"sentinel-2-l2a": _S2}, access="cdse",
+                       notes="Copernicus Data Space Ecosystem; assets are s3://eodata/... on CDSE's S3 endpoint: "
+                             "set CDSE_S3_ACCESS_KEY and CDSE_S3_SECRET_KEY (CDSE_S3_ENDPOINT to override "
+                             "eodata.dataspace.copernicus.eu); kept apart from the output store's AWS keys"),
         CatalogProfile("terrascope", "https://stac.terrascope.be", "terrascope-probav-s1-toc-333m-cog-v2",
                        collections={"terrascope-probav-s1-toc-333m-cog-v2": "proba-v",
-                                    "terrascope-probav-s5-toc-100m-cog-v2": "proba-v"},
+                                    "terrascope-probav-s5-toc-100m-cog-v2": "proba-v"}, access="terrascope",
                        notes="VITO Terrascope; PROBA-V Collection 2 TOC syntheses as COGs (333 m daily, 100 m "
-                             "5-day); assets need a Terrascope account (OIDC). Ids follow Terrascope's "
-                             "terrascope-probav-*-cog-v2 naming; `srcube collections --catalog terrascope` lists them"),
+                             "5-day); reads need a bearer token: TERRASCOPE_TOKEN, or TERRASCOPE_USERNAME and "
+                             "TERRASCOPE_PASSWORD (exchanged at Terrascope's OIDC endpoint, renewed as it expires). "
+                             "`srcube collections --catalog terrascope` lists the collections"),
     )
 }
 
@@ -135,7 +139,7 @@ CATALOG_RETRIES = 5
 CATALOG_TIMEOUT = 30.0
 
 
-def _stac_io(retries: int, timeout: float) -> StacApiIO:
+def _stac_io(retries: int, timeout: float, access: Any = None) -> StacApiIO:
     # connection errors, resets, read timeouts and 429/5xx answers are retried for every method
     # (searches are POST), 0.5, 1, 2, 4 ... s apart; Retry-After is honoured.
     retry = Retry(total=retries, backoff_factor=0.5, backoff_max=30, status_forcelist=(429, 500, 502, 503, 504),
@@ -144,6 +148,8 @@ def _stac_io(retries: int, timeout: float) -> StacApiIO:
     token = os.environ.get("SRCUBE_CATALOG_TOKEN")
     if token:  # from the environment (a Kubernetes Secret, CI secret); never logged (pipeline.redact)
         headers["Authorization"] = f"Bearer {token}"
+    elif access is not None and hasattr(access, "headers"):  # the catalog's own bearer token (Terrascope)
+        headers.update(access.headers())
     return StacApiIO(headers=headers, max_retries=retry, timeout=timeout)
 
 
@@ -155,11 +161,13 @@ def _down(what: str, url: str, retries: int, t0: float, exc: BaseException) -> C
 
 
 def open_catalog(profile: CatalogProfile, *, retries: int = CATALOG_RETRIES,
-                 timeout: float = CATALOG_TIMEOUT) -> pystac_client.Client:
+                 timeout: float = CATALOG_TIMEOUT, access: Any = None) -> pystac_client.Client:
+    """A pystac-client Client of the profile's API (items come back unsigned: reads sign them)."""
     url = profile.resolved_url()
+    stac_io = _stac_io(retries, timeout, access)  # a refused login is an AssetAuthError, not the catalog being down
     t0 = time.monotonic()
     try:
-        client = pystac_client.Client.open(url, modifier=profile.modifier, stac_io=_stac_io(retries, timeout))
+        client = pystac_client.Client.open(url, stac_io=stac_io)
     except (requests.RequestException, APIError, OSError) as exc:
         raise _down("opening", url, retries, t0, exc) from exc
     client.srcube_retries = retries  # type: ignore[attr-defined]  # for the error messages of search()
@@ -221,3 +229,31 @@ def describe(profiles: Sequence[CatalogProfile] | None = None) -> list[tuple[str
     return [(p.name, p.url or "(local, started on demand)",
              ", ".join(f"{c} ({s})" for c, s in p.collections.items()), p.notes)
             for p in (profiles or list(PROFILES.values()))]
+
+
+def offset_table_markdown() -> str:
+    """The README's catalog table: per catalog and collection, how pixels are read and what srcube does
+    with the +1000 DN offset of processing baselines >= 04.00, and why (from the profiles and
+    :data:`pipeline.sensors.sentinel2.OFFSET_TABLE`; tests/test_harmonize.py keeps the README equal to it)."""
+    from pipeline.sensors.sentinel2 import OFFSET_TABLE
+
+    does = {"offset": "subtracts 0.1 unless the item's pixels show no offset (then it warns and subtracts nothing)",
+            "unknown": "lets each item's pixels decide (ESA's offset where they cannot tell, with a warning)",
+            "no-offset": "subtracts nothing"}
+    access = {"none": "public", "planetary-computer": "SAS-signed at each read", "cdse": "CDSE S3 keys",
+              "terrascope": "bearer token"}
+    rows = ["| catalog | collection | pixels read with | baseline >= 04.00: the +1000 DN offset | why |",
+            "|---|---|---|---|---|"]
+    for p in PROFILES.values():
+        for coll, sensor in p.collections.items():
+            if sensor != "sentinel-2" or p.kind != "stac":
+                continue
+            provider = p.name
+            rule = next(r for r in OFFSET_TABLE if r.provider in ("*", provider) and r.collection in ("*", coll)
+                        and r.low is not None and r.low <= 4.0)
+            default = " (default)" if coll == p.collection else ""
+            rows.append(f"| {p.name} | `{coll}`{default} | {access[p.access]} | {does[rule.pixels]} | {rule.source} |")
+    last = OFFSET_TABLE[-1]
+    rows.append(f"| any other STAC API | any | `auth=` option | {does[last.pixels]} | {last.source} |")
+    first = OFFSET_TABLE[0]
+    return "\n".join(rows) + f"\n\nEvery catalog, baseline < 04.00: {does[first.pixels]} ({first.source})."

@@ -109,6 +109,14 @@ class AssetError(SrcubeError, ValueError):
     """Assets of the found items cannot be used (missing, corrupt, wrong CRS, no data)."""
 
 
+class AssetAuthError(SrcubeError, PermissionError):
+    """Reading assets needs credentials that are missing, or the server refused them (after a renewal)."""
+
+
+class ClusterStartError(SrcubeError, RuntimeError):
+    """The Dask cluster for the run could not be started (the message says what to change)."""
+
+
 class StoreLockedError(SrcubeError, RuntimeError):
     """Another run is writing the same output (its lock is held)."""
 
@@ -145,6 +153,11 @@ class GeorefMismatchWarning(SrcubeWarning):
 
 class AssetsExcludedWarning(SrcubeWarning):
     """Some items were left out because their assets cannot be used (listed in the cube)."""
+
+
+class HarmonizationWarning(SrcubeWarning):
+    """An item's reflectance offset could not be verified from its pixels, or the pixels contradicted the
+    catalog's rule (the pixels win); the cube's ``frames`` attribute records what was applied and why."""
 
 
 class FramesDroppedWarning(SrcubeWarning):

@@ -11,7 +11,6 @@ per worker process (or, for a model object, as one shared graph key).
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from odc.geo.xr import xr_coords
 
 import models
 from models import ModelSpec, SRModel
+from pipeline.cluster import usable_cores
 from pipeline.errors import (
     IncompatibleWeightsError,
     InvalidDataError,
@@ -267,20 +267,6 @@ def grid_coords(gbox: GeoBox) -> dict[str, Any]:
     return out
 
 
-def usable_cores() -> int:
-    """CPU cores this process may use: its CPU affinity, capped by a cgroup v2 CPU quota (a
-    Kubernetes CPU limit), at least one."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    with contextlib.suppress(OSError, ValueError):
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        if quota != "max":
-            cores = min(cores, max(1, int(quota) // int(period)))
-    return max(1, cores)
-
-
 def _host(address: str) -> str:
     from urllib.parse import urlparse
 
@@ -367,7 +353,9 @@ def super_resolve(data: xr.DataArray, model: str | Path | ModelSpec | SRModel, *
         out = da.map_blocks(
             _sr_block, ov, graph_ref, run,
             chunks=(arr.chunks[0], arr.chunks[1], spec.out_chunks(data.sizes["y"]), spec.out_chunks(data.sizes["x"])),
-            dtype=np.float32, meta=np.empty((0, 0, 0, 0), np.float32), name=f"super-resolve-{local.name}",
+            dtype=np.float32, meta=np.empty((0, 0, 0, 0), np.float32),
+            # unique per input and model (a fixed name would make two arrays share keys on one cluster)
+            name=f"super-resolve-{local.name}-{dask.base.tokenize(ov, graph_ref, run)}",
         )
     gbox = output_geobox(input_geobox(data), s)
     coords: dict[str, Any] = {"time": data.time, "band": data.band, **grid_coords(gbox)}
@@ -451,7 +439,8 @@ def super_resolve_views(views: xr.DataArray, masks: xr.DataArray, present: np.nd
         out = da.map_blocks(
             _mf_block, v, k, graph_ref, present, run, drop_axis=1,
             chunks=(v.chunks[0], v.chunks[2], spec.out_chunks(ny), spec.out_chunks(nx)),
-            dtype=np.float32, meta=np.empty((0, 0, 0, 0), np.float32), name=f"fuse-{local.name}",
+            dtype=np.float32, meta=np.empty((0, 0, 0, 0), np.float32),
+            name=f"fuse-{local.name}-{dask.base.tokenize(v, k, graph_ref, present, run)}",
         )
     gbox = output_geobox(input_geobox(views.isel(window=0, view=0)), s)
     coords: dict[str, Any] = {"window": views.window, "band": views.band, **grid_coords(gbox)}

@@ -23,6 +23,7 @@ import xarray as xr
 import models
 from pipeline import catalog as cat
 from pipeline import redact as redact_mod
+from pipeline.access import AssetAccess, ReadSettings, access_for, register_on_workers
 from pipeline.clearance import FrameDecision, WindowPlan, plan_windows, select_frames
 from pipeline.cluster import dask_client
 from pipeline.errors import (
@@ -54,7 +55,9 @@ class RunOptions:
     min_clear: float = 0.5  # frames with a smaller clear fraction are not used
     clear_classes: tuple[int, ...] | None = None  # QA classes counted as clear (default: the sensor's)
     sensor: str | None = None  # override the sensor the collection implies
-    harmonize: str | None = None  # reflectance rules: S2 "baseline" (default) / "raster" / "none"
+    harmonize: str | None = None  # S2: "auto" (default: per-collection rule checked against the pixels),
+    # "baseline" (ESA's rule from the processing baseline), "raster" (raster:bands), "none" (scale only)
+    auth: str | None = None  # how asset pixels are read (default: the catalog's; see pipeline.access.ACCESS_KINDS)
     window: str | None = None  # multi-frame composite window ("30D", ...); default one for the whole range
     n_views: int | None = None  # views per window (default: the model's n_views)
     min_views: int = 1  # windows with fewer usable frames are padded or dropped (short_windows)
@@ -72,7 +75,8 @@ class RunOptions:
     max_pixels: float | None = 1e9
     yes: bool = False  # run a region above max_pixels anyway (CLI: --yes)
     georef_check: str = "first"  # "first", "all" or "none" (see pipeline.stack.reconcile_georef)
-    n_workers: int | None = None  # LocalCluster workers when no client is given
+    n_workers: int | None = None  # worker processes of the local cluster (> 1 implies processes=True)
+    processes: bool | None = None  # local cluster of worker processes instead of threads in this process
     torch_threads: int | None = None
     progress: bool = False  # text progress bars for the long steps
     allow_untrained: bool = False  # accept weights whose metadata says trained = false
@@ -120,6 +124,11 @@ class RunOptions:
             raise InvalidOptionError(f"catalog_timeout must be > 0 seconds, got {self.catalog_timeout}")
         if self.asset_check not in ("blocks", "none"):
             raise InvalidOptionError(f"asset_check must be 'blocks' or 'none', got {self.asset_check!r}")
+        from pipeline.access import ACCESS_KINDS
+
+        if self.auth is not None and self.auth not in ACCESS_KINDS:
+            raise InvalidOptionError(f"auth must be one of {', '.join(ACCESS_KINDS)} (or None: the catalog's), "
+                                     f"got {self.auth!r}")
         if self.short_windows not in ("pad", "drop"):
             raise InvalidOptionError(f"short_windows must be 'pad' or 'drop', got {self.short_windows!r}")
         if self.n_views is not None and self.n_views < 1:
@@ -307,12 +316,15 @@ class RegionJob:
     n_views: int
     tiles: TileSpec
     store: CubeStore
+    access: AssetAccess = field(default_factory=AssetAccess)
+    read_settings: ReadSettings = field(default_factory=ReadSettings)
     run: RunLog = field(default_factory=RunLog)
     stack: xr.Dataset | None = None
     cube: xr.Dataset | None = None
     encoding: dict[str, Any] = field(default_factory=dict)
     resources: dict[str, float] | None = None
     cache_key: str = ""
+    _ready: bool = False
     on_step: Callable[[str, RunLog], None] | None = None
 
     # --- 1. everything that needs only the arguments ---------------------------------------------
@@ -365,8 +377,11 @@ class RegionJob:
         store.check_writable(overwrite=opts.overwrite)
         margin = max(local_model.receptive_field, 0)
         tiles = TileSpec(choose_tile(opts.tile, margin, DEFAULT_TILE), margin, int(local_model.scale))
+        access = access_for(opts.auth or profile.access)
+        if profile.kind == "stac":
+            access.check()  # credentials the catalog's assets need: missing ones fail now, not at the first read
         return cls(region, days, profile, coll, sensor, band_names, opts, model_ref, local_model, multi, n_views,
-                   tiles, store, on_step=on_step)
+                   tiles, store, access, ReadSettings.capture(), on_step=on_step)
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
@@ -380,6 +395,12 @@ class RegionJob:
             yield
         finally:
             lock.release()
+
+    def _workers_ready(self, client: Any) -> None:
+        """Before the first computation: the run's read settings and access on every worker."""
+        if not self._ready:
+            register_on_workers(client, self.read_settings, self.access)
+            self._ready = True
 
     def step(self, name: str) -> None:
         self.run.mark(name)
@@ -406,7 +427,7 @@ class RegionJob:
     def search(self) -> list[pystac.Item]:
         """The items of the request (typed errors: unknown collection, empty search, catalog down)."""
         client_api = cat.open_catalog(self.profile, retries=self.opts.catalog_retries,
-                                      timeout=self.opts.catalog_timeout)
+                                      timeout=self.opts.catalog_timeout, access=self.access)
         cat.check_collection(client_api, self.collection)
         return cat.search(client_api, self.collection, self.region, self.days,
                           max_cloud_cover=self.opts.max_cloud_cover, max_items=self.opts.max_items)
@@ -425,9 +446,28 @@ class RegionJob:
         voc = sensor.vocabulary
         bands = voc.validate(self.bands)
         keys = sorted({asset_key(items[0], voc.info(b)) for b in (*bands, voc.qa_band)})
-        good, problems = screen_items(items, keys, fail_on_error=self.opts.fail_on_error)
+        good, problems = screen_items(items, keys, fail_on_error=self.opts.fail_on_error, access=self.access,
+                                      settings=self.read_settings)
         self.run.excluded = [p.to_json() for p in problems]
         return good
+
+    def harmonization_catalog(self) -> str | None:
+        """The catalog name the harmonisation rules know this run's items by (None: tell from the items)."""
+        return self.profile.name if self.profile.name in cat.PROFILES else None
+
+    def find(self) -> list[pystac.Item]:
+        """Search, screen and (``harmonize="auto"``) decide each item's reflectance offset from its pixels:
+        the items a run assembles, with their decisions attached (so later steps read nothing again)."""
+        searched = self.search()
+        self.run.items_found = len(searched)
+        found = self.screen(searched)
+        sensor = self.sensor or sensor_for_items(found)
+        if sensor is not None and (self.opts.harmonize or sensor.harmonize_modes[0]) == "auto":
+            from pipeline.harmonize import annotate
+
+            found = annotate(found, sensor, sensor.vocabulary.validate(self.bands),
+                             catalog=self.harmonization_catalog(), access=self.access, settings=self.read_settings)
+        return found
 
     def load(self, client: Any, items: Sequence[pystac.Item | Mapping[str, Any]] | None = None,
              excluded: Sequence[Mapping[str, Any]] | None = None) -> xr.Dataset:
@@ -452,9 +492,7 @@ class RegionJob:
                     self.run.excluded = [dict(p) for p in excluded or []]
                     self.run.items_found = len(found) + len({p["item"] for p in self.run.excluded})
                 else:
-                    searched = self.search()
-                    self.run.items_found = len(searched)
-                    found = self.screen(searched)
+                    found = self.find()
                 sensor = self.sensor or sensor_for_items(found)
                 if sensor is None:
                     raise UnknownSensorError(
@@ -463,9 +501,12 @@ class RegionJob:
                 self.sensor = sensor
                 self.bands = sensor.vocabulary.validate(self.bands)
                 self.stack = assemble(found, self.region, self.bands, sensor=sensor, resolution=opts.resolution,
-                                      chunk=tile, harmonize=opts.harmonize, georef_check=opts.georef_check)
+                                      chunk=tile, harmonize=opts.harmonize, georef_check=opts.georef_check,
+                                      catalog=self.harmonization_catalog(), access=self.access,
+                                      settings=self.read_settings)
                 self.stack.attrs["excluded_items"] = json.dumps(self.run.excluded)
                 if cache is not None:
+                    self._workers_ready(client)
                     self.cache_key = cache_key(self._cache_params(self.bands, sensor))
                     self.stack = cache.save(self.cache_key, self.stack, self._cache_params(self.bands, sensor),
                                             client, tile)
@@ -498,6 +539,7 @@ class RegionJob:
             self.run.windows = [WindowPlan(**{**w, "views": tuple(w["views"]), "view_times": tuple(w["view_times"])})
                                 for w in decisions.get("windows", [])]
         else:
+            self._workers_ready(client)
             fractions, scores = _compute(client, [self.stack.clear_fraction, self.stack.clearance_score],
                                          opts.progress, "clearance")
             fractions, scores = np.asarray(fractions), np.asarray(scores)
@@ -544,7 +586,7 @@ class RegionJob:
             "min_clear": opts.min_clear,
             "clear_classes": list(stack.attrs.get("clear_classes", [])),
             "harmonize": str(stack.attrs.get("harmonize", "")),
-            "frames": json.dumps([dataclasses.asdict(f) for f in self.run.frames]),
+            "frames": json.dumps(self._frames_provenance()),
             # items left out before assembly, each with its bad assets and why (pipeline.assets)
             "excluded_items": str(stack.attrs.get("excluded_items", "[]")),
             "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -567,6 +609,19 @@ class RegionJob:
         cube.attrs = {**attrs, "Conventions": "CF-1.8"}
         self.cube, self.encoding = cube, _encoding(cube, self.tiles, opts.dtype)
         return cube
+
+    def _frames_provenance(self) -> list[dict[str, Any]]:
+        """The frame decisions, each with what was applied to its items' reflectance and why."""
+        assert self.stack is not None
+        per_item = {d["item"]: d for d in json.loads(str(self.stack.attrs.get("harmonization", "[]")))}
+        out = []
+        for i, f in enumerate(self.run.frames):
+            doc = dataclasses.asdict(f)
+            if per_item:
+                ids = str(self.stack["items"].values[i]).split(",")
+                doc["harmonization"] = [per_item[k] for k in ids if k in per_item]
+            out.append(doc)
+        return out
 
     # --- 5. writes and finalize --------------------------------------------------------------------
 
@@ -607,6 +662,7 @@ class RegionJob:
         writes = self.store.chunk_writes(self.cube, self.encoding, only=only)
         n = self.store.count_blocks(writes)
         if n:
+            self._workers_ready(client)
             _compute(client, writes, self.opts.progress, "super-resolve and write")
         self.run.chunk_writes += n
         return n
@@ -642,7 +698,7 @@ def run_region(bbox: BBoxLike, dates: DatesLike, *, catalog: str = "sample", col
     job = RegionJob.prepare(bbox, dates, catalog=catalog, collection=collection, bands=bands, model=model,
                             scale=scale, out=out, on_step=on_step, yes=yes, **options)
     with job.locked():
-        with dask_client(client, n_workers=job.opts.n_workers) as dc:
+        with dask_client(client, n_workers=job.opts.n_workers, processes=job.opts.processes) as dc:
             job.step("cluster")
             job.load(dc)
             job.step("search+assemble")

@@ -29,6 +29,8 @@ import pystac
 import rasterio
 import xarray as xr
 
+from pipeline import harmonize as harm
+from pipeline.access import AccessDriver, AssetAccess, ReadSettings, with_access
 from pipeline.bands import asset_key
 from pipeline.errors import GeorefMismatchWarning, InvalidDataError
 from pipeline.grid import GridSpec, utm_epsg
@@ -48,11 +50,14 @@ class AssetGeoref:
     transform: tuple[float, float, float, float, float, float]
 
 
-def _read_georef(href: str) -> AssetGeoref:
-    with rasterio.open(href) as src:
-        t = src.transform
-        epsg = src.crs.to_epsg() if src.crs else None
-        return AssetGeoref(epsg, (src.height, src.width), (t.a, t.b, t.c, t.d, t.e, t.f))
+def _read_georef(href: str, access: AssetAccess | None = None, settings: ReadSettings | None = None) -> AssetGeoref:
+    def read(target: str) -> AssetGeoref:
+        with rasterio.open(target) as src:
+            t = src.transform
+            epsg = src.crs.to_epsg() if src.crs else None
+            return AssetGeoref(epsg, (src.height, src.width), (t.a, t.b, t.c, t.d, t.e, t.f))
+
+    return with_access(href, access or AssetAccess(), settings or ReadSettings.capture(), read)
 
 
 def _declared_georef(item: pystac.Item, key: str) -> tuple[tuple[int, int] | None, tuple[float, ...] | None]:
@@ -62,7 +67,8 @@ def _declared_georef(item: pystac.Item, key: str) -> tuple[tuple[int, int] | Non
     return (tuple(shape) if shape else None, tuple(transform[:6]) if transform else None)
 
 
-def reconcile_georef(items: Sequence[pystac.Item], keys: Sequence[str], check: str = "first") -> list[pystac.Item]:
+def reconcile_georef(items: Sequence[pystac.Item], keys: Sequence[str], check: str = "first", *,
+                     access: AssetAccess | None = None, settings: ReadSettings | None = None) -> list[pystac.Item]:
     """Make the items' ``proj:shape``/``proj:transform`` agree with the asset files.
 
     The file wins: its georeferencing is what GDAL reads, while item metadata can be stale or
@@ -79,7 +85,7 @@ def reconcile_georef(items: Sequence[pystac.Item], keys: Sequence[str], check: s
     def fix(batch: Sequence[pystac.Item]) -> int:
         pairs = [(it, k) for it in batch for k in keys]
         with ThreadPoolExecutor(max_workers=8) as pool:
-            found = list(pool.map(lambda p: _read_georef(p[0].assets[p[1]].href), pairs))
+            found = list(pool.map(lambda p: _read_georef(p[0].assets[p[1]].href, access, settings), pairs))
         n_bad = 0
         mismatches: dict[str, list[str]] = {}
         for (item, key), geo in zip(pairs, found, strict=True):
@@ -187,13 +193,18 @@ def group_by_solar_day(items: Sequence[pystac.Item]) -> list[list[pystac.Item]]:
 
 def assemble(items: Sequence[pystac.Item], bbox: BBox, bands: Sequence[str], *,
              sensor: SensorProfile = SENTINEL2, resolution: float | None = None, chunk: int = 256,
-             harmonize: str | None = None, georef_check: str = "first") -> xr.Dataset:
+             harmonize: str | None = None, georef_check: str = "first", catalog: str | None = None,
+             access: AssetAccess | None = None, settings: ReadSettings | None = None) -> xr.Dataset:
     """Lazy stack of ``items`` over ``bbox`` on the sensor's grid, one frame per solar day.
 
     Returns ``reflectance`` (time, band, y, x) float32 (DN scaled per item by the sensor's rules,
     no data as NaN) and ``qa`` (time, y, x): the sensor's raw quality band (SCL, status map), from
-    which :func:`with_clearance` derives the clear mask.
+    which :func:`with_clearance` derives the clear mask. ``access`` prepares each href right before
+    it is read (signing, credentials: :mod:`pipeline.access`), with the GDAL ``settings``;
+    ``catalog`` (a profile name) tells the harmonisation rules who distributes the items.
     """
+    access = access or AssetAccess()
+    settings = settings or ReadSettings.capture()
     if not items:
         raise InvalidDataError("no items to assemble")
     if chunk < 16:
@@ -212,7 +223,10 @@ def assemble(items: Sequence[pystac.Item], bbox: BBox, bands: Sequence[str], *,
                 raise InvalidDataError(
                     f"items disagree on the asset of band {b.name}: {items[0].id} has {keys[b.name]!r}, "
                     f"{it.id} has {k!r}; search one collection at a time")
-    items = reconcile_georef(items, list(keys.values()), georef_check)
+    items = reconcile_georef(items, list(keys.values()), georef_check, access=access, settings=settings)
+    if harmonize == "auto":
+        items = harm.annotate(items, sensor, [b.name for b in infos], catalog=catalog, access=access,
+                              settings=settings)
     grid = native_grid(items, [keys[b.name] for b in infos], bbox, resolution, sensor.grid)
     geobox = grid.geobox(bbox)
     groups = group_by_solar_day(items)
@@ -232,7 +246,7 @@ def assemble(items: Sequence[pystac.Item], bbox: BBox, bands: Sequence[str], *,
         ds = odc.stac.load(
             items, bands=list(dict.fromkeys(keys.values())), geobox=geobox,
             chunks={"time": 1, "y": chunk, "x": chunk}, groupby=_solar_day_key,
-            resampling=resampling, fail_on_error=True,
+            resampling=resampling, fail_on_error=True, driver=AccessDriver(access, settings),
         )
     # geographic grids come back as latitude/longitude: srcube's dims are always (time, band, y, x)
     ds = ds.rename({k: v for k, v in (("latitude", "y"), ("longitude", "x")) if k in ds.dims})
@@ -266,6 +280,10 @@ def assemble(items: Sequence[pystac.Item], bbox: BBox, bands: Sequence[str], *,
     out = xr.Dataset({"reflectance": reflectance, "qa": qa_da})
     out = out.assign_coords(items=("time", [",".join(it.id for it in g) for g in groups]))
     out.attrs.update(sensor=sensor.name, grid_epsg=grid.epsg, resolution=grid.resolution, harmonize=harmonize)
+    if harmonize == "auto":
+        import json
+
+        out.attrs["harmonization"] = json.dumps([harm.summary(harm.decision_of(it)) for it in items])
     return out
 
 

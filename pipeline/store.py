@@ -27,6 +27,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import dask
 import dask.array as da
 import fsspec
 import numpy as np
@@ -225,7 +226,8 @@ class CubeStore:
             assert isinstance(target, zarr.Array)
             data = xr.conventions.encode_cf_variable(v, name=name).data.astype(target.dtype)
             flags = data.map_blocks(_write_block, self.url, self._so, name, dtype=bool,
-                                    chunks=tuple((1,) * len(c) for c in data.chunks), name=f"store-{name}")
+                                    chunks=tuple((1,) * len(c) for c in data.chunks),
+                                    name=f"store-{name}-{dask.base.tokenize(data, self.url, name)}")
             if len(todo) == int(np.prod(data.numblocks)):
                 writes.append(flags)
             else:

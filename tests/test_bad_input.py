@@ -260,7 +260,8 @@ def guard(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     seen = {"cluster": 0, "catalog": 0, "allow_catalog": 0}
 
     @contextlib.contextmanager
-    def fake_dask_client(client: Any = None, *, n_workers: int | None = None) -> Iterator[Any]:
+    def fake_dask_client(client: Any = None, *, n_workers: int | None = None,
+                         processes: bool | None = None) -> Iterator[Any]:
         seen["cluster"] += 1
         yield _NoClient()
 

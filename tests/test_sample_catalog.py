@@ -127,7 +127,12 @@ def test_search_errors(sample_url):
 def test_catalog_profiles_and_errors():
     assert {"sample", "earth-search", "planetary-computer", "cdse"} <= set(cat.list_catalogs())
     assert cat.resolve_catalog("earth-search").url == "https://earth-search.aws.element84.com/v1"
-    assert cat.resolve_catalog("planetary-computer").modifier is not None
+    # Earth Search defaults to the Collection-1 reprocessing (offset kept and declared in the pixels)
+    assert cat.resolve_catalog("earth-search").collection == "sentinel-2-c1-l2a"
+    # items are searched unsigned; each catalog names how its pixels are read
+    assert {p: cat.resolve_catalog(p).access for p in ("earth-search", "planetary-computer", "cdse", "terrascope")} \
+        == {"earth-search": "none", "planetary-computer": "planetary-computer", "cdse": "cdse",
+            "terrascope": "terrascope"}
     generic = cat.resolve_catalog("https://example.org/stac/")
     assert generic.url == "https://example.org/stac" and generic.collection == "sentinel-2-l2a"
     with pytest.raises(UnknownCatalogError, match="use one of cdse, earth-search, planetary-computer, sample"):
@@ -147,10 +152,15 @@ def test_unreachable_catalog_names_the_url():
         cat.open_catalog(cat.resolve_catalog(url), retries=0)
 
 
-def test_planetary_computer_profile_signs_hrefs_at_the_http_boundary(monkeypatch):
-    """The PC modifier signs asset hrefs; the token endpoint (internet) is replaced at the HTTP layer."""
+def test_planetary_computer_access_signs_at_read_time_at_the_http_boundary(monkeypatch):
+    """Real PC items stay unsigned; the access signs an href right before a read (the token endpoint, on the
+    internet, is replaced at the HTTP layer), reuses the cached token, and drops it when a read is refused."""
     import planetary_computer
     import requests
+
+    from pipeline.access import access_for
+
+    calls: list[str] = []
 
     class FakeResponse:
         status_code = 200
@@ -159,14 +169,25 @@ def test_planetary_computer_profile_signs_hrefs_at_the_http_boundary(monkeypatch
             pass
 
         def json(self):
-            return {"msft:expiry": "2999-01-01T00:00:00Z", "token": "sv=fake&sig=abc"}
+            return {"msft:expiry": "2999-01-01T00:00:00Z", "token": f"sv=fake&sig=abc{len(calls)}"}
+
+    def fake_get(self, url, **kw):
+        calls.append(url)
+        return FakeResponse()
 
     monkeypatch.setattr(planetary_computer.sas, "TOKEN_CACHE", {})
-    monkeypatch.setattr(requests.Session, "get", lambda self, url, **kw: FakeResponse())
+    monkeypatch.setattr(requests.Session, "get", fake_get)
     path = shared_path("sentinel2_stac", "planetary_computer", "single_item")
     item = pystac.Item.from_file(next(path.glob("*.json")))
-    signed = cat.resolve_catalog("planetary-computer").modifier(item)
-    assert "sig=abc" in signed.assets["B04"].href
+    href = item.assets["B04"].href
+    assert "sig=" not in href  # what the search gives and srcube keeps
+    access = access_for(cat.resolve_catalog("planetary-computer").access)
+    first, _, _ = access.prepare(href)
+    again, _, _ = access.prepare(item.assets["B08"].href)
+    assert "sig=abc1" in first and "sig=abc1" in again and len(calls) == 1  # one token for the container
+    access.refresh(first)  # a refused read: the cached token is dropped, the next read gets a new one
+    renewed, _, _ = access.prepare(href)
+    assert "sig=abc2" in renewed and len(calls) == 2
 
 
 # --- band vocabulary on real items from three catalogs -----------------------------------
