@@ -1,29 +1,28 @@
-"""The Dask client a run computes on: the caller's, or a LocalCluster started for the run."""
+"""The Dask client a run computes on: the caller's, or a local cluster started for the run.
+
+Without a client, a run computes on an in-process cluster of threads: it starts in well under a
+second, and it works from a plain script without an ``if __name__ == "__main__":`` guard, from
+stdin and from notebooks. Worker processes are started only when asked for (``processes=True``, or
+``n_workers > 1``); they re-import the caller's main module, so a script that calls srcube at import
+time gets a :class:`~pipeline.errors.ClusterStartError` saying so instead of a Nanny traceback.
+The dashboard link is logged and printed.
+"""
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-#: GDAL settings for remote COGs; exported before workers start so they inherit them
-GDAL_ENV = {
-    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
-    "GDAL_HTTP_MAX_RETRY": "3",
-    "GDAL_HTTP_RETRY_DELAY": "0.5",
-    "GDAL_HTTP_TIMEOUT": "60",
-    "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff,.TIF,.TIFF,.jp2",
-}
+from pipeline.errors import ClusterStartError
 
+log = logging.getLogger(__name__)
 
-def configure_gdal() -> None:
-    for key, value in GDAL_ENV.items():
-        os.environ.setdefault(key, value)
-
-
-#: glibc malloc settings of the LocalCluster's workers, set before they spawn. distributed's
+#: glibc malloc settings of the LocalCluster's worker processes, set before they spawn. distributed's
 #: default (MALLOC_TRIM_THRESHOLD_=65536) hands freed memory back to the OS at once; the model's
 #: large transient activations are then page-faulted in again on every tile. Keeping up to 1 GiB
 #: measured 10-15 % faster tiled inference (bench/inference.py, s2-sisr-x4, 2 workers) for about
@@ -31,23 +30,89 @@ def configure_gdal() -> None:
 WORKER_MALLOC_ENV = {"MALLOC_TRIM_THRESHOLD_": str(1 << 30), "MALLOC_MMAP_THRESHOLD_": str(1 << 30)}
 
 
-@contextmanager
-def dask_client(client: Any | None = None, *, n_workers: int | None = None) -> Iterator[Any]:
-    """Yield ``client`` unchanged, or a client of a LocalCluster that is closed on exit.
+def usable_cores() -> int:
+    """CPU cores this process may use: its CPU affinity, capped by a cgroup v2 CPU quota (a
+    Kubernetes CPU limit), at least one."""
+    from pathlib import Path
 
-    The LocalCluster has one single-threaded worker process per core (at most 4): torch does its
-    own threading, and processes keep GDAL and torch from contending for the GIL.
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)
+
+
+def _main_script() -> str | None:
+    """The file of the caller's ``__main__`` module when spawned processes would re-import it."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    spec = getattr(main, "__spec__", None)
+    if not path or str(getattr(spec, "name", "")).startswith(("pytest", "ipykernel", "IPython")):
+        return None
+    return str(path) if os.path.exists(str(path)) else None
+
+
+def _inside_spawned_bootstrap() -> bool:
+    """True while a spawned child process is importing the parent's main module (``__mp_main__``)."""
+    proc = multiprocessing.current_process()
+    return bool(getattr(proc, "_inheriting", False)) or (
+        multiprocessing.parent_process() is not None and "__mp_main__" in sys.modules
+        and sys.modules.get("__mp_main__") is sys.modules.get("__main__"))
+
+
+def _reimport_error(exc: BaseException | None) -> ClusterStartError:
+    script = _main_script()
+    what = f"your script {script}" if script else "the main module"
+    return ClusterStartError(
+        f"could not start Dask worker processes: each one re-imports {what}, which calls srcube again at "
+        "import time. Put the call under `if __name__ == \"__main__\":`, or leave processes/n_workers unset "
+        "to run on threads in this process (the default)" + (f" ({type(exc).__name__}: {exc})" if exc else ""))
+
+
+@contextmanager
+def dask_client(client: Any | None = None, *, n_workers: int | None = None,
+                processes: bool | None = None) -> Iterator[Any]:
+    """Yield ``client`` unchanged, or a client of a local cluster that is closed on exit.
+
+    Default: one in-process worker with a thread per usable core. ``processes=True`` (or
+    ``n_workers > 1``): ``n_workers`` single-threaded worker processes (default one per core, at
+    most 4): torch does its own threading, and processes keep GDAL and torch from contending for
+    the GIL.
     """
-    configure_gdal()
     if client is not None:
         yield client
         return
     import dask
     from distributed import Client, LocalCluster
 
-    n = n_workers or max(1, min(os.cpu_count() or 1, 4))
-    environ = {f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in WORKER_MALLOC_ENV.items()}
-    with dask.config.set(environ), \
-            LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
-                         silence_logs=logging.WARNING) as cluster, Client(cluster) as local:
+    use_processes = bool(processes) if processes is not None else bool(n_workers and n_workers > 1)
+    if use_processes and _inside_spawned_bootstrap():
+        raise _reimport_error(None)
+    if use_processes:
+        n = n_workers or max(1, min(usable_cores(), 4))
+        environ = {f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in WORKER_MALLOC_ENV.items()}
+        try:
+            with dask.config.set(environ):
+                cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                       dashboard_address="127.0.0.1:0", silence_logs=logging.WARNING)
+        except Exception as exc:  # distributed raises RuntimeError/TimeoutError/OSError when nannies die
+            if _main_script() is not None:
+                raise _reimport_error(exc) from exc
+            raise ClusterStartError(f"could not start {n} Dask worker processes: {exc}; leave processes and "
+                                    "n_workers unset to run on threads in this process") from exc
+    else:
+        # TCP on loopback rather than inproc: inproc names itself after the address that reaches the
+        # internet (a UDP probe of 8.8.8.8), which an offline machine does not have
+        cluster = LocalCluster(n_workers=1, threads_per_worker=usable_cores(), processes=False, protocol="tcp://",
+                               host="127.0.0.1", dashboard_address="127.0.0.1:0", silence_logs=logging.WARNING)
+    with cluster, Client(cluster) as local:
+        link = local.dashboard_link
+        log.info("Dask dashboard: %s", link)
+        print(f"srcube: Dask dashboard at {link}", file=sys.stderr, flush=True)
         yield local
