@@ -30,7 +30,7 @@ from prefect.cache_policies import INPUTS, TASK_SOURCE
 from prefect.futures import wait
 from prefect.tasks import exponential_backoff
 
-from flows.settings import DaskSettings
+from flows.settings import DaskSettings, ResultSettings
 from pipeline import redact
 from pipeline.errors import is_transient
 from pipeline.params import BBox, DateRange
@@ -122,12 +122,11 @@ def search_items(req: Request) -> Found | None:
     job = _prepare(req)
     if job.profile.kind == "kelvins":
         return None
-    items = job.search()
-    good = job.screen(items)
+    good = job.find()  # unsigned items, each with its harmonisation decision attached
     logger = get_run_logger()
-    logger.info("%d items in %s for %s %s", len(items), job.collection, req["bbox"], req["dates"])
+    logger.info("%d items in %s for %s %s", job.run.items_found, job.collection, req["bbox"], req["dates"])
     if job.run.excluded:
-        logger.warning("%d items left out for unusable assets: %s", len(items) - len(good),
+        logger.warning("%d items left out for unusable assets: %s", job.run.items_found - len(good),
                        "; ".join(f"{p['item']} {p['asset']}: {p['reason']}" for p in job.run.excluded))
     return {"items": [it.to_dict() for it in good], "excluded": job.run.excluded}
 
@@ -203,6 +202,20 @@ def finalize_cube(req: Request, summary: dict[str, Any]) -> dict[str, Any]:
 
 
 # --- the flow --------------------------------------------------------------------------------
+
+
+def _write_task() -> Any:
+    """The write-batch task, its results and cache records in ``SRCUBE_RESULT_STORAGE`` when set: shared
+    storage lets a retried run on another pod or machine skip the batches that finished. Prefect wants
+    result storage saved as a block: it is saved here, in the flow run, from the URL."""
+    storage = ResultSettings.from_env().storage()
+    if storage is None:
+        return write_batch
+    import hashlib
+
+    name = "srcube-results-" + hashlib.sha256(str(storage.basepath).encode()).hexdigest()[:12]
+    storage.save(name, overwrite=True)
+    return write_batch.with_options(result_storage=storage)
 
 
 def reference_day() -> dt.date:
@@ -290,8 +303,9 @@ def region_flow(bbox: list[float] | str, dates: str | list[str] = "last 30 days"
         items = search_items.submit(req).result()
         decisions = plan_frames.submit(req, items).result()
         start = start_cube.submit(req, items, decisions, batch_chunks).result()
-        futures = [write_batch.submit(req, items, decisions, start["template_id"], i, batch,
-                                      fail=inject_failure_at_batch == i)
+        write = _write_task()
+        futures = [write.submit(req, items, decisions, start["template_id"], i, batch,
+                                fail=inject_failure_at_batch == i)
                    for i, batch in enumerate(start["batches"])]
         wait(futures)
         results = [f.result() for f in futures]  # the first failed batch fails the flow, after all have run

@@ -10,6 +10,11 @@
                          ``SRCUBE_DASK_K8S_MAX_WORKERS`` (adaptive scaling) refine it
 neither                  a LocalCluster per flow run: ``SRCUBE_DASK_WORKERS`` single-threaded worker
                          processes (default: one per core, at most 4)
+``SRCUBE_RESULT_STORAGE`` where task results and cache records go: a URL such as
+                         ``s3://srcube-results/prefect`` (credentials and endpoint from ``AWS_*`` as for
+                         cubes) or a folder. Shared storage lets a retried flow run on another pod or
+                         machine skip the write batches that finished before (default: Prefect's
+                         local storage, ``~/.prefect/storage``, which only that machine sees)
 =======================  ===========================================================================
 
 The address wins over the spec. Read when :mod:`flows.region` is imported (a deployment's flow
@@ -77,6 +82,28 @@ class DaskSettings:
         return DaskTaskRunner(cluster_class="distributed.LocalCluster",
                               cluster_kwargs={"n_workers": self.n_workers, "threads_per_worker": 1,
                                               "processes": True, "dashboard_address": ":0"})
+
+
+@dataclass(frozen=True)
+class ResultSettings:
+    """Where a flow's task results and cache records are persisted (``SRCUBE_RESULT_STORAGE``)."""
+
+    url: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ResultSettings:
+        env = os.environ if env is None else env
+        return cls(env.get("SRCUBE_RESULT_STORAGE", "").strip() or None)
+
+    def storage(self) -> Any:
+        """A Prefect file-system block for the URL (None: Prefect's default local storage)."""
+        if not self.url:
+            return None
+        from prefect.filesystems import LocalFileSystem, RemoteFileSystem
+
+        if "://" not in self.url or self.url.startswith("file://"):
+            return LocalFileSystem(basepath=os.path.abspath(self.url.removeprefix("file://")))
+        return RemoteFileSystem(basepath=self.url.rstrip("/"))
 
 
 def cluster_spec_for_run(spec_path: str, run_name: str) -> dict[str, Any]:

@@ -1,4 +1,9 @@
-"""A small PNG quicklook of a cube: the last frame, true colour when the bands allow, 2-98 % stretch."""
+"""A small PNG quicklook of a cube: the last frame, true colour when the bands allow, 2-98 % stretch.
+
+The frame is read decimated: every ``step``-th pixel of each row and column, chunk by chunk, one chunk at
+a time, so memory stays at about one chunk plus the small result, whatever the size of the frame (an
+orchestrating pod with little memory makes quicklooks of cubes it could never hold).
+"""
 
 from __future__ import annotations
 
@@ -17,7 +22,10 @@ def quicklook_png(cube: xr.Dataset, max_side: int = 512) -> bytes:
     pick = next((want for want in (["B04", "B03", "B02"], ["RED", "NIR", "NIR"]) if set(want) <= set(bands)),
                 [bands[0]] * 3)
     step = max(1, int(np.ceil(max(refl.sizes["y"], refl.sizes["x"]) / max_side)))
-    rgb = np.stack([refl.sel(band=b).values[::step, ::step] for b in pick]).astype(np.float32)
+    small = refl.sel(band=pick).isel(y=slice(None, None, step), x=slice(None, None, step))
+    # one chunk at a time in this thread: no thread pool, no full frame in memory
+    rgb = np.asarray(small.data.compute(scheduler="synchronous") if hasattr(small.data, "dask")
+                     else small.values, dtype=np.float32)
     finite = rgb[np.isfinite(rgb)]
     lo, hi = (float(np.percentile(finite, 2)), float(np.percentile(finite, 98))) if finite.size else (0.0, 1.0)
     img = np.clip((np.nan_to_num(rgb, nan=lo) - lo) / max(hi - lo, 1e-6) * 255, 0, 255).astype(np.uint8)

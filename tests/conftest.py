@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import signal
 import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -75,3 +80,96 @@ def dask_client() -> Iterator[object]:
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
         yield client
+
+
+# --- an S3-compatible object store ------------------------------------------------------------
+
+S3_CREDS = {"AWS_ACCESS_KEY_ID": "testing-key-id", "AWS_SECRET_ACCESS_KEY": "testing-secret", "AWS_REGION": "us-east-1"}
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """moto in server mode on a free loopback port (as zarr and s3fs test themselves), with the buckets
+    ``cubes`` and ``results``."""
+    pytest.importorskip("moto.server", reason="moto[server] is a test dependency (pip install -e .[test])")
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=S3_CREDS["AWS_ACCESS_KEY_ID"],
+                          aws_secret_access_key=S3_CREDS["AWS_SECRET_ACCESS_KEY"], region_name=S3_CREDS["AWS_REGION"])
+        for bucket in ("cubes", "results"):
+            s3.create_bucket(Bucket=bucket)
+        yield endpoint
+    finally:
+        server.stop()
+
+
+# --- a Prefect server ---------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path) -> Iterator[str]:
+    """``prefect server start`` on 127.0.0.1 (own SQLite database), and this process pointed at it."""
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_HOME,
+        PREFECT_LOGGING_LEVEL,
+        PREFECT_SERVER_ANALYTICS_ENABLED,
+        temporary_settings,
+    )
+
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    env = {"PREFECT_HOME": str(home), "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PREFECT_LOGGING_LEVEL": "WARNING", "DASK_LOGGING__DISTRIBUTED": "warning",
+           # the scheduler service creates the runs of new schedules within a second, not a minute
+           "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "1",
+           "SRCUBE_SAMPLE_DIR": str(sample_dir), "SRCUBE_HOME": str(REPO)}
+    log = open(home / "server.log", "w")
+    server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                               "--port", str(port), "--no-ui"], env={**os.environ, **env}, stdout=log,
+                              stderr=subprocess.STDOUT, start_new_session=True)
+    saved = {k: os.environ.get(k) for k in [*env, "PREFECT_API_URL"]}
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                    if r.read() == b"true":
+                        break
+            except OSError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"prefect server did not start: {(home / 'server.log').read_text()[-3000:]}")
+            time.sleep(0.5)
+        os.environ.update({**env, "PREFECT_API_URL": url})  # for subprocesses and Dask workers started now
+        with temporary_settings({PREFECT_API_URL: url, PREFECT_HOME: str(home), PREFECT_LOGGING_LEVEL: "WARNING",
+                                 PREFECT_SERVER_ANALYTICS_ENABLED: False}):
+            yield url
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        log.close()

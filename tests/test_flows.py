@@ -34,67 +34,6 @@ BBOX = [4.465, 51.401, 4.487, 51.414]
 DATES = sample.DEFAULT_DATES
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def prefect_api(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path) -> Iterator[str]:
-    """``prefect server start`` on 127.0.0.1 (own SQLite database), and this process pointed at it."""
-    from prefect.settings import (
-        PREFECT_API_URL,
-        PREFECT_HOME,
-        PREFECT_LOGGING_LEVEL,
-        PREFECT_SERVER_ANALYTICS_ENABLED,
-        temporary_settings,
-    )
-
-    home = tmp_path_factory.mktemp("prefect-home")
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}/api"
-    env = {"PREFECT_HOME": str(home), "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PREFECT_LOGGING_LEVEL": "WARNING", "DASK_LOGGING__DISTRIBUTED": "warning",
-           # the scheduler service creates the runs of new schedules within a second, not a minute
-           "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "1",
-           "SRCUBE_SAMPLE_DIR": str(sample_dir), "SRCUBE_HOME": str(REPO)}
-    log = open(home / "server.log", "w")
-    server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                               "--port", str(port), "--no-ui"], env={**os.environ, **env}, stdout=log,
-                              stderr=subprocess.STDOUT, start_new_session=True)
-    saved = {k: os.environ.get(k) for k in [*env, "PREFECT_API_URL"]}
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                    if r.read() == b"true":
-                        break
-            except OSError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"prefect server did not start: {(home / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.5)
-        os.environ.update({**env, "PREFECT_API_URL": url})  # for subprocesses and Dask workers started now
-        with temporary_settings({PREFECT_API_URL: url, PREFECT_HOME: str(home), PREFECT_LOGGING_LEVEL: "WARNING",
-                                 PREFECT_SERVER_ANALYTICS_ENABLED: False}):
-            yield url
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
-        log.close()
-
-
 @pytest.fixture(scope="module")
 def cluster_address(prefect_api: str) -> Iterator[str]:
     """A LocalCluster started after the server (its workers inherit PREFECT_API_URL)."""
@@ -170,6 +109,11 @@ def test_flow_end_to_end_on_local_cluster(prefect_api, reference_cube, tmp_path)
     assert md.type == "markdown" and str(out) in md.data and "data:image/png;base64," in md.data
     assert f"| chunks written by this run | {result['total_chunks']} |" in md.data
     text = "\n".join(entry.message for entry in logs)
+    deadline = time.monotonic() + 20
+    while "chunks written" not in text and time.monotonic() < deadline:  # logs reach the API in batches
+        time.sleep(0.5)
+        logs = asyncio.run(_flow_run_details(state.state_details.flow_run_id))[3]
+        text = "\n".join(entry.message for entry in logs)
     assert "chunks written" in text and "items in sentinel-2-l2a" in text
 
 
@@ -205,6 +149,51 @@ def test_failed_flow_rerun_recomputes_only_missing_chunks(prefect_api, cluster_a
     cube = open_cube(str(out))
     assert cube.attrs["last_run"]["chunk_writes"] == total - done_before
     _same(cube, reference_cube)
+
+
+def test_flow_retry_outlives_expiring_signed_urls(prefect_api, cluster_address, sample_dir, tmp_path, monkeypatch):
+    """Planetary-Computer-style signing: the flow and its retry read through a blob service whose tokens
+    die 1 s after they are issued. Nothing signed reaches the flow's parameters, task results or the cube."""
+    from distributed import Client
+
+    from flows.region import InjectedFailure, region_flow
+    from pipeline import run_region
+    from pipeline.stac_server import StacServer
+    from tests.servers import BlobService, rehosted_catalog
+
+    dates = "2024-06-12/2024-06-22"
+    reference = run_region(BBOX, dates, catalog="sample", out=str(tmp_path / "ref.zarr"), tile=64)
+    with BlobService(sample_dir, ttl=1.0) as blob, Client(cluster_address) as workers:
+        root = rehosted_catalog(sample_dir, tmp_path / "blob-catalog", blob.href)
+        # the environment of the flow process and of the Dask workers, as a ConfigMap gives it on Kubernetes:
+        # the SAS endpoint, and GDAL's proxy to the blob service
+        env = {"PC_SDK_SAS_URL": blob.sas_url, "GDAL_HTTP_PROXY": blob.address}
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        workers.run(lambda: os.environ.update(env))
+        try:
+            with StacServer(root) as stac:
+                flow = region_flow.with_options(task_runner=_runner(cluster_address))
+                params = {"bbox": BBOX, "dates": dates, "catalog": stac.url, "out": str(tmp_path / "pc.zarr"),
+                          "options": {"auth": "planetary-computer", "tile": 64}, "batch_chunks": 1}
+                failed = flow(**params, inject_failure_at_batch=1, return_state=True)
+                assert failed.is_failed()
+                with pytest.raises(InjectedFailure):
+                    failed.result()
+                time.sleep(1.5)  # every token issued so far is dead
+                again = flow(**params, return_state=True)
+                assert again.is_completed(), again.message
+        finally:
+            workers.run(lambda: [os.environ.pop(k, None) for k in env])
+        counts = blob.counts
+    assert counts["refused"] >= 1 and counts["tokens"] >= 3, counts  # tokens died and reads re-signed
+    _same(open_cube(str(tmp_path / "pc.zarr")), reference)
+    run, _, _, _ = asyncio.run(_flow_run_details(again.state_details.flow_run_id))
+    assert "sig=" not in json.dumps(run.parameters)
+    assert "sig=" not in json.dumps(open_cube(str(tmp_path / "pc.zarr")).attrs)
+    stored = [p.read_bytes() for p in Path(os.environ["PREFECT_HOME"]).rglob("*") if p.is_file() and
+              p.stat().st_size < 50_000_000 and "storage" in p.parts]
+    assert stored and not any(b"sig=" in b for b in stored)  # nothing signed in persisted results and caches
 
 
 def test_bad_request_fails_the_flow_before_any_task(prefect_api, tmp_path):

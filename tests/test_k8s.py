@@ -330,6 +330,10 @@ def test_gpu_worker_group():
         env_from = container["envFrom"]
         assert {"configMapRef": {"name": "srcube-config"}} in env_from
         assert {"secretRef": {"name": "srcube-object-store"}} in env_from
+        # Prefect tasks run in the workers: they need the API key of an authenticated server / Prefect Cloud,
+        # and the asset credentials (reads happen there)
+        assert {"secretRef": {"name": "prefect-api", "optional": True}} in env_from
+        assert {"secretRef": {"name": "srcube-catalog-credentials", "optional": True}} in env_from
     assert one(rendered("gpu"), "DaskCluster", CLUSTER)["spec"]["worker"]["replicas"] == 2
 
 
@@ -427,6 +431,12 @@ def test_settings_configmap():
     assert data["SRCUBE_OUT_PREFIX"].startswith("s3://")
     assert {"AWS_ENDPOINT_URL", "AWS_REGION"} <= set(data)
     assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "PREFECT_API_KEY"} & set(data)
+    # GDAL settings reach every reader: srcube's defaults, written out for every pod
+    from pipeline.access import GDAL_DEFAULTS, ReadSettings
+
+    assert {k: data[k] for k in GDAL_DEFAULTS} == GDAL_DEFAULTS
+    assert ReadSettings.capture(environ=data).as_dict() == GDAL_DEFAULTS
+    assert data["SRCUBE_RESULT_STORAGE"].startswith("s3://")  # shared task results and cache records
     observer = one(docs, "ConfigMap", "srcube-prefect-worker")["data"]
     assert observer["PREFECT_INTEGRATIONS_KUBERNETES_OBSERVER_NAMESPACES"] == ns
 
@@ -588,12 +598,15 @@ def test_job_template_structure_and_placeholders():
     defaults = _defaults(template)
     validate(defaults, template["variables"], raise_on_error=True, preprocess=True, ignore_required=True,
              allow_none_with_default=True)
-    assert defaults["gpu"] == 1 and template["variables"]["properties"]["gpu"]["type"] == "integer"
+    assert template["variables"]["properties"]["gpu"]["type"] == "integer"
+    # the defaults are an orchestrating pod: no GPU, no GPU nodes, small
+    assert defaults["gpu"] == 0 and defaults["node_selector"] == {} and defaults["tolerations"] == []
+    assert (defaults["cpu"], defaults["memory"]) == ("1", "4Gi")
     assert defaults["image"] == IMAGE and defaults["namespace"] == NAMESPACE
     assert defaults["service_account_name"] == "srcube-flow-runner"
 
 
-def test_job_template_renders_a_valid_gpu_job():
+def test_job_template_renders_a_valid_orchestrator_job():
     manifest = job_manifest()
     validate_job(manifest)
     assert manifest["metadata"]["namespace"] == NAMESPACE
@@ -601,11 +614,10 @@ def test_job_template_renders_a_valid_gpu_job():
     pod = manifest["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "srcube-flow-runner"
     assert pod["securityContext"]["runAsNonRoot"] is True
-    assert {"key": GPU, "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
-    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert not pod["tolerations"] and not pod["nodeSelector"]  # never scheduled onto (or holding) GPU nodes
     (c,) = pod["containers"]
     assert c["image"] == IMAGE
-    assert c["resources"]["limits"][GPU] == 1
+    assert c["resources"]["limits"] == {"cpu": "1", "memory": "4Gi", GPU: 0}
     assert {"cpu", "memory"} <= set(c["resources"]["requests"]) and {"cpu", "memory"} <= set(c["resources"]["limits"])
     assert c["securityContext"]["allowPrivilegeEscalation"] is False
     assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
@@ -613,12 +625,41 @@ def test_job_template_renders_a_valid_gpu_job():
     assert {"configMapRef": {"name": "srcube-config"}} in c["envFrom"]
     assert {"secretRef": {"name": "srcube-object-store"}} in c["envFrom"]
     assert {"secretRef": {"name": "prefect-api", "optional": True}} in c["envFrom"]
+    assert {"secretRef": {"name": "srcube-catalog-credentials", "optional": True}} in c["envFrom"]
     for env in c["env"]:
         assert not (CREDENTIAL_NAME.search(env["name"]) and "value" in env), env
     volumes = {v["name"]: v for v in pod["volumes"]}
     mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
     assert volumes[mounts["/etc/srcube"]["name"]]["configMap"]["name"] == "srcube-daskcluster-spec"
     assert "emptyDir" in volumes[mounts["/tmp"]["name"]]
+
+
+def test_job_template_renders_a_valid_gpu_job():
+    """A LocalCluster inside the flow-run pod on a pod GPU: asked for explicitly."""
+    manifest = job_manifest(gpu=1, node_selector={"nvidia.com/gpu.present": "true"}, cpu="4", memory="16Gi",
+                            tolerations=[{"key": GPU, "operator": "Exists", "effect": "NoSchedule"}],
+                            env={"SRCUBE_DASK_ADDRESS": ""})
+    validate_job(manifest)
+    pod = manifest["spec"]["template"]["spec"]
+    assert {"key": GPU, "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    (c,) = pod["containers"]
+    assert c["resources"]["limits"][GPU] == 1
+
+
+def test_gpu_deployment_orchestrator_pod_asks_for_no_gpu():
+    """The GPU deployment of prefect.yaml: its flow-run pod only orchestrates (the GPUs are in the Dask
+    workers), so it requests no GPU, does not tolerate the GPU taint and selects no GPU nodes."""
+    doc = yaml.safe_load((REPO / "prefect.yaml").read_text())
+    (dep,) = [d for d in doc["deployments"] if d["name"] == "antwerp-s2-nightly-gpu"]
+    assert dep["parameters"]["options"]["gpu"] is True  # its super-resolution does run on GPUs
+    manifest = job_manifest(**dep["work_pool"]["job_variables"])
+    validate_job(manifest)
+    pod = manifest["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    assert c["resources"]["limits"].get(GPU, 0) == 0 and c["resources"]["requests"].get(GPU, 0) == 0
+    assert not pod["nodeSelector"] and not pod["tolerations"]
+    assert c["resources"]["limits"]["memory"] == "4Gi"
 
 
 def test_job_template_renders_a_valid_cpu_job():

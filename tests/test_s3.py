@@ -6,39 +6,14 @@ environment, and the resume of a partial cube (chunks counted) matching an unint
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Iterator
-
 import pytest
 
 from pipeline.store import CubeStore, open_cube
+from tests.conftest import S3_CREDS as CREDS
 
 pytestmark = pytest.mark.integration
 BBOX = [4.465, 51.401, 4.487, 51.414]
 DATES = "2024-05-01/2024-06-30"
-CREDS = {"AWS_ACCESS_KEY_ID": "testing-key-id", "AWS_SECRET_ACCESS_KEY": "testing-secret", "AWS_REGION": "us-east-1"}
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    """moto in server mode on a free loopback port, with a bucket ``cubes``."""
-    pytest.importorskip("moto.server", reason="moto[server] is a test dependency (pip install -e .[test])")
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=CREDS["AWS_ACCESS_KEY_ID"],
-                     aws_secret_access_key=CREDS["AWS_SECRET_ACCESS_KEY"],
-                     region_name=CREDS["AWS_REGION"]).create_bucket(Bucket="cubes")
-        yield endpoint
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
