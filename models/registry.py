@@ -21,6 +21,8 @@ from models.elsr import ELSR
 from models.errors import UnknownModelError, UnsupportedScaleError, WeightsNotFoundError
 from models.highresnet import HighResNet
 from models.interp import Interpolation, Lanczos
+from models.lrnet import LRNet
+from models.sharpen import DSen2Lite, HighPassInjection
 from models.sisr import SISRGenerator
 from models.srcnn import SRCNN
 
@@ -31,14 +33,14 @@ ANY_SCALE = tuple(range(2, 9))
 class ModelEntry:
     name: str
     builder: Callable[..., SRModel]
-    kind: str  # "interpolation", "single-image", "multi-frame"
+    kind: str  # "interpolation", "single-image", "multi-frame", "sharpen" (learned), "sharpen-baseline"
     scales: tuple[int, ...]
     description: str
     defaults: tuple[tuple[str, Any], ...] = ()
 
     @property
     def needs_weights(self) -> bool:
-        return self.kind != "interpolation"
+        return self.kind not in ("interpolation", "sharpen-baseline")
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -144,6 +146,15 @@ register(ModelEntry("srgan", lambda **kw: SISRGenerator(block="residual", **kw),
 register(ModelEntry("esrgan", lambda **kw: SISRGenerator(block="rrdb", **kw), "single-image", ANY_SCALE,
                     "ESRGAN generator: RRDB blocks, pixel shuffle, bicubic skip",
                     defaults=(("features", 64), ("blocks", 23), ("growth", 32))))
+register(ModelEntry("lrnet", LRNet, "single-image", ANY_SCALE,
+                    "residual network at the input resolution + pixel shuffle + bicubic skip; with channels > 1 the "
+                    "bands guide each other (srcube's cross-band Sentinel-2 models)",
+                    defaults=(("features", 32), ("blocks", 6))))
+register(ModelEntry("hpf", HighPassInjection, "sharpen-baseline", (2, 3, 4, 6),
+                    "band sharpening by linear high-pass injection: regress each low band on the degraded guide, "
+                    "inject the guide's high frequencies (no learning)"))
+register(ModelEntry("dsen2", DSen2Lite, "sharpen", (2, 3, 4, 6),
+                    "learned band sharpening, DSen2-style (Lanaras et al. 2018), computed on the low grid"))
 register(ModelEntry("highresnet", HighResNet, "multi-frame", ANY_SCALE,
                     "HighRes-net (Deudon et al. 2020): recursive fusion of up to n_views clear revisits",
                     defaults=(("scale", 3),)))

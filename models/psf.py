@@ -1,0 +1,149 @@
+"""Sensor point spread functions and the degradations made from them: blur, then decimation.
+
+One implementation for everything that degrades: Wald-protocol training pairs (with randomised
+degradations, so a model learns super-resolution rather than the inverse of one synthetic PSF), the
+evaluation's robustness table, and the pipeline's consistency projection (degrading the SR output
+with the sensor's PSF must give back the input).
+
+Conventions (pixels of the high-resolution grid):
+
+* the PSF is a Gaussian of standard deviation ``sigma = factor x scale``; Sentinel-2's MTF of about
+  0.3 at the low-resolution Nyquist frequency is ``factor = sqrt(-2 ln 0.3) / pi = 0.494``;
+* ``decimation="point"`` samples the blurred image at the centre of each low-resolution pixel, at
+  ``(scale - 1) / 2 + phase`` within its ``scale x scale`` block (between two pixels for even scales,
+  linearly interpolated); ``phase`` shifts the sampling grid by a fraction of a pixel, as the
+  registration of a real sensor does;
+* ``decimation="area"`` averages each ``scale x scale`` block (a box detector on top of the PSF);
+* ``noise`` adds white Gaussian noise of that standard deviation (reflectance) to the result.
+
+Every low-resolution pixel covers exactly ``scale x scale`` high-resolution pixels, as in srcube's grids.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+#: Sentinel-2 MSI: modulation transfer at the Nyquist frequency of the 10 m bands (0.15-0.35 required)
+S2_MTF_AT_NYQUIST = 0.3
+
+
+def factor_for_mtf(mtf: float) -> float:
+    """PSF sigma as a fraction of the scale whose MTF at the low-resolution Nyquist frequency is ``mtf``."""
+    if not 0.0 < mtf < 1.0:
+        raise ValueError(f"mtf must be in (0, 1), got {mtf}")
+    return math.sqrt(-2.0 * math.log(mtf)) / math.pi
+
+
+#: the sensor PSFs srcube assumes, as sigma / scale
+SENSOR_PSF = {"sentinel-2": factor_for_mtf(S2_MTF_AT_NYQUIST), "proba-v": factor_for_mtf(S2_MTF_AT_NYQUIST)}
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of (..., H, W), reflect padding (radius 3 sigma, clamped to the image)."""
+    if sigma <= 0:
+        return x
+    h, w = x.shape[-2:]
+    radius = max(1, math.ceil(3 * sigma))
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-(t**2) / (2 * sigma**2))
+    k = k / k.sum()
+    shape = x.shape
+    y = x.reshape(-1, 1, h, w)
+    ry, rx = min(radius, h - 1), min(radius, w - 1)
+    if ry < radius or rx < radius:  # a tiny image: reflect as far as it goes, then repeat the edge
+        y = F.pad(y, (rx, rx, ry, ry), mode="reflect") if min(rx, ry) > 0 else y
+        y = F.pad(y, (radius - rx, radius - rx, radius - ry, radius - ry), mode="replicate")
+    else:
+        y = F.pad(y, (radius, radius, radius, radius), mode="reflect")
+    y = F.conv2d(y, k[None, None, None, :])
+    y = F.conv2d(y, k[None, None, :, None])
+    return y.reshape(shape)
+
+
+def _sample_axis(x: torch.Tensor, scale: int, offset: float, dim: int) -> torch.Tensor:
+    """Every ``scale``-th value along ``dim`` starting at fractional position ``offset`` (linear
+    interpolation between neighbours, the last value repeated past the end)."""
+    n = x.shape[dim] // scale
+    base = math.floor(offset)
+    frac = offset - base
+    idx = torch.arange(n, device=x.device) * scale + base
+    size = x.shape[dim]
+    lo = x.index_select(dim, idx.clamp(0, size - 1))
+    if frac < 1e-9:
+        return lo
+    hi = x.index_select(dim, (idx + 1).clamp(0, size - 1))
+    return lo * (1 - frac) + hi * frac
+
+
+def decimate(x: torch.Tensor, scale: int, how: str = "point", phase: tuple[float, float] = (0.0, 0.0)) -> torch.Tensor:
+    """(..., H, W) -> (..., H // scale, W // scale) by point sampling at the LR pixel centres or block means."""
+    h, w = (x.shape[-2] // scale) * scale, (x.shape[-1] // scale) * scale
+    x = x[..., :h, :w]
+    if how == "area":
+        shape = x.shape
+        return F.avg_pool2d(x.reshape(-1, 1, h, w), scale).reshape(*shape[:-2], h // scale, w // scale)
+    if how != "point":
+        raise ValueError(f"decimation must be 'point' or 'area', got {how!r}")
+    centre = (scale - 1) / 2
+    y = _sample_axis(x, scale, centre + phase[0], x.ndim - 2)
+    return _sample_axis(y, scale, centre + phase[1], x.ndim - 1)
+
+
+@dataclass(frozen=True)
+class Degradation:
+    """A sensor-like degradation: Gaussian PSF (``sigma`` as a fraction of the scale), decimation,
+    sampling phase (high-resolution pixels) and additive noise (reflectance standard deviation)."""
+
+    sigma: float = SENSOR_PSF["sentinel-2"]
+    decimation: str = "point"
+    noise: float = 0.0
+    phase: tuple[float, float] = (0.0, 0.0)
+
+    def __post_init__(self) -> None:
+        if self.sigma < 0 or self.noise < 0:
+            raise ValueError(f"sigma and noise must be >= 0, got {self.sigma} and {self.noise}")
+        if self.decimation not in ("point", "area"):
+            raise ValueError(f"decimation must be 'point' or 'area', got {self.decimation!r}")
+
+    def __call__(self, hr: torch.Tensor, scale: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        lr = decimate(gaussian_blur(hr, self.sigma * scale), scale, self.decimation, self.phase)
+        if self.noise > 0:
+            lr = lr + torch.randn(lr.shape, generator=generator, dtype=lr.dtype).to(lr.device) * self.noise
+        return lr
+
+    @property
+    def label(self) -> str:
+        text = f"gauss {self.sigma:.2f}s + {self.decimation}"
+        if any(self.phase):
+            text += f" @ ({self.phase[0]:+.2f}, {self.phase[1]:+.2f})"
+        return text + (f" + noise {self.noise:g}" if self.noise else "")
+
+
+def sensor_degradation(sensor: str = "sentinel-2") -> Degradation:
+    """The sensor's own degradation: its PSF and point sampling at the pixel centres, no noise."""
+    return Degradation(SENSOR_PSF.get(sensor, SENSOR_PSF["sentinel-2"]), "point")
+
+
+#: noise of the robustness table's noisy rows: about Sentinel-2's radiometric noise at 0.1 reflectance
+ROBUSTNESS_NOISE = 0.001
+
+#: the evaluation's robustness table: Gaussian sigma in {0.35, 0.5, 0.65} x scale, point and area
+#: decimation, with and without noise
+ROBUSTNESS: tuple[Degradation, ...] = tuple(
+    Degradation(s, d, n) for s in (0.35, 0.5, 0.65) for d in ("point", "area") for n in (0.0, ROBUSTNESS_NOISE))
+
+
+def random_degradation(generator: torch.Generator, *, sigma: tuple[float, float] = (0.3, 0.7),
+                       p_area: float = 0.3, max_noise: float = 0.002, p_noise: float = 0.5,
+                       max_phase: float = 0.5) -> Degradation:
+    """A degradation drawn for one training sample: blur width, point or area decimation, noise and a
+    sub-pixel sampling phase, so the model learns super-resolution, not the inverse of one PSF."""
+    u = torch.rand(6, generator=generator).tolist()
+    area = u[1] < p_area
+    return Degradation(sigma=sigma[0] + (sigma[1] - sigma[0]) * u[0], decimation="area" if area else "point",
+                       noise=max_noise * u[3] if u[2] < p_noise else 0.0,
+                       phase=(0.0, 0.0) if area else ((2 * u[4] - 1) * max_phase, (2 * u[5] - 1) * max_phase))
