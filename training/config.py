@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-DATA_KINDS = ("wald", "wald-multiframe", "kelvins", "sen2venus", "worldstrat")
+DATA_KINDS = ("wald", "wald-multiframe", "kelvins", "sen2venus", "worldstrat", "scenes", "scenes-sharpen")
 
 
 class ConfigError(ValueError):
@@ -53,6 +53,8 @@ class DataCfg:
     split_csv: str | None = None
     mtf: float = 0.3
     max_invalid: float = 0.0
+    task: str = ""  # scenes / scenes-sharpen: the task whose splits by place are used (training.datasets.scenes)
+    gain: list[float] = field(default_factory=lambda: [0.7, 1.8])  # scenes: random brightness gain range
     description: str = ""
 
 
@@ -67,6 +69,7 @@ class TrainCfg:
     ema: float | None = None  # decay, e.g. 0.999
     loss: dict[str, float] = field(default_factory=lambda: {"l1": 1.0})
     scheduler: str = "cosine"  # or "constant"
+    warmup_steps: int = 0  # linear learning-rate warm-up (zero-initialised output layers + Adam need it)
     num_workers: int = 0
     threads: int | None = None  # torch CPU threads
     max_steps_per_epoch: int | None = None
@@ -175,6 +178,23 @@ def validate(cfg: Config) -> None:
     if models.entry(cfg.model.architecture).kind == "interpolation":
         raise ConfigError(f"{cfg.model.architecture} has nothing to train")
     multi = models.entry(cfg.model.architecture).kind == "multi-frame"
+    sharpen = models.entry(cfg.model.architecture).kind == "sharpen"
+    if sharpen != (cfg.data.kind == "scenes-sharpen"):
+        raise ConfigError(f"model {cfg.model.architecture} and data.kind {cfg.data.kind!r} do not fit: band "
+                          "sharpeners train on data.kind scenes-sharpen, and only they do")
+    if cfg.data.kind in ("scenes", "scenes-sharpen"):
+        from training.datasets.scenes import scenes
+
+        try:
+            found = scenes(cfg.data.task)
+        except ValueError as exc:
+            raise ConfigError(f"data.task: {exc}") from None
+        missing = [s.name for s in found if s.split in ("train", "validation") and not s.available()]
+        if missing:
+            raise ConfigError(f"scenes of task {cfg.data.task} are absent: {missing} (../shared/data)")
+        if cfg.data.patch % cfg.model.scale:
+            raise ConfigError(f"data.patch {cfg.data.patch} must be a multiple of model.scale {cfg.model.scale}")
+        return
     if multi != (cfg.data.kind in ("wald-multiframe", "kelvins", "worldstrat")):
         raise ConfigError(f"model {cfg.model.architecture} is {'multi-frame' if multi else 'single-image'} but "
                           f"data.kind {cfg.data.kind!r} gives {'single images' if multi else 'frame stacks'}")

@@ -55,9 +55,26 @@ def is_multi(cfg: Config) -> bool:
     return models.entry(cfg.model.architecture).kind == "multi-frame"
 
 
+def is_sharpen(cfg: Config) -> bool:
+    return models.entry(cfg.model.architecture).kind == "sharpen"
+
+
 def make_datasets(cfg: Config) -> tuple[Dataset, Dataset]:
     """(train, validation) datasets of the config; validation never overlaps training."""
     d, s = cfg.data, cfg.model.scale
+    if d.kind in ("scenes", "scenes-sharpen"):  # splits by place: train and validation scenes are other places
+        from training.datasets.real import SceneSharpen, SceneWald
+        from training.datasets.scenes import scenes
+
+        train_scenes, val_scenes = scenes(d.task, "train"), scenes(d.task, "validation")
+        gain = (float(d.gain[0]), float(d.gain[1]))
+        if d.kind == "scenes-sharpen":
+            return (SceneSharpen(train_scenes, d.patch, d.train_samples, train=True, seed=cfg.seed, ratio=s, gain=gain),
+                    SceneSharpen(val_scenes, d.patch, d.val_samples, train=False, seed=cfg.seed + 1, ratio=s))
+        return (SceneWald(train_scenes, s, d.patch, d.train_samples, train=True, seed=cfg.seed,
+                          band_agnostic=d.band_agnostic, gain=gain),
+                SceneWald(val_scenes, s, d.patch, d.val_samples, train=False, seed=cfg.seed + 1,
+                          band_agnostic=d.band_agnostic))
     if d.kind == "wald":
         from training.datasets.wald import WaldPairs, read_image
 
@@ -143,6 +160,7 @@ class Trainer:
             torch.set_num_threads(cfg.train.threads or os.cpu_count() or 1)
         seed_everything(cfg.seed)
         self.multi = is_multi(cfg)
+        self.sharpen = is_sharpen(cfg)
         self.model = build_model(cfg).to(self.device)
         self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.train.ema))
                     if cfg.train.ema else None)
@@ -155,11 +173,16 @@ class Trainer:
                                      num_workers=cfg.train.num_workers)
         steps = cfg.train.epochs * self._steps_per_epoch()
         self.sched: torch.optim.lr_scheduler.LRScheduler
-        if cfg.train.scheduler == "cosine":
-            self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=max(1, steps),
-                                                                    eta_min=cfg.train.lr / 50)
-        else:
-            self.sched = torch.optim.lr_scheduler.ConstantLR(self.opt, 1.0)
+        warm = max(0, cfg.train.warmup_steps)
+
+        def factor(step: int) -> float:
+            ramp = min(1.0, (step + 1) / warm) if warm else 1.0
+            if cfg.train.scheduler != "cosine":
+                return ramp
+            t = min(1.0, step / max(1, steps))
+            return ramp * (1 / 50 + (1 - 1 / 50) * 0.5 * (1 + math.cos(math.pi * t)))
+
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, factor)
         w = cfg.train.loss
         self.gan = w.get("adversarial", 0) > 0 or w.get("feature", 0) > 0
         if self.gan:
@@ -213,10 +236,8 @@ class Trainer:
         if self.ema and state["ema"]:
             self.ema.load_state_dict(state["ema"])
         self.opt.load_state_dict(state["opt"])
+        # the schedule is a function of the step over this config's total: --resume --epochs N lengthens it
         self.sched.load_state_dict(state["sched"])
-        if isinstance(self.sched, torch.optim.lr_scheduler.CosineAnnealingLR):
-            # --resume --epochs N may lengthen the run: the schedule spans the new total
-            self.sched.T_max = max(1, self.cfg.train.epochs * self._steps_per_epoch())
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
             self.scaler_d.load_state_dict(state.get("scaler_d") or {})
@@ -237,6 +258,8 @@ class Trainer:
         if self.multi:
             b = {k: v.to(self.device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
             return model(b["views"], b["masks"], b["present"]), b["hr"], b.get("hr_clear")
+        if self.sharpen:
+            return model(batch["low"].to(self.device), batch["guide"].to(self.device)), batch["hr"].to(self.device), None
         lr, hr = (t.to(self.device) for t in batch)
         return model(lr), hr, None
 
@@ -264,6 +287,9 @@ class Trainer:
         self.model.train()
         total, n = 0.0, 0
         limit = self._steps_per_epoch()
+        for ds in (self.train_ds, *getattr(self.train_ds, "datasets", ())):
+            if hasattr(ds, "set_epoch"):  # random degradations differ from one epoch to the next
+                ds.set_epoch(self.epoch)
         for i, batch in enumerate(self.loader):
             if i >= limit:
                 break
@@ -302,24 +328,39 @@ class Trainer:
         s = self.cfg.model.scale
         for batch in self.val_loader:
             sr, hr, clear = self._forward(model, batch)
+            extra: torch.Tensor | None = None
             if self.multi:
                 b = {k: v.to(self.device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
                 ref = masked_median(b["views"], b["masks"], b["present"])
                 base = F.interpolate(ref, scale_factor=s, mode="bicubic", align_corners=False)
+            elif self.sharpen:
+                low, guide = batch["low"].to(self.device), batch["guide"].to(self.device)
+                base = F.interpolate(low, scale_factor=s, mode="bicubic", align_corners=False)
+                extra = models.build("hpf", scale=s)(low, guide)  # the no-learning baseline to beat
             else:
                 base = F.interpolate(batch[0].to(self.device), scale_factor=s, mode="bicubic", align_corners=False)
             for k in range(sr.shape[0]):
                 pairs = {"": sr[k].float().cpu(), "_bicubic": base[k].float().cpu()}
+                if extra is not None:
+                    pairs["_hpf"] = extra[k].float().cpu()
                 h = hr[k].float().cpu()
                 c = None if clear is None else clear[k, 0].cpu()
+                peak = float(h.max())  # the reference's own peak: the gain over a baseline is what selects
                 for suffix, img in pairs.items():
                     rows.setdefault("psnr" + suffix, []).append(psnr(img.clamp(0, 1), h))
-                    rows.setdefault("ssim" + suffix, []).append(ssim(img.clamp(0, 1), h))
+                    rows.setdefault("psnr_own_peak" + suffix, []).append(psnr(img, h, data_range=peak))
+                    if full or self.multi:  # SSIM per epoch costs more than the epoch's training on a CPU
+                        rows.setdefault("ssim" + suffix, []).append(ssim(img.clamp(0, 1), h))
                     if self.multi:
                         rows.setdefault("cpsnr" + suffix, []).append(cpsnr(img[0], h[0], c, border=s))
                         if full:
                             rows.setdefault("cssim" + suffix, []).append(cssim(img[0], h[0], c, border=s))
-        return {k: float(np.mean(v)) for k, v in rows.items()}
+        out = {k: float(np.mean(v)) for k, v in rows.items()}
+        if not self.multi:  # the selection metric: mean PSNR gain over bicubic (dB), per sample
+            out["psnr_gain"] = out["psnr_own_peak"] - out["psnr_own_peak_bicubic"]
+            if "psnr_own_peak_hpf" in out:
+                out["psnr_gain_hpf"] = out["psnr_own_peak"] - out["psnr_own_peak_hpf"]
+        return out
 
     # --- the run -------------------------------------------------------------------------------
 
@@ -331,7 +372,7 @@ class Trainer:
                                                              sort_keys=False))
         writer = SummaryWriter(str(self.out / "tb"))
         csv_path = self.out / "metrics.csv"
-        key = "cpsnr" if self.multi else "psnr"
+        key = "cpsnr" if self.multi else "psnr_gain"
         t_start = time.perf_counter()
         while self.epoch < self.cfg.train.epochs:
             t0 = time.perf_counter()
@@ -350,8 +391,8 @@ class Trainer:
             for k, v in row.items():
                 if k != "epoch":
                     writer.add_scalar(k, v, self.epoch)
-            log.info("epoch %d: loss %.5f, val %s %.3f (baseline %.3f)", self.epoch, train_loss, key, metrics[key],
-                     metrics[key + "_bicubic"])
+            log.info("epoch %d: loss %.5f, val %s %.3f (%.1f s)", self.epoch, train_loss, key, metrics[key],
+                     row["seconds"])
             torch.save(self._state(), self.ckpt_dir / "last.pt")
             if metrics[key] > self.best:
                 self.best = metrics[key]
@@ -370,7 +411,7 @@ class Trainer:
             net = ema.module  # type: ignore[assignment]
         else:
             net.load_state_dict(state["model"])
-        best = max(state["history"], key=lambda r: r["cpsnr" if self.multi else "psnr"])
+        best = max(state["history"], key=lambda r: r["cpsnr" if self.multi else "psnr_gain"])
         best = {**best, **self.validate(net.to(self.device), full=True)}  # adds cSSIM for multi-frame
         name = self.cfg.model.name or self.cfg.name
         target = Path(path) if path else self.out / name

@@ -1,0 +1,176 @@
+"""Wald-protocol training and validation samples from the real scenes of a split
+(:mod:`training.datasets.scenes`), with degradations drawn at random for training.
+
+* :class:`SceneWald`: single-image pairs. Training samples are random crops of the split's scenes
+  (weighted by valid area), flipped and turned, with a random brightness gain (other places are
+  brighter or darker than the training ones), degraded by a random :func:`models.psf.random_degradation`
+  (blur width, point or area decimation, noise, sampling phase) drawn per sample and per epoch.
+  Validation samples are a fixed grid of crops degraded with the sensor's own degradation.
+  ``band_agnostic`` yields one band per sample (the 10 m bands and, as extra texture, the 20 m bands);
+  otherwise the four 10 m bands together (cross-band models).
+* :class:`SceneSharpen`: band-sharpening pairs: the 20 m bands degraded to 40 m and the 10 m guide
+  degraded to 20 m with the same degradation; the target is the original 20 m bands.
+
+Both implement ``set_epoch`` so that random draws differ from one epoch to the next (the trainer calls it).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from models.psf import Degradation, random_degradation, sensor_degradation
+from training.datasets.scenes import Scene, load_s2
+
+
+class _Epoch(Dataset):
+    epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _generator(self, k: int) -> torch.Generator:
+        return torch.Generator().manual_seed(int(self.seed) * 1_000_003 + self.epoch * 10_007 + k)  # type: ignore[attr-defined]
+
+
+def _valid_starts(valid: np.ndarray, size: int, stride: int) -> list[tuple[int, int]]:
+    h, w = valid.shape
+    out = []
+    for r in range(0, h - size + 1, stride):
+        for c in range(0, w - size + 1, stride):
+            if valid[r : r + size, c : c + size].all():
+                out.append((r, c))
+    return out
+
+
+def _augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    turns, flip = int(torch.randint(4, (1,), generator=g)), bool(torch.randint(2, (1,), generator=g))
+    x = torch.rot90(x, turns, dims=(-2, -1))
+    return x.flip(-1) if flip else x
+
+
+class SceneWald(_Epoch):
+    """Single-image Wald pairs from real scenes (see the module docstring)."""
+
+    def __init__(self, scenes: list[Scene], scale: int, patch: int, length: int, *, train: bool, seed: int = 0,
+                 band_agnostic: bool = False, gain: tuple[float, float] = (0.7, 1.8),
+                 degradation: Degradation | None = None) -> None:
+        if patch % scale:
+            raise ValueError(f"patch {patch} must be a multiple of the scale {scale}")
+        self.scale, self.patch, self.length, self.train, self.seed = scale, patch, length, train, seed
+        self.band_agnostic, self.gain = band_agnostic, gain
+        self.degradation = degradation or sensor_degradation()
+        self.images: list[np.ndarray] = []
+        self.valid: list[np.ndarray] = []
+        for scene in scenes:
+            d = load_s2(scene)
+            if band_agnostic:
+                self.images.append(d["b10"])
+                self.valid.append(d["valid10"])
+                if "b20" in d:  # the 20 m bands: more real texture for a band-agnostic model
+                    self.images.append(d["b20"])
+                    self.valid.append((d["b20"] > 0).all(0))
+            elif d["b10"].shape[0] == 4:
+                self.images.append(d["b10"])
+                self.valid.append(d["valid10"])
+        if not self.images:
+            raise ValueError(f"no usable image in scenes {[s.name for s in scenes]}")
+        stride = patch if not train else max(8, patch // 4)
+        self.starts = [_valid_starts(v, patch, stride) for v in self.valid]
+        weights = np.array([len(s) for s in self.starts], float)
+        if weights.sum() == 0:
+            raise ValueError(f"no fully valid {patch} px patch in scenes {[s.name for s in scenes]}")
+        self.weights = weights / weights.sum()
+        if not train:  # a fixed grid, every image in turn, one band after another for band-agnostic models
+            self.fixed = [(i, r, c, b) for i, starts in enumerate(self.starts) for (r, c) in starts
+                          for b in (range(self.images[i].shape[0]) if band_agnostic else [-1])]
+            rng = np.random.default_rng(seed)
+            if len(self.fixed) > length:
+                keep = rng.choice(len(self.fixed), length, replace=False)
+                self.fixed = [self.fixed[j] for j in sorted(keep)]
+            self.length = len(self.fixed)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        p = self.patch
+        if not self.train:
+            i, r, c, b = self.fixed[k]
+            hr = torch.from_numpy(self.images[i][:, r : r + p, c : c + p].copy())
+            if b >= 0:
+                hr = hr[b : b + 1]
+            g = torch.Generator().manual_seed(self.seed + k)
+            return self.degradation(hr, self.scale, g), hr
+        g = self._generator(k)
+        i = int(torch.multinomial(torch.from_numpy(self.weights), 1, generator=g))
+        r, c = self.starts[i][int(torch.randint(len(self.starts[i]), (1,), generator=g))]
+        hr = torch.from_numpy(self.images[i][:, r : r + p, c : c + p].copy())
+        if self.band_agnostic:
+            b = int(torch.randint(hr.shape[0], (1,), generator=g))
+            hr = hr[b : b + 1]
+        hr = _augment(hr, g)
+        lo, hi = self.gain
+        hr = hr * (lo + (hi - lo) * float(torch.rand(1, generator=g)))
+        return random_degradation(g)(hr, self.scale, g), hr
+
+
+class SceneSharpen(_Epoch):
+    """Band-sharpening Wald samples: ``{"low": 40 m, "guide": 20 m, "hr": 20 m}`` (see the module docstring)."""
+
+    def __init__(self, scenes: list[Scene], patch: int, length: int, *, train: bool, seed: int = 0,
+                 ratio: int = 2, gain: tuple[float, float] = (0.7, 1.8),
+                 degradation: Degradation | None = None) -> None:
+        if patch % ratio:
+            raise ValueError(f"patch {patch} must be a multiple of the ratio {ratio}")
+        self.patch, self.length, self.train, self.seed, self.ratio, self.gain = patch, length, train, seed, ratio, gain
+        self.degradation = degradation or sensor_degradation()
+        self.low: list[np.ndarray] = []
+        self.guide: list[np.ndarray] = []
+        self.valid: list[np.ndarray] = []
+        for scene in scenes:
+            d = load_s2(scene)
+            if "b20" not in d:
+                continue
+            b20, b10 = d["b20"], d["b10"]
+            h, w = b20.shape[1], b20.shape[2]
+            self.low.append(b20)
+            self.guide.append(b10[:, : 2 * h, : 2 * w])
+            self.valid.append((b20 > 0).all(0) & d["valid10"][: 2 * h : 2, : 2 * w : 2])
+        if not self.low:
+            raise ValueError(f"no scene with 20 m bands in {[s.name for s in scenes]}")
+        stride = patch if not train else max(8, patch // 4)
+        self.starts = [_valid_starts(v, patch, stride) for v in self.valid]
+        weights = np.array([len(s) for s in self.starts], float)
+        self.weights = weights / weights.sum()
+        if not train:
+            self.fixed = [(i, r, c) for i, starts in enumerate(self.starts) for (r, c) in starts]
+            if len(self.fixed) > length:
+                keep = np.random.default_rng(seed).choice(len(self.fixed), length, replace=False)
+                self.fixed = [self.fixed[j] for j in sorted(keep)]
+            self.length = len(self.fixed)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
+        p, r2 = self.patch, self.ratio
+        if self.train:
+            g = self._generator(k)
+            i = int(torch.multinomial(torch.from_numpy(self.weights), 1, generator=g))
+            r, c = self.starts[i][int(torch.randint(len(self.starts[i]), (1,), generator=g))]
+            deg = random_degradation(g)
+        else:
+            i, r, c = self.fixed[k]
+            g = torch.Generator().manual_seed(self.seed + k)
+            deg = self.degradation
+        hr = torch.from_numpy(self.low[i][:, r : r + p, c : c + p].copy())
+        guide = torch.from_numpy(self.guide[i][:, 2 * r : 2 * (r + p), 2 * c : 2 * (c + p)].copy())
+        if self.train:
+            both = _augment(torch.cat([guide, hr.repeat_interleave(2, -2).repeat_interleave(2, -1)]), g)
+            guide, hr = both[: guide.shape[0]], both[guide.shape[0] :, ::2, ::2]
+            lo, hi = self.gain
+            gain = lo + (hi - lo) * float(torch.rand(1, generator=g))
+            hr, guide = hr * gain, guide * gain
+        return {"low": deg(hr, r2, g), "guide": deg(guide, r2, g), "hr": hr}
