@@ -9,7 +9,6 @@ import torch
 import models
 from models.highresnet import masked_median
 from models.interp import lanczos_phase_weights, lanczos_shift
-from models.shiftnet import ShiftNet, register
 from models.sisr import Discriminator, upsampling_steps
 
 # tiny widths so every architecture runs in milliseconds on a CPU
@@ -154,12 +153,7 @@ def test_lanczos():
     assert torch.allclose(moved[1, 0, :, 3:-4], img[1, 0, :, 5:-2], atol=1e-5)
 
 
-def test_shiftnet_and_discriminator():
-    net = ShiftNet(channels=1, features=4).eval()
-    sr, hr = torch.rand(3, 1, 24, 24), torch.rand(3, 1, 24, 24)
-    aligned, shifts = register(net, sr, hr)
-    assert shifts.shape == (3, 2) and torch.equal(shifts, torch.zeros(3, 2))  # starts at identity
-    assert torch.allclose(aligned, sr, atol=1e-6)
+def test_discriminator():
     d = Discriminator(channels=4, features=4)
     assert d(torch.rand(2, 4, 32, 40)).shape == (2,)
 

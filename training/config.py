@@ -16,7 +16,8 @@ from typing import Any
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-DATA_KINDS = ("wald", "wald-multiframe", "kelvins", "sen2venus", "worldstrat", "scenes", "scenes-sharpen")
+DATA_KINDS = ("wald", "wald-multiframe", "kelvins", "sen2venus", "worldstrat", "scenes", "scenes-sharpen",
+              "scenes-multiframe")
 
 
 class ConfigError(ValueError):
@@ -182,7 +183,10 @@ def validate(cfg: Config) -> None:
     if sharpen != (cfg.data.kind == "scenes-sharpen"):
         raise ConfigError(f"model {cfg.model.architecture} and data.kind {cfg.data.kind!r} do not fit: band "
                           "sharpeners train on data.kind scenes-sharpen, and only they do")
-    if cfg.data.kind in ("scenes", "scenes-sharpen"):
+    if multi != (cfg.data.kind in ("wald-multiframe", "kelvins", "worldstrat", "scenes-multiframe")):
+        raise ConfigError(f"model {cfg.model.architecture} is {'multi-frame' if multi else 'single-image'} but "
+                          f"data.kind {cfg.data.kind!r} gives {'single images' if multi else 'frame stacks'}")
+    if cfg.data.kind in ("scenes", "scenes-sharpen", "scenes-multiframe"):
         from training.datasets.scenes import scenes
 
         try:

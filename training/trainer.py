@@ -62,12 +62,16 @@ def is_sharpen(cfg: Config) -> bool:
 def make_datasets(cfg: Config) -> tuple[Dataset, Dataset]:
     """(train, validation) datasets of the config; validation never overlaps training."""
     d, s = cfg.data, cfg.model.scale
-    if d.kind in ("scenes", "scenes-sharpen"):  # splits by place: train and validation scenes are other places
-        from training.datasets.real import SceneSharpen, SceneWald
+    if d.kind in ("scenes", "scenes-sharpen", "scenes-multiframe"):  # splits by place: other places validate
+        from training.datasets.real import SceneMultiFrame, SceneSharpen, SceneWald
         from training.datasets.scenes import scenes
 
         train_scenes, val_scenes = scenes(d.task, "train"), scenes(d.task, "validation")
         gain = (float(d.gain[0]), float(d.gain[1]))
+        if d.kind == "scenes-multiframe":
+            return (SceneMultiFrame(train_scenes, s, d.n_views, d.patch, d.train_samples, train=True, seed=cfg.seed,
+                                    gain=gain),
+                    SceneMultiFrame(val_scenes, s, d.n_views, d.patch, d.val_samples, train=False, seed=cfg.seed + 1))
         if d.kind == "scenes-sharpen":
             return (SceneSharpen(train_scenes, d.patch, d.train_samples, train=True, seed=cfg.seed, ratio=s, gain=gain),
                     SceneSharpen(val_scenes, d.patch, d.val_samples, train=False, seed=cfg.seed + 1, ratio=s))

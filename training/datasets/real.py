@@ -174,3 +174,92 @@ class SceneSharpen(_Epoch):
             gain = lo + (hi - lo) * float(torch.rand(1, generator=g))
             hr, guide = hr * gain, guide * gain
         return {"low": deg(hr, r2, g), "guide": deg(guide, r2, g), "hr": hr}
+
+
+class SceneMultiFrame(_Epoch):
+    """Multi-frame Wald samples from real revisits (PROBA-V Kelvins LR frames, task ``probav``).
+
+    One real frame is the target (another date than the views, as in the Kelvins data: the loss and
+    the metric remove the brightness bias and search the shift); the views are other real frames of
+    the same scene, chosen by clearance (the clearest first; ties in random order while training),
+    each degraded by ``scale``: a random degradation per sample while training (each view with its
+    own sampling phase on top of the real sub-pixel shifts between revisits), the sensor's for
+    validation. Returns HighRes-net's batch dict (views, masks, present, hr, hr_clear).
+    """
+
+    def __init__(self, scenes: list[Scene], scale: int, n_views: int, patch: int, length: int, *, train: bool,
+                 seed: int = 0, gain: tuple[float, float] = (0.7, 1.8),
+                 degradation: Degradation | None = None) -> None:
+        from training.datasets.scenes import load_probav
+
+        if patch % scale:
+            raise ValueError(f"patch {patch} must be a multiple of the scale {scale}")
+        self.scale, self.n_views, self.patch, self.length, self.train = scale, n_views, patch, length, train
+        self.seed, self.gain = seed, gain
+        self.degradation = degradation or sensor_degradation("proba-v")
+        self.frames: list[np.ndarray] = []
+        self.valid: list[np.ndarray] = []
+        for scene in scenes:
+            d = load_probav(scene)
+            if d["frames"].shape[0] < 2:
+                continue
+            self.frames.append(d["frames"])
+            self.valid.append(d["valid"])
+        if not self.frames:
+            raise ValueError(f"no scene with two or more frames in {[s.name for s in scenes]}")
+        sizes = np.array([f.shape[0] for f in self.frames], float)
+        self.weights = sizes / sizes.sum()
+        if not train:  # every frame of every scene is the target once, on the whole (cropped) frame
+            self.fixed = [(i, t) for i, f in enumerate(self.frames) for t in range(f.shape[0])]
+            self.length = min(length, len(self.fixed)) if length else len(self.fixed)
+            self.fixed = self.fixed[: self.length]
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
+        s, n = self.scale, self.n_views
+        if self.train:
+            g = self._generator(k)
+            i = int(torch.multinomial(torch.from_numpy(self.weights), 1, generator=g))
+            t = int(torch.randint(self.frames[i].shape[0], (1,), generator=g))
+            size = self.patch
+        else:
+            i, t = self.fixed[k]
+            g = torch.Generator().manual_seed(self.seed + k)
+            size = (min(self.frames[i].shape[1:]) // s) * s
+        frames, valid = self.frames[i], self.valid[i]
+        _, h, w = frames.shape
+        r = int(torch.randint(h - size + 1, (1,), generator=g)) if self.train else (h - size) // 2
+        c = int(torch.randint(w - size + 1, (1,), generator=g)) if self.train else (w - size) // 2
+        others = [j for j in range(frames.shape[0]) if j != t]
+        clearness = {j: float(valid[j].mean()) for j in others}
+        order = torch.randperm(len(others), generator=g).tolist() if self.train else list(range(len(others)))
+        others = sorted((others[o] for o in order), key=lambda j: -clearness[j])[:n]
+        target = torch.from_numpy(frames[t, r : r + size, c : c + size].copy())[None]
+        clear = torch.from_numpy(valid[t, r : r + size, c : c + size].copy())[None]
+        stack = torch.from_numpy(frames[others, r : r + size, c : c + size].copy())
+        vmask = torch.from_numpy(valid[others, r : r + size, c : c + size].astype(np.float32))
+        if self.train:
+            both = _augment(torch.cat([target, clear.float(), stack, vmask]), g)
+            target, clear = both[:1], both[1:2] > 0.5
+            stack, vmask = both[2 : 2 + len(others)], both[2 + len(others) :]
+            lo, hi = self.gain
+            gain = lo + (hi - lo) * float(torch.rand(1, generator=g))
+            target, stack = target * gain, stack * gain
+            base = random_degradation(g, max_phase=0.0)
+            views = torch.stack([Degradation(base.sigma, base.decimation, base.noise,
+                                             phase=tuple((torch.rand(2, generator=g) - 0.5).tolist()) if  # type: ignore[arg-type]
+                                             base.decimation == "point" else (0.0, 0.0))(stack[j], s, g)
+                                 for j in range(len(others))])
+        else:
+            views = self.degradation(stack, s, g)
+        m = torch.nn.functional.avg_pool2d(vmask[:, None], s)[:, 0] > 0.999
+        out_views = torch.zeros(n, 1, size // s, size // s)
+        out_masks = torch.zeros(n, size // s, size // s)
+        present = torch.zeros(n, dtype=torch.bool)
+        out_views[: len(others), 0] = views
+        out_masks[: len(others)] = m.float()
+        present[: len(others)] = True
+        return {"views": out_views, "masks": out_masks, "present": present, "hr": target,
+                "hr_clear": clear.float()}
