@@ -64,9 +64,9 @@ def make_datasets(cfg: Config) -> tuple[Dataset, Dataset]:
     d, s = cfg.data, cfg.model.scale
     if d.kind in ("scenes", "scenes-sharpen", "scenes-multiframe"):  # splits by place: other places validate
         from training.datasets.real import SceneMultiFrame, SceneSharpen, SceneWald
-        from training.datasets.scenes import scenes
+        from training.datasets.scenes import scenes as split_scenes
 
-        train_scenes, val_scenes = scenes(d.task, "train"), scenes(d.task, "validation")
+        train_scenes, val_scenes = split_scenes(d.task, "train"), split_scenes(d.task, "validation")
         gain = (float(d.gain[0]), float(d.gain[1]))
         if d.kind == "scenes-multiframe":
             return (SceneMultiFrame(train_scenes, s, d.n_views, d.patch, d.train_samples, train=True, seed=cfg.seed,

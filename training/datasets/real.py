@@ -70,7 +70,7 @@ class SceneWald(_Epoch):
                 self.valid.append(d["valid10"])
                 if "b20" in d:  # the 20 m bands: more real texture for a band-agnostic model
                     self.images.append(d["b20"])
-                    self.valid.append((d["b20"] > 0).all(0))
+                    self.valid.append(np.asarray((d["b20"] > 0).all(0)))
             elif d["b10"].shape[0] == 4:
                 self.images.append(d["b10"])
                 self.valid.append(d["valid10"])
@@ -249,7 +249,7 @@ class SceneMultiFrame(_Epoch):
             target, stack = target * gain, stack * gain
             base = random_degradation(g, max_phase=0.0)
             views = torch.stack([Degradation(base.sigma, base.decimation, base.noise,
-                                             phase=tuple((torch.rand(2, generator=g) - 0.5).tolist()) if  # type: ignore[arg-type]
+                                             phase=tuple((torch.rand(2, generator=g) - 0.5).tolist()) if
                                              base.decimation == "point" else (0.0, 0.0))(stack[j], s, g)
                                  for j in range(len(others))])
         else:
