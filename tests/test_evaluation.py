@@ -1,22 +1,27 @@
 """The evaluation that selects and reports models (training/evaluation.py): PSNR against the reference's
 own peak, block-bootstrap intervals, the opensr-test metrics on constructed cases, the robustness table,
-splits by place, the Wald protocol on real scenes."""
+splits by place, the Wald protocol on real scenes, the test report, the card and the README table."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import torch
 
 import models
 from models.psf import ROBUSTNESS
+from training import card
 from training import evaluation as ev
 from training.datasets.scenes import SCENES, scenes
 from training.metrics import psnr
 
 from .conftest import shared_path
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def texture(bands: int, h: int, w: int, seed: int = 0, cutoff: float = 0.08) -> torch.Tensor:
@@ -236,3 +241,64 @@ def test_band_sharpeners_are_scored_with_the_low_guide_wald_variant():
     with pytest.raises(ev.IncompatibleSceneError, match="guide"):  # sharpeners need the guide of s2-20m
         ev.evaluate_wald(models.build("hpf", scale=2), ev.scene_data(scenes("s2-10m", "test")[0], multiple=2,
                                                                       crop=(0, 0, 64)), 2)
+
+
+# --- the test report next to the weights, the card, the README table ---------------------------------------
+
+
+def _synthetic_report(weights: Path) -> dict:
+    """A test report made by the module's own code on synthetic data, for weights at ``weights``."""
+    meta = models.weights.read_meta(weights)
+    ref = texture(2, 64, 64, seed=20)
+    data = ev.SceneData("SYN01", ref.float().numpy(), ("B04", "B08"), window=(0, 0, 64, 64), place="Nowhere")
+    res = ev.evaluate_wald(models.build("bilinear", scale=2), data, 2)
+    split = ev.SplitResult(meta.name, "s2-10m", "test", 2, ev.WALD, ev.Bootstrap(), (res,), (),
+                           ev.summarize([res]), None,
+                           ev.robustness_table(models.build("bilinear", scale=2), [data], 2,
+                                               bootstrap=ev.Bootstrap(resamples=100)))
+    doc = {"format": ev.REPORT_FORMAT, "weights": meta.name, "weights_sha256": meta.sha256,
+           "architecture": meta.architecture, **split.to_json(), "created": "2026-01-01T00:00:00+00:00"}
+    ev.report_path(weights).write_text(json.dumps(doc))
+    return doc
+
+
+def test_cards_and_the_readme_table_are_generated_from_test_reports(tmp_path):
+    readme = (REPO / "README.md").read_text()
+    assert card.test_table_markdown() in readme, "README's test-split table is stale: paste test_table_markdown()"
+    assert card.test_table_markdown(tmp_path).count("\n") == 1  # no report: header only
+    models.save_weights(models.build("elsr", scale=2), tmp_path / "tiny", trained=True,
+                        training={"sensors": ["sentinel-2"], "data": "none"})
+    doc = _synthetic_report(tmp_path / "tiny.safetensors")
+    assert ev.report_path(tmp_path / "tiny.safetensors") == tmp_path / "tiny.test.json"
+    table = card.test_table_markdown(tmp_path)
+    s = doc["summary"]
+    row = table.splitlines()[2]
+    assert row.startswith("| `tiny` | s2-10m | SYN01 |") and f"{s['mean_gain']:+.2f}" in row
+    assert f"[{s['mean_gain_ci'][0]:+.2f}, {s['mean_gain_ci'][1]:+.2f}]" in row
+    path = card.write_card(tmp_path / "tiny.safetensors", ["synthetic"])
+    text = path.read_text()
+    assert "## Test split" in text and "SYN01 (Nowhere)" in text and ev.PEAK_CONVENTION in text
+    assert ev.rows_markdown(doc["rows"]) in text and ev.robustness_markdown(doc["robustness"]) in text
+    with pytest.raises(FileExistsError, match="reported once"):  # the test split is reported once per weights
+        ev.write_test_report(tmp_path / "tiny.safetensors", "s2-10m")
+    stale = {**doc, "weights_sha256": "0" * 64}
+    ev.report_path(tmp_path / "tiny").write_text(json.dumps(stale))
+    with pytest.raises(ValueError, match="other weights"):
+        card.test_table_markdown(tmp_path)
+
+
+def test_write_test_report_on_the_real_test_split(tmp_path):
+    shared_path("sentinel2_l1c_T49JGM_dsen2")
+    torch.set_num_threads(2)
+    models.save_weights(models.build("elsr", scale=4), tmp_path / "tiny4", trained=True,
+                        training={"sensors": ["sentinel-2"], "data": "none"})
+    path = ev.write_test_report(tmp_path / "tiny4.safetensors", "s2-10m", max_side=64,
+                                bootstrap=ev.Bootstrap(resamples=200))
+    doc = json.loads(path.read_text())
+    assert path.name == "tiny4.test.json"
+    assert doc["weights_sha256"] == models.weights.read_meta(tmp_path / "tiny4.json").sha256
+    assert [s["name"] for s in doc["scenes"]] == ["T49JGM"] and doc["split"] == "test"
+    assert len(doc["rows"]) == 4 and len(doc["robustness"]) == 12 and doc["srcube_version"]
+    assert doc["peak_convention"] == ev.PEAK_CONVENTION and doc["degradation"]["decimation"] == "area"
+    assert all(r["peak"] < 1 and r["psnr_ci"][0] <= r["psnr"] <= r["psnr_ci"][1] for r in doc["rows"])
+    assert "| `tiny4` | s2-10m | T49JGM |" in card.test_table_markdown(tmp_path)
