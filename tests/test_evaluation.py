@@ -1,6 +1,6 @@
 """The evaluation that selects and reports models (training/evaluation.py): PSNR against the reference's
 own peak, block-bootstrap intervals, the opensr-test metrics on constructed cases, the robustness table,
-splits by place, the Wald protocol on real scenes, the test report, the card and the README table."""
+splits by place, the Wald protocol on real scenes, the test report, the card and the README table, the CLI."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from typer.testing import CliRunner
 
 import models
 from models.psf import ROBUSTNESS
+from pipeline.cli import app
 from training import card
 from training import evaluation as ev
 from training.datasets.scenes import SCENES, scenes
@@ -22,6 +24,7 @@ from training.metrics import psnr
 from .conftest import shared_path
 
 REPO = Path(__file__).resolve().parents[1]
+runner = CliRunner()
 
 
 def texture(bands: int, h: int, w: int, seed: int = 0, cutoff: float = 0.08) -> torch.Tensor:
@@ -101,7 +104,7 @@ def test_bootstrap_interval_contains_the_estimate_and_narrows_with_more_blocks()
     for side in (64, 256):  # 4 and 64 blocks of 32 x 32
         crop = (slice(None), slice(0, side), slice(0, side))
         res = ev.compare(sr[crop], {"bicubic": bic[crop]}, ref[crop], ref[crop][:, ::4, ::4], scale=4, scene="s",
-                         opensr=False)
+                         opensr=False, with_ssim=False)
         row = res.rows[0]
         assert row.n_blocks == (side // 32) ** 2
         assert row.model.psnr_ci[0] < row.model.psnr < row.model.psnr_ci[1]
@@ -109,19 +112,21 @@ def test_bootstrap_interval_contains_the_estimate_and_narrows_with_more_blocks()
         assert lo < gain < hi
         widths[side] = row.model.psnr_ci[1] - row.model.psnr_ci[0]
     assert widths[256] < 0.5 * widths[64]
-    again = ev.compare(sr, {"bicubic": bic}, ref, ref[:, ::4, ::4], scale=4, scene="s", opensr=False)
+    again = ev.compare(sr, {"bicubic": bic}, ref, ref[:, ::4, ::4], scale=4, scene="s", opensr=False,
+                       with_ssim=False)
     assert again.rows[0].model.psnr_ci == res.rows[0].model.psnr_ci  # seeded
 
 
 def test_paired_gain_of_a_model_identical_to_bicubic_is_zero_and_pairing_narrows_gains():
     ref = texture(3, 128, 128, seed=7)
     bic = noisy(ref, 0.01, 8)
-    res = ev.compare(bic.clone(), {"bicubic": bic}, ref, ref[:, ::2, ::2], scale=2, scene="same", opensr=False)
+    res = ev.compare(bic.clone(), {"bicubic": bic}, ref, ref[:, ::2, ::2], scale=2, scene="same", opensr=False,
+                     with_ssim=False)
     for row in res.rows:
         assert row.gains["bicubic"] == (0.0, (0.0, 0.0))
         assert row.model.psnr_ci[1] - row.model.psnr_ci[0] > 0.05  # PSNR itself is uncertain; the paired gain not
     close = ev.compare(noisy(bic, 0.001, 9), {"bicubic": bic}, ref, ref[:, ::2, ::2], scale=2, scene="close",
-                       opensr=False).rows[0]
+                       opensr=False, with_ssim=False).rows[0]
     gain_width = close.gains["bicubic"][1][1] - close.gains["bicubic"][1][0]
     assert gain_width < 0.2 * (close.model.psnr_ci[1] - close.model.psnr_ci[0])
 
@@ -241,6 +246,23 @@ def test_band_sharpeners_are_scored_with_the_low_guide_wald_variant():
     with pytest.raises(ev.IncompatibleSceneError, match="guide"):  # sharpeners need the guide of s2-20m
         ev.evaluate_wald(models.build("hpf", scale=2), ev.scene_data(scenes("s2-10m", "test")[0], multiple=2,
                                                                       crop=(0, 0, 64)), 2)
+
+
+def test_cli_evaluates_a_split_and_keeps_the_image_mode(tmp_path):
+    shared_path("sentinel2_l2a_cog_S2A_29RKH_20200219")
+    res = runner.invoke(app, ["evaluate", "--model", "bicubic", "--scale", "4", "--split", "validation", "--task",
+                              "s2-10m", "--max-side", "64", "--out", str(tmp_path / "val.json")],
+                        env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    doc = json.loads((tmp_path / "val.json").read_text())
+    assert [s["name"] for s in doc["scenes"]] == ["29RKH"] and doc["skipped"] == []
+    assert len(doc["rows"]) == 4 and len(doc["robustness"]) == 12 and doc["peak_convention"] == ev.PEAK_CONVENTION
+    assert doc["degradation"]["label"] == ev.WALD.label and doc["summary"]["mean_gain"] == 0.0
+    assert "| 29RKH | B08 |" in res.output and "gauss 0.35s + point + noise 0.001" in res.output
+    res = runner.invoke(app, ["evaluate", "--model", "bicubic", "--split", "test", "--task", "s2-10m", "--report"])
+    assert res.exit_code == 2 and "needs weights" in " ".join(res.output.split())
+    res = runner.invoke(app, ["evaluate", "--model", "bicubic", "--split", "validation"])
+    assert res.exit_code == 2 and "--task" in res.output
 
 
 # --- the test report next to the weights, the card, the README table ---------------------------------------
