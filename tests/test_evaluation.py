@@ -263,6 +263,8 @@ def test_cli_evaluates_a_split_and_keeps_the_image_mode(tmp_path):
     assert res.exit_code == 2 and "needs weights" in " ".join(res.output.split())
     res = runner.invoke(app, ["evaluate", "--model", "bicubic", "--split", "validation"])
     assert res.exit_code == 2 and "--task" in res.output
+    res = runner.invoke(app, ["evaluate", "--model", "bicubic", "--split", "train", "--task", "s2-10m"])
+    assert res.exit_code == 2 and "validation" in res.output
 
 
 # --- the test report next to the weights, the card, the README table ---------------------------------------

@@ -72,8 +72,11 @@ def evaluate(model: str, *, data: Path | None = None, image: Path | None = None,
     from training import evaluation as ev
 
     if split is not None:
-        if task is None:
-            raise ValueError("--split needs --task (s2-10m or s2-20m)")
+        if split not in ("validation", "test"):
+            raise ValueError(f"--split is validation (model selection) or test (reported once), not {split!r}")
+        if task not in ("s2-10m", "s2-20m"):
+            raise ValueError(f"--split needs --task s2-10m or s2-20m (band sharpeners), not {task!r}; PROBA-V "
+                             "multi-frame evaluation over splits is not implemented")
         if report:
             if split != "test":
                 raise ValueError("--report writes the test report: use it with --split test")

@@ -508,7 +508,8 @@ def _longest_run(flags: np.ndarray) -> tuple[int, int]:
 
 def valid_window(valid: np.ndarray, multiple: int, max_side: int | None = None) -> tuple[int, int, int, int]:
     """(row0, col0, height, width): a fully valid window (the longest run of fully valid columns over the
-    valid rows, then of fully valid rows in it), sides multiples of ``multiple``, at most ``max_side``."""
+    valid rows, then of fully valid rows in it), sides multiples of ``multiple``, at most ``max_side``
+    from that run's top-left corner."""
     rows = np.flatnonzero(valid.any(1))
     if rows.size == 0:
         raise IncompatibleSceneError("no valid pixels")
