@@ -62,7 +62,7 @@ class Sharpener(SRModel):
     def sharpen(self, low: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def forward(self, low: torch.Tensor, guide: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
+    def forward(self, low: torch.Tensor, guide: torch.Tensor | None = None) -> torch.Tensor:
         if guide is None:
             raise ValueError(f"{self.name} needs the guide bands: model(low, guide)")
         self.check(low, guide)

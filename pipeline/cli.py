@@ -311,23 +311,36 @@ def train_cmd(
 @app.command("evaluate")
 def evaluate_cmd(
     model: Annotated[str, typer.Option(help="model name, shipped weights or weights file")],
+    split: Annotated[str | None, typer.Option(
+        help="validation (model selection) or test (reported once): every scene of the split, by the Wald protocol")
+    ] = None,
+    task: Annotated[str | None, typer.Option(help="with --split: s2-10m or s2-20m (band sharpeners)")] = None,
+    scale: Annotated[int | None, typer.Option(help="with --split: scale of a baseline (weights carry theirs)")] = None,
+    robustness: Annotated[bool, typer.Option(help="with --split: the 12-degradation robustness table")] = True,
+    max_side: Annotated[int | None, typer.Option(help="with --split: evaluate at most this many pixels a side")] = None,
+    report: Annotated[bool, typer.Option(
+        help="with --split test: write NAME.test.json next to the weights (once per weights)")] = False,
     data: Annotated[Path | None, typer.Option(help="training config whose validation data to use")] = None,
     image: Annotated[Path | None, typer.Option(help="any GeoTIFF/COG/zarr for the Wald protocol")] = None,
     wald: Annotated[int | None, typer.Option(help="Wald protocol scale (with --image)")] = None,
     bands: Annotated[str | None, typer.Option(help="1-based raster bands of --image, e.g. 1,2,3")] = None,
-    out: Annotated[Path, typer.Option(help="folder for quicklook PNGs and metrics.json")] = Path("srcube-eval"),
+    out: Annotated[Path, typer.Option(help="folder for quicklook PNGs and metrics.json, or a .json file")
+                   ] = Path("srcube-eval"),
     limit: Annotated[int | None, typer.Option(help="evaluate at most this many samples")] = None,
     allow_untrained: Annotated[bool, typer.Option(help="accept weights marked untrained")] = False,
 ) -> None:
-    """Metric table (PSNR, SSIM, cPSNR, cSSIM, ERGAS, HF ratio, SAM) against bicubic, with quicklooks."""
+    """Evaluate a model against bicubic: over a split of real scenes (--split --task: PSNR against each band's
+    own peak, SSIM, 95 % block-bootstrap intervals, opensr-test consistency and correctness, robustness
+    table), on one raster (--image --wald), or on a training config's validation data (--data)."""
     import models
     from training.cli import evaluate
     from training.config import ConfigError
 
     try:
         evaluate(model, data=data, image=image, wald=wald, bands=[int(b) for b in bands.split(",")] if bands else None,
-                 out=out, limit=limit, allow_untrained=allow_untrained)
-    except (ConfigError, models.ModelError, ValueError, FileNotFoundError) as exc:
+                 out=out, limit=limit, allow_untrained=allow_untrained, split=split, task=task, scale=scale,
+                 robustness=robustness, max_side=max_side, report=report)
+    except (ConfigError, models.ModelError, ValueError, FileNotFoundError, FileExistsError) as exc:
         _fail(exc)
 
 

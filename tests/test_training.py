@@ -271,8 +271,10 @@ def test_cli_train_and_evaluate(tmp_path, sample_dir):
     res = runner.invoke(app, ["evaluate", "--model", str(tmp_path / "w.safetensors"), "--image", str(src),
                               "--wald", "2", "--out", str(tmp_path / "eval")], env={"COLUMNS": "200"})
     assert res.exit_code == 0, res.output
-    assert "Wald x2" in res.output and "hf_ratio" in res.output
+    assert "Wald x2" in res.output and "peak = max of the reference band" in res.output  # not a peak of 1.0
     assert list((tmp_path / "eval").glob("*.png")) and (tmp_path / "eval" / "metrics.json").exists()
+    wald = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert all(r["peak"] < 1 and r["psnr_ci"][0] <= r["psnr"] <= r["psnr_ci"][1] for r in wald["rows"])
     res = runner.invoke(app, ["evaluate", "--model", str(tmp_path / "w.safetensors"), "--data", str(config),
                               "--out", str(tmp_path / "eval2")], env={"COLUMNS": "200"})
     assert res.exit_code == 0, res.output

@@ -1,13 +1,26 @@
-"""Model cards for shipped weights, written from their metadata (nothing typed by hand can drift)."""
+"""Model cards for shipped weights, written from their metadata and their test report (nothing typed by
+hand can drift): :func:`card` / :func:`write_card`, and the README's table of test-split results
+(:func:`test_table_markdown`, from the ``NAME.test.json`` reports :func:`training.evaluation.write_test_report`
+writes next to the weights)."""
 
 from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from models.weights import WeightsMeta, read_meta
+from models.weights import SHIPPED_DIR, WeightsMeta, read_meta
 from training.config import windows_disjoint
+from training.evaluation import (
+    REPORT_FORMAT,
+    report_path,
+    robustness_markdown,
+    rows_markdown,
+    scenes_markdown,
+    summary_markdown,
+)
 
 _PAIRS = (("psnr", "PSNR (dB)"), ("ssim", "SSIM"), ("cpsnr", "cPSNR (dB)"), ("cssim", "cSSIM"))
 
@@ -43,8 +56,76 @@ def _history_lines(history_csv: str | Path) -> list[str]:
     return lines
 
 
+def read_test_report(weights: str | Path, meta: WeightsMeta | None = None) -> dict[str, Any] | None:
+    """The weights' ``NAME.test.json``, or None when they have none; raises ValueError for a report of
+    other weights (its sha256 differs) or of an unknown format."""
+    path = report_path(weights)
+    if not path.exists():
+        return None
+    doc: dict[str, Any] = json.loads(path.read_text())
+    meta = meta or read_meta(weights)
+    if doc.get("format") != REPORT_FORMAT:
+        raise ValueError(f"{path}: unknown report format {doc.get('format')!r}; expected {REPORT_FORMAT}")
+    if doc.get("weights_sha256") != meta.sha256:
+        raise ValueError(f"{path} reports other weights (sha256 {str(doc.get('weights_sha256'))[:16]}..., the weights "
+                         f"are {meta.sha256[:16]}...): evaluate these weights on the test split again")
+    return doc
+
+
+def test_split_section(report: Mapping[str, Any]) -> list[str]:
+    """The card's "Test split" section from a test report: scenes named, per scene and band with
+    intervals, the summary and the robustness table."""
+    d = report["degradation"]
+    names = ", ".join(f"{s['name']} ({s['place']})" for s in report["scenes"])
+    lines = ["## Test split", "",
+             f"Task `{report['task']}`, reported once for these weights (srcube {report['srcube_version']}, "
+             f"{report.get('created', '')}): {names}. Wald protocol: degradation {d['label']}, super-resolved back "
+             f"x{report['scale']} and compared with the original. {report['peak_convention']}. Intervals: 95 % block "
+             f"bootstrap ({report['bootstrap']['block']} px blocks, {report['bootstrap']['resamples']} draws).", "",
+             scenes_markdown(report["scenes"]), "", rows_markdown(report["rows"]), "",
+             summary_markdown(report["summary"])]
+    if report.get("summary_hpf"):
+        lines += ["", summary_markdown(report["summary_hpf"])]
+    if report.get("robustness"):
+        lines += ["", "Robustness: the same scenes under other degradations (Gaussian PSF sigma as a fraction of "
+                  "the scale, point or area decimation, noise in reflectance):", "",
+                  robustness_markdown(report["robustness"])]
+    if report.get("skipped"):
+        lines += ["", "Not evaluated: " + "; ".join(f"{s['scene']} ({s['reason']})" for s in report["skipped"]) + "."]
+    return lines
+
+
+_TABLE_HEAD = ("| weights | task | test scenes | PSNR dB, own peak (bicubic) | gain vs bicubic dB [95% CI] | "
+               "worst scene-band dB | lowest robustness row dB |\n|---|---|---|---|---|---|---|")
+
+
+def _ci(ci: Any) -> str:
+    return "[" + ", ".join(f"{v:+.2f}" for v in ci) + "]" if ci else "n/a"
+
+
+def test_table_markdown(weights_dir: str | Path = SHIPPED_DIR) -> str:
+    """The README's table of test-split results: one row per weights in ``weights_dir`` that has a
+    ``NAME.test.json`` (header only while none has)."""
+    lines = [_TABLE_HEAD]
+    for meta_path in sorted(Path(weights_dir).glob("*.json")):
+        if meta_path.name.endswith(".test.json"):
+            continue
+        report = read_test_report(meta_path)
+        if report is None:
+            continue
+        s = report["summary"]
+        w = s.get("worst") or {}
+        rob = min(report.get("robustness") or [], key=lambda r: r["mean_gain"], default=None)
+        lines.append(
+            f"| `{report['weights']}` | {report['task']} | {', '.join(x['name'] for x in report['scenes'])} | "
+            f"{s['mean_psnr']:.2f} ({s['mean_psnr_baseline']:.2f}) | {s['mean_gain']:+.2f} {_ci(s['mean_gain_ci'])} | "
+            f"{w.get('gain', float('nan')):+.2f} ({w.get('scene')} {w.get('band')}) | "
+            + (f"{rob['mean_gain']:+.2f} {_ci(rob['mean_gain_ci'])} ({rob['label']})" if rob else "n/a") + " |")
+    return "\n".join(lines)
+
+
 def card(meta: WeightsMeta, limits: list[str], evaluation: dict[str, dict[str, dict[str, float]]] | None = None,
-         history_csv: str | Path | None = None) -> str:
+         history_csv: str | Path | None = None, test_report: Mapping[str, Any] | None = None) -> str:
     """Markdown: what the weights are, the data and recipe, validation metrics vs bicubic, limits."""
     t, m = meta.training, meta.metrics
     recipe = t.get("recipe", {})
@@ -89,6 +170,10 @@ def card(meta: WeightsMeta, limits: list[str], evaluation: dict[str, dict[str, d
             lines += [f"**{title}**", "", "| metric | model | bicubic |", "|---|---|---|"]
             lines += [f"| {k} | {v:.4f} | {res['bicubic'][k]:.4f} |" for k, v in res["model"].items()]
             lines.append("")
+    if test_report is not None:
+        if test_report.get("weights_sha256") != meta.sha256:
+            raise ValueError(f"the test report is for other weights than {meta.name} ({meta.sha256[:16]}...)")
+        lines += ["", *test_split_section(test_report)]
     lines += ["", "## Limits", "", *[f"- {x}" for x in limits], "", "## Licence", "", meta.licence, ""]
     return "\n".join(lines)
 
@@ -96,7 +181,8 @@ def card(meta: WeightsMeta, limits: list[str], evaluation: dict[str, dict[str, d
 def write_card(weights: str | Path, limits: list[str],
                evaluation: dict[str, dict[str, dict[str, float]]] | None = None,
                history_csv: str | Path | None = None) -> Path:
+    """Write ``NAME.md`` next to the weights (with the "Test split" section when ``NAME.test.json`` exists)."""
     meta = read_meta(weights)
     path = Path(weights).with_suffix("").with_suffix(".md")
-    path.write_text(card(meta, limits, evaluation, history_csv))
+    path.write_text(card(meta, limits, evaluation, history_csv, read_test_report(weights, meta)))
     return path

@@ -1,9 +1,11 @@
-"""Evaluate a model against the interpolation baseline: metric tables and quicklook PNGs.
+"""Evaluate a model against the interpolation baseline on a training config's data, and quicklook PNGs.
 
 * :func:`evaluate_dataset`: a model on a dataset's samples (the validation split of a training
-  config), with the bicubic baseline (multi-frame: bicubic of the clear-median composite);
-* :func:`evaluate_wald`: the Wald protocol on any single raster a user has: degrade it by the
-  scale, super-resolve back, compare with the original, and with bicubic from the same input.
+  config), with the bicubic baseline (multi-frame: bicubic of the clear-median composite). Its
+  PSNR is against a peak of 1.0, as the training logs and the weights' metadata record it.
+
+The evaluation that selects and reports models (PSNR against the reference's own peak, intervals,
+splits by place, robustness, the Wald protocol on any raster) is :mod:`training.evaluation`.
 
 Quicklooks: one PNG per sample, four panels (input upsampled by nearest neighbour, bicubic, SR,
 reference), stretched to the reference's 2-98 % range.
@@ -23,7 +25,6 @@ import torch.nn.functional as F
 
 import models
 from models.highresnet import masked_median
-from training.degrade import S2_MTF_AT_NYQUIST, degrade
 from training.metrics import metric_table, summarize
 
 
@@ -84,48 +85,3 @@ def evaluate_dataset(model: models.SRModel, samples: Iterable[Any], *, quicklook
         if quicklooks is not None and k < n_quicklooks:
             quicklook(quicklooks / f"sample-{k:03d}.png", lr, base.clamp(0, 1), sr.clamp(0, 1), hr)
     return {"model": summarize(model_rows), "bicubic": summarize(base_rows), "samples": {"n": float(len(model_rows))}}
-
-
-def _longest_run(flags: np.ndarray) -> tuple[int, int]:
-    """(start, stop) of the longest run of True in a 1-D boolean array ((0, 0) when none)."""
-    best, start = (0, 0), None
-    for i, f in enumerate([*flags.tolist(), False]):
-        if f and start is None:
-            start = i
-        elif not f and start is not None:
-            best = max(best, (start, i), key=lambda r: r[1] - r[0])
-            start = None
-    return best
-
-
-@torch.no_grad()
-def evaluate_wald(model: models.SRModel, image: str | Path, *, scale: int | None = None, bands: list[int] | None = None,
-                  quicklooks: Path | None = None, mtf: float = S2_MTF_AT_NYQUIST,
-                  max_side: int = 1024) -> dict[str, dict[str, float]]:
-    """The Wald protocol on one raster: degrade by the model's scale, super-resolve, compare."""
-    from training.datasets.wald import read_image
-
-    s = scale or model.scale
-    if s != model.scale:
-        raise ValueError(f"model {model.name} is x{model.scale}, not x{s}")
-    im = read_image(image, bands=bands)
-    # a window with valid pixels only (metrics over no-data fill would flatter both methods):
-    # the longest run of fully valid columns over the valid rows, then of fully valid rows in it
-    rows = np.flatnonzero(im.valid.any(1))
-    if rows.size == 0:
-        raise ValueError(f"{image} has no valid pixels")
-    r0, r1 = int(rows[0]), int(rows[-1]) + 1
-    c0, c1 = _longest_run(np.asarray(im.valid[r0:r1].all(0)))
-    r0, r1 = (r0 + a for a in _longest_run(np.asarray(im.valid[r0:r1, c0:c1].all(1))))
-    h = min(r1 - r0, max_side) // s * s
-    w = min(c1 - c0, max_side) // s * s
-    if h < 8 * s or w < 8 * s:
-        raise ValueError(f"{image}: no fully valid window of at least {8 * s} px for the Wald protocol at x{s}")
-    hr = torch.from_numpy(im.data[:, r0 : r0 + h, c0 : c0 + w].copy())
-    lr = degrade(hr, s, mtf)
-    sr = model(lr[None])[0]
-    base = F.interpolate(lr[None], scale_factor=s, mode="bicubic", align_corners=False)[0]
-    if quicklooks is not None:
-        quicklook(quicklooks / f"{Path(str(image)).stem}-wald-x{s}.png", lr, base.clamp(0, 1), sr.clamp(0, 1), hr)
-    m, b = _rows(sr, base, hr, s, None, corrected=False)
-    return {"model": m, "bicubic": b, "samples": {"n": 1.0, "height": float(h), "width": float(w)}}
