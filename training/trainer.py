@@ -263,7 +263,8 @@ class Trainer:
             b = {k: v.to(self.device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
             return model(b["views"], b["masks"], b["present"]), b["hr"], b.get("hr_clear")
         if self.sharpen:
-            return model(batch["low"].to(self.device), batch["guide"].to(self.device)), batch["hr"].to(self.device), None
+            low, guide = batch["low"].to(self.device), batch["guide"].to(self.device)
+            return model(low, guide), batch["hr"].to(self.device), None
         lr, hr = (t.to(self.device) for t in batch)
         return model(lr), hr, None
 
