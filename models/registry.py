@@ -160,21 +160,42 @@ register(ModelEntry("highresnet", HighResNet, "multi-frame", ANY_SCALE,
                     defaults=(("scale", 3),)))
 
 
-def _gains_over_bicubic(metrics: dict[str, Any], keys: tuple[str, ...]) -> list[float] | None:
-    """``metric - metric_bicubic`` for each key, or None when the metadata lacks one."""
-    try:
-        return [float(metrics[k]) - float(metrics[k + "_bicubic"]) for k in keys]
-    except KeyError:
+def test_report(name: str) -> dict[str, Any] | None:
+    """The test-split report of shipped weights (``NAME.test.json`` beside them, written once by
+    :func:`training.evaluation.write_test_report`), or None when there is none or it reports other weights."""
+    import json
+
+    from models.weights import read_meta, shipped_weights
+
+    path = shipped_weights().get(name)
+    if path is None:
         return None
+    report = path.with_name(f"{name}.test.json")
+    if not report.exists():
+        return None
+    doc = json.loads(report.read_text())
+    return doc if doc.get("weights_sha256") == read_meta(path).sha256 else None
 
 
-def default_model(sensor: str = "sentinel-2", scale: int = 4, multi_frame: bool = False) -> str:
-    """The best shipped model for a sensor and scale, or ``"bicubic"`` while none beats it.
+def beats_bicubic(name: str) -> tuple[bool, float | None]:
+    """(whether the weights beat bicubic on their test split with the lower end of the 95 % interval of
+    the mean gain above zero, that mean gain in dB)."""
+    doc = test_report(name)
+    summary = (doc or {}).get("summary") or {}
+    ci, gain = summary.get("mean_gain_ci"), summary.get("mean_gain")
+    if summary.get("baseline", "bicubic") != "bicubic" or not ci or gain is None:
+        return False, None
+    return float(ci[0]) > 0, float(gain)
 
-    A shipped weights file qualifies when it is trained, meant for ``sensor`` (``training.sensors``
-    in its metadata), has the scale and kind asked for, and beat the bicubic baseline on its own
-    validation area in both plain PSNR and SSIM (multi-frame models also in cPSNR and cSSIM when
-    their metadata has them); the largest PSNR gain wins.
+
+def default_model(sensor: str = "sentinel-2", scale: int = 4, multi_frame: bool = False,
+                  bands: Sequence[str] | None = None) -> str:
+    """The model ``"auto"`` means: the shipped weights for ``sensor``, ``scale`` and kind that beat bicubic
+    on their test split (places used neither for training nor for selection) with the lower end of the
+    95 % interval of the mean gain above zero; the largest mean gain wins; ``"bicubic"`` where none does.
+
+    Weights made for particular bands (the cross-band models take B02 B03 B04 B08 together) qualify only
+    when ``bands`` are exactly theirs; band-agnostic weights qualify for any bands.
     """
     from models.weights import read_meta, shipped_weights
 
@@ -183,16 +204,12 @@ def default_model(sensor: str = "sentinel-2", scale: int = 4, multi_frame: bool 
         meta = read_meta(path)
         if not meta.trained or meta.scale != scale or sensor not in meta.training.get("sensors", []):
             continue
-        if (entry(meta.architecture).kind == "multi-frame") != multi_frame:
+        kind = entry(meta.architecture).kind
+        if kind not in ("single-image", "multi-frame") or (kind == "multi-frame") != multi_frame:
             continue
-        gains = _gains_over_bicubic(meta.metrics, ("psnr", "ssim"))
-        if gains is None:
+        if meta.bands is not None and (bands is None or list(bands) != list(meta.bands)):
             continue
-        if multi_frame and "cpsnr" in meta.metrics:
-            registered = _gains_over_bicubic(meta.metrics, ("cpsnr", "cssim"))
-            if registered is None:
-                continue
-            gains += registered
-        if all(g > 0 for g in gains) and (best is None or gains[0] > best[0]):
-            best = (gains[0], name)
+        wins, gain = beats_bicubic(name)
+        if wins and gain is not None and (best is None or gain > best[0]):
+            best = (gain, name)
     return best[1] if best else "bicubic"

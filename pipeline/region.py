@@ -364,7 +364,8 @@ class RegionJob:
                 raise InvalidOptionError(f"harmonize for {sensor.name} must be one of {sensor.harmonize_modes}, "
                                          f"got {opts.harmonize!r}")
         if model == "auto":  # the best shipped model for the sensor and scale (bicubic while none beats it)
-            model = models.default_model(sensor.name if sensor else "sentinel-2", scale or 4)
+            model = models.default_model(sensor.name if sensor else "sentinel-2", scale or 4,
+                                         bands=band_names or (sensor.vocabulary.default_bands if sensor else None))
             log.info("model 'auto' is %s", model)
         model_ref, local_model = resolve_model(model, scale, bands=band_names, allow_untrained=opts.allow_untrained)
         multi = bool(local_model.multi_frame)

@@ -283,19 +283,32 @@ def test_cli_train_and_evaluate(tmp_path, sample_dir):
     assert res.exit_code == 2 and "does not exist" in " ".join(res.output.split())
 
 
-def test_default_model_needs_a_win_over_bicubic(tmp_path, monkeypatch):
+def test_default_model_needs_a_test_split_win_over_bicubic(tmp_path, monkeypatch):
+    """"auto" picks shipped weights only where their test-split report shows a gain over bicubic whose 95 %
+    interval lies above zero; band-specific weights only for exactly their bands."""
     import models.weights as mw
 
     monkeypatch.setattr(mw, "SHIPPED_DIR", tmp_path)
     assert models.default_model("sentinel-2", 4) == "bicubic"
-    net = models.build("elsr", scale=4)
-    for name, gain in (("worse", -0.2), ("better", 0.5), ("best", 0.9)):
-        models.save_weights(net, tmp_path / name, trained=True, training={"sensors": ["sentinel-2"]},
-                            metrics={"psnr": 30 + gain, "psnr_bicubic": 30.0, "ssim": 0.9 + gain / 100,
-                                     "ssim_bicubic": 0.9})
-    assert models.default_model("sentinel-2", 4) == "best"
+    agnostic = models.build("lrnet", scale=4, features=4, blocks=1)
+    xband = models.build("lrnet", scale=4, channels=4, bands=("B02", "B03", "B04", "B08"), features=4, blocks=1)
+    for name, net, gain, ci in (("worse", agnostic, -0.2, [-0.4, 0.0]), ("unsure", agnostic, 0.8, [-0.1, 1.7]),
+                                ("better", agnostic, 0.5, [0.2, 0.8]), ("xband", xband, 1.5, [1.1, 1.9]),
+                                ("unreported", agnostic, None, None)):
+        meta = models.save_weights(net, tmp_path / name, trained=True, training={"sensors": ["sentinel-2"]})
+        if gain is not None:
+            (tmp_path / f"{name}.test.json").write_text(json.dumps(
+                {"weights_sha256": meta.sha256, "summary": {"baseline": "bicubic", "mean_gain": gain,
+                                                            "mean_gain_ci": ci}}))
+    assert models.default_model("sentinel-2", 4, bands=["B04", "B08"]) == "better"
+    assert models.default_model("sentinel-2", 4, bands=["B02", "B03", "B04", "B08"]) == "xband"
     assert models.default_model("sentinel-2", 2) == "bicubic"  # no x2 weights
     assert models.default_model("proba-v", 4) == "bicubic"  # not meant for that sensor
+    # a report of other weights (retrained since) does not count
+    with torch.no_grad():
+        xband.tail.bias += 0.01
+    models.save_weights(xband, tmp_path / "xband", trained=True, training={"sensors": ["sentinel-2"]})
+    assert models.default_model("sentinel-2", 4, bands=["B02", "B03", "B04", "B08"]) == "better"
 
 
 def test_cards_say_how_validation_is_kept_apart_and_configs_refuse_overlap(tmp_path, sample_dir):
