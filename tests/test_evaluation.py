@@ -14,7 +14,7 @@ import torch
 from typer.testing import CliRunner
 
 import models
-from models.psf import ROBUSTNESS
+from models.psf import ROBUSTNESS, sensor_degradation
 from pipeline.cli import app
 from training import card
 from training import evaluation as ev
@@ -79,12 +79,11 @@ def test_psnr_against_own_peak_is_psnr_at_peak_one_plus_20_log10_peak():
     assert value - ev.psnr_own_peak(base, ref)[0] == pytest.approx(psnr(x, ref) - psnr(base, ref), abs=1e-9)
 
 
-def test_the_evaluation_degradation_is_the_one_of_the_wald_training_pairs():
-    from training.degrade import degrade
-
+def test_the_evaluation_degradation_is_the_validation_one_of_training():
     x = texture(2, 48, 48, seed=21).float()
+    assert ev.WALD == sensor_degradation() and ev.WALD.decimation == "point"  # SceneWald validates with it too
     for s in (2, 3, 4):
-        assert torch.equal(ev.WALD(x, s), degrade(x, s))
+        assert torch.equal(ev.WALD(x, s), sensor_degradation()(x, s))
 
 
 def test_blocks_cover_every_pixel_once_including_partial_edge_blocks():
@@ -323,6 +322,6 @@ def test_write_test_report_on_the_real_test_split(tmp_path):
     assert doc["weights_sha256"] == models.weights.read_meta(tmp_path / "tiny4.json").sha256
     assert [s["name"] for s in doc["scenes"]] == ["T49JGM"] and doc["split"] == "test"
     assert len(doc["rows"]) == 4 and len(doc["robustness"]) == 12 and doc["srcube_version"]
-    assert doc["peak_convention"] == ev.PEAK_CONVENTION and doc["degradation"]["decimation"] == "area"
+    assert doc["peak_convention"] == ev.PEAK_CONVENTION and doc["degradation"]["decimation"] == "point"
     assert all(r["peak"] < 1 and r["psnr_ci"][0] <= r["psnr"] <= r["psnr_ci"][1] for r in doc["rows"])
     assert "| `tiny4` | s2-10m | T49JGM |" in card.test_table_markdown(tmp_path)

@@ -90,7 +90,7 @@ import torch
 import torch.nn.functional as F
 
 import models
-from models.psf import ROBUSTNESS, SENSOR_PSF, Degradation
+from models.psf import ROBUSTNESS, Degradation, sensor_degradation
 from models.sharpen import Sharpener
 from training.datasets.scenes import S2_10M, S2_20M, Scene, load_s2
 from training.datasets.scenes import scenes as task_scenes
@@ -102,7 +102,9 @@ PEAK_CONVENTION = ("PSNR = 10 log10(peak^2 / MSE), peak = max of the reference b
 
 #: the Wald degradation of evaluations: Sentinel-2 PSF (MTF 0.3 at Nyquist) and block mean, as the
 #: Wald training pairs of srcube (training/degrade.py)
-WALD = Degradation(SENSOR_PSF["sentinel-2"], "area")
+#: the headline degradation of reports: the sensor's PSF (MTF 0.3 at the LR Nyquist) and point sampling at
+#: the LR pixel centres, as a sensor samples (the robustness table adds the others, block means included)
+WALD = sensor_degradation("sentinel-2")
 
 REPORT_FORMAT = "srcube-test-report/1"
 OPENSR_LAMBDA = 0.05  # opensr-test Config: im_score, om_score, ha_score
