@@ -244,3 +244,20 @@ def test_multi_frame_and_bad_values_are_refused_before_work(tmp_path):
     with pytest.raises(InvalidOptionError, match="consistency must be True or False or None"):
         run_region(SMALL_BBOX, DAY, catalog="http://127.0.0.1:9", consistency="on", out=str(out))
     assert not out.exists()
+
+
+def test_the_cli_passes_the_option(tmp_path):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    hrn = tmp_path / "hrn.safetensors"
+    models.save_weights(models.build("highresnet", scale=4, **TINY["highresnet"]), hrn, trained=False)
+    out = tmp_path / "never.zarr"
+    base = ["run", "--bbox", ",".join(map(str, SMALL_BBOX)), "--dates", DAY, "--out", str(out), "--model", str(hrn),
+            "--allow-untrained", "--catalog", "http://127.0.0.1:9"]
+    asked = CliRunner().invoke(app, [*base, "--consistency"], env={"COLUMNS": "200"})
+    assert asked.exit_code == 2 and "multi-frame" in asked.output
+    default = CliRunner().invoke(app, base, env={"COLUMNS": "200"})  # None: off for multi-frame, so on to the search
+    assert default.exit_code != 0 and "multi-frame" not in default.output and "catalog" in default.output
+    assert not out.exists()
