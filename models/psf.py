@@ -93,6 +93,40 @@ def decimate(x: torch.Tensor, scale: int, how: str = "point", phase: tuple[float
     return _sample_axis(y, scale, centre + phase[1], x.ndim - 1)
 
 
+def _sample_axis_adjoint(y: torch.Tensor, scale: int, offset: float, dim: int, size: int) -> torch.Tensor:
+    """The adjoint of :func:`_sample_axis`: each value goes back to the position(s) it was read from
+    (split linearly between two neighbours at a fractional offset), zeros elsewhere; ``size`` values."""
+    n = y.shape[dim]
+    base = math.floor(offset)
+    frac = offset - base
+    idx = torch.arange(n, device=y.device) * scale + base
+    shape = list(y.shape)
+    shape[dim] = size
+    out = torch.zeros(shape, dtype=y.dtype, device=y.device)
+    if frac < 1e-9:
+        return out.index_add_(dim, idx.clamp(0, size - 1), y)
+    out.index_add_(dim, idx.clamp(0, size - 1), y * (1 - frac))
+    return out.index_add_(dim, (idx + 1).clamp(0, size - 1), y * frac)
+
+
+def decimate_adjoint(y: torch.Tensor, scale: int, shape: tuple[int, int], how: str = "point",
+                     phase: tuple[float, float] = (0.0, 0.0)) -> torch.Tensor:
+    """The adjoint (transpose) of :func:`decimate` onto a (..., H, W) = ``shape`` grid: zero insertion at
+    the sampling positions (``"point"``) or each value spread evenly over its block (``"area"``), so that
+    ``<decimate(x), y> == <x, decimate_adjoint(y)>`` for every x of that shape."""
+    h, w = shape
+    if how == "area":
+        up = y.repeat_interleave(scale, dim=-2).repeat_interleave(scale, dim=-1) / scale**2
+        return F.pad(up, (0, w - up.shape[-1], 0, h - up.shape[-2]))
+    if how != "point":
+        raise ValueError(f"decimation must be 'point' or 'area', got {how!r}")
+    centre = (scale - 1) / 2
+    hc, wc = (h // scale) * scale, (w // scale) * scale  # decimate reads only these rows and columns
+    z = _sample_axis_adjoint(y, scale, centre + phase[0], y.ndim - 2, hc)
+    z = _sample_axis_adjoint(z, scale, centre + phase[1], y.ndim - 1, wc)
+    return F.pad(z, (0, w - wc, 0, h - hc))
+
+
 @dataclass(frozen=True)
 class Degradation:
     """A sensor-like degradation: Gaussian PSF (``sigma`` as a fraction of the scale), decimation,

@@ -130,6 +130,10 @@ def run(
     scheduler: Annotated[str | None, typer.Option(help="address of an existing Dask scheduler")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace a complete cube at --out")] = False,
     allow_untrained: Annotated[bool, typer.Option(help="accept weights marked untrained")] = False,
+    consistency: Annotated[bool | None, typer.Option(
+        "--consistency/--no-consistency",
+        help="project each SR tile so the sensor PSF degradation gives back the input, and write the consistency "
+             "layer (default: on for learned single-image models, off for interpolation and multi-frame)")] = None,
     lock_wait: Annotated[float, typer.Option(help="seconds to wait for another run writing --out")] = 0.0,
     fail_on_error: Annotated[bool, typer.Option(help="fail on unusable assets instead of leaving items out")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="run a region above max_pixels (1e9 output pixels)")] = False,
@@ -146,8 +150,9 @@ def run(
          bands=bands.split(",") if bands else None, model=model, scale=scale, min_clear=min_clear, tile=tile,
          window=window, n_views=n_views, min_views=min_views, short_windows=short_windows, stack_cache=stack_cache,
          dtype=dtype, max_cloud_cover=max_cloud_cover, n_workers=workers, overwrite=overwrite, client=client,
-         allow_untrained=allow_untrained, lock_wait=lock_wait, fail_on_error=fail_on_error, yes=yes,
-         clear_classes=_int_list(clear_classes), harmonize=harmonize, resolution=resolution, max_pixels=max_pixels)
+         allow_untrained=allow_untrained, consistency=consistency, lock_wait=lock_wait, fail_on_error=fail_on_error,
+         yes=yes, clear_classes=_int_list(clear_classes), harmonize=harmonize, resolution=resolution,
+         max_pixels=max_pixels)
 
 
 def _int_list(text: str | None) -> list[int | str] | None:

@@ -6,6 +6,11 @@ model once, and is cropped to exactly ``scale x`` its own extent. The output gri
 grid with pixels ``scale`` times smaller and the same outer edges, so each input pixel maps to
 ``scale x scale`` output pixels. Models enter the graph as a small ``ModelSpec`` and are built once
 per worker process (or, for a model object, as one shared graph key).
+
+With the consistency projection on (default for learned single-image models, see
+:mod:`pipeline.consistency`), each tile's output is projected in the same task so that the sensor's
+degradation of it gives back the tile's input, and the per-pixel consistency error comes along as a
+``consistency`` coordinate; the tiles borrow the projection's reach on top of the model's.
 """
 
 from __future__ import annotations
@@ -30,10 +35,13 @@ from odc.geo.xr import xr_coords
 
 import models
 from models import ModelSpec, SRModel
+from models.interp import Interpolation, Lanczos
 from pipeline.cluster import usable_cores
+from pipeline.consistency import Projection
 from pipeline.errors import (
     IncompatibleWeightsError,
     InvalidDataError,
+    InvalidOptionError,
     UnknownModelError,
     UnsupportedScaleError,
     as_pipeline_error,
@@ -54,7 +62,8 @@ class InferenceSpec:
     own zero padding), so tiled == whole image. ``"reflect"``/``"edge"``: the scene is padded by the
     margin first (numpy modes), as a whole-image pass on the padded scene would be.
     ``precision``: ``"bf16"``/``"fp16"`` autocast (fp16 runs as bf16 on a CPU, which has no fp16
-    convolutions); ``"fp32"`` otherwise.
+    convolutions); ``"fp32"`` otherwise. ``projection``: the consistency projection applied to each tile
+    (in fp32, before cropping), or None.
     """
 
     margin: int
@@ -64,6 +73,7 @@ class InferenceSpec:
     precision: str = "fp32"
     #: torch threads per task on each worker host, where known (see :func:`host_threads`)
     per_host: tuple[tuple[str, int], ...] = ()
+    projection: Projection | None = None
 
     def __post_init__(self) -> None:
         if self.boundary not in BOUNDARIES:
@@ -188,15 +198,28 @@ def _tile_context(ref: ModelSpec | SRModel, spec: InferenceSpec, block_info: dic
 
 def _sr_block(block: np.ndarray, ref: ModelSpec | SRModel, spec: InferenceSpec,
               block_info: dict[Any, Any] | None = None) -> np.ndarray:
-    """Super-resolve one (time, band, y, x) tile that carries ``margin`` borrowed pixels."""
+    """Super-resolve one (time, band, y, x) tile that carries ``margin`` borrowed pixels.
+
+    With a projection, the tile is projected before cropping and its consistency error (NaN where
+    the input has no data, each input pixel's value on its ``scale x scale`` output pixels) is
+    appended as one more band."""
     assert block_info is not None  # supplied by map_blocks
     model, device, sides = _tile_context(ref, spec, block_info)
     scale = spec.scale
     finite = np.isfinite(block)
     x, (top, bottom, left, right) = spec.pad_edges(np.where(finite, block, 0.0).astype(np.float32, copy=False),
                                                    sides)
+    xt = torch.from_numpy(np.ascontiguousarray(x)).to(device)
     with torch.inference_mode(), spec.autocast(device):
-        y = model(torch.from_numpy(np.ascontiguousarray(x)).to(device)).float().cpu().numpy()
+        yt = model(xt).float()
+    err = None
+    if spec.projection is not None:
+        # the model saw invalid pixels filled; the projection gives them no target (zero residual)
+        ok = spec.pad_edges(finite.all(axis=1, keepdims=True).astype(np.float32), sides)[0][:, 0] > 0.5
+        with torch.inference_mode():
+            yt, et = spec.projection.project(xt, yt, torch.from_numpy(ok).to(device))
+        err = et.cpu().numpy()[:, top : et.shape[-2] - bottom, left : et.shape[-1] - right]
+    y = yt.cpu().numpy()
     h, w = y.shape[-2:]
     y = y[..., top * scale : h - bottom * scale, left * scale : w - right * scale]
     top, bottom, left, right = sides
@@ -204,6 +227,8 @@ def _sr_block(block: np.ndarray, ref: ModelSpec | SRModel, spec: InferenceSpec,
     if not valid.all():
         invalid = ~np.repeat(np.repeat(valid, scale, axis=-2), scale, axis=-1)
         y = np.where(invalid[:, None], np.float32(np.nan), y)
+    if err is not None:
+        y = np.concatenate([y, np.repeat(np.repeat(err, scale, axis=-2), scale, axis=-1)[:, None]], axis=1)
     return np.ascontiguousarray(y, dtype=np.float32)
 
 
@@ -299,19 +324,57 @@ def default_threads(client: Any | None) -> int:
 
 
 def _inference_spec(client: Any | None, torch_threads: int | None, margin: int, scale: int, boundary: str,
-                    precision: str) -> InferenceSpec:
+                    precision: str, projection: Projection | None = None) -> InferenceSpec:
     """The tile tasks' spec: torch threads as given, else per worker host (fallback: cluster-wide)."""
     if torch_threads is not None:
-        return InferenceSpec(margin, scale, torch_threads, boundary, precision)
+        return InferenceSpec(margin, scale, torch_threads, boundary, precision, projection=projection)
     per_host = host_threads(client) if client is not None else ()
-    return InferenceSpec(margin, scale, default_threads(client), boundary, precision, per_host)
+    return InferenceSpec(margin, scale, default_threads(client), boundary, precision, per_host, projection)
+
+
+def is_interpolation(model: SRModel) -> bool:
+    """Whether ``model`` is one of the interpolation baselines (nearest, bilinear, bicubic, Lanczos)."""
+    return isinstance(model, (Interpolation, Lanczos))
+
+
+def wants_consistency(model: SRModel, consistency: bool | None) -> bool:
+    """Whether the consistency projection runs: as asked, or (``None``) for learned single-image models
+    only. Multi-frame models never: their input is several views at unknown sub-pixel shifts, not one
+    image the sensor's degradation of the output should give back (InvalidOptionError if asked)."""
+    if consistency is not None and not isinstance(consistency, (bool, np.bool_)):
+        raise InvalidOptionError(f"consistency must be True, False or None (learned models only), got {consistency!r}")
+    if model.multi_frame:
+        if consistency:
+            raise InvalidOptionError(
+                f"consistency=True: model {model.name} is multi-frame; its views are separate acquisitions at "
+                "unknown sub-pixel shifts, so there is no single input its output should degrade to (srcube "
+                "leaves the projection off for multi-frame models); pass consistency=None or False")
+        return False
+    return bool(consistency) if consistency is not None else not is_interpolation(model)
+
+
+def tile_margin(model: SRModel, projection: Projection | None, margin: int | None = None) -> int:
+    """Input pixels each tile borrows: the model's receptive field plus the projection's reach (when it
+    runs), or ``margin`` if that is larger."""
+    need = max(int(model.receptive_field), 0) + (projection.margin if projection is not None else 0)
+    return max(need, int(margin or 0))
+
+
+def tile_spec(tile: int | None, m: int, scale: int, projection: Projection | None) -> TileSpec:
+    t = choose_tile(tile, m, DEFAULT_TILE)
+    if m > t:
+        extra = f" (the receptive field plus {projection.margin} for the consistency projection)" if projection else ""
+        raise InvalidOptionError(f"tile {t} is smaller than the margin each tile borrows, {m} input pixels{extra}; "
+                                 f"use tile >= {m}" + (" or consistency=False" if projection else ""))
+    return TileSpec(tile=t, margin=m, scale=scale)
 
 
 def super_resolve(data: xr.DataArray, model: str | Path | ModelSpec | SRModel, *, client: Any | None = None,
                   scale: int | None = None, tile: int | None = None, margin: int | None = None,
                   torch_threads: int | None = None, allow_untrained: bool = False, boundary: str = "none",
                   precision: str = "fp32", resources: dict[str, float] | None = None,
-                  frames_per_task: int = 1) -> xr.DataArray:
+                  frames_per_task: int = 1, consistency: bool | None = None,
+                  sensor: str = "sentinel-2") -> xr.DataArray:
     """Super-resolve a georeferenced ``(time, band, y, x)`` or ``(band, y, x)`` reflectance array.
 
     Returns the array on the finer aligned grid. A Dask-backed input gives a lazy result (compute
@@ -323,6 +386,13 @@ def super_resolve(data: xr.DataArray, model: str | Path | ModelSpec | SRModel, *
     ``resources`` (e.g. ``{"GPU": 1}``) annotates the super-resolution tasks so the scheduler runs
     them only on workers that declare them; compute with ``optimize_graph=False`` (blockwise fusion
     drops annotations). ``frames_per_task`` batches that many frames in one forward pass.
+
+    ``consistency`` (default: on for learned models, off for the interpolation baselines) projects each
+    tile so that the ``sensor``'s degradation (:func:`models.psf.sensor_degradation`) of the output gives
+    back the input (:mod:`pipeline.consistency`; a low-frequency correction), and attaches the
+    ``consistency`` coordinate (time, y, x): the mean absolute difference over bands between the
+    degraded output and the input per input pixel, on its ``scale x scale`` output pixels, NaN where
+    the input has no data. The tiles then borrow the projection's reach too.
     """
     data, squeeze = _normalise(data)
     band_names = [str(b) for b in data.band.values] if "band" in data.coords else None
@@ -336,8 +406,14 @@ def super_resolve(data: xr.DataArray, model: str | Path | ModelSpec | SRModel, *
         raise IncompatibleWeightsError(f"model {local.name} takes {local.channels} bands, the array has "
                                        f"{data.sizes['band']}")
     s = int(local.scale)
-    m = max(int(local.receptive_field), int(margin or 0))
-    spec = TileSpec(tile=choose_tile(tile, m, DEFAULT_TILE), margin=m, scale=s)
+    projection = None
+    if wants_consistency(local, consistency):
+        try:
+            projection = Projection.for_sensor(sensor, s)
+        except ValueError as exc:
+            raise InvalidOptionError(str(exc)) from None
+    m = tile_margin(local, projection, margin)
+    spec = tile_spec(tile, m, s, projection)
     lazy = dask.is_dask_collection(data.data)
     arr = data.data if lazy else da.from_array(np.asarray(data.data))
     if frames_per_task < 1:
@@ -348,11 +424,12 @@ def super_resolve(data: xr.DataArray, model: str | Path | ModelSpec | SRModel, *
     depth = {0: 0, 1: 0, 2: m if len(arr.chunks[2]) > 1 else 0, 3: m if len(arr.chunks[3]) > 1 else 0}
     ov = da.overlap.overlap(arr, depth=depth, boundary="none") if any(depth.values()) else arr
     graph_ref: Any = ref if isinstance(ref, ModelSpec) else dask.delayed(ref, pure=True, traverse=False)
-    run = _inference_spec(client, torch_threads, m, s, boundary, precision)
+    run = _inference_spec(client, torch_threads, m, s, boundary, precision, projection)
+    n_out = data.sizes["band"] + (1 if projection is not None else 0)  # + the consistency layer
     with dask.annotate(resources=resources) if resources else contextlib.nullcontext():
         out = da.map_blocks(
             _sr_block, ov, graph_ref, run,
-            chunks=(arr.chunks[0], arr.chunks[1], spec.out_chunks(data.sizes["y"]), spec.out_chunks(data.sizes["x"])),
+            chunks=(arr.chunks[0], (n_out,), spec.out_chunks(data.sizes["y"]), spec.out_chunks(data.sizes["x"])),
             dtype=np.float32, meta=np.empty((0, 0, 0, 0), np.float32),
             # unique per input and model (a fixed name would make two arrays share keys on one cluster)
             name=f"super-resolve-{local.name}-{dask.base.tokenize(ov, graph_ref, run)}",
@@ -362,12 +439,26 @@ def super_resolve(data: xr.DataArray, model: str | Path | ModelSpec | SRModel, *
     for name, coord in data.coords.items():
         if name not in coords and set(coord.dims) <= {"time", "band"}:
             coords[str(name)] = coord
+    if projection is not None:
+        layer = out[:, -1]
+        out = out[:, :-1]
+        coords["consistency"] = xr.Variable(("time", "y", "x"), layer, attrs=consistency_attrs(projection))
     result = xr.DataArray(out, dims=("time", "band", "y", "x"), coords=coords, name=data.name,
-                          attrs={**data.attrs, "sr_model": local.name, "sr_scale": s})
+                          attrs={**data.attrs, "sr_model": local.name, "sr_scale": s,
+                                 "sr_consistency": projection is not None})
     if not lazy:
         opt = {"optimize_graph": False} if resources else {}
         result = client.compute(result, **opt).result() if client is not None else result.compute(**opt)
     return result.isel(time=0) if squeeze else result
+
+
+def consistency_attrs(projection: Projection) -> dict[str, Any]:
+    """Attributes of the ``consistency`` layer made with ``projection``."""
+    return {"long_name": "consistency error: mean absolute difference over bands between the super-resolved "
+                         "reflectance degraded by the sensor PSF and the input reflectance",
+            "units": "1", "psf": projection.describe()["consistency_psf"],
+            "comment": "one value per input pixel, repeated on its scale x scale output pixels; computed after the "
+                       "consistency projection; NaN where the input has no data"}
 
 
 def _mf_block(views: np.ndarray, masks: np.ndarray, ref: ModelSpec | SRModel, present: np.ndarray,
@@ -421,8 +512,8 @@ def super_resolve_views(views: xr.DataArray, masks: xr.DataArray, present: np.nd
     if n_model and views.sizes["view"] > n_model:
         raise InvalidDataError(f"{views.sizes['view']} views per window, model {local.name} fuses at most {n_model}")
     s = int(local.scale)
-    m = max(int(local.receptive_field), int(margin or 0))
-    spec = TileSpec(tile=choose_tile(tile, m, DEFAULT_TILE), margin=m, scale=s)
+    m = tile_margin(local, None, margin)
+    spec = tile_spec(tile, m, s, None)
     ny, nx = views.sizes["y"], views.sizes["x"]
     lazy = dask.is_dask_collection(views.data)
     v = views.data if lazy else da.from_array(np.asarray(views.data))

@@ -21,11 +21,13 @@ import pystac
 import xarray as xr
 
 import models
+from models.psf import SENSOR_PSF
 from pipeline import catalog as cat
 from pipeline import redact as redact_mod
 from pipeline.access import AssetAccess, ReadSettings, access_for, register_on_workers
 from pipeline.clearance import FrameDecision, WindowPlan, plan_windows, select_frames
 from pipeline.cluster import dask_client
+from pipeline.consistency import Projection
 from pipeline.errors import (
     AllCloudyError,
     InvalidOptionError,
@@ -33,14 +35,21 @@ from pipeline.errors import (
     UnknownCollectionError,
     UnknownSensorError,
 )
-from pipeline.infer import DEFAULT_TILE, resolve_model, super_resolve, super_resolve_views
+from pipeline.infer import (
+    resolve_model,
+    super_resolve,
+    super_resolve_views,
+    tile_margin,
+    tile_spec,
+    wants_consistency,
+)
 from pipeline.params import METRES_PER_DEG_LAT, BBox, BBoxLike, DateRange, DatesLike, check_region_size, safe_name
 from pipeline.redact import redact
 from pipeline.sensors import SensorProfile, get_sensor, sensor_for_items
 from pipeline.stack import assemble, with_clearance
 from pipeline.stackcache import StackCache, cache_key
 from pipeline.store import CubeStore
-from pipeline.tiling import TileSpec, choose_tile
+from pipeline.tiling import TileSpec
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +93,10 @@ class RunOptions:
     precision: str = "fp32"  # "bf16"/"fp16" autocast for the model (on CUDA; fp16 is bf16 on a CPU)
     boundary: str = "none"  # scene-edge handling of the model: "none", "reflect" or "edge"
     frames_per_task: int = 1  # frames batched in one forward pass
+    # project each SR tile so that the sensor's PSF degradation of it gives back the input, and write the
+    # `consistency` QA layer (None: on for learned single-image models, off for the interpolation baselines
+    # and multi-frame models; see pipeline.consistency)
+    consistency: bool | None = None
     storage_options: Mapping[str, Any] | None = None  # fsspec options for `out` and the stack cache
     asset_check: str = "blocks"  # screen found items' assets first ("blocks") or not ("none"); see pipeline.assets
     fail_on_error: bool = False  # unusable assets: fail the run (True) or leave their items out (False)
@@ -326,6 +339,7 @@ class RegionJob:
     cache_key: str = ""
     _ready: bool = False
     on_step: Callable[[str, RunLog], None] | None = None
+    consistency: bool = False  # the consistency projection runs (resolved from opts.consistency and the model)
 
     # --- 1. everything that needs only the arguments ---------------------------------------------
 
@@ -376,13 +390,15 @@ class RegionJob:
         _check_size(region, profile, sensor, band_names, opts, int(local_model.scale))
         store = CubeStore(out, opts.storage_options)
         store.check_writable(overwrite=opts.overwrite)
-        margin = max(local_model.receptive_field, 0)
-        tiles = TileSpec(choose_tile(opts.tile, margin, DEFAULT_TILE), margin, int(local_model.scale))
+        consistency = wants_consistency(local_model, opts.consistency)
+        margin = tile_margin(local_model, _widest_projection(sensor, int(local_model.scale)) if consistency else None)
+        tiles = tile_spec(opts.tile, margin, int(local_model.scale),
+                          _widest_projection(sensor, int(local_model.scale)) if consistency else None)
         access = access_for(opts.auth or profile.access)
         if profile.kind == "stac":
             access.check()  # credentials the catalog's assets need: missing ones fail now, not at the first read
         return cls(region, days, profile, coll, sensor, band_names, opts, model_ref, local_model, multi, n_views,
-                   tiles, store, access, ReadSettings.capture(), on_step=on_step)
+                   tiles, store, access, ReadSettings.capture(), on_step=on_step, consistency=consistency)
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
@@ -596,6 +612,11 @@ class RegionJob:
             attrs["georeferencing"] = stack.attrs["georeferencing"]
         self.resources = gpu_resources(client, opts.gpu)
         attrs["gpu_resources"] = bool(self.resources)
+        attrs["consistency_projection"] = self.consistency
+        if self.consistency:
+            attrs.update(Projection.for_sensor(self.sensor.name, int(local_model.scale)).describe())
+        else:
+            attrs["consistency_psf"] = "none"
         if self.multi:
             cube = _multi_frame_cube(stack, self.run.windows, self.n_views, self.model_ref, self.tiles, client, opts,
                                      self.resources)
@@ -603,7 +624,8 @@ class RegionJob:
                          window=opts.window or "all")
             used = [i for w in self.run.windows if w.kept for i in w.views]
         else:
-            cube = _single_image_cube(stack, self.run.frames, self.model_ref, self.tiles, client, opts, self.resources)
+            cube = _single_image_cube(stack, self.run.frames, self.model_ref, self.tiles, client, opts, self.resources,
+                                      self.consistency, self.sensor.name)
             used = [i for i, f in enumerate(self.run.frames) if f.kept]
         attrs["stac_item_ids"] = sorted({i for t in used for i in str(stack["items"].values[t]).split(",")})
         attrs["request_hash"] = request_hash(attrs, opts)
@@ -718,7 +740,7 @@ def run_region(bbox: BBoxLike, dates: DatesLike, *, catalog: str = "sample", col
 #: attributes that identify what a cube holds (not when or how fast it was made)
 _IDENTITY = ("srcube_version", "model", "weights_sha256", "mode", "scale", "sensor", "catalog", "collection", "bbox",
              "dates", "bands", "crs", "input_resolution", "stac_item_ids", "min_clear", "clear_classes", "harmonize",
-             "windows", "n_views", "window")
+             "windows", "n_views", "window", "consistency_projection", "consistency_psf")
 
 
 def request_hash(attrs: Mapping[str, Any], opts: RunOptions) -> str:
@@ -746,13 +768,27 @@ def _finish(cube: xr.Dataset, dtype: str) -> xr.Dataset:
     return cube
 
 
+def _widest_projection(sensor: SensorProfile | None, scale: int) -> Projection:
+    """The sensor's projection; before the sensor is known, the one with the widest reach (so the tiles
+    borrow enough whichever sensor the items turn out to be)."""
+    if sensor is not None and sensor.name in SENSOR_PSF:
+        return Projection.for_sensor(sensor.name, scale)
+    return max((Projection.for_sensor(name, scale) for name in SENSOR_PSF), key=lambda p: p.margin)
+
+
 def _single_image_cube(stack: xr.Dataset, frames: list[FrameDecision], ref: Any, tiles: TileSpec, dc: Any,
-                       opts: RunOptions, resources: dict[str, float] | None) -> xr.Dataset:
+                       opts: RunOptions, resources: dict[str, float] | None, consistency: bool = False,
+                       sensor: str = "sentinel-2") -> xr.Dataset:
     keep = [i for i, f in enumerate(frames) if f.kept]
     kept = stack.isel(time=keep)
-    sr = super_resolve(kept.reflectance, ref, client=dc, tile=tiles.tile, torch_threads=opts.torch_threads,
-                       allow_untrained=opts.allow_untrained, boundary=opts.boundary, precision=opts.precision,
-                       resources=resources, frames_per_task=opts.frames_per_task)
+    sr = super_resolve(kept.reflectance, ref, client=dc, tile=tiles.tile, margin=tiles.margin,
+                       torch_threads=opts.torch_threads, allow_untrained=opts.allow_untrained, boundary=opts.boundary,
+                       precision=opts.precision, resources=resources, frames_per_task=opts.frames_per_task,
+                       consistency=consistency, sensor=sensor)
+    layers: dict[str, xr.DataArray] = {}
+    if "consistency" in sr.coords:  # the QA layer of the projection: a variable of the cube, not a coordinate
+        layers["consistency"] = sr["consistency"].reset_coords(drop=True).rename("consistency").astype(np.float32)
+        sr = sr.drop_vars("consistency")
     clear = _upsample(kept.clear.astype(np.uint8), tiles, sr, "clear",
                       {"long_name": "clear pixel (QA class clear and data in every band)", "flag_values": [0, 1],
                        "flag_meanings": "not_clear clear"})
@@ -772,6 +808,7 @@ def _single_image_cube(stack: xr.Dataset, frames: list[FrameDecision], ref: Any,
                                        attrs={"long_name": "clear fraction of the frame (input grid)"}),
         "clearance_score": xr.DataArray(np.asarray([frames[i].clearance_score for i in keep], np.float32),
                                         dims="time", attrs={"long_name": "clearance score of the frame"}),
+        **layers,
     })
     cube = cube.assign_coords(items=("time", [str(v) for v in kept["items"].values]))
     return _finish(cube, opts.dtype)

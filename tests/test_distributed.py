@@ -10,6 +10,7 @@ from distributed import Client, LocalCluster, get_task_stream
 
 import models
 from pipeline import run_region, super_resolve
+from pipeline.consistency import Projection
 from pipeline.errors import InvalidOptionError
 from pipeline.infer import InferenceSpec
 from tests.test_infer import georef
@@ -67,17 +68,22 @@ def test_run_region_sends_sr_to_gpu_workers(gpu_cluster, sample_url, tmp_path):
             run_region((4.48, 51.41, 4.495, 51.42), "2024-06-12", out=str(tmp_path / "n.zarr"), client=c, gpu=True)
 
 
+@pytest.mark.parametrize("consistency", [False, True])
 @pytest.mark.parametrize("boundary", ["reflect", "edge"])
-def test_scene_edge_padding_equals_a_padded_whole_image_pass(boundary):
+def test_scene_edge_padding_equals_a_padded_whole_image_pass(boundary, consistency):
     model = randomize(models.build("srgan", scale=2, **TINY["srgan"]), std=0.05).eval()
-    m = model.receptive_field
+    projection = Projection.for_sensor("sentinel-2", 2) if consistency else None
+    m = model.receptive_field + (projection.margin if projection else 0)
     a = np.random.default_rng(1).random((1, 1, 50, 45), dtype=np.float32)
-    got = super_resolve(georef(a).chunk({"y": 20, "x": 20}), model, tile=20, boundary=boundary).compute().values
+    got = super_resolve(georef(a).chunk({"y": 20, "x": 20}), model, tile=20, boundary=boundary,
+                        consistency=consistency).compute().values
     mode = "symmetric" if boundary == "reflect" else "edge"
-    padded = np.pad(a, ((0, 0), (0, 0), (m, m), (m, m)), mode=mode)
+    padded = torch.from_numpy(np.pad(a, ((0, 0), (0, 0), (m, m), (m, m)), mode=mode))
     with torch.inference_mode():
-        whole = model(torch.from_numpy(padded)).numpy()[..., 2 * m : -2 * m, 2 * m : -2 * m]
-    np.testing.assert_allclose(got, whole, rtol=0, atol=1e-5)
+        whole = model(padded)
+        if projection is not None:  # the projection sees the padded scene too (its input is the model's)
+            whole = projection.project(padded, whole)[0]
+    np.testing.assert_allclose(got, whole.numpy()[..., 2 * m : -2 * m, 2 * m : -2 * m], rtol=0, atol=1e-5)
 
 
 def test_batched_frames_and_bf16_fidelity():

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 import models
 from pipeline import super_resolve
+from pipeline.consistency import Projection
 from pipeline.errors import InvalidDataError, UnknownModelError, UnsupportedScaleError
 
 
@@ -40,6 +41,37 @@ def test_tiled_equals_whole_image(h, w, tile, scale, name, margin, seed):
     out = super_resolve(georef(a).chunk({"y": 7, "x": 9}), name, scale=scale, tile=tile, margin=margin)
     got = out.compute().values
     np.testing.assert_allclose(got, whole_image(a, name, scale), rtol=0, atol=1e-5)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    h=st.integers(1, 90), w=st.integers(1, 90), extra_tile=st.integers(0, 20), scale=st.sampled_from([2, 3, 4]),
+    name=st.sampled_from(["nearest", "bilinear", "bicubic"]), extra_margin=st.integers(0, 3),
+    seed=st.integers(0, 2**16), nan=st.booleans(), boundary=st.sampled_from(["none", "reflect"]),
+)
+def test_tiled_equals_whole_image_with_the_consistency_projection(h, w, extra_tile, scale, name, extra_margin, seed,
+                                                                  nan, boundary):
+    projection = Projection.for_sensor("sentinel-2", scale)
+    m = models.build(name, scale=scale).receptive_field + projection.margin
+    a = np.random.default_rng(seed).random((1, 2, h, w), dtype=np.float32)
+    if nan:
+        a[0, 1, h // 2, w // 3] = np.nan
+    out = super_resolve(georef(a).chunk({"y": 7, "x": 9}), name, scale=scale, tile=m + extra_margin + extra_tile,
+                        margin=m + extra_margin, consistency=True, boundary=boundary).compute()
+    # the reference: the whole (padded) image through the model and the projection, then cropped
+    mm = m + extra_margin if boundary == "reflect" else 0
+    valid = np.isfinite(a).all(axis=1)
+    x = np.pad(np.nan_to_num(a, nan=0.0), ((0, 0), (0, 0), (mm, mm), (mm, mm)), mode="symmetric")
+    ok = np.pad(valid, ((0, 0), (mm, mm), (mm, mm)), mode="symmetric")
+    xt = torch.from_numpy(x)
+    with torch.inference_mode():
+        sr, err = projection.project(xt, models.build(name, scale=scale)(xt), torch.from_numpy(ok))
+    sr, err = sr.numpy()[..., mm * scale : (mm + h) * scale, mm * scale : (mm + w) * scale], err.numpy()
+    err = err[..., mm : mm + h, mm : mm + w].repeat(scale, -2).repeat(scale, -1)
+    sr[np.broadcast_to(~valid.repeat(scale, -2).repeat(scale, -1)[:, None], sr.shape)] = np.nan
+    np.testing.assert_allclose(out.values, sr, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(out.consistency.values, err, rtol=0, atol=1e-6)
+    assert np.isnan(out.consistency.values).sum() == (scale * scale if nan else 0)
 
 
 def test_output_grid_is_aligned_and_keeps_outer_edges():

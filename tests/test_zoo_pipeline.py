@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 import models
 from pipeline import catalog as cat
 from pipeline import run_region, sample, super_resolve
+from pipeline.consistency import Projection
 from pipeline.errors import (
     IncompatibleWeightsError,
     InvalidOptionError,
@@ -34,10 +35,35 @@ def test_tiled_learned_models_equal_a_whole_image_pass(name, scale, h, w, seed, 
     a = np.random.default_rng(seed).random((1, 2, h, w), dtype=np.float32)
     margin = model.receptive_field + extra_margin
     tile = max(16, margin) + extra_tile  # from the smallest legal tile (margin <= tile) up
-    got = super_resolve(georef(a).chunk({"y": chunk, "x": chunk}), model, tile=tile, margin=margin).compute().values
+    got = super_resolve(georef(a).chunk({"y": chunk, "x": chunk}), model, tile=tile, margin=margin,
+                        consistency=False).compute().values
     with torch.inference_mode():
         whole = model(torch.from_numpy(a)).numpy()
     np.testing.assert_allclose(got, whole, rtol=0, atol=1e-5)
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(name=st.sampled_from(SINGLE), scale=st.sampled_from([2, 3, 4]), extra_h=st.integers(0, 20),
+       extra_w=st.integers(0, 20), seed=st.integers(0, 1000), extra_margin=st.integers(0, 4),
+       extra_tile=st.integers(0, 16), chunk=st.integers(7, 30))
+def test_tiled_learned_models_with_the_consistency_projection_equal_a_whole_image_pass(
+        name, scale, extra_h, extra_w, seed, extra_margin, extra_tile, chunk):
+    """On by default for learned models: tiles borrow the projection's reach on top of the receptive field."""
+    model = randomize(models.build(name, scale=scale, **TINY[name]), seed=seed, std=0.05).eval()
+    projection = Projection.for_sensor("sentinel-2", scale)
+    margin = model.receptive_field + projection.margin + extra_margin
+    tile = margin + extra_tile  # from the smallest legal tile (margin <= tile) up
+    h, w = tile + margin + extra_h, tile + margin + extra_w  # at least two tiles on each axis
+    a = np.random.default_rng(seed).random((1, 2, h, w), dtype=np.float32)
+    lazy = super_resolve(georef(a).chunk({"y": chunk, "x": chunk}), model, tile=tile, margin=margin)
+    assert lazy.attrs["sr_consistency"] is True and len(lazy.data.chunks[2]) > 1 and len(lazy.data.chunks[3]) > 1
+    out = lazy.compute()
+    x = torch.from_numpy(a)
+    with torch.inference_mode():
+        whole, err = projection.project(x, model(x))
+    np.testing.assert_allclose(out.values, whole.numpy(), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(out.consistency.values, err.numpy().repeat(scale, -2).repeat(scale, -1), rtol=0,
+                               atol=1e-6)
 
 
 @pytest.fixture(scope="module")
