@@ -11,6 +11,9 @@ A model name is one of:
 
 from __future__ import annotations
 
+import json
+import logging
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +21,7 @@ from typing import Any
 
 from models.base import ModelSpec, SRModel
 from models.elsr import ELSR
-from models.errors import UnknownModelError, UnsupportedScaleError, WeightsNotFoundError
+from models.errors import ModelError, UnknownModelError, UnsupportedScaleError, WeightsNotFoundError
 from models.highresnet import HighResNet
 from models.interp import Interpolation, Lanczos
 from models.lrnet import LRNet
@@ -27,6 +30,7 @@ from models.sisr import SISRGenerator
 from models.srcnn import SRCNN
 
 ANY_SCALE = tuple(range(2, 9))
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -183,8 +187,9 @@ def default_model(sensor: str = "sentinel-2", scale: int = 4, multi_frame: bool 
         meta = read_meta(path)
         if not meta.trained or meta.scale != scale or sensor not in meta.training.get("sensors", []):
             continue
-        if (entry(meta.architecture).kind == "multi-frame") != multi_frame:
-            continue
+        kind = entry(meta.architecture).kind
+        if kind not in ("single-image", "multi-frame") or (kind == "multi-frame") != multi_frame:
+            continue  # band sharpeners are not super-resolution models
         gains = _gains_over_bicubic(meta.metrics, ("psnr", "ssim"))
         if gains is None:
             continue
@@ -196,3 +201,63 @@ def default_model(sensor: str = "sentinel-2", scale: int = 4, multi_frame: bool 
         if all(g > 0 for g in gains) and (best is None or gains[0] > best[0]):
             best = (gains[0], name)
     return best[1] if best else "bicubic"
+
+
+#: the learned band sharpener srcube ships once it is trained: ``models/weights/s2-sharpen-x2.*``
+SHIPPED_SHARPENER = "s2-sharpen-x2"
+#: the sharpener used while none is shipped
+BASELINE_SHARPENER = "hpf"
+
+
+def _report_intervals(summary: Any) -> list[tuple[float, float]]:
+    """The 95 % intervals in a test report's ``summary``: ``[low, high]`` pairs under keys that name an
+    interval (``ci95``, ``ci_95``, ``interval``, ...), at the top level or one level down."""
+    found: list[tuple[float, float]] = []
+    if not isinstance(summary, dict):
+        return found
+    for key, value in summary.items():
+        if isinstance(value, dict):
+            found += _report_intervals({f"{key}.{k}": v for k, v in value.items() if not isinstance(v, dict)})
+            continue
+        named = "interval" in str(key).lower() or re.search(r"(^|[._])ci(_?95)?($|[._])", str(key).lower())
+        if named and isinstance(value, (list, tuple)) and len(value) == 2 and \
+                all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            found.append((float(min(value)), float(max(value))))
+    return found
+
+
+def default_sharpener() -> str:
+    """What band sharpening with ``model="auto"`` uses: the shipped learned sharpener, else ``"hpf"``.
+
+    The shipped sharpener (:data:`SHIPPED_SHARPENER`, ``models/weights/s2-sharpen-x2.{safetensors,json}``)
+    is used when its files exist, its metadata says ``trained: true`` and its architecture is a learned
+    sharpener (kind ``"sharpen"``), unless its test report ``s2-sharpen-x2.test.json`` sits beside it
+    and a 95 % interval in the report's ``summary`` (of the gain over bicubic) does not lie above zero:
+    a sharpener that has not shown a gain on its test places is not picked by default. Otherwise the
+    answer is ``"hpf"`` (linear high-pass injection, no weights).
+    """
+    from models.weights import read_meta, shipped_weights
+
+    path = shipped_weights().get(SHIPPED_SHARPENER)
+    if path is None:
+        return BASELINE_SHARPENER
+    try:
+        meta = read_meta(path)
+        kind = entry(meta.architecture).kind
+    except ModelError as exc:
+        log.warning("shipped sharpener %s is unreadable (%s); using %s", SHIPPED_SHARPENER, exc, BASELINE_SHARPENER)
+        return BASELINE_SHARPENER
+    if not meta.trained or kind != "sharpen":
+        return BASELINE_SHARPENER
+    report = path.with_name(f"{SHIPPED_SHARPENER}.test.json")
+    if report.is_file():
+        try:
+            intervals = _report_intervals(json.loads(report.read_text()).get("summary"))
+        except (ValueError, AttributeError) as exc:
+            log.warning("test report %s is unreadable (%s); not used", report, exc)
+            intervals = []
+        if any(lo <= 0.0 for lo, _ in intervals):
+            log.info("%s: its test report shows no gain over bicubic beyond doubt (95 %% interval %s); using %s",
+                     SHIPPED_SHARPENER, intervals, BASELINE_SHARPENER)
+            return BASELINE_SHARPENER
+    return SHIPPED_SHARPENER

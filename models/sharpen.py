@@ -9,7 +9,9 @@ the guide's; ``receptive_field`` counts low-resolution pixels.
 * ``hpf`` (:class:`HighPassInjection`): no learning. Each low band is regressed on the guide bands
   degraded to the low grid (least squares over the valid pixels of the tile, with an intercept), and
   the guide's high frequencies (guide minus its degraded-and-upsampled self) are injected with those
-  weights into the bicubic upsampling of the band. A classical pan-sharpening baseline.
+  weights into the bicubic upsampling of the band. A classical pan-sharpening baseline. It takes NaN
+  as no data (``nodata_aware``): holes are filled with the band's mean for the filters, left out of
+  the regression, and NaN again in the output.
 * ``dsen2`` (:class:`DSen2Lite`): learned, DSen2-style (Lanaras et al. 2018) but computed on the low
   grid for speed: the guide is folded space-to-depth next to the low bands, residual blocks, then a
   pixel shuffle back to the guide grid; the network adds detail to the bicubic upsampling. Trained
@@ -37,6 +39,8 @@ class Sharpener(SRModel):
 
     kind = "sharpen"
     guide_bands: tuple[str, ...] | None = None
+    #: True when ``forward`` takes NaN as no data itself; otherwise callers fill holes before the call
+    nodata_aware: bool = False
 
     def __init__(self, *, ratio: int = 2, bands: Sequence[str] | None = S2_LOW_BANDS,
                  guide_bands: Sequence[str] | None = S2_GUIDE_BANDS, channels: int | None = None,
@@ -62,7 +66,7 @@ class Sharpener(SRModel):
     def sharpen(self, low: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def forward(self, low: torch.Tensor, guide: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
+    def forward(self, low: torch.Tensor, guide: torch.Tensor | None = None) -> torch.Tensor:
         if guide is None:
             raise ValueError(f"{self.name} needs the guide bands: model(low, guide)")
         self.check(low, guide)
@@ -81,10 +85,18 @@ def degrade_guide(guide: torch.Tensor, ratio: int, sensor: str = "sentinel-2") -
     return decimate(gaussian_blur(guide, SENSOR_PSF[sensor] * ratio), ratio, "point")
 
 
+def _fill(x: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
+    """``x`` (N, C, H, W) with the pixels outside ``ok`` (N, 1, H, W) set to each band's mean over ``ok``."""
+    n = ok.to(x.dtype).sum((-2, -1), keepdim=True).clamp_min(1.0)
+    mean = torch.where(ok, x, 0.0).sum((-2, -1), keepdim=True) / n
+    return torch.where(ok, x, mean)
+
+
 class HighPassInjection(Sharpener):
     """Linear high-pass injection (see the module docstring); parameter-free."""
 
     name = "hpf"
+    nodata_aware = True
 
     def __init__(self, ratio: int = 2, bands: Sequence[str] | None = S2_LOW_BANDS,
                  guide_bands: Sequence[str] | None = S2_GUIDE_BANDS, ridge: float = 1e-6,
@@ -110,10 +122,24 @@ class HighPassInjection(Sharpener):
 
     def sharpen(self, low: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
         r = self.scale
+        low_ok = torch.isfinite(low).all(1, keepdim=True)
+        guide_ok = torch.isfinite(guide).all(1, keepdim=True)
+        complete = bool(low_ok.all()) and bool(guide_ok.all())
+        if not complete:
+            low, guide = _fill(low, low_ok), _fill(guide, guide_ok)
         guide_low = degrade_guide(guide, r)
-        w = self.weights(low, guide_low)[..., :-1]  # (N, L, G)
+        if complete:
+            w = self.weights(low, guide_low)[..., :-1]  # (N, L, G)
+        else:  # fit on the low pixels whose degraded guide saw no filled pixel
+            seen = degrade_guide(guide_ok.to(guide.dtype), r) > 0.999
+            nan = torch.tensor(float("nan"), dtype=low.dtype, device=low.device)
+            w = self.weights(torch.where(low_ok, low, nan), torch.where(seen, guide_low, nan))[..., :-1]
         detail = guide - _up(guide_low, r)
-        return _up(low, r) + torch.einsum("nlg,nghw->nlhw", w, detail)
+        out = _up(low, r) + torch.einsum("nlg,nghw->nlhw", w, detail)
+        if not complete:
+            valid = guide_ok & low_ok.repeat_interleave(r, -2).repeat_interleave(r, -1)
+            out = torch.where(valid, out, float("nan"))
+        return out
 
 
 class _Block(nn.Module):
