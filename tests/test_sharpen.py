@@ -1,8 +1,9 @@
 """Band sharpening: ``pipeline.sharpen`` on arrays, its tiling, its errors, the real T18SVG scene by the
-Wald protocol, and the ``auto`` rule."""
+Wald protocol, the ``auto`` rule, and the cube path (``assemble`` / ``run_region`` with 20 m bands)."""
 
 import json
 
+import dask
 import dask.array as da
 import numpy as np
 import pytest
@@ -17,7 +18,8 @@ from rasterio.windows import Window
 import models
 from models.psf import sensor_degradation
 from models.sharpen import S2_GUIDE_BANDS, S2_LOW_BANDS, DSen2Lite
-from pipeline import sharpen
+from pipeline import catalog as cat
+from pipeline import run_region, sample, sharpen
 from pipeline.errors import (
     IncompatibleWeightsError,
     InvalidDataError,
@@ -26,7 +28,10 @@ from pipeline.errors import (
     UntrainedWeightsError,
     WeightsNotFoundError,
 )
+from pipeline.params import BBox, DateRange
+from pipeline.sensors import PROBAV, SENTINEL2
 from pipeline.sharpening import choose_sharpener
+from pipeline.stack import assemble, sharpening_plan
 from tests.conftest import shared_path
 
 X0, Y0 = 600000.0, 5700000.0
@@ -315,3 +320,121 @@ def test_choose_sharpener():
         choose_sharpener("pansharp")
     with pytest.raises(WeightsNotFoundError):
         choose_sharpener("dsen2")
+
+
+def test_sharpening_plan():
+    guides = ("B02", "B03", "B04", "B08")
+    assert sharpening_plan(SENTINEL2, ["B01", "B04", "B8A", "B11"]) == (("B8A", "B11"), guides)  # B01 stays bilinear
+    assert sharpening_plan(SENTINEL2, ["B8A", "B11"]) == ((), ())  # a 20 m grid: nothing to sharpen
+    assert sharpening_plan(SENTINEL2, ["B8A", "B11"], resolution=10) == (("B8A", "B11"), guides)
+    assert sharpening_plan(SENTINEL2, ["B04", "B8A"], resolution=20) == ((), ())
+    assert sharpening_plan(SENTINEL2, ["B04", "B8A"], sharpen="bilinear") == ((), ())
+    assert sharpening_plan(PROBAV, ["RED", "NIR"]) == ((), ())
+
+
+# --- the cube path -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def june_items(sample_url):
+    client = cat.open_catalog(cat.resolve_catalog("sample"))
+    return cat.search(client, "sentinel-2-l2a", BBox(*sample.DEFAULT_BBOX), DateRange.parse("2024-06-12"))
+
+
+def test_sample_has_20m_bands_that_follow_the_10m_ones(june_items):
+    item = june_items[0]
+    for band in sample.BANDS_20M:
+        asset = item.assets[band].to_dict()
+        assert asset["proj:shape"] == [256, 256] and asset["proj:transform"][0] == 20
+        assert asset["raster:bands"][0]["scale"] == 0.0001 and asset["raster:bands"][0]["offset"] == -0.1
+    read = {}
+    for band in ("B04", "B08", "B8A", "B11", "B05"):
+        with rasterio.open(item.assets[band].href) as src:
+            assert src.transform.c == sample.TILES[item.properties["s2:mgrs_tile"]][0]
+            read[band] = src.read(1).astype(np.float32) * 1e-4 - 0.1
+    b08 = read["B08"].reshape(256, 2, 256, 2).mean(axis=(1, 3))
+    b04 = read["B04"].reshape(256, 2, 256, 2).mean(axis=(1, 3))
+    assert np.corrcoef(b08.ravel(), read["B8A"].ravel())[0, 1] > 0.9  # NIR and narrow NIR
+    assert np.corrcoef(b04.ravel(), read["B05"].ravel())[0, 1] > 0.5  # red and red edge 1
+    assert 0.1 < float(np.median(read["B11"])) < 0.4
+
+
+def _block_error(sharp: np.ndarray, native: np.ndarray, r: int, c: int) -> float:
+    """Mean |2 x 2 block mean of ``sharp`` - the native 20 m pixel| with the native grid at (row r, col c)."""
+    h, w = sharp.shape[0] // 2, sharp.shape[1] // 2
+    blocks = sharp[: 2 * h, : 2 * w].reshape(h, 2, w, 2).mean(axis=(1, 3))
+    return float(np.nanmean(np.abs(blocks[1:-1, 1:-1] - native[r + 1 : r + h - 1, c + 1 : c + w - 1])))
+
+
+def test_stack_sharpens_20m_bands_on_aligned_grids(june_items):
+    bbox = BBox(*sample.DEFAULT_BBOX)
+    stack = assemble(june_items, bbox, ["B04", "B8A", "B11"], chunk=128, sharpen="hpf")
+    assert list(stack.band.values) == ["B04", "B8A", "B11"] and stack.attrs["resolution"] == 10.0
+    assert json.loads(stack.attrs["sharpened_bands"]) == ["B8A", "B11"]
+    assert json.loads(stack.attrs["interpolated_bands"]) == [] and stack.attrs["sharpen_model"] == "hpf"
+    assert stack.reflectance.data.chunks[2][0] == 128
+    # the grid's origin is a pixel edge of the tiles' 20 m grid (tile corners: multiples of 20 m from 600000)
+    x_edge, y_edge = float(stack.x[0]) - 5.0, float(stack.y[0]) + 5.0
+    assert (x_edge - 600000.0) % 20 == 0 and (5700000.0 - y_edge) % 20 == 0
+    assert stack.sizes["y"] % 2 == 0 and stack.sizes["x"] % 2 == 0
+    values = stack.reflectance.isel(time=0).compute().values
+    assert not np.isnan(values).any()
+    item = next(i for i in june_items if i.id == str(stack["items"].values[0]).split(",")[0])
+    with rasterio.open(item.assets["B04"].href) as src:  # the 10 m band is copied pixel for pixel
+        col, row = int((x_edge - src.transform.c) / 10), int((src.transform.f - y_edge) / 10)
+        np.testing.assert_array_equal(values[0, :40, :40],
+                                      src.read(1)[row : row + 40, col : col + 40] * np.float32(1e-4) + np.float32(-0.1))
+    for i, band in ((1, "B8A"), (2, "B11")):
+        with rasterio.open(item.assets[band].href) as src:
+            native = src.read(1).astype(np.float32) * np.float32(1e-4) - np.float32(0.1)
+            c, r = int((x_edge - src.transform.c) / 20), int((src.transform.f - y_edge) / 20)
+        # each 2 x 2 block of the sharpened band is close to the native 20 m pixel under it (hpf keeps the
+        # coarse content), and much closer than to the 20 m pixels next to it: the grids are aligned
+        aligned = _block_error(values[i], native, r, c)
+        shifted = [_block_error(values[i], native, r + dy, c + dx) for dy, dx in ((0, 1), (1, 0), (0, -1), (-1, 0))]
+        assert aligned < 0.03 * float(native.mean()), (band, aligned)
+        assert aligned < 0.6 * min(shifted), (band, aligned, shifted)
+
+
+def test_bilinear_keeps_the_plain_grid(june_items):
+    bbox = BBox(*sample.DEFAULT_BBOX)
+    plain = assemble(june_items, bbox, ["B04", "B8A"], chunk=128, sharpen="bilinear")
+    ten = assemble(june_items, bbox, ["B04"], chunk=128)
+    assert (plain.sizes["y"], plain.sizes["x"]) == (ten.sizes["y"], ten.sizes["x"])
+    assert float(plain.x[0]) == float(ten.x[0]) and float(plain.y[0]) == float(ten.y[0])
+    assert json.loads(plain.attrs["sharpened_bands"]) == [] and json.loads(plain.attrs["interpolated_bands"]) == ["B8A"]
+
+
+@pytest.mark.integration
+def test_run_region_sharpens_20m_bands_into_the_cube(sample_url, dask_client, tmp_path):
+    kw = {"bands": ["B04", "B8A", "B11"], "model": "bicubic", "scale": 2, "client": dask_client, "tile": 128}
+    auto = run_region(sample.DEFAULT_BBOX, "2024-06-12", out=str(tmp_path / "auto.zarr"), **kw)
+    plain = run_region(sample.DEFAULT_BBOX, "2024-06-12", out=str(tmp_path / "plain.zarr"), sharpen="bilinear", **kw)
+    a, p = auto.attrs, plain.attrs
+    assert list(auto.band.values) == ["B04", "B8A", "B11"] and a["input_resolution"] == 10.0
+    assert a["resolution"] == 5.0 and a["model"] == "bicubic"
+    expected = models.default_sharpener()
+    assert a["sharpen"] == "auto" and a["sharpen_model"] == ("hpf" if expected == "hpf" else "dsen2")
+    assert json.loads(a["sharpened_bands"]) == ["B8A", "B11"] and json.loads(a["interpolated_bands"]) == []
+    assert p["sharpen"] == "bilinear" and p["sharpen_model"] == "bilinear" and p["sharpen_weights_sha256"] == "none"
+    assert json.loads(p["sharpened_bands"]) == [] and json.loads(p["interpolated_bands"]) == ["B8A", "B11"]
+    assert a["request_hash"] != p["request_hash"]
+    # on the common extent (the same origin; the sharpened run's grid is snapped outward to 20 m pixel edges, so
+    # it may have one more 10 m column and row), away from the right and bottom edges that bicubic sees differently:
+    # B04 is the same, B8A and B11 are not (sharpened vs bilinear)
+    common = auto.reflectance.isel(time=0).sel(x=plain.x, y=plain.y, method="nearest", tolerance=0.1).values
+    other = plain.reflectance.isel(time=0).values
+    assert float(auto.x[0]) == float(plain.x[0]) and float(auto.y[0]) == float(plain.y[0])
+    np.testing.assert_allclose(common[0, :-4, :-4], other[0, :-4, :-4], atol=1e-6)
+    for i in (1, 2):
+        assert np.nanmean(np.abs(common[i] - other[i])) > 1e-3
+    # the cube is the bicubic x2 of the sharpened stack (assembled as the run does: chunk = tile)
+    items = cat.search(cat.open_catalog(cat.resolve_catalog("sample")), "sentinel-2-l2a", BBox(*sample.DEFAULT_BBOX),
+                       DateRange.parse("2024-06-12"))
+    stack = assemble(items, BBox(*sample.DEFAULT_BBOX), ["B04", "B8A", "B11"], chunk=128,
+                     sharpen=choose_sharpener("auto").model)
+    with dask.config.set(scheduler="threads"):
+        lr = stack.reflectance.isel(time=0).values
+    with torch.inference_mode():
+        ref = models.build("bicubic", scale=2)(torch.from_numpy(lr[None]))[0].numpy()
+    np.testing.assert_allclose(auto.reflectance.isel(time=0).values, ref, atol=1e-5)
