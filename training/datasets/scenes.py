@@ -78,7 +78,8 @@ SCENES: tuple[Scene, ...] = (
     Scene("29RKH", "Western Sahara (2020-02-19, L2A, decimated to 200/100 m)", "s2-20m", "validation",
           "sentinel2_l2a_cog_S2A_29RKH_20200219"),
     Scene("T49JGM", "Western Australia (2017-10-22, L1C)", "s2-20m", "test", "sentinel2_l1c_T49JGM_dsen2"),
-    *(Scene(f"imgset{n}", f"PROBA-V Kelvins imgset{n} ({band})", "probav", split, f"probav_kelvins_imgsets/{band}/imgset{n}")
+    *(Scene(f"imgset{n}", f"PROBA-V Kelvins imgset{n} ({band})", "probav", split,
+            f"probav_kelvins_imgsets/{band}/imgset{n}")
       for n, band, split in (("0000", "RED", "train"), ("0001", "RED", "train"), ("0007", "RED", "train"),
                              ("0595", "NIR", "train"), ("0596", "NIR", "train"), ("0010", "RED", "validation"),
                              ("0601", "NIR", "validation"))),
