@@ -11,6 +11,8 @@ A model name is one of:
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +20,7 @@ from typing import Any
 
 from models.base import ModelSpec, SRModel
 from models.elsr import ELSR
-from models.errors import UnknownModelError, UnsupportedScaleError, WeightsNotFoundError
+from models.errors import ModelError, UnknownModelError, UnsupportedScaleError, WeightsNotFoundError
 from models.highresnet import HighResNet
 from models.interp import Interpolation, Lanczos
 from models.lrnet import LRNet
@@ -27,6 +29,7 @@ from models.sisr import SISRGenerator
 from models.srcnn import SRCNN
 
 ANY_SCALE = tuple(range(2, 9))
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -163,7 +166,6 @@ register(ModelEntry("highresnet", HighResNet, "multi-frame", ANY_SCALE,
 def test_report(name: str) -> dict[str, Any] | None:
     """The test-split report of shipped weights (``NAME.test.json`` beside them, written once by
     :func:`training.evaluation.write_test_report`), or None when there is none or it reports other weights."""
-    import json
 
     from models.weights import read_meta, shipped_weights
 
@@ -206,10 +208,47 @@ def default_model(sensor: str = "sentinel-2", scale: int = 4, multi_frame: bool 
             continue
         kind = entry(meta.architecture).kind
         if kind not in ("single-image", "multi-frame") or (kind == "multi-frame") != multi_frame:
-            continue
+            continue  # band sharpeners are not super-resolution models
         if meta.bands is not None and (bands is None or list(bands) != list(meta.bands)):
             continue
         wins, gain = beats_bicubic(name)
         if wins and gain is not None and (best is None or gain > best[0]):
             best = (gain, name)
     return best[1] if best else "bicubic"
+
+
+#: the learned band sharpener srcube ships once it is trained: ``models/weights/s2-sharpen-x2.*``
+SHIPPED_SHARPENER = "s2-sharpen-x2"
+#: the sharpener used while none is shipped
+BASELINE_SHARPENER = "hpf"
+
+
+def default_sharpener() -> str:
+    """What band sharpening with ``model="auto"`` uses: the shipped learned sharpener where it beats the
+    no-learning baseline on its test split, else ``"hpf"``.
+
+    The shipped sharpener (:data:`SHIPPED_SHARPENER`, ``models/weights/s2-sharpen-x2.{safetensors,json}``)
+    is used when it is trained, its architecture is a learned sharpener (kind ``"sharpen"``) and its test
+    report (``s2-sharpen-x2.test.json``, of these very weights) shows a mean gain over linear high-pass
+    injection whose 95 % interval lies above zero (``summary_hpf``). Otherwise: ``"hpf"``.
+    """
+    from models.weights import read_meta, shipped_weights
+
+    path = shipped_weights().get(SHIPPED_SHARPENER)
+    if path is None:
+        return BASELINE_SHARPENER
+    try:
+        meta = read_meta(path)
+        kind = entry(meta.architecture).kind
+    except ModelError as exc:
+        log.warning("shipped sharpener %s is unreadable (%s); using %s", SHIPPED_SHARPENER, exc, BASELINE_SHARPENER)
+        return BASELINE_SHARPENER
+    if not meta.trained or kind != "sharpen":
+        return BASELINE_SHARPENER
+    summary = (test_report(SHIPPED_SHARPENER) or {}).get("summary_hpf") or {}
+    ci = summary.get("mean_gain_ci")
+    if not ci or float(ci[0]) <= 0.0:
+        log.info("%s: no test report showing a gain over %s beyond doubt (%s); using %s", SHIPPED_SHARPENER,
+                 BASELINE_SHARPENER, ci, BASELINE_SHARPENER)
+        return BASELINE_SHARPENER
+    return SHIPPED_SHARPENER

@@ -13,6 +13,8 @@ the guide's; ``receptive_field`` counts low-resolution pixels.
   plain baseline: tiled results differ slightly from one pass); ``window=w`` fits it in every w x w
   neighbourhood of the low grid (box-filtered moments, a ridge), so the weights follow the landscape and
   the result is local: tiled == whole image with a margin of the declared receptive field.
+  It takes NaN as no data (``nodata_aware``): holes are filled with the band's mean for the filters,
+  left out of the regression (the per-tile one), and NaN again in the output.
 * ``dsen2`` (:class:`DSen2Lite`): learned, DSen2-style (Lanaras et al. 2018) but computed on the low
   grid for speed: the guide is folded space-to-depth next to the low bands, residual blocks, then a
   pixel shuffle back to the guide grid. The network adds detail to the local high-pass injection
@@ -42,6 +44,8 @@ class Sharpener(SRModel):
 
     kind = "sharpen"
     guide_bands: tuple[str, ...] | None = None
+    #: True when ``forward`` takes NaN as no data itself; otherwise callers fill holes before the call
+    nodata_aware: bool = False
 
     def __init__(self, *, ratio: int = 2, bands: Sequence[str] | None = S2_LOW_BANDS,
                  guide_bands: Sequence[str] | None = S2_GUIDE_BANDS, channels: int | None = None,
@@ -91,10 +95,18 @@ def _box(x: torch.Tensor, window: int) -> torch.Tensor:
     return F.avg_pool2d(x, window, stride=1, padding=window // 2, count_include_pad=False)
 
 
+def _fill(x: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
+    """``x`` (N, C, H, W) with the pixels outside ``ok`` (N, 1, H, W) set to each band's mean over ``ok``."""
+    n = ok.to(x.dtype).sum((-2, -1), keepdim=True).clamp_min(1.0)
+    mean = torch.where(ok, x, 0.0).sum((-2, -1), keepdim=True) / n
+    return torch.where(ok, x, mean)
+
+
 class HighPassInjection(Sharpener):
     """Linear high-pass injection (see the module docstring); parameter-free."""
 
     name = "hpf"
+    nodata_aware = True
 
     def __init__(self, ratio: int = 2, bands: Sequence[str] | None = S2_LOW_BANDS,
                  guide_bands: Sequence[str] | None = S2_GUIDE_BANDS, ridge: float = 1e-6, window: int | None = None,
@@ -142,15 +154,31 @@ class HighPassInjection(Sharpener):
 
     def sharpen(self, low: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
         r = self.scale
+        low_ok = torch.isfinite(low).all(1, keepdim=True)
+        guide_ok = torch.isfinite(guide).all(1, keepdim=True)
+        complete = bool(low_ok.all()) and bool(guide_ok.all())
+        if not complete:
+            low, guide = _fill(low, low_ok), _fill(guide, guide_ok)
         guide_low = degrade_guide(guide, r)
-        detail = guide - _up(guide_low, r)
         if self.window is None:
-            w = self.weights(low, guide_low)[..., :-1]  # (N, L, G)
-            return _up(low, r) + torch.einsum("nlg,nghw->nlhw", w, detail)
-        beta = self.local_weights(low, guide_low)  # (N, L, G, h, w)
-        n, nl, g = beta.shape[:3]
-        up_beta = _up(beta.reshape(n, nl * g, *beta.shape[-2:]), r).reshape(n, nl, g, *detail.shape[-2:])
-        return _up(low, r) + (up_beta * detail[:, None]).sum(2)
+            if complete:
+                w = self.weights(low, guide_low)[..., :-1]  # (N, L, G)
+            else:  # fit on the low pixels whose degraded guide saw no filled pixel
+                seen = degrade_guide(guide_ok.to(guide.dtype), r) > 0.999
+                nan = torch.tensor(float("nan"), dtype=low.dtype, device=low.device)
+                w = self.weights(torch.where(low_ok, low, nan), torch.where(seen, guide_low, nan))[..., :-1]
+            detail = guide - _up(guide_low, r)
+            out = _up(low, r) + torch.einsum("nlg,nghw->nlhw", w, detail)
+        else:
+            detail = guide - _up(guide_low, r)
+            beta = self.local_weights(low, guide_low)  # (N, L, G, h, w)
+            n, nl, g = beta.shape[:3]
+            up_beta = _up(beta.reshape(n, nl * g, *beta.shape[-2:]), r).reshape(n, nl, g, *detail.shape[-2:])
+            out = _up(low, r) + (up_beta * detail[:, None]).sum(2)
+        if not complete:
+            valid = guide_ok & low_ok.repeat_interleave(r, -2).repeat_interleave(r, -1)
+            out = torch.where(valid, out, float("nan"))
+        return out
 
 
 class _Block(nn.Module):

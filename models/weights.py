@@ -30,6 +30,7 @@ from models.errors import (
     WeightsIntegrityError,
     WeightsNotFoundError,
 )
+from models.sharpen import Sharpener
 
 FORMAT = "srcube-weights/1"
 SHIPPED_DIR = Path(__file__).resolve().parent / "weights"
@@ -94,6 +95,11 @@ class Normalized(SRModel):
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         o, s = self.norm.offset, self.norm.scale
+        if isinstance(self.inner, Sharpener):  # a sharpener's guide is reflectance too
+            if args:
+                args = ((args[0] - o) / s, *args[1:])
+            elif kwargs.get("guide") is not None:
+                kwargs = {**kwargs, "guide": (kwargs["guide"] - o) / s}
         return self.inner((x - o) / s, *args, **kwargs) * s + o
 
 
@@ -200,7 +206,11 @@ def load_weights(path: str | Path, *, expected_sha256: str | None = None, scale:
 
 
 def shipped_weights() -> dict[str, Path]:
-    """Names of the weights that ship with srcube -> their metadata file."""
+    """Names of the weights that ship with srcube -> their metadata file.
+
+    Only ``NAME.json`` files with their ``NAME.safetensors`` count: other JSON beside them (a test
+    report such as ``NAME.test.json``) is not weights.
+    """
     if not SHIPPED_DIR.is_dir():
         return {}
-    return {p.stem: p for p in sorted(SHIPPED_DIR.glob("*.json"))}
+    return {p.stem: p for p in sorted(SHIPPED_DIR.glob("*.json")) if p.with_suffix(".safetensors").is_file()}

@@ -2,6 +2,9 @@
 
 >>> from pipeline import run_region
 >>> cube = run_region((4.465, 51.401, 4.509, 51.427), "2024-05-01/2024-06-30", out="demo.zarr")
+
+``super_resolve`` and ``sharpen`` (20 m bands on the 10 m grid, :mod:`pipeline.sharpening`) work on
+georeferenced xarray arrays of their own.
 """
 
 from importlib.metadata import PackageNotFoundError, version
@@ -32,6 +35,7 @@ from pipeline.errors import (
 )
 from pipeline.infer import super_resolve
 from pipeline.region import RunOptions, run_region
+from pipeline.sharpening import sharpen
 from pipeline.store import open_cube
 
 __all__ = [
@@ -56,5 +60,6 @@ __all__ = [
     "__version__",
     "open_cube",
     "run_region",
+    "sharpen",
     "super_resolve",
 ]

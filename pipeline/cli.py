@@ -118,6 +118,9 @@ def run(
         help="input grid resolution in grid units (default: the bands' finest native)")] = None,
     max_pixels: Annotated[float, typer.Option(help="refuse larger outputs (pixels per band and date) without --yes")
                           ] = 1e9,
+    sharpen: Annotated[str, typer.Option(
+        help="Sentinel-2 20 m bands on the 10 m grid: auto (the shipped learned sharpener if it qualifies, else hpf), "
+             "bilinear (plain resampling), hpf, or sharpener weights (path or shipped name)")] = "auto",
     window: Annotated[str | None, typer.Option(help="multi-frame composite window, e.g. 30D (default: all)")] = None,
     n_views: Annotated[int | None, typer.Option(help="views per window (multi-frame)")] = None,
     min_views: Annotated[int, typer.Option(help="fewer usable frames: pad or drop the window")] = 1,
@@ -152,7 +155,7 @@ def run(
          dtype=dtype, max_cloud_cover=max_cloud_cover, n_workers=workers, overwrite=overwrite, client=client,
          allow_untrained=allow_untrained, consistency=consistency, lock_wait=lock_wait, fail_on_error=fail_on_error,
          yes=yes, clear_classes=_int_list(clear_classes), harmonize=harmonize, resolution=resolution,
-         max_pixels=max_pixels)
+         max_pixels=max_pixels, sharpen=sharpen)
 
 
 def _int_list(text: str | None) -> list[int | str] | None:
@@ -203,6 +206,9 @@ def info(cube: Annotated[str, typer.Argument(help="path or URL of an srcube cube
         ("dates", ", ".join(str(t)[:10] for t in ds.time.values)),
         ("model", f"{attrs.get('model')} x{attrs.get('scale')} (weights sha256 {attrs.get('weights_sha256')})"),
         ("mode, sensor", f"{attrs.get('mode', 'single-image')}, {attrs.get('sensor', 'sentinel-2')}"),
+        ("band sharpening", f"{', '.join(json.loads(attrs.get('sharpened_bands', '[]'))) or 'none'} by "
+                            f"{attrs.get('sharpen_model', 'none')} (sharpen={attrs.get('sharpen', 'n/a')}, weights "
+                            f"sha256 {attrs.get('sharpen_weights_sha256', 'none')})"),
         ("catalog", f"{attrs.get('catalog')} / {attrs.get('collection')}"),
         ("bbox, dates asked", f"{attrs.get('bbox')} {attrs.get('dates')}"),
         ("items used", str(len(attrs.get("stac_item_ids", [])))),

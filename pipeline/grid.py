@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from affine import Affine
 from odc.geo import xy_
 from odc.geo.geobox import GeoBox
 from odc.geo.geom import box
@@ -54,3 +55,10 @@ class GridSpec:
         bounds = box(*bbox.as_tuple(), "EPSG:4326").to_crs(f"EPSG:{self.epsg}").boundingbox
         return GeoBox.from_bbox(bounds, f"EPSG:{self.epsg}", resolution=self.resolution,
                                 anchor=xy_(*self.anchor))
+
+
+def finer_geobox(geobox: GeoBox, ratio: int) -> GeoBox:
+    """``geobox`` with pixels ``ratio`` times smaller and the same outer edges: each of its pixels
+    covers exactly ``ratio x ratio`` pixels of the result."""
+    ny, nx = geobox.shape
+    return GeoBox((ny * ratio, nx * ratio), geobox.affine @ Affine.scale(1.0 / ratio), geobox.crs)

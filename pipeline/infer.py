@@ -29,7 +29,6 @@ import odc.geo.xr  # noqa: F401  (registers the .odc accessor)
 import rioxarray  # noqa: F401  (registers the .rio accessor)
 import torch
 import xarray as xr
-from affine import Affine
 from odc.geo.geobox import GeoBox
 from odc.geo.xr import xr_coords
 
@@ -46,6 +45,7 @@ from pipeline.errors import (
     UnsupportedScaleError,
     as_pipeline_error,
 )
+from pipeline.grid import finer_geobox
 from pipeline.params import safe_name
 from pipeline.tiling import TileSpec, choose_tile, crop_bounds
 
@@ -232,31 +232,35 @@ def _sr_block(block: np.ndarray, ref: ModelSpec | SRModel, spec: InferenceSpec,
     return np.ascontiguousarray(y, dtype=np.float32)
 
 
-def _normalise(data: xr.DataArray) -> tuple[xr.DataArray, bool]:
+def _normalise(data: xr.DataArray, who: str = "super_resolve", action: str = "super-resolve"
+               ) -> tuple[xr.DataArray, bool]:
+    """``data`` as (time, band, y, x) (and whether a time axis was added), checked: InvalidDataError
+    naming ``who`` (the function and argument) for a wrong type, dims, CRS, dtype or values."""
     if not isinstance(data, xr.DataArray):
-        raise InvalidDataError(f"super_resolve takes an xarray.DataArray, got {type(data).__name__}")
+        raise InvalidDataError(f"{who} takes an xarray.DataArray, got {type(data).__name__}")
     squeeze = False
     if data.dims == ("band", "y", "x"):
         data, squeeze = data.expand_dims("time"), True
     if set(data.dims) != {"time", "band", "y", "x"}:
-        raise InvalidDataError(f"expected dims (time, band, y, x) or (band, y, x), got {data.dims}")
+        raise InvalidDataError(f"{who}: expected dims (time, band, y, x) or (band, y, x), got {data.dims}")
     data = data.transpose("time", "band", "y", "x")
     if data.odc.crs is None:
-        raise InvalidDataError("the array has no CRS; attach one (rioxarray .rio.write_crs or odc-geo "
+        raise InvalidDataError(f"{who}: the array has no CRS; attach one (rioxarray .rio.write_crs or odc-geo "
                                ".odc.assign_crs) so the output can be georeferenced")
     if data.sizes["y"] < 1 or data.sizes["x"] < 1:
-        raise InvalidDataError(f"the array is empty: {dict(data.sizes)}")
+        raise InvalidDataError(f"{who}: the array is empty: {dict(data.sizes)}")
     if data.dtype.kind not in "biuf":
-        raise InvalidDataError(f"the array holds {data.dtype} values; give reflectance as numbers (float32)")
+        raise InvalidDataError(f"{who}: the array holds {data.dtype} values; give reflectance as numbers "
+                               "(float32)")
     # lazy arrays are not read here: their non-finite pixels are masked as no data, tile by tile
     if not dask.is_dask_collection(data.data) and data.dtype.kind == "f":
         values = np.asarray(data.data)
         n_inf = int(np.isinf(values).sum())
         if n_inf:
-            raise InvalidDataError(f"the array has {n_inf} infinite value(s); srcube reads NaN as no data, so "
-                                   "replace them (data.where(np.isfinite(data)))")
+            raise InvalidDataError(f"{who}: the array has {n_inf} infinite value(s); srcube reads NaN as no data, "
+                                   "so replace them (data.where(np.isfinite(data)))")
         if values.size and np.isnan(values).all():
-            raise InvalidDataError("the array has no finite value (all NaN): there is nothing to super-resolve")
+            raise InvalidDataError(f"{who}: the array has no finite value (all NaN): there is nothing to {action}")
     input_geobox(data)  # fail now, not after the graph is built
     return data, squeeze
 
@@ -278,8 +282,7 @@ def input_geobox(data: xr.DataArray) -> GeoBox:
 
 def output_geobox(geobox: GeoBox, scale: int) -> GeoBox:
     """The input grid with pixels ``scale`` times smaller and the same outer edges."""
-    ny, nx = geobox.shape
-    return GeoBox((ny * scale, nx * scale), geobox.affine @ Affine.scale(1.0 / scale), geobox.crs)
+    return finer_geobox(geobox, scale)
 
 
 def grid_coords(gbox: GeoBox) -> dict[str, Any]:

@@ -46,7 +46,8 @@ from pipeline.infer import (
 from pipeline.params import METRES_PER_DEG_LAT, BBox, BBoxLike, DateRange, DatesLike, check_region_size, safe_name
 from pipeline.redact import redact
 from pipeline.sensors import SensorProfile, get_sensor, sensor_for_items
-from pipeline.stack import assemble, with_clearance
+from pipeline.sharpening import SharpenChoice, choose_sharpener
+from pipeline.stack import assemble, sharpening_plan, with_clearance
 from pipeline.stackcache import StackCache, cache_key
 from pipeline.store import CubeStore
 from pipeline.tiling import TileSpec
@@ -103,6 +104,10 @@ class RunOptions:
     catalog_retries: int = 5  # retries of each catalog request (errors, timeouts, 429/5xx), backoff 0.5 s doubling
     catalog_timeout: float = 30.0  # seconds to wait for the catalog to connect or answer
     lock_wait: float = 0.0  # seconds to wait for another run writing the same output (then StoreLockedError)
+    # Sentinel-2 20 m bands on a 10 m grid: "auto" (the shipped learned sharpener when it qualifies, else "hpf"),
+    # "bilinear" (odc-stac's resampling, no sharpening), a sharpener name ("hpf") or sharpener weights (path or
+    # shipped name); see pipeline.sharpening. 60 m bands are always interpolated bilinearly; PROBA-V has no guide.
+    sharpen: str = "auto"
 
     def __post_init__(self) -> None:
         _check_option_types(self)
@@ -135,6 +140,9 @@ class RunOptions:
             raise InvalidOptionError(f"catalog_retries must be >= 0, got {self.catalog_retries}")
         if not self.catalog_timeout > 0:
             raise InvalidOptionError(f"catalog_timeout must be > 0 seconds, got {self.catalog_timeout}")
+        if not self.sharpen.strip():
+            raise InvalidOptionError("sharpen must be 'auto', 'bilinear', a sharpener name ('hpf') or the path of "
+                                     "sharpener weights, got an empty string")
         if self.asset_check not in ("blocks", "none"):
             raise InvalidOptionError(f"asset_check must be 'blocks' or 'none', got {self.asset_check!r}")
         from pipeline.access import ACCESS_KINDS
@@ -340,6 +348,7 @@ class RegionJob:
     _ready: bool = False
     on_step: Callable[[str, RunLog], None] | None = None
     consistency: bool = False  # the consistency projection runs (resolved from opts.consistency and the model)
+    sharpener: SharpenChoice = field(default_factory=lambda: SharpenChoice("bilinear", "bilinear", None))
 
     # --- 1. everything that needs only the arguments ---------------------------------------------
 
@@ -382,6 +391,7 @@ class RegionJob:
                                          bands=band_names or (sensor.vocabulary.default_bands if sensor else None))
             log.info("model 'auto' is %s", model)
         model_ref, local_model = resolve_model(model, scale, bands=band_names, allow_untrained=opts.allow_untrained)
+        sharpener = choose_sharpener(opts.sharpen, allow_untrained=opts.allow_untrained)
         multi = bool(local_model.multi_frame)
         n_model = int(getattr(local_model, "n_views", getattr(getattr(local_model, "inner", None), "n_views", 0)) or 0)
         n_views = opts.n_views or n_model or 1
@@ -398,7 +408,8 @@ class RegionJob:
         if profile.kind == "stac":
             access.check()  # credentials the catalog's assets need: missing ones fail now, not at the first read
         return cls(region, days, profile, coll, sensor, band_names, opts, model_ref, local_model, multi, n_views,
-                   tiles, store, access, ReadSettings.capture(), on_step=on_step, consistency=consistency)
+                   tiles, store, access, ReadSettings.capture(), on_step=on_step, consistency=consistency,
+                   sharpener=sharpener)
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
@@ -436,6 +447,7 @@ class RegionJob:
             "sensor": sensor.name if sensor else None, "harmonize": self.opts.harmonize,
             "resolution": self.opts.resolution, "max_cloud_cover": self.opts.max_cloud_cover,
             "max_items": self.opts.max_items,
+            "sharpen": [self.sharpener.method, self.sharpener.weights_sha256],
         }
         if p.kind == "sample":
             params["sample"] = f"v{sample.SAMPLE_VERSION}-{sample.SEED}"
@@ -462,7 +474,8 @@ class RegionJob:
             return list(items)  # load() says why it cannot go on
         voc = sensor.vocabulary
         bands = voc.validate(self.bands)
-        keys = sorted({asset_key(items[0], voc.info(b)) for b in (*bands, voc.qa_band)})
+        _, guides = sharpening_plan(sensor, bands, self.opts.resolution, self.sharpener.model)
+        keys = sorted({asset_key(items[0], voc.info(b)) for b in (*bands, *guides, voc.qa_band)})
         good, problems = screen_items(items, keys, fail_on_error=self.opts.fail_on_error, access=self.access,
                                       settings=self.read_settings)
         self.run.excluded = [p.to_json() for p in problems]
@@ -520,7 +533,7 @@ class RegionJob:
                 self.stack = assemble(found, self.region, self.bands, sensor=sensor, resolution=opts.resolution,
                                       chunk=tile, harmonize=opts.harmonize, georef_check=opts.georef_check,
                                       catalog=self.harmonization_catalog(), access=self.access,
-                                      settings=self.read_settings)
+                                      settings=self.read_settings, sharpen=self.sharpener.model)
                 self.stack.attrs["excluded_items"] = json.dumps(self.run.excluded)
                 if cache is not None:
                     self._workers_ready(client)
@@ -603,6 +616,10 @@ class RegionJob:
             "min_clear": opts.min_clear,
             "clear_classes": list(stack.attrs.get("clear_classes", [])),
             "harmonize": str(stack.attrs.get("harmonize", "")),
+            # band sharpening: the run's choice and model, and the bands it put on the grid (json lists)
+            **self.sharpener.attrs(),
+            "sharpened_bands": str(stack.attrs.get("sharpened_bands", "[]")),
+            "interpolated_bands": str(stack.attrs.get("interpolated_bands", "[]")),
             "frames": json.dumps(self._frames_provenance()),
             # items left out before assembly, each with its bad assets and why (pipeline.assets)
             "excluded_items": str(stack.attrs.get("excluded_items", "[]")),
@@ -740,7 +757,8 @@ def run_region(bbox: BBoxLike, dates: DatesLike, *, catalog: str = "sample", col
 #: attributes that identify what a cube holds (not when or how fast it was made)
 _IDENTITY = ("srcube_version", "model", "weights_sha256", "mode", "scale", "sensor", "catalog", "collection", "bbox",
              "dates", "bands", "crs", "input_resolution", "stac_item_ids", "min_clear", "clear_classes", "harmonize",
-             "windows", "n_views", "window", "consistency_projection", "consistency_psf")
+             "windows", "n_views", "window", "consistency_projection", "consistency_psf", "sharpen", "sharpen_model",
+             "sharpen_weights_sha256", "sharpened_bands")
 
 
 def request_hash(attrs: Mapping[str, Any], opts: RunOptions) -> str:

@@ -9,8 +9,14 @@ What it holds (EPSG:32631, near 4.5 E 51.4 N):
 * two overlapping 512 x 512 px tiles at 10 m (``T31UFS-A`` and ``T31UFS-B``, 2.56 km / 1.28 km apart),
   acquired together on six dates between 2024-05-03 and 2024-06-22 (one "datatake": same
   values where they overlap, as on real adjacent granules);
-* COGs of B02 B03 B04 B08 (uint16, 10 m) and SCL (uint8, 20 m), DN = (reflectance + 0.1) x 10000
-  as for processing baseline >= 04.00, declared in ``raster:bands`` (scale 1e-4, offset -0.1);
+* COGs of B02 B03 B04 B08 (uint16, 10 m), B05 B06 B07 B8A B11 B12 (uint16, 20 m, on the same tiles'
+  20 m grid) and SCL (uint8, 20 m), DN = (reflectance + 0.1) x 10000 as for processing baseline
+  >= 04.00, declared in ``raster:bands`` (scale 1e-4, offset -0.1). The 20 m bands come from the
+  same landscape (each cover class has a red-edge/SWIR spectrum, the crops' red edge follows their
+  growth, a soil-moisture field darkens the SWIR bands independently of the 10 m bands), observed
+  through the same clouds at 10 m and then degraded to 20 m (Gaussian PSF of about 1 pixel at 10 m,
+  2 x 2 block mean), so they correlate with the 10 m bands as real ones do without being a linear
+  function of them;
 * a landscape of Voronoi field parcels with crop phenology, grassland, forest, bare soil, a
   river, roads and a town, with sub-field texture (sowing rows) and a mild sensor PSF;
 * per-date clouds (fractal optical thickness), thin cirrus, cloud shadows cast by the sun
@@ -37,7 +43,7 @@ import pystac
 import rasterio
 from rasterio.transform import from_origin
 
-SAMPLE_VERSION = 3
+SAMPLE_VERSION = 4
 SEED = 20240601
 EPSG = 32631
 RES = 10.0
@@ -55,11 +61,19 @@ UNION_SHAPE = (640, 768)
 DEFAULT_BBOX = (4.465, 51.401, 4.509, 51.427)
 DEFAULT_DATES = "2024-05-01/2024-06-30"
 BANDS = ("B02", "B03", "B04", "B08")
+#: the 20 m bands, on the tiles' 20 m grid (each pixel 2 x 2 pixels of the 10 m bands)
+BANDS_20M = ("B05", "B06", "B07", "B8A", "B11", "B12")
 _BAND_META = {
     "B02": ("blue", 0.49, 0.098),
     "B03": ("green", 0.56, 0.045),
     "B04": ("red", 0.665, 0.038),
     "B08": ("nir", 0.842, 0.145),
+    "B05": ("rededge", 0.704, 0.019),
+    "B06": ("rededge", 0.740, 0.018),
+    "B07": ("rededge", 0.783, 0.028),
+    "B8A": ("nir08", 0.865, 0.033),
+    "B11": ("swir16", 1.610, 0.143),
+    "B12": ("swir22", 2.190, 0.242),
 }
 BOA_OFFSET = -0.1  # reflectance = DN * 1e-4 - 0.1 (processing baseline >= 04.00)
 
@@ -124,6 +138,23 @@ _FOREST = np.array([0.022, 0.042, 0.025, 0.30], np.float32)
 _WATER = np.array([0.045, 0.055, 0.035, 0.015], np.float32)
 _URBAN = np.array([0.085, 0.095, 0.105, 0.16], np.float32)
 _ROAD = np.array([0.070, 0.080, 0.090, 0.12], np.float32)
+#: the same classes in B05 B06 B07 B8A B11 B12 (typical surface reflectance: the vegetation red edge
+#: rises through B05-B07 to the NIR plateau, soils and built-up areas are bright in the SWIR, water dark)
+_SOIL_20 = np.array([0.160, 0.180, 0.190, 0.210, 0.300, 0.260], np.float32)
+_CANOPY_20 = np.array([0.090, 0.280, 0.380, 0.440, 0.200, 0.090], np.float32)
+_FOREST_20 = np.array([0.060, 0.200, 0.270, 0.310, 0.150, 0.070], np.float32)
+_WATER_20 = np.array([0.025, 0.018, 0.016, 0.013, 0.006, 0.004], np.float32)
+_URBAN_20 = np.array([0.120, 0.140, 0.150, 0.170, 0.220, 0.200], np.float32)
+_ROAD_20 = np.array([0.100, 0.110, 0.120, 0.125, 0.170, 0.160], np.float32)
+_SPECTRA = {10: (_SOIL, _CANOPY, _FOREST, _WATER, _URBAN, _ROAD),
+            20: (_SOIL_20, _CANOPY_20, _FOREST_20, _WATER_20, _URBAN_20, _ROAD_20)}
+#: clouds and thin cirrus in the 10 m and the 20 m bands
+_CLOUD = {10: np.array([0.52, 0.53, 0.55, 0.58], np.float32),
+          20: np.array([0.57, 0.58, 0.58, 0.58, 0.40, 0.30], np.float32)}
+_CIRRUS = {10: np.array([0.20, 0.19, 0.19, 0.20], np.float32),
+           20: np.array([0.20, 0.20, 0.20, 0.20, 0.17, 0.14], np.float32)}
+#: PSF of the 20 m bands in 10 m pixels (MTF ~0.3 at their Nyquist frequency: sigma ~ 0.5 x 20 m)
+SIGMA_20M = 1.0
 
 
 @dataclass
@@ -197,27 +228,46 @@ def make_landscape(rng: np.random.Generator, shape: tuple[int, int] = UNION_SHAP
     )
 
 
-def surface_reflectance(land: Landscape, day_of_year: int) -> np.ndarray:
-    """Cloud-free surface reflectance (4, H, W) of B02 B03 B04 B08 on a given day."""
+def surface_reflectance(land: Landscape, day_of_year: int, group: int = 10) -> np.ndarray:
+    """Cloud-free surface reflectance on a given day at 10 m: (4, H, W) of B02 B03 B04 B08 (``group=10``,
+    with the sensor's mild PSF) or (6, H, W) of B05 B06 B07 B8A B11 B12 (``group=20``, before the 20 m
+    bands' own PSF and sampling: see :func:`degrade_20m`)."""
+    soil_s, canopy_s, forest_s, water_s, urban_s, road_s = _SPECTRA[group]
     p = land.parcel
     growth = 1.0 / (1.0 + np.exp(-(day_of_year - land.sow_day - 25.0) / 9.0))
     growth = np.where(day_of_year >= land.harvest_day, 0.05, growth)
     g = growth[p][None]
-    soil = _SOIL[:, None, None] * land.soil_bright[p][None]
-    crop = soil * (1 - g) + _CANOPY[:, None, None] * g
-    grass = soil * 0.25 + _CANOPY[:, None, None] * 0.75
+    soil = soil_s[:, None, None] * land.soil_bright[p][None]
+    crop = soil * (1 - g) + canopy_s[:, None, None] * g
+    grass = soil * 0.25 + canopy_s[:, None, None] * 0.75
     cls = land.cls[None]
     out = np.select(
         [cls == CROP, cls == GRASS, cls == FOREST, cls == BARE, cls == WATER, cls == URBAN, cls == ROAD],
-        [crop, grass, np.broadcast_to(_FOREST[:, None, None], crop.shape), soil,
-         np.broadcast_to(_WATER[:, None, None], crop.shape), np.broadcast_to(_URBAN[:, None, None], crop.shape),
-         np.broadcast_to(_ROAD[:, None, None], crop.shape)],
+        [crop, grass, np.broadcast_to(forest_s[:, None, None], crop.shape), soil,
+         np.broadcast_to(water_s[:, None, None], crop.shape), np.broadcast_to(urban_s[:, None, None], crop.shape),
+         np.broadcast_to(road_s[:, None, None], crop.shape)],
     ).astype(np.float32)
     out = out * land.texture[None]
     hedge = land.hedge & (land.cls != WATER) & (land.cls != ROAD) & (land.cls != URBAN)
-    out = np.where(hedge[None], 0.5 * out + 0.5 * _FOREST[:, None, None], out)
+    out = np.where(hedge[None], 0.5 * out + 0.5 * forest_s[:, None, None], out)
+    if group != 10:
+        return out.clip(0.001, 1.0)
     # the sensor's point spread function: a mild blur at the native 10 m
     return np.stack([_blur(b, 0.45) for b in out]).clip(0.001, 1.0)
+
+
+def soil_moisture(seed: int, shape: tuple[int, int] = UNION_SHAPE) -> np.ndarray:
+    """A smooth field around 1 that darkens wet soil in the SWIR (B11, B12) and not in the 10 m bands
+    (its own seeded generator: the 10 m bands do not change with it)."""
+    rng = np.random.default_rng([seed, 20])
+    return (1.0 - 0.08 * _fractal(rng, shape, (24.0, 7.0, 2.0))).astype(np.float32)
+
+
+def degrade_20m(refl: np.ndarray) -> np.ndarray:
+    """(..., H, W) at 10 m -> (..., H/2, W/2): the 20 m bands' PSF, then the mean of each 2 x 2 block."""
+    blurred = np.stack([_blur(b, SIGMA_20M) for b in refl.reshape(-1, *refl.shape[-2:])])
+    h, w = refl.shape[-2] // 2, refl.shape[-1] // 2
+    return blurred.reshape(*refl.shape[:-2], h, 2, w, 2).mean(axis=(-3, -1)).astype(np.float32)
 
 
 @dataclass
@@ -227,10 +277,13 @@ class Scene:
     reflectance: np.ndarray  # (4, H, W) float32
     scl: np.ndarray  # (H, W) uint8 at 10 m
     valid: np.ndarray  # (H, W) bool
+    reflectance_20m: np.ndarray | None = None  # (6, H/2, W/2) float32: B05 B06 B07 B8A B11 B12 at 20 m
 
 
-def observe(land: Landscape, acq: Acquisition, rng: np.random.Generator) -> Scene:
-    """Add clouds, cirrus and shadows to the surface and classify it like Sen2Cor's SCL."""
+def observe(land: Landscape, acq: Acquisition, rng: np.random.Generator,
+            moisture: np.ndarray | None = None) -> Scene:
+    """Add clouds, cirrus and shadows to the surface and classify it like Sen2Cor's SCL. With a
+    ``moisture`` field (:func:`soil_moisture`) the scene also has the 20 m bands."""
     shape = land.cls.shape
     surface = surface_reflectance(land, acq.date.timetuple().tm_yday)
     alpha = np.zeros(shape, np.float32)
@@ -249,11 +302,18 @@ def observe(land: Landscape, acq: Acquisition, rng: np.random.Generator) -> Scen
     shadow[dy:, :] = 0.0
     shadow[:, dx:] = 0.0
     shade = 1.0 - 0.7 * np.clip(shadow * 1.3, 0.0, 1.0) * (alpha < 0.25)
-    cloud_refl = np.array([0.52, 0.53, 0.55, 0.58], np.float32)[:, None, None]
-    cirrus_refl = np.array([0.20, 0.19, 0.19, 0.20], np.float32)[:, None, None]
-    obs = surface * shade[None]
-    obs = obs * (1.0 - cirrus[None]) + cirrus_refl * cirrus[None]
-    obs = obs * (1.0 - alpha[None]) + cloud_refl * alpha[None]
+    def through_the_sky(surf: np.ndarray, group: int) -> np.ndarray:
+        cloud_refl, cirrus_refl = _CLOUD[group][:, None, None], _CIRRUS[group][:, None, None]
+        obs = surf * shade[None]
+        obs = obs * (1.0 - cirrus[None]) + cirrus_refl * cirrus[None]
+        return obs * (1.0 - alpha[None]) + cloud_refl * alpha[None]
+
+    obs = through_the_sky(surface, 10)
+    obs20 = None
+    if moisture is not None:
+        surf20 = surface_reflectance(land, acq.date.timetuple().tm_yday, 20)
+        surf20[4:] *= moisture[None]
+        obs20 = degrade_20m(through_the_sky(surf20, 20)).clip(0.001, 1.0)
     ndvi = (surface[3] - surface[2]) / (surface[3] + surface[2] + 1e-6)
     base = np.where(land.cls == WATER, 6, np.where(ndvi > 0.35, 4, 5)).astype(np.uint8)
     scl = base.copy()
@@ -263,7 +323,7 @@ def observe(land: Landscape, acq: Acquisition, rng: np.random.Generator) -> Scen
     scl[(alpha >= 0.25) & (alpha < 0.6)] = 8
     scl[alpha >= 0.6] = 9
     valid = np.ones(shape, bool)
-    return Scene(obs.astype(np.float32), scl, valid)
+    return Scene(obs.astype(np.float32), scl, valid, obs20)
 
 
 def swath_valid() -> np.ndarray:
@@ -357,7 +417,7 @@ def _make_item(tile: str, acq: Acquisition, hrefs: Mapping[str, Path], cloud_pct
     )
     item.add_link(pystac.Link("collection", "./collection.json", media_type="application/json"))
     for band, path in hrefs.items():
-        res = 20 if band == "SCL" else 10
+        res = 20 if band == "SCL" or band in BANDS_20M else 10
         n = TILE_PX * 10 // res
         extra: dict[str, Any] = {
             "proj:shape": [n, n],
@@ -392,9 +452,11 @@ def generate(root: Path, seed: int = SEED) -> list[pystac.Item]:
     """Write the sample archive (COGs, collection, items) under ``root`` and return its items."""
     rng = np.random.default_rng(seed)
     land = make_landscape(rng)
+    moisture = soil_moisture(seed)
     items: list[pystac.Item] = []
     for acq in ACQUISITIONS:
-        scene = observe(land, acq, np.random.default_rng([seed, acq.date.toordinal()]))
+        scene = observe(land, acq, np.random.default_rng([seed, acq.date.toordinal()]), moisture)
+        assert scene.reflectance_20m is not None
         for tile, origin in TILES.items():
             win = _tile_window(origin)
             refl = scene.reflectance[:, win[0], win[1]]
@@ -413,6 +475,15 @@ def generate(root: Path, seed: int = SEED) -> list[pystac.Item]:
             for i, band in enumerate(BANDS):
                 hrefs[band] = folder / f"{band}.tif"
                 _write_cog(hrefs[band], dn[i], t10)
+            # the 20 m bands: tile windows start on even 10 m pixels, so on the union's 20 m pixels
+            rows, cols = slice(win[0].start // 2, win[0].stop // 2), slice(win[1].start // 2, win[1].stop // 2)
+            refl20 = scene.reflectance_20m[:, rows, cols]
+            dn20 = np.clip(np.round((refl20 - BOA_OFFSET) * 10000.0), 1, 65535).astype(np.uint16)
+            dn20[:, ~valid20] = 0
+            t20 = from_origin(origin[0], origin[1], 2 * RES, 2 * RES)
+            for i, band in enumerate(BANDS_20M):
+                hrefs[band] = folder / f"{band}.tif"
+                _write_cog(hrefs[band], dn20[i], t20)
             hrefs["SCL"] = folder / "SCL.tif"
             _write_cog(hrefs["SCL"], scl20, from_origin(origin[0], origin[1], 2 * RES, 2 * RES))
             v20 = scl20 > 0

@@ -4,8 +4,9 @@ A run with ``stack_cache=DIR`` looks for ``DIR/stack-<key>.zarr``; when it is th
 the run reads reflectance and the raw quality band from it instead of searching and reading the
 archive, and training can read the same store. The key hashes what determines the stack before
 any search: catalog, collection, bbox, dates, bands, sensor rules (harmonisation), requested
-resolution and item filters. The store keeps the raw QA band, so clear classes can change without
-a new download; it is chunked ``(1 frame, all bands, tile, tile)`` to match the inference tiles.
+resolution, item filters and the band sharpener (method and weights sha256). The store keeps the raw
+QA band, so clear classes can change without a new download; it is chunked ``(1 frame, all bands,
+tile, tile)`` to match the inference tiles.
 New items that a catalog publishes later for the same request are not seen until the cache is
 refreshed (``refresh_cache=True``).
 """

@@ -167,6 +167,20 @@ CASES: dict[str, Case] = {
                                 errors.IncompatibleWeightsError, r"'b48' super-resolve x4, not x2", r"x4"),
     "weights-untrained": Case({"model": f"{WEIGHTS}/random.safetensors"}, errors.UntrainedWeightsError,
                               r"weights 'random' are marked untrained", r"allow_untrained=True"),
+    # band sharpening of the 20 m bands
+    "sharpen-not-a-sharpener": Case({"sharpen": "bicubic"}, errors.InvalidOptionError,
+                                    r"sharpen='bicubic' is not a band sharpener",
+                                    r"sharpen takes 'auto', 'bilinear', 'dsen2', 'hpf'"),
+    "sharpen-unknown": Case({"sharpen": "pansharp"}, errors.InvalidOptionError, r"unknown model 'pansharp'",
+                            r"sharpen takes 'auto', 'bilinear'"),
+    "sharpen-without-weights": Case({"sharpen": "dsen2"}, errors.WeightsNotFoundError,
+                                    r"'dsen2' is an architecture with no trained weights", r"pass a weights file"),
+    "sharpen-weights-not-a-sharpener": Case({"sharpen": f"{WEIGHTS}/b48.safetensors"}, errors.InvalidOptionError,
+                                            r"model elsr is not a band sharpener", r"sharpener weights"),
+    "sharpen-untrained": Case({"sharpen": f"{WEIGHTS}/sharpener.safetensors"}, errors.UntrainedWeightsError,
+                              r"weights 'sharpener' are marked untrained", r"allow_untrained=True"),
+    "sharpen-empty": Case({"sharpen": " "}, errors.InvalidOptionError, r"got an empty string",
+                          r"'auto', 'bilinear', a sharpener name"),
     # options
     "option-unknown": Case({"tiles": 128}, errors.InvalidOptionError, r"unknown option\(s\) \['tiles'\]",
                            r"run_region accepts \[.*'tile'", cli=False),
@@ -230,7 +244,8 @@ def test_the_table_is_large_and_distinct() -> None:
 
 @pytest.fixture(scope="module")
 def weights_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Weights files: trained for B04,B08 x4; one corrupted; garbage with a matching hash; a .pt; untrained."""
+    """Weights files: trained for B04,B08 x4; one corrupted; garbage with a matching hash; a .pt; untrained (an SR
+    model and a band sharpener)."""
     root = tmp_path_factory.mktemp("weights")
     net = models.build("elsr", scale=4, bands=("B04", "B08"))
     models.save_weights(net, root / "b48", trained=True, training={"data": "unit test"})
@@ -245,6 +260,8 @@ def weights_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "garbage.json").write_text(json.dumps(doc))
     (root / "model.pt").write_bytes(b"PK\x03\x04 a torch.save zip")
     models.save_weights(models.build("elsr", scale=4), root / "random", trained=False,
+                        training={"data": "none: random initialisation"})
+    models.save_weights(models.build("dsen2", features=8, blocks=1), root / "sharpener", trained=False,
                         training={"data": "none: random initialisation"})
     return root
 

@@ -35,10 +35,17 @@ def test_archive_layout_and_extensions(sample_dir):
         exts = " ".join(d["stac_extensions"])
         assert "projection" in exts and "/eo/" in exts and "raster" in exts
         assert d["properties"]["proj:code"] == "EPSG:32631"
-        assert set(d["assets"]) == {"B02", "B03", "B04", "B08", "SCL"}
-        b04, scl = d["assets"]["B04"], d["assets"]["SCL"]
+        assert set(d["assets"]) == {"B02", "B03", "B04", "B08", "B05", "B06", "B07", "B8A", "B11", "B12", "SCL"}
+        b04, b11, scl = d["assets"]["B04"], d["assets"]["B11"], d["assets"]["SCL"]
         assert b04["proj:shape"] == [512, 512] and b04["proj:transform"][0] == 10
         assert scl["proj:shape"] == [256, 256] and scl["proj:transform"][0] == 20
+        # the 20 m bands on the tile's 20 m grid: the same corner as the 10 m bands
+        assert b11["proj:shape"] == [256, 256] and b11["proj:transform"] == [20, 0.0, *b04["proj:transform"][2:3],
+                                                                             0.0, -20, b04["proj:transform"][5]]
+        assert b11["raster:bands"][0]["offset"] == -0.1 and b11["eo:bands"][0]["common_name"] == "swir16"
+        with rasterio.open(b11["href"]) as src:
+            assert src.shape == (256, 256) and src.dtypes[0] == "uint16"
+            assert tuple(src.transform)[:6] == tuple(b11["proj:transform"])
         assert b04["raster:bands"][0]["scale"] == 0.0001 and b04["raster:bands"][0]["offset"] == -0.1
         assert b04["eo:bands"][0]["common_name"] == "red"
         assert b04["href"].startswith("file:///")
@@ -62,6 +69,8 @@ def test_tiles_overlap_with_identical_pixels(sample_dir):
     with rasterio.open(a["assets"]["B08"]["href"]) as ra, rasterio.open(b["assets"]["B08"]["href"]) as rb:
         # tile B starts 256 columns east and 128 rows south of tile A
         np.testing.assert_array_equal(ra.read(1)[128:, 256:], rb.read(1)[:384, :256])
+    with rasterio.open(a["assets"]["B11"]["href"]) as ra, rasterio.open(b["assets"]["B11"]["href"]) as rb:
+        np.testing.assert_array_equal(ra.read(1)[64:, 128:], rb.read(1)[:192, :128])  # the same at 20 m
 
 
 def test_generation_is_seeded(tmp_path):

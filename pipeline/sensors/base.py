@@ -29,6 +29,10 @@ class SensorProfile:
     #: the QA classes a user may call clear, with their names
     qa_classes: ClassVar[dict[int, str]] = {}
     harmonize_modes: tuple[str, ...] = ("raster", "none")
+    #: the finer bands that guide band sharpening (:mod:`pipeline.sharpening`): bands whose pixels are
+    #: ``sharpen_ratio`` x those of the guide are sharpened onto the guide's grid; empty: never sharpened
+    guide_bands: tuple[str, ...] = ()
+    sharpen_ratio: int = 2
 
     def validate_clear_classes(self, classes: Sequence[int] | None) -> tuple[int, ...]:
         if classes is None:

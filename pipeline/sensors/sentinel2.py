@@ -161,6 +161,8 @@ class Sentinel2(SensorProfile):
     harmonize_modes = ("auto", "baseline", "raster", "none")
     #: bands read to verify the offset: blue (dark vegetation, shadows) and NIR (water), plus the run's own
     offset_probe_bands = ("B02", "B08")
+    #: the 10 m bands guide the sharpening of the 20 m bands onto the 10 m grid (60 m bands stay bilinear)
+    guide_bands = ("B02", "B03", "B04", "B08")
 
     def scaling(self, item: pystac.Item, key: str, harmonize: str) -> tuple[float, float, float | None]:
         rb = item.assets[key].extra_fields.get("raster:bands") or [{}]
