@@ -59,9 +59,15 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
         y = F.pad(y, (radius - rx, radius - rx, radius - ry, radius - ry), mode="replicate")
     else:
         y = F.pad(y, (radius, radius, radius, radius), mode="reflect")
-    y = F.conv2d(y, k[None, None, None, :])
-    y = F.conv2d(y, k[None, None, :, None])
-    return y.reshape(shape)
+    # separable, as sums of shifted slices: several times faster than conv2d with a 1-channel kernel on CPUs
+    n = 2 * radius + 1
+    rows = k[0] * y[..., :, 0:w]
+    for i in range(1, n):
+        rows = rows + k[i] * y[..., :, i : i + w]
+    out = k[0] * rows[..., 0:h, :]
+    for i in range(1, n):
+        out = out + k[i] * rows[..., i : i + h, :]
+    return out.reshape(shape)
 
 
 def _sample_axis(x: torch.Tensor, scale: int, offset: float, dim: int) -> torch.Tensor:

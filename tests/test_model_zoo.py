@@ -18,9 +18,11 @@ TINY = {
     "srgan": {"features": 8, "blocks": 2},
     "esrgan": {"features": 8, "blocks": 1, "growth": 4},
     "highresnet": {"features": 8, "n_views": 4},
+    "lrnet": {"features": 8, "blocks": 2},
     "bicubic": {}, "bilinear": {}, "nearest": {}, "lanczos": {},
 }
-LEARNED = ["srcnn", "elsr", "srgan", "esrgan", "highresnet"]
+LEARNED = ["srcnn", "elsr", "srgan", "esrgan", "highresnet", "lrnet"]
+SHARPENERS = {"hpf", "dsen2"}  # two inputs (low bands, guide): tests/test_sharpen.py
 
 
 def tiny(name, scale=4, **kw):
@@ -49,7 +51,8 @@ def run(model, x):
 
 
 def test_every_architecture_is_registered():
-    assert set(TINY) == set(models.list_models())
+    assert set(TINY) | SHARPENERS == set(models.list_models())
+    assert {models.entry(n).kind for n in SHARPENERS} == {"sharpen", "sharpen-baseline"}
 
 
 @pytest.mark.parametrize("name", sorted(TINY))
@@ -277,7 +280,7 @@ def test_weights_that_do_not_fit_their_architecture(tmp_path):
 # --- ONNX --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["bicubic", "lanczos", "elsr", "srcnn", "srgan", "esrgan", "highresnet"])
+@pytest.mark.parametrize("name", ["bicubic", "lanczos", "elsr", "srcnn", "srgan", "esrgan", "highresnet", "lrnet"])
 def test_onnx_parity(tmp_path, name):
     pytest.importorskip("onnxruntime", reason="onnx extra not installed")
     from models.onnx import export_onnx

@@ -3,6 +3,7 @@
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -215,7 +216,11 @@ def test_resume_with_more_epochs_stretches_the_cosine_schedule(tmp_path, sample_
     src = str(sample_dir / "cogs" / "T31UFS-A_20240612" / "B04.tif")
     Trainer(_cfg(tmp_path, data={"sources": [src]}, train={"scheduler": "cosine"})).fit()
     longer = Trainer(_cfg(tmp_path, data={"sources": [src]}, train={"scheduler": "cosine", "epochs": 3}), resume=True)
-    assert longer.sched.T_max == 3 * longer._steps_per_epoch()
+    total = 3 * longer._steps_per_epoch()
+    lr0 = longer.cfg.train.lr
+    # the learning rate now follows the cosine over the new total, from where the run stopped
+    expected = lr0 * (1 / 50 + (1 - 1 / 50) * 0.5 * (1 + math.cos(math.pi * longer.step / total)))
+    assert longer.step > 0 and longer.opt.param_groups[0]["lr"] == pytest.approx(expected, rel=1e-6)
 
 
 @pytest.mark.parametrize("kind", ["kelvins", "sen2venus", "worldstrat", "wald-multiframe", "gan"])

@@ -176,7 +176,7 @@ class Trainer:
         self.val_loader = DataLoader(self.val_ds, batch_size=cfg.train.batch_size, shuffle=False,
                                      num_workers=cfg.train.num_workers)
         steps = cfg.train.epochs * self._steps_per_epoch()
-        self.sched: torch.optim.lr_scheduler.LRScheduler
+        self.sched: torch.optim.lr_scheduler.LambdaLR
         warm = max(0, cfg.train.warmup_steps)
 
         def factor(step: int) -> float:
@@ -240,8 +240,11 @@ class Trainer:
         if self.ema and state["ema"]:
             self.ema.load_state_dict(state["ema"])
         self.opt.load_state_dict(state["opt"])
-        # the schedule is a function of the step over this config's total: --resume --epochs N lengthens it
+        # the schedule is a function of the step over this config's total: --resume --epochs N lengthens it,
+        # from the step where the run stopped (the optimizer's saved rates are those of the old total)
         self.sched.load_state_dict(state["sched"])
+        for group, base, f in zip(self.opt.param_groups, self.sched.base_lrs, self.sched.lr_lambdas, strict=True):
+            group["lr"] = base * f(self.sched.last_epoch)
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
             self.scaler_d.load_state_dict(state.get("scaler_d") or {})
