@@ -56,6 +56,7 @@ class DataCfg:
     max_invalid: float = 0.0
     task: str = ""  # scenes / scenes-sharpen: the task whose splits by place are used (training.datasets.scenes)
     gain: list[float] = field(default_factory=lambda: [0.7, 1.8])  # scenes: random brightness gain range
+    sigma: list[float] = field(default_factory=lambda: [0.3, 0.7])  # scenes: random PSF width range (x scale)
     description: str = ""
 
 
@@ -71,6 +72,9 @@ class TrainCfg:
     loss: dict[str, float] = field(default_factory=lambda: {"l1": 1.0})
     scheduler: str = "cosine"  # or "constant"
     warmup_steps: int = 0  # linear learning-rate warm-up (zero-initialised output layers + Adam need it)
+    # single-image models: train (and validate) through the sensor's consistency projection, as the pipeline runs
+    # learned models by default (pipeline.consistency): the network learns what the projection cannot restore
+    project: bool = False
     num_workers: int = 0
     threads: int | None = None  # torch CPU threads
     max_steps_per_epoch: int | None = None

@@ -76,7 +76,7 @@ def make_datasets(cfg: Config) -> tuple[Dataset, Dataset]:
             return (SceneSharpen(train_scenes, d.patch, d.train_samples, train=True, seed=cfg.seed, ratio=s, gain=gain),
                     SceneSharpen(val_scenes, d.patch, d.val_samples, train=False, seed=cfg.seed + 1, ratio=s))
         return (SceneWald(train_scenes, s, d.patch, d.train_samples, train=True, seed=cfg.seed,
-                          band_agnostic=d.band_agnostic, gain=gain),
+                          band_agnostic=d.band_agnostic, gain=gain, sigma=(float(d.sigma[0]), float(d.sigma[1]))),
                 SceneWald(val_scenes, s, d.patch, d.val_samples, train=False, seed=cfg.seed + 1,
                           band_agnostic=d.band_agnostic))
     if d.kind == "wald":
@@ -165,6 +165,14 @@ class Trainer:
         seed_everything(cfg.seed)
         self.multi = is_multi(cfg)
         self.sharpen = is_sharpen(cfg)
+        self.projection = None
+        if cfg.train.project:
+            if self.multi or self.sharpen:
+                raise ConfigError("train.project applies to single-image models only")
+            from pipeline.consistency import Projection
+
+            sensor = cfg.model.sensors[0] if cfg.model.sensors else "sentinel-2"
+            self.projection = Projection.for_sensor(sensor, cfg.model.scale)
         self.model = build_model(cfg).to(self.device)
         self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.train.ema))
                     if cfg.train.ema else None)
@@ -269,7 +277,10 @@ class Trainer:
             low, guide = batch["low"].to(self.device), batch["guide"].to(self.device)
             return model(low, guide), batch["hr"].to(self.device), None
         lr, hr = (t.to(self.device) for t in batch)
-        return model(lr), hr, None
+        sr = model(lr)
+        if self.projection is not None:  # what the pipeline runs: the output made consistent with the input
+            sr = self.projection.project(lr, sr)[0]
+        return sr, hr, None
 
     def _loss(self, sr: torch.Tensor, hr: torch.Tensor, clear: torch.Tensor | None) -> tuple[torch.Tensor, dict]:
         w, parts = self.cfg.train.loss, {}
@@ -346,11 +357,14 @@ class Trainer:
                 base = F.interpolate(low, scale_factor=s, mode="bicubic", align_corners=False)
                 extra = models.build("hpf", scale=s)(low, guide)  # the no-learning baseline to beat
             else:
-                base = F.interpolate(batch[0].to(self.device), scale_factor=s, mode="bicubic", align_corners=False)
+                lr_in = batch[0].to(self.device)
+                base = F.interpolate(lr_in, scale_factor=s, mode="bicubic", align_corners=False)
+                if self.projection is not None:  # context: what the projection alone makes of bicubic
+                    extra = self.projection.project(lr_in, base)[0]
             for k in range(sr.shape[0]):
                 pairs = {"": sr[k].float().cpu(), "_bicubic": base[k].float().cpu()}
                 if extra is not None:
-                    pairs["_hpf"] = extra[k].float().cpu()
+                    pairs["_hpf" if self.sharpen else "_bicubic_projected"] = extra[k].float().cpu()
                 h = hr[k].float().cpu()
                 c = None if clear is None else clear[k, 0].cpu()
                 peak = float(h.max())  # the reference's own peak: the gain over a baseline is what selects
@@ -368,6 +382,8 @@ class Trainer:
             out["psnr_gain"] = out["psnr_own_peak"] - out["psnr_own_peak_bicubic"]
             if "psnr_own_peak_hpf" in out:
                 out["psnr_gain_hpf"] = out["psnr_own_peak"] - out["psnr_own_peak_hpf"]
+            if "psnr_own_peak_bicubic_projected" in out:
+                out["psnr_gain_bicubic_projected"] = out["psnr_own_peak"] - out["psnr_own_peak_bicubic_projected"]
         return out
 
     # --- the run -------------------------------------------------------------------------------
@@ -431,6 +447,9 @@ class Trainer:
             "recipe": json.loads(json.dumps(asdict(self.cfg), default=str)),
             "epochs": state["epoch"], "steps": state["step"], "device": str(self.device),
             "sensors": list(self.cfg.model.sensors), "licence": self.cfg.licence,
+            # the network was trained (and selected) through the sensor's consistency projection: run it with
+            # the projection on, as the pipeline does for learned models by default
+            "consistency_projection": bool(self.cfg.train.project),
         }
         licence = self.cfg.licence
         if d.kind == "worldstrat":

@@ -55,11 +55,11 @@ class SceneWald(_Epoch):
 
     def __init__(self, scenes: list[Scene], scale: int, patch: int, length: int, *, train: bool, seed: int = 0,
                  band_agnostic: bool = False, gain: tuple[float, float] = (0.7, 1.8),
-                 degradation: Degradation | None = None) -> None:
+                 degradation: Degradation | None = None, sigma: tuple[float, float] = (0.3, 0.7)) -> None:
         if patch % scale:
             raise ValueError(f"patch {patch} must be a multiple of the scale {scale}")
         self.scale, self.patch, self.length, self.train, self.seed = scale, patch, length, train, seed
-        self.band_agnostic, self.gain = band_agnostic, gain
+        self.band_agnostic, self.gain, self.sigma = band_agnostic, gain, sigma
         self.degradation = degradation or sensor_degradation()
         self.images: list[np.ndarray] = []
         self.valid: list[np.ndarray] = []
@@ -113,7 +113,7 @@ class SceneWald(_Epoch):
         hr = _augment(hr, g)
         lo, hi = self.gain
         hr = hr * (lo + (hi - lo) * float(torch.rand(1, generator=g)))
-        return random_degradation(g)(hr, self.scale, g), hr
+        return random_degradation(g, sigma=self.sigma)(hr, self.scale, g), hr
 
 
 class SceneSharpen(_Epoch):
