@@ -325,3 +325,15 @@ def test_write_test_report_on_the_real_test_split(tmp_path):
     assert doc["peak_convention"] == ev.PEAK_CONVENTION and doc["degradation"]["decimation"] == "point"
     assert all(r["peak"] < 1 and r["psnr_ci"][0] <= r["psnr"] <= r["psnr_ci"][1] for r in doc["rows"])
     assert "| `tiny4` | s2-10m | T49JGM |" in card.test_table_markdown(tmp_path)
+
+
+def test_projected_evaluation_adds_the_projection_baseline():
+    """As deployed, a learned model's output goes through the consistency projection; its context baseline is
+    bicubic made consistent the same way (so bicubic evaluated as a "projected model" gains exactly 0 over it)."""
+    data = ev.SceneData("synthetic", texture(2, 96, 96, seed=31).float().numpy(), ("a", "b"))
+    res = ev.evaluate_wald(models.build("bicubic", scale=4), data, 4, bootstrap=ev.Bootstrap(resamples=100),
+                           opensr=False, with_ssim=False, project=True)
+    for row in res.rows:
+        assert set(row.gains) == {"bicubic", "bicubic+projection"}
+        assert abs(row.gains["bicubic+projection"][0]) < 1e-6
+        assert row.gains["bicubic"][0] > 0  # the projection restores what the PSF took (data consistency)

@@ -84,8 +84,9 @@ def test_split_section(report: Mapping[str, Any]) -> list[str]:
              f"bootstrap ({report['bootstrap']['block']} px blocks, {report['bootstrap']['resamples']} draws).", "",
              scenes_markdown(report["scenes"]), "", rows_markdown(report["rows"]), "",
              summary_markdown(report["summary"])]
-    if report.get("summary_hpf"):
-        lines += ["", summary_markdown(report["summary_hpf"])]
+    for key in ("summary_hpf", "summary_projection"):
+        if report.get(key):
+            lines += ["", summary_markdown(report[key])]
     if report.get("robustness"):
         lines += ["", "Robustness: the same scenes under other degradations (Gaussian PSF sigma as a fraction of "
                   "the scale, point or area decimation, noise in reflectance):", "",

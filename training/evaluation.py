@@ -597,10 +597,13 @@ def _device(model: torch.nn.Module) -> torch.device:
 def evaluate_wald(model: models.SRModel, scene: Scene | SceneData, scale: int | None = None,
                   degradation: Degradation = WALD, *, crop: tuple[int, int, int] | None = None,
                   max_side: int | None = None, bootstrap: Bootstrap = Bootstrap(), opensr: bool = True,
-                  with_ssim: bool = True, quicklook: Path | None = None) -> SceneResult:
+                  with_ssim: bool = True, quicklook: Path | None = None, project: bool = False) -> SceneResult:
     """The Wald protocol on one real scene, per band (see the module docstring); raises
     IncompatibleSceneError when the scene does not fit the model (bands, kind, size). ``quicklook``: a
-    PNG path for the four panels of :func:`training.evaluate.quicklook`."""
+    PNG path for the four panels of :func:`training.evaluate.quicklook`. ``project``: the model's output
+    goes through the sensor's consistency projection (:mod:`pipeline.consistency`, with the sensor's
+    nominal PSF whatever ``degradation`` made the input), as the pipeline runs learned models by default;
+    the baseline ``bicubic+projection`` is added for context."""
     s = scale or model.scale
     if s != model.scale:
         raise ValueError(f"model {model.name} is x{model.scale}, not x{s}")
@@ -635,6 +638,12 @@ def evaluate_wald(model: models.SRModel, scene: Scene | SceneData, scale: int | 
         low = degradation(ref, s, gen)
         sr = model(low[None].to(dev))[0]
         baselines = {"bicubic": bicubic(low[None])[0]}
+        if project:
+            from pipeline.consistency import Projection
+
+            proj = Projection.for_sensor("sentinel-2", s)
+            sr = proj.project(low.to(dev), sr)[0]
+            baselines["bicubic+projection"] = proj.project(low, baselines["bicubic"])[0]
     sr = sr.float().cpu()
     if quicklook is not None:
         from training.evaluate import quicklook as write_quicklook
@@ -693,15 +702,18 @@ def _degradation_json(d: Degradation) -> dict[str, Any]:
 
 def robustness_table(model: models.SRModel, scenes: Sequence[Scene | SceneData], scale: int | None = None, *,
                      degradations: Sequence[Degradation] = ROBUSTNESS, bootstrap: Bootstrap = Bootstrap(),
-                     crop: tuple[int, int, int] | None = None, max_side: int | None = None) -> list[dict[str, Any]]:
+                     crop: tuple[int, int, int] | None = None, max_side: int | None = None,
+                     project: bool = False) -> list[dict[str, Any]]:
     """One row per degradation (default :data:`models.psf.ROBUSTNESS`, 12): the mean gain over bicubic
-    across the scenes' bands with its stratified bootstrap interval, and the worst scene-band."""
+    across the scenes' bands with its stratified bootstrap interval, and the worst scene-band
+    (``project``: through the consistency projection with the sensor's nominal PSF, see :func:`evaluate_wald`)."""
     s = scale or model.scale
     data = [sc if isinstance(sc, SceneData) else scene_data(sc, multiple=s, crop=crop, max_side=max_side)
             for sc in scenes]
     table = []
     for d in degradations:
-        results = [evaluate_wald(model, sd, s, d, bootstrap=bootstrap, opensr=False, with_ssim=False) for sd in data]
+        results = [evaluate_wald(model, sd, s, d, bootstrap=bootstrap, opensr=False, with_ssim=False, project=project)
+                   for sd in data]
         summary = summarize(results, "bicubic", bootstrap.level)
         table.append({**_degradation_json(d), "n": summary["n"], "mean_gain": summary["mean_gain"],
                       "mean_gain_ci": summary["mean_gain_ci"], "worst": summary["worst"]})
@@ -733,6 +745,7 @@ class SplitResult:
     summary: Mapping[str, Any]
     summary_hpf: Mapping[str, Any] | None = None
     robustness: Sequence[Mapping[str, Any]] | None = None
+    summary_projection: Mapping[str, Any] | None = None  # against bicubic + the consistency projection
 
     @property
     def rows(self) -> list[BandRow]:
@@ -752,6 +765,7 @@ class SplitResult:
             "rows": [r.to_json() for r in self.rows],
             "summary": dict(self.summary),
             **({"summary_hpf": dict(self.summary_hpf)} if self.summary_hpf else {}),
+            **({"summary_projection": dict(self.summary_projection)} if self.summary_projection else {}),
             "robustness": [dict(r) for r in self.robustness] if self.robustness is not None else None,
             "srcube_version": __version__,
         }
@@ -759,7 +773,7 @@ class SplitResult:
 
 def evaluate_split(model: models.SRModel, task: str, split: str, *, degradation: Degradation = WALD,
                    robustness: bool = True, max_side: int | None = None, crop: tuple[int, int, int] | None = None,
-                   bootstrap: Bootstrap = Bootstrap(), name: str | None = None) -> SplitResult:
+                   bootstrap: Bootstrap = Bootstrap(), name: str | None = None, project: bool = False) -> SplitResult:
     """The Wald evaluation of ``model`` over every scene of a split (validation: model selection; test:
     reported once, :func:`write_test_report`). Scenes whose data is absent or that do not fit the model
     are skipped with the reason. ``robustness`` adds :func:`robustness_table` over the evaluated scenes."""
@@ -768,15 +782,19 @@ def evaluate_split(model: models.SRModel, task: str, split: str, *, degradation:
     for sc in chosen:
         try:
             data = scene_data(sc, multiple=model.scale, crop=crop, max_side=max_side)
-            results.append(evaluate_wald(model, data, model.scale, degradation, bootstrap=bootstrap))
+            results.append(evaluate_wald(model, data, model.scale, degradation, bootstrap=bootstrap,
+                                         project=project))
             used.append(data)
         except (FileNotFoundError, IncompatibleSceneError) as exc:
             skipped.append((sc.name, str(exc)))
     summary = summarize(results, "bicubic", bootstrap.level)
     hpf = summarize(results, "hpf", bootstrap.level) if _sharpener(model) is not None else None
-    table = robustness_table(model, used, model.scale, bootstrap=bootstrap) if robustness and used else None
+    # the projection's own share, for context: the model against bicubic made consistent the same way
+    projected = summarize(results, "bicubic+projection", bootstrap.level) if project else None
+    table = (robustness_table(model, used, model.scale, bootstrap=bootstrap, project=project)
+             if robustness and used else None)
     return SplitResult(name or model.name, task, split, model.scale, degradation, bootstrap, tuple(results),
-                       tuple(skipped), summary, hpf, table)
+                       tuple(skipped), summary, hpf, table, projected)
 
 
 # --- the test report next to the weights -----------------------------------------------------------------
@@ -806,12 +824,14 @@ def write_test_report(weights: str | Path, task: str, *, degradation: Degradatio
             raise FileExistsError(f"{path} already reports these weights (sha256 {meta.sha256[:16]}...); the test "
                                   "split is reported once: pass overwrite=True only to correct the report itself")
     model, _ = load_weights(weights, allow_untrained=allow_untrained)
+    # evaluated as deployed: through the consistency projection when the weights were trained for it
+    project = bool(meta.training.get("consistency_projection"))
     result = evaluate_split(model, task, "test", degradation=degradation, robustness=True, max_side=max_side,
-                            bootstrap=bootstrap, name=meta.name)
+                            bootstrap=bootstrap, name=meta.name, project=project)
     if not result.results:
         raise FileNotFoundError(f"no test scene of {task} could be evaluated: {result.skipped}")
     doc = {"format": REPORT_FORMAT, "weights": meta.name, "weights_sha256": meta.sha256,
-           "architecture": meta.architecture, **result.to_json(),
+           "architecture": meta.architecture, "consistency_projection": project, **result.to_json(),
            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
     path.write_text(json.dumps(doc, indent=1) + "\n")
     return path
@@ -893,8 +913,9 @@ def split_markdown(doc: Mapping[str, Any]) -> str:
     parts = [f"**{doc['model']}** x{doc['scale']} on the {doc['split']} split of {doc['task']}; Wald degradation "
              f"{d['label']}. {doc['peak_convention']}.", "", scenes_markdown(doc["scenes"]), "",
              rows_markdown(doc["rows"]), "", summary_markdown(doc["summary"])]
-    if doc.get("summary_hpf"):
-        parts += ["", summary_markdown(doc["summary_hpf"])]
+    for key in ("summary_hpf", "summary_projection"):
+        if doc.get(key):
+            parts += ["", summary_markdown(doc[key])]
     if doc.get("robustness"):
         parts += ["", "Robustness (the same scenes under other degradations):", "",
                   robustness_markdown(doc["robustness"])]
