@@ -337,3 +337,19 @@ def test_projected_evaluation_adds_the_projection_baseline():
         assert set(row.gains) == {"bicubic", "bicubic+projection"}
         assert abs(row.gains["bicubic+projection"][0]) < 1e-6
         assert row.gains["bicubic"][0] > 0  # the projection restores what the PSF took (data consistency)
+
+
+def test_probav_multi_frame_wald_uses_the_kelvins_metric():
+    """An untrained HighRes-net (residual: bicubic of the clear median) gains exactly nothing over the median
+    baseline; the Kelvins baseline (bicubic of the mean) is scored by cPSNR; intervals resample targets."""
+    from training.datasets.scenes import scenes
+
+    scene = scenes("probav", "test")[0]
+    shared_path(*scene.folder.split("/"))
+    net = models.build("highresnet", scale=3, features=8, n_views=8).eval()
+    out = ev.evaluate_probav(net, scene, bootstrap=ev.Bootstrap(resamples=200), max_targets=3)
+    assert out["targets"] == 3 and out["size"] == 126 and len(out["rows"]) == 3
+    assert abs(out["gain_over_median"]) < 1e-9 and out["gain_over_median_ci"] == [0.0, 0.0]
+    assert out["gain_ci"][0] <= out["gain"] <= out["gain_ci"][1]
+    assert out["wald_kelvins_score"] == pytest.approx(
+        sum(r["cpsnr_kelvins-baseline"] / r["cpsnr_model"] for r in out["rows"]) / 3)

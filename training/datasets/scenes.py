@@ -30,11 +30,13 @@ scores it, see :data:`KELVINS_DN`) and a validity mask.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import rasterio
+import rasterio.errors
 
 S2_10M = ("B02", "B03", "B04", "B08")
 S2_20M = ("B05", "B06", "B07", "B8A", "B11", "B12")
@@ -100,8 +102,10 @@ def scenes(task: str, split: str | None = None) -> list[Scene]:
 
 
 def _read(path: Path) -> np.ndarray:
-    with rasterio.open(path) as src:
-        return src.read(1)
+    with warnings.catch_warnings():  # PNG frames carry no georeferencing, and that is expected
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        with rasterio.open(path) as src:
+            return src.read(1)
 
 
 def _reflectance(dn: np.ndarray) -> np.ndarray:
