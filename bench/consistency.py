@@ -85,8 +85,8 @@ def main() -> None:
         sys.exit(f"real data not available: {B04} is absent")
 
     import models
+    from models.consistency import Projection
     from pipeline import super_resolve
-    from pipeline.consistency import Projection
 
     torch.set_num_threads(1)
     proj = Projection.for_sensor("sentinel-2", 4)

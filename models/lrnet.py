@@ -5,6 +5,11 @@ pixel shuffle turns into the output grid, added to the bicubic upsampling of the
 only learns what bicubic misses). That keeps it cheap enough for CPUs (MACs per output pixel are
 those per input pixel divided by ``scale^2``) while ``channels > 1`` lets bands guide each other:
 srcube's cross-band Sentinel-2 models take the four 10 m bands together (B02 B03 B04 B08).
+
+``project="sentinel-2"`` (a sensor name) ends the network with the sensor's consistency projection
+(:mod:`models.consistency`): the output, degraded with the sensor's PSF, gives back the input, and the
+network learns what that projection cannot restore (detail above the input's resolution). The model is
+then consistent by construction wherever it runs; its receptive field includes the projection's reach.
 """
 
 from __future__ import annotations
@@ -36,8 +41,12 @@ class LRNet(SRModel):
     name = "lrnet"
 
     def __init__(self, scale: int = 4, channels: int = 1, bands: Sequence[str] | None = None, features: int = 32,
-                 blocks: int = 6, res_scale: float = 0.1) -> None:
+                 blocks: int = 6, res_scale: float = 0.1, project: str | None = None) -> None:
         super().__init__(scale=scale, channels=channels, bands=bands)
+        from models.consistency import Projection
+
+        self.project = project
+        self.projection = Projection.for_sensor(project, scale) if project else None
         if features < 1 or blocks < 0:
             raise ValueError(f"features must be >= 1 and blocks >= 0, got {features} and {blocks}")
         self.features, self.n_blocks = features, blocks
@@ -48,10 +57,19 @@ class LRNet(SRModel):
         nn.init.zeros_(self.tail.bias)  # type: ignore[arg-type]
 
     @property
+    def consistent(self) -> bool:
+        """Whether the output is consistent with the input by construction (the projection is built in)."""
+        return self.projection is not None
+
+    @property
     def receptive_field(self) -> int:
-        return max(2 + 2 * self.n_blocks, 2)  # head + 2 per block + tail (3x3 each); bicubic reaches 2
+        net = max(2 + 2 * self.n_blocks, 2)  # head + 2 per block + tail (3x3 each); bicubic reaches 2
+        return net + (self.projection.correction_reach if self.projection is not None else 0)
 
     def sr(self, x: torch.Tensor) -> torch.Tensor:
         feat = self.head(x)
         out = F.pixel_shuffle(self.tail(feat + self.body(feat)), self.scale)
-        return out + F.interpolate(x, scale_factor=self.scale, mode="bicubic", align_corners=False)
+        out = out + F.interpolate(x, scale_factor=self.scale, mode="bicubic", align_corners=False)
+        if self.projection is not None:
+            out = self.projection.project(x, out)[0]
+        return out

@@ -8,7 +8,7 @@ grid with pixels ``scale`` times smaller and the same outer edges, so each input
 per worker process (or, for a model object, as one shared graph key).
 
 With the consistency projection on (default for learned single-image models, see
-:mod:`pipeline.consistency`), each tile's output is projected in the same task so that the sensor's
+:mod:`models.consistency`), each tile's output is projected in the same task so that the sensor's
 degradation of it gives back the tile's input, and the per-pixel consistency error comes along as a
 ``consistency`` coordinate; the tiles borrow the projection's reach on top of the model's.
 """
@@ -34,9 +34,9 @@ from odc.geo.xr import xr_coords
 
 import models
 from models import ModelSpec, SRModel
+from models.consistency import Projection
 from models.interp import Interpolation, Lanczos
 from pipeline.cluster import usable_cores
-from pipeline.consistency import Projection
 from pipeline.errors import (
     IncompatibleWeightsError,
     InvalidDataError,
@@ -392,7 +392,7 @@ def super_resolve(data: xr.DataArray, model: str | Path | ModelSpec | SRModel, *
 
     ``consistency`` (default: on for learned models, off for the interpolation baselines) projects each
     tile so that the ``sensor``'s degradation (:func:`models.psf.sensor_degradation`) of the output gives
-    back the input (:mod:`pipeline.consistency`; a low-frequency correction), and attaches the
+    back the input (:mod:`models.consistency`; a low-frequency correction), and attaches the
     ``consistency`` coordinate (time, y, x): the mean absolute difference over bands between the
     degraded output and the input per input pixel, on its ``scale x scale`` output pixels, NaN where
     the input has no data. The tiles then borrow the projection's reach too.

@@ -21,13 +21,13 @@ import pystac
 import xarray as xr
 
 import models
+from models.consistency import Projection
 from models.psf import SENSOR_PSF
 from pipeline import catalog as cat
 from pipeline import redact as redact_mod
 from pipeline.access import AssetAccess, ReadSettings, access_for, register_on_workers
 from pipeline.clearance import FrameDecision, WindowPlan, plan_windows, select_frames
 from pipeline.cluster import dask_client
-from pipeline.consistency import Projection
 from pipeline.errors import (
     AllCloudyError,
     InvalidOptionError,
@@ -96,7 +96,7 @@ class RunOptions:
     frames_per_task: int = 1  # frames batched in one forward pass
     # project each SR tile so that the sensor's PSF degradation of it gives back the input, and write the
     # `consistency` QA layer (None: on for learned single-image models, off for the interpolation baselines
-    # and multi-frame models; see pipeline.consistency)
+    # and multi-frame models; see models.consistency)
     consistency: bool | None = None
     storage_options: Mapping[str, Any] | None = None  # fsspec options for `out` and the stack cache
     asset_check: str = "blocks"  # screen found items' assets first ("blocks") or not ("none"); see pipeline.assets

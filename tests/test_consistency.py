@@ -9,10 +9,10 @@ import torch.nn.functional as F
 
 import models
 from models.base import SRModel
+from models.consistency import Projection
 from models.psf import decimate, decimate_adjoint, gaussian_blur
 from pipeline import catalog as cat
 from pipeline import run_region, super_resolve
-from pipeline.consistency import Projection
 from pipeline.errors import InvalidOptionError
 from pipeline.infer import wants_consistency
 from pipeline.params import BBox, DateRange

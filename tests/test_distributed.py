@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from distributed import Client, LocalCluster, get_task_stream
 
 import models
+from models.consistency import Projection
 from pipeline import run_region, super_resolve
-from pipeline.consistency import Projection
 from pipeline.errors import InvalidOptionError
 from pipeline.infer import InferenceSpec
 from tests.test_infer import georef

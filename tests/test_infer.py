@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import models
+from models.consistency import Projection
 from pipeline import super_resolve
-from pipeline.consistency import Projection
 from pipeline.errors import InvalidDataError, UnknownModelError, UnsupportedScaleError
 
 

@@ -8,9 +8,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import models
+from models.consistency import Projection
 from pipeline import catalog as cat
 from pipeline import run_region, sample, super_resolve
-from pipeline.consistency import Projection
 from pipeline.errors import (
     IncompatibleWeightsError,
     InvalidOptionError,

@@ -72,9 +72,6 @@ class TrainCfg:
     loss: dict[str, float] = field(default_factory=lambda: {"l1": 1.0})
     scheduler: str = "cosine"  # or "constant"
     warmup_steps: int = 0  # linear learning-rate warm-up (zero-initialised output layers + Adam need it)
-    # single-image models: train (and validate) through the sensor's consistency projection, as the pipeline runs
-    # learned models by default (pipeline.consistency): the network learns what the projection cannot restore
-    project: bool = False
     num_workers: int = 0
     threads: int | None = None  # torch CPU threads
     max_steps_per_epoch: int | None = None

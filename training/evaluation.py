@@ -601,7 +601,7 @@ def evaluate_wald(model: models.SRModel, scene: Scene | SceneData, scale: int | 
     """The Wald protocol on one real scene, per band (see the module docstring); raises
     IncompatibleSceneError when the scene does not fit the model (bands, kind, size). ``quicklook``: a
     PNG path for the four panels of :func:`training.evaluate.quicklook`. ``project``: the model's output
-    goes through the sensor's consistency projection (:mod:`pipeline.consistency`, with the sensor's
+    goes through the sensor's consistency projection (:mod:`models.consistency`, with the sensor's
     nominal PSF whatever ``degradation`` made the input), as the pipeline runs learned models by default;
     the baseline ``bicubic+projection`` is added for context."""
     s = scale or model.scale
@@ -639,10 +639,11 @@ def evaluate_wald(model: models.SRModel, scene: Scene | SceneData, scale: int | 
         sr = model(low[None].to(dev))[0]
         baselines = {"bicubic": bicubic(low[None])[0]}
         if project:
-            from pipeline.consistency import Projection
+            from models.consistency import Projection
 
             proj = Projection.for_sensor("sentinel-2", s)
-            sr = proj.project(low.to(dev), sr)[0]
+            if not getattr(getattr(model, "inner", model), "consistent", False):  # else it is built in
+                sr = proj.project(low.to(dev), sr)[0]
             baselines["bicubic+projection"] = proj.project(low, baselines["bicubic"])[0]
     sr = sr.float().cpu()
     if quicklook is not None:

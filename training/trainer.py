@@ -165,15 +165,15 @@ class Trainer:
         seed_everything(cfg.seed)
         self.multi = is_multi(cfg)
         self.sharpen = is_sharpen(cfg)
+        self.model = build_model(cfg).to(self.device)
+        # context for validation: what the sensor's consistency projection alone makes of bicubic
         self.projection = None
-        if cfg.train.project:
-            if self.multi or self.sharpen:
-                raise ConfigError("train.project applies to single-image models only")
-            from pipeline.consistency import Projection
+        net = _bare(self.model)
+        if not (self.multi or self.sharpen) and getattr(getattr(net, "inner", net), "consistent", False):
+            from models.consistency import Projection
 
             sensor = cfg.model.sensors[0] if cfg.model.sensors else "sentinel-2"
             self.projection = Projection.for_sensor(sensor, cfg.model.scale)
-        self.model = build_model(cfg).to(self.device)
         self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.train.ema))
                     if cfg.train.ema else None)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
@@ -277,10 +277,7 @@ class Trainer:
             low, guide = batch["low"].to(self.device), batch["guide"].to(self.device)
             return model(low, guide), batch["hr"].to(self.device), None
         lr, hr = (t.to(self.device) for t in batch)
-        sr = model(lr)
-        if self.projection is not None:  # what the pipeline runs: the output made consistent with the input
-            sr = self.projection.project(lr, sr)[0]
-        return sr, hr, None
+        return model(lr), hr, None
 
     def _loss(self, sr: torch.Tensor, hr: torch.Tensor, clear: torch.Tensor | None) -> tuple[torch.Tensor, dict]:
         w, parts = self.cfg.train.loss, {}
@@ -447,9 +444,8 @@ class Trainer:
             "recipe": json.loads(json.dumps(asdict(self.cfg), default=str)),
             "epochs": state["epoch"], "steps": state["step"], "device": str(self.device),
             "sensors": list(self.cfg.model.sensors), "licence": self.cfg.licence,
-            # the network was trained (and selected) through the sensor's consistency projection: run it with
-            # the projection on, as the pipeline does for learned models by default
-            "consistency_projection": bool(self.cfg.train.project),
+            # the network ends in the sensor's consistency projection (its output is consistent with its input)
+            "consistency_projection": bool(self.projection is not None),
         }
         licence = self.cfg.licence
         if d.kind == "worldstrat":

@@ -106,6 +106,12 @@ class Projection:
         return out
 
     @property
+    def correction_reach(self) -> int:
+        """Input pixels each side the projected output reads beyond the unprojected one: ``D`` on the
+        output, the banded solve, ``B``."""
+        return 2 * self.reach + self.order
+
+    @property
     def margin(self) -> int:
         """Input pixels a tile must borrow beyond the model's receptive field: ``D`` on the model output,
         the banded solve, ``B``, and ``D`` once more for the consistency layer."""
