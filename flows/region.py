@@ -282,7 +282,7 @@ def _markdown(req: Request, final: dict[str, Any], start: dict[str, Any], summar
 @flow(name="srcube-region", task_runner=DaskSettings.from_env().task_runner(), persist_result=True,
       validate_parameters=True)
 def region_flow(bbox: list[float] | str, dates: str | list[str] = "last 30 days", catalog: str = "sample",
-                collection: str | None = None, bands: list[str] | None = None, model: str = "bicubic",
+                collection: str | None = None, bands: list[str] | None = None, model: str = "auto",
                 scale: int | None = None, out: str = "srcube.zarr", options: dict[str, Any] | None = None,
                 batch_chunks: int = 8, inject_failure_at_batch: int | None = None) -> dict[str, Any]:
     """Super-resolve ``bbox`` over ``dates`` into the zarr cube ``out``, as Prefect tasks on Dask.

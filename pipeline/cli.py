@@ -107,7 +107,8 @@ def run(
     catalog: Annotated[str, typer.Option(help="profile name (see `srcube catalogs`) or STAC API URL")] = "sample",
     collection: Annotated[str | None, typer.Option(help="collection id (default: the profile's)")] = None,
     bands: Annotated[str | None, typer.Option(help="comma-separated bands, e.g. B02,B03,B04,B08")] = None,
-    model: Annotated[str, typer.Option(help="model name (see `srcube models`)")] = "bicubic",
+    model: Annotated[str, typer.Option(help="model name (see `srcube models`); auto: the shipped model that "
+                                               "beats bicubic on its test split, else bicubic")] = "auto",
     scale: Annotated[int | None, typer.Option(help="upscaling factor (default: the weights', or 4)")] = None,
     min_clear: Annotated[float, typer.Option(help="drop frames with a smaller clear fraction")] = 0.5,
     clear_classes: Annotated[str | None, typer.Option(

@@ -354,7 +354,7 @@ class RegionJob:
 
     @classmethod
     def prepare(cls, bbox: BBoxLike, dates: DatesLike, *, catalog: str = "sample", collection: str | None = None,
-                bands: Sequence[str] | None = None, model: Any = "bicubic", scale: int | None = None,
+                bands: Sequence[str] | None = None, model: Any = "auto", scale: int | None = None,
                 out: str = "srcube.zarr", on_step: Callable[[str, RunLog], None] | None = None,
                 **options: Any) -> RegionJob:
         """Validate the request (typed errors, nothing searched or written)."""
@@ -714,7 +714,7 @@ class RegionJob:
 
 
 def run_region(bbox: BBoxLike, dates: DatesLike, *, catalog: str = "sample", collection: str | None = None,
-               bands: Sequence[str] | None = None, model: Any = "bicubic", scale: int | None = None,
+               bands: Sequence[str] | None = None, model: Any = "auto", scale: int | None = None,
                out: str = "srcube.zarr", client: Any | None = None,
                on_step: Callable[[str, RunLog], None] | None = None, yes: bool = False, **options: Any) -> xr.Dataset:
     """Super-resolve a region and date range into an analysis-ready zarr cube; return it, lazily.
@@ -722,9 +722,11 @@ def run_region(bbox: BBoxLike, dates: DatesLike, *, catalog: str = "sample", col
     bbox is (min_lon, min_lat, max_lon, max_lat) in EPSG:4326; dates "YYYY-MM-DD/YYYY-MM-DD" or
     a (start, end) pair, both inclusive. catalog is a profile name (``sample``, ``earth-search``,
     ``planetary-computer``, ``cdse``, ``terrascope``), a STAC API URL, or ``kelvins:/path/imgset``.
-    ``client`` is a dask.distributed Client; without one a LocalCluster is started for the run.
+    ``client`` is a dask.distributed Client; without one the run computes on threads in this process.
     ``scale`` defaults to the weights' scale for trained models and to 4 for the baselines.
-    ``model="auto"`` picks :func:`models.default_model` for the sensor and scale.
+    ``model="auto"`` (default) picks :func:`models.default_model` for the sensor, scale and bands: the
+    shipped learned model that beat bicubic on its test split (lower end of the 95 % interval of the mean
+    gain above zero), else ``"bicubic"``.
     Single-image models give one output frame per clear date; multi-frame models one per
     composite window (``window=``), fusing its clearest views. See :class:`RunOptions`.
     A region whose output grid is estimated above ``max_pixels`` (default 1e9 pixels per band and
