@@ -320,6 +320,25 @@ def train_cmd(
         _fail(exc)
 
 
+@app.command("ship")
+def ship_cmd(
+    config: Annotated[Path, typer.Argument(help="the training config the weights were trained with")],
+    limit: Annotated[list[str] | None, typer.Option("--limit", help="a limit of the weights for the card")] = None,
+    overwrite_report: Annotated[bool, typer.Option(help="write the test report again (correcting the report "
+                                                        "itself; the test split is reported once)")] = False,
+) -> None:
+    """Ship trained weights: into models/weights, evaluated once on the test split, speed measured, card written."""
+    from training.config import ConfigError
+    from training.ship import ship
+
+    try:
+        out = ship(config, limits=list(limit or []), overwrite_report=overwrite_report)
+    except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as exc:
+        _fail(exc)
+        return
+    console.print(f"[bold]shipped[/] {out['weights']} (report {out['report']}; {out['speed']['mpix_per_s']} Mpix/s)")
+
+
 @app.command("evaluate")
 def evaluate_cmd(
     model: Annotated[str, typer.Option(help="model name, shipped weights or weights file")],

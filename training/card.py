@@ -187,3 +187,49 @@ def write_card(weights: str | Path, limits: list[str],
     path = Path(weights).with_suffix("").with_suffix(".md")
     path.write_text(card(meta, limits, evaluation, history_csv, read_test_report(weights, meta)))
     return path
+
+
+def card_lines_for_scenes(task: str) -> list[str]:
+    """The splits by place of a task (training.datasets.scenes), one line per split, for a card."""
+    if not task:
+        return []
+    from training.datasets.scenes import scenes
+
+    lines = [f"Splits by place (task `{task}`): the model trained on some places, was selected on others and is "
+             "reported once on yet others.", ""]
+    for split, what in (("train", "training"), ("validation", "model selection"), ("test", "reported once")):
+        lines.append(f"- {split} ({what}): " + "; ".join(f"{s.name}, {s.place}" for s in scenes(task, split)))
+    return lines
+
+
+#: columns of a run's metrics.csv shown in the card (key, header)
+_HISTORY = (("psnr_gain", "gain vs bicubic (dB)"), ("psnr_gain_bicubic_projected", "gain vs bicubic+projection (dB)"),
+            ("psnr_gain_hpf", "gain vs hpf (dB)"), ("cpsnr", "cPSNR"), ("cpsnr_bicubic", "cPSNR baseline"))
+
+
+def history_lines(history_csv: str | Path) -> list[str]:
+    """The run's validation metrics per epoch (its metrics.csv), as a markdown table."""
+    with open(history_csv) as f:
+        rows = list(csv.DictReader(f))
+    keys = [(k, h) for k, h in _HISTORY if rows and k in rows[0]]
+    lines = ["| epoch | " + " | ".join(h for _, h in keys) + " |", "|---|" + "---|" * len(keys)]
+    for r in rows:
+        lines.append(f"| {r['epoch']} | " + " | ".join(f"{float(r[k]):+.3f}" if "gain" in k else f"{float(r[k]):.3f}"
+                                                       for k, _ in keys) + " |")
+    return lines
+
+
+def probav_section(report: Mapping[str, Any]) -> list[str]:
+    """The card's "Test split" section of multi-frame PROBA-V weights (Kelvins metric on the Wald pairs)."""
+    from training.evaluation import probav_markdown
+
+    deg = report["scenes"][0]["degradation"]["label"] if report.get("scenes") else "?"
+    return ["## Test split", "",
+            f"Task `probav`, reported once for these weights (srcube {report['srcube_version']}, "
+            f"{report.get('created', '')}). Multi-frame Wald protocol on real PROBA-V Kelvins LR frames (their HR "
+            f"images were not released): every frame in turn is the target, the 8 clearest other frames degraded "
+            f"x{report['scale']} ({deg}) are the views. Kelvins metric: cPSNR (bias removed, best of 49 shifts, "
+            "border 3); the Kelvins baseline is bicubic of the mean of the views; \"Wald Kelvins score\" = "
+            "cPSNR(baseline) / cPSNR(model) (lower is better, 1.0 = baseline). Intervals: 95 % bootstrap over "
+            "targets. This is not the competition's score against real HR images.", "",
+            probav_markdown(report)]
