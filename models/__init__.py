@@ -30,6 +30,7 @@ from models.registry import (
     list_models,
     resolve,
     spec_for,
+    test_report,
 )
 from models.weights import Normalisation, WeightsMeta, load_weights, save_weights, shipped_weights
 
@@ -65,4 +66,5 @@ __all__ = [
     "save_weights",
     "shipped_weights",
     "spec_for",
+    "test_report",
 ]

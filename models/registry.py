@@ -185,7 +185,8 @@ def beats_bicubic(name: str) -> tuple[bool, float | None]:
     doc = test_report(name)
     summary = (doc or {}).get("summary") or {}
     ci, gain = summary.get("mean_gain_ci"), summary.get("mean_gain")
-    if summary.get("baseline", "bicubic") != "bicubic" or not ci or gain is None:
+    # single-image: bicubic; multi-frame PROBA-V: the Kelvins baseline, bicubic of the mean of the views
+    if summary.get("baseline", "bicubic") not in ("bicubic", "kelvins-baseline") or not ci or gain is None:
         return False, None
     return float(ci[0]) > 0, float(gain)
 

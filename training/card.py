@@ -233,3 +233,31 @@ def probav_section(report: Mapping[str, Any]) -> list[str]:
             "cPSNR(baseline) / cPSNR(model) (lower is better, 1.0 = baseline). Intervals: 95 % bootstrap over "
             "targets. This is not the competition's score against real HR images.", "",
             probav_markdown(report)]
+
+
+def defaults_markdown() -> str:
+    """The README's table of what ``model="auto"`` (and ``sharpen="auto"``) picks, per sensor, scale and bands,
+    from the shipped weights and their test reports (:func:`models.default_model`, :func:`models.default_sharpener`)."""
+    import models
+
+    ten = ["B02", "B03", "B04", "B08"]
+    cases = (("sentinel-2", 2, ten, False, "B02 B03 B04 B08"), ("sentinel-2", 2, ["B04", "B8A"], False, "other bands"),
+             ("sentinel-2", 4, ten, False, "B02 B03 B04 B08"), ("sentinel-2", 4, ["B04", "B8A"], False, "other bands"),
+             ("sentinel-2", 3, None, False, "any"), ("proba-v", 3, None, False, "any (one frame per date)"),
+             ("proba-v", 3, None, True, "any (composite windows)"))
+    lines = ["| sensor | scale | bands | `model=\"auto\"` | mean gain vs bicubic on its test split (95 % CI) |",
+             "|---|---|---|---|---|"]
+    for sensor, scale, bands, multi, label in cases:
+        name = models.default_model(sensor, scale, multi_frame=multi, bands=bands)
+        report = models.test_report(name) if name != "bicubic" else None
+        s = (report or {}).get("summary") or {}
+        gain = (f"{s['mean_gain']:+.2f} dB {_ci(s.get('mean_gain_ci'))}" if s.get("mean_gain") is not None
+                else "n/a (nothing shipped beats bicubic there)")
+        lines.append(f"| {sensor} | x{scale} | {label} | `{name}` | {gain} |")
+    sharpener = models.default_sharpener()
+    report = models.test_report(sharpener) if sharpener != "hpf" else None
+    s = (report or {}).get("summary_hpf") or {}
+    gain = (f"{s['mean_gain']:+.2f} dB vs hpf {_ci(s.get('mean_gain_ci'))}" if s.get("mean_gain") is not None
+            else "linear high-pass injection (no learned sharpener beats it on its test split)")
+    lines.append(f"| sentinel-2 | 20 m -> 10 m | B05 B06 B07 B8A B11 B12 (`sharpen=\"auto\"`) | `{sharpener}` | {gain} |")
+    return "\n".join(lines)
