@@ -259,5 +259,6 @@ def defaults_markdown() -> str:
     s = (report or {}).get("summary_hpf") or {}
     gain = (f"{s['mean_gain']:+.2f} dB vs hpf {_ci(s.get('mean_gain_ci'))}" if s.get("mean_gain") is not None
             else "linear high-pass injection (no learned sharpener beats it on its test split)")
-    lines.append(f"| sentinel-2 | 20 m -> 10 m | B05 B06 B07 B8A B11 B12 (`sharpen=\"auto\"`) | `{sharpener}` | {gain} |")
+    where = "| sentinel-2 | 20 m -> 10 m | B05 B06 B07 B8A B11 B12 (`sharpen=\"auto\"`)"
+    lines.append(f"{where} | `{sharpener}` | {gain} |")
     return "\n".join(lines)
