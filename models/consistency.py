@@ -38,7 +38,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.psf import SENSOR_PSF, Degradation, decimate, decimate_adjoint, gaussian_blur, sensor_degradation
+from models.psf import SENSOR_PSF, Degradation, blur_decimate, sensor_degradation, spread_blur
 
 #: banded inverse: kernel taps each side of the diagonal (and rows treated as edge rows at each end)
 DEFAULT_ORDER = 6
@@ -80,12 +80,12 @@ class Projection:
     def degrade(self, hr: torch.Tensor) -> torch.Tensor:
         """``D``: (..., sH, sW) -> (..., H, W), the sensor's blur then sampling on the input grid."""
         d = self.degradation
-        return decimate(gaussian_blur(hr, self.sigma), self.scale, d.decimation, d.phase)
+        return blur_decimate(hr, self.sigma, self.scale, d.decimation, d.phase)
 
     def spread(self, lr: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
         """``B``: (..., H, W) -> (..., sH, sW) = ``shape``, zero insertion (or block spreading) then the blur."""
         d = self.degradation
-        return gaussian_blur(decimate_adjoint(lr, self.scale, shape, d.decimation, d.phase), self.sigma)
+        return spread_blur(lr, self.sigma, self.scale, shape, d.decimation, d.phase)
 
     # --- reach -----------------------------------------------------------------------------------
 
@@ -128,6 +128,17 @@ class Projection:
         c = _apply_axis(r, _axis_inverse(*self._key(), 0, r.shape[-2]), r.ndim - 2)
         return _apply_axis(c, _axis_inverse(*self._key(), 1, r.shape[-1]), r.ndim - 1)
 
+    def apply(self, lr: torch.Tensor, sr: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """The projected ``sr`` alone (:meth:`project` without its consistency error: what a model's
+        forward pass needs)."""
+        if sr.shape[-2:] != (lr.shape[-2] * self.scale, lr.shape[-1] * self.scale):
+            raise ValueError(f"sr {tuple(sr.shape)} is not {self.scale} x lr {tuple(lr.shape)}")
+        lr = lr.to(sr.dtype)
+        r = lr - self.degrade(sr)
+        if valid is not None:
+            r = torch.where(valid.unsqueeze(-3), r, torch.zeros_like(r))
+        return sr + self.spread(self.solve(r), (sr.shape[-2], sr.shape[-1]))
+
     def project(self, lr: torch.Tensor, sr: torch.Tensor,
                 valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(projected ``sr``, consistency error) for ``lr`` (..., C, H, W) and ``sr`` (..., C, sH, sW).
@@ -136,13 +147,8 @@ class Projection:
         residual is zero). The error is the mean over bands of ``|D(sr') - lr|`` per input pixel
         (..., H, W), NaN where not valid. ``lr`` must hold finite values (fill invalid pixels first).
         """
-        if sr.shape[-2:] != (lr.shape[-2] * self.scale, lr.shape[-1] * self.scale):
-            raise ValueError(f"sr {tuple(sr.shape)} is not {self.scale} x lr {tuple(lr.shape)}")
-        lr, sr = lr.to(sr.dtype), sr
-        r = lr - self.degrade(sr)
-        if valid is not None:
-            r = torch.where(valid.unsqueeze(-3), r, torch.zeros_like(r))
-        out = sr + self.spread(self.solve(r), (sr.shape[-2], sr.shape[-1]))
+        out = self.apply(lr, sr, valid)
+        lr = lr.to(sr.dtype)
         err = (self.degrade(out) - lr).abs().mean(dim=-3)
         if valid is not None:
             err = torch.where(valid, err, torch.full_like(err, math.nan))

@@ -71,5 +71,5 @@ class LRNet(SRModel):
         out = F.pixel_shuffle(self.tail(feat + self.body(feat)), self.scale)
         out = out + F.interpolate(x, scale_factor=self.scale, mode="bicubic", align_corners=False)
         if self.projection is not None:
-            out = self.projection.project(x, out)[0]
+            out = self.projection.apply(x, out)
         return out

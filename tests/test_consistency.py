@@ -261,3 +261,21 @@ def test_the_cli_passes_the_option(tmp_path):
     default = CliRunner().invoke(app, base, env={"COLUMNS": "200"})  # None: off for multi-frame, so on to the search
     assert default.exit_code != 0 and "multi-frame" not in default.output and "catalog" in default.output
     assert not out.exists()
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+@pytest.mark.parametrize("phase", [(0.0, 0.0), (0.3, -0.2), (0.5, 0.5), (-0.5, 0.25)])
+@pytest.mark.parametrize("shape", [(64, 64), (50, 37), (20, 33), (9, 9)])
+def test_fast_degradation_operators_equal_the_reference_ones(scale, phase, shape):
+    """The projection's D and B, computed one axis at a time only where sampled, equal blur-then-sample
+    and zero-insertion-then-blur of models.psf on every size, phase and scale (tiny images: same path)."""
+    from models.psf import blur_decimate, decimate, decimate_adjoint, gaussian_blur, spread_blur
+
+    g = torch.Generator().manual_seed(scale)
+    for sigma in (0.35 * scale, 0.494 * scale, 0.65 * scale):
+        x = torch.rand(2, 3, *shape, generator=g, dtype=torch.float64)
+        ref = decimate(gaussian_blur(x, sigma), scale, "point", phase)
+        torch.testing.assert_close(blur_decimate(x, sigma, scale, "point", phase), ref, rtol=0, atol=1e-12)
+        y = torch.rand(2, 3, shape[0] // scale, shape[1] // scale, generator=g, dtype=torch.float64)
+        ref = gaussian_blur(decimate_adjoint(y, scale, shape, "point", phase), sigma)
+        torch.testing.assert_close(spread_blur(y, sigma, scale, shape, "point", phase), ref, rtol=0, atol=1e-12)
