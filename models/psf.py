@@ -149,7 +149,7 @@ def _blur_sample_axis(x: torch.Tensor, sigma: float, scale: int, offset: float, 
     k, radius = _gauss_kernel(sigma, x.dtype, x.device)
     base = math.floor(offset)
     frac = offset - base
-    if radius > size - 1 or n < 1 or base < 0 or base + 1 + (n - 1) * scale > n * scale - 1:
+    if radius + 1 > size - 1 or n < 1 or base < 0 or base + 1 + (n - 1) * scale > n * scale - 1:
         return None
     if frac >= 1e-9:  # linear interpolation between two blurred neighbours = one kernel one tap longer
         k = torch.cat([k * (1 - frac), k.new_zeros(1)]) + torch.cat([k.new_zeros(1), k * frac])
