@@ -287,7 +287,7 @@ def _synthetic_report(weights: Path) -> dict:
 
 def test_cards_and_the_readme_table_are_generated_from_test_reports(tmp_path):
     readme = (REPO / "README.md").read_text()
-    assert card.test_table_markdown() in readme, "README's test-split table is stale: paste test_table_markdown()"
+    assert card.test_table_markdown() in readme, "README's test-split table is stale: run python -m training.card --readme README.md"
     assert card.test_table_markdown(tmp_path).count("\n") == 1  # no report: header only
     models.save_weights(models.build("elsr", scale=2), tmp_path / "tiny", trained=True,
                         training={"sensors": ["sentinel-2"], "data": "none"})

@@ -262,3 +262,35 @@ def defaults_markdown() -> str:
     where = "| sentinel-2 | 20 m -> 10 m | B05 B06 B07 B8A B11 B12 (`sharpen=\"auto\"`)"
     lines.append(f"{where} | `{sharpener}` | {gain} |")
     return "\n".join(lines)
+
+
+#: README markers whose content :func:`update_readme` regenerates
+README_TABLES = {"defaults-table": defaults_markdown, "test-table": test_table_markdown}
+
+
+def update_readme(path: str | Path) -> list[str]:
+    """Rewrite the generated tables of a README between their ``<!-- NAME -->`` and ``<!-- /NAME -->``
+    markers from the shipped weights and their test reports; returns the tables that changed."""
+    p = Path(path)
+    text = p.read_text()
+    changed = []
+    for marker, make in README_TABLES.items():
+        start, end = f"<!-- {marker} -->", f"<!-- /{marker} -->"
+        if start not in text or end not in text:
+            raise ValueError(f"{p}: no {start} ... {end} markers")
+        head, rest = text.split(start, 1)
+        old, tail = rest.split(end, 1)
+        new = "\n" + make() + "\n"
+        if old != new:
+            changed.append(marker)
+        text = head + start + new + end + tail
+    p.write_text(text)
+    return changed
+
+
+if __name__ == "__main__":  # python -m training.card --readme README.md
+    import argparse
+
+    parser = argparse.ArgumentParser(description="regenerate the README's tables from the shipped test reports")
+    parser.add_argument("--readme", default="README.md")
+    print("updated:", ", ".join(update_readme(parser.parse_args().readme)) or "nothing")
