@@ -57,6 +57,9 @@ class DataCfg:
     task: str = ""  # scenes / scenes-sharpen: the task whose splits by place are used (training.datasets.scenes)
     gain: list[float] = field(default_factory=lambda: [0.7, 1.8])  # scenes: random brightness gain range
     sigma: list[float] = field(default_factory=lambda: [0.3, 0.7])  # scenes: random PSF width range (x scale)
+    p_area: float = 0.3  # scenes: share of samples decimated by block means instead of point sampling
+    max_phase: float = 0.5  # scenes: largest sub-pixel sampling phase (output pixels) of point decimation
+    max_noise: float = 0.002  # scenes: largest noise standard deviation (reflectance), half the samples
     description: str = ""
 
 

@@ -76,7 +76,8 @@ def make_datasets(cfg: Config) -> tuple[Dataset, Dataset]:
             return (SceneSharpen(train_scenes, d.patch, d.train_samples, train=True, seed=cfg.seed, ratio=s, gain=gain),
                     SceneSharpen(val_scenes, d.patch, d.val_samples, train=False, seed=cfg.seed + 1, ratio=s))
         return (SceneWald(train_scenes, s, d.patch, d.train_samples, train=True, seed=cfg.seed,
-                          band_agnostic=d.band_agnostic, gain=gain, sigma=(float(d.sigma[0]), float(d.sigma[1]))),
+                          band_agnostic=d.band_agnostic, gain=gain, sigma=(float(d.sigma[0]), float(d.sigma[1])),
+                          p_area=d.p_area, max_phase=d.max_phase, max_noise=d.max_noise),
                 SceneWald(val_scenes, s, d.patch, d.val_samples, train=False, seed=cfg.seed + 1,
                           band_agnostic=d.band_agnostic))
     if d.kind == "wald":

@@ -55,11 +55,13 @@ class SceneWald(_Epoch):
 
     def __init__(self, scenes: list[Scene], scale: int, patch: int, length: int, *, train: bool, seed: int = 0,
                  band_agnostic: bool = False, gain: tuple[float, float] = (0.7, 1.8),
-                 degradation: Degradation | None = None, sigma: tuple[float, float] = (0.3, 0.7)) -> None:
+                 degradation: Degradation | None = None, sigma: tuple[float, float] = (0.3, 0.7),
+                 p_area: float = 0.3, max_phase: float = 0.5, max_noise: float = 0.002) -> None:
         if patch % scale:
             raise ValueError(f"patch {patch} must be a multiple of the scale {scale}")
         self.scale, self.patch, self.length, self.train, self.seed = scale, patch, length, train, seed
         self.band_agnostic, self.gain, self.sigma = band_agnostic, gain, sigma
+        self.randomness = {"p_area": p_area, "max_phase": max_phase, "max_noise": max_noise}
         self.degradation = degradation or sensor_degradation()
         self.images: list[np.ndarray] = []
         self.valid: list[np.ndarray] = []
@@ -113,7 +115,7 @@ class SceneWald(_Epoch):
         hr = _augment(hr, g)
         lo, hi = self.gain
         hr = hr * (lo + (hi - lo) * float(torch.rand(1, generator=g)))
-        return random_degradation(g, sigma=self.sigma)(hr, self.scale, g), hr
+        return random_degradation(g, sigma=self.sigma, **self.randomness)(hr, self.scale, g), hr
 
 
 class SceneSharpen(_Epoch):
