@@ -29,13 +29,12 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 from prefect.futures import wait
 from prefect.tasks import exponential_backoff
-
-from flows.settings import DaskSettings, ResultSettings
-from pipeline import redact
-from pipeline.errors import is_transient
-from pipeline.params import BBox, DateRange
-from pipeline.region import RegionJob
-from pipeline.store import CubeStore
+from srcube.flows.settings import DaskSettings, ResultSettings
+from srcube.pipeline import redact
+from srcube.pipeline.errors import is_transient
+from srcube.pipeline.params import BBox, DateRange
+from srcube.pipeline.region import RegionJob
+from srcube.pipeline.write.store import CubeStore
 
 Request = dict[str, Any]
 Found = dict[str, list[dict[str, Any]]]  # {"items": STAC item dicts, "excluded": asset problems}
@@ -77,7 +76,7 @@ def _cluster_client() -> Iterator[Any]:
     try:
         get_worker()
     except ValueError:
-        from pipeline.cluster import dask_client
+        from srcube.pipeline.cluster import dask_client
 
         with dask_client(None, n_workers=1) as client:
             yield client
@@ -233,7 +232,7 @@ def build_request(bbox: Sequence[float] | str, dates: str | Sequence[str], catal
                   options: dict[str, Any] | None, today: dt.date | None = None) -> Request:
     """The flow's parameters as a concrete, validated request: relative dates resolved, ``{start}``,
     ``{end}`` and ``{bbox}`` in ``out`` filled in. Raises srcube's typed errors on bad input."""
-    from pipeline.errors import InvalidOptionError
+    from srcube.pipeline.errors import InvalidOptionError
 
     box = BBox.parse(bbox)
     days = DateRange.parse(dates, today=today or reference_day())
@@ -316,7 +315,7 @@ def region_flow(bbox: list[float] | str, dates: str | list[str] = "last 30 days"
         final = finalize_cube.submit(req, summary).result()
     quicklook = None
     try:
-        from pipeline.quicklook import quicklook_png
+        from srcube.pipeline.write.quicklook import quicklook_png
 
         quicklook = quicklook_png(CubeStore(req["out"], req["options"].get("storage_options")).open())
     except Exception as exc:  # the quicklook is a courtesy; the cube is complete either way

@@ -8,9 +8,8 @@ computed at the input resolution.
 from __future__ import annotations
 
 import torch
+from srcube.models.base import SRModel
 from torch import nn
-
-from models.base import SRModel
 
 
 class ELSR(SRModel):

@@ -22,9 +22,8 @@ import math
 
 import torch
 import torch.nn.functional as F
+from srcube.models.base import SRModel
 from torch import nn
-
-from models.base import SRModel
 
 
 class _Residual(nn.Module):

@@ -17,9 +17,8 @@ import math
 
 import torch
 import torch.nn.functional as F
+from srcube.models.base import SRModel
 from torch import nn
-
-from models.base import SRModel
 
 
 def upsampling_steps(scale: int) -> list[int]:

@@ -22,15 +22,14 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
-
-from models.base import SRModel
-from models.errors import (
+from srcube.models.base import SRModel
+from srcube.models.errors import (
     IncompatibleWeightsError,
     UntrainedWeightsError,
     WeightsIntegrityError,
     WeightsNotFoundError,
 )
-from models.sharpen import Sharpener
+from srcube.models.sharpen import Sharpener
 
 FORMAT = "srcube-weights/1"
 SHIPPED_DIR = Path(__file__).resolve().parent / "weights"
@@ -122,7 +121,7 @@ def save_weights(model: SRModel, path: str | Path, *, name: str | None = None, t
                  training: Mapping[str, Any] | None = None, metrics: Mapping[str, Any] | None = None,
                  normalisation: Normalisation | None = None, licence: str = "Apache-2.0") -> WeightsMeta:
     """Write ``path.safetensors`` + ``path.json``. ``model`` is the bare architecture (not Normalized)."""
-    from models.registry import architecture_config
+    from srcube.models.registry import architecture_config
 
     if isinstance(model, Normalized):
         normalisation = normalisation or model.norm
@@ -132,7 +131,7 @@ def save_weights(model: SRModel, path: str | Path, *, name: str | None = None, t
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(tensors_path), metadata={"format": FORMAT, "architecture": model.name})
     try:
-        from pipeline import __version__ as version
+        from srcube.pipeline import __version__ as version
     except ImportError:  # models stays importable without the pipeline package
         version = ""
     meta = WeightsMeta(
@@ -175,7 +174,7 @@ def check_compatible(meta: WeightsMeta, *, scale: int | None = None, bands: Sequ
 def load_weights(path: str | Path, *, expected_sha256: str | None = None, scale: int | None = None,
                  bands: Sequence[str] | None = None, allow_untrained: bool = False) -> tuple[SRModel, WeightsMeta]:
     """The ready-to-run model (eval mode, normalisation included) and its metadata."""
-    from models.registry import build
+    from srcube.models.registry import build
 
     meta = read_meta(path)
     tensors_path, _ = _paths(path)

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from pipeline.errors import ClusterStartError
+from srcube.pipeline.errors import ClusterStartError
 
 log = logging.getLogger(__name__)
 

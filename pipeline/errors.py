@@ -6,8 +6,9 @@ Every error says what was given and what to change. They are raised before any w
 
 from __future__ import annotations
 
-import models
-from pipeline.redact import redact
+from srcube.pipeline.redact import redact
+
+from srcube import models
 
 
 class SrcubeError(Exception):

@@ -19,23 +19,34 @@ import dask.array as da
 import numpy as np
 import pystac
 import xarray as xr
-
-import models
-from models.consistency import Projection
-from models.psf import SENSOR_PSF
-from pipeline import catalog as cat
-from pipeline import redact as redact_mod
-from pipeline.access import AssetAccess, ReadSettings, access_for, register_on_workers
-from pipeline.clearance import FrameDecision, WindowPlan, plan_windows, select_frames
-from pipeline.cluster import dask_client
-from pipeline.errors import (
+from srcube.models.consistency import Projection
+from srcube.models.psf import SENSOR_PSF
+from srcube.pipeline import redact as redact_mod
+from srcube.pipeline.assemble.clearance import FrameDecision, WindowPlan, plan_windows, select_frames
+from srcube.pipeline.assemble.stack import assemble, sharpening_plan, with_clearance
+from srcube.pipeline.assemble.stackcache import StackCache, cache_key
+from srcube.pipeline.cluster import dask_client
+from srcube.pipeline.errors import (
     AllCloudyError,
     InvalidOptionError,
     UnknownBandError,
     UnknownCollectionError,
     UnknownSensorError,
 )
-from pipeline.infer import (
+from srcube.pipeline.params import (
+    METRES_PER_DEG_LAT,
+    BBox,
+    BBoxLike,
+    DateRange,
+    DatesLike,
+    check_region_size,
+    safe_name,
+)
+from srcube.pipeline.redact import redact
+from srcube.pipeline.search import catalog as cat
+from srcube.pipeline.search.access import AssetAccess, ReadSettings, access_for, register_on_workers
+from srcube.pipeline.sensors import SensorProfile, get_sensor, sensor_for_items
+from srcube.pipeline.sr.infer import (
     resolve_model,
     super_resolve,
     super_resolve_views,
@@ -43,14 +54,11 @@ from pipeline.infer import (
     tile_spec,
     wants_consistency,
 )
-from pipeline.params import METRES_PER_DEG_LAT, BBox, BBoxLike, DateRange, DatesLike, check_region_size, safe_name
-from pipeline.redact import redact
-from pipeline.sensors import SensorProfile, get_sensor, sensor_for_items
-from pipeline.sharpening import SharpenChoice, choose_sharpener
-from pipeline.stack import assemble, sharpening_plan, with_clearance
-from pipeline.stackcache import StackCache, cache_key
-from pipeline.store import CubeStore
-from pipeline.tiling import TileSpec
+from srcube.pipeline.sr.sharpening import SharpenChoice, choose_sharpener
+from srcube.pipeline.sr.tiling import TileSpec
+from srcube.pipeline.write.store import CubeStore
+
+from srcube import models
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +153,7 @@ class RunOptions:
                                      "sharpener weights, got an empty string")
         if self.asset_check not in ("blocks", "none"):
             raise InvalidOptionError(f"asset_check must be 'blocks' or 'none', got {self.asset_check!r}")
-        from pipeline.access import ACCESS_KINDS
+        from srcube.pipeline.search.access import ACCESS_KINDS
 
         if self.auth is not None and self.auth not in ACCESS_KINDS:
             raise InvalidOptionError(f"auth must be one of {', '.join(ACCESS_KINDS)} (or None: the catalog's), "
@@ -157,7 +165,7 @@ class RunOptions:
         if self.min_views < 1 or (self.n_views is not None and self.min_views > self.n_views):
             raise InvalidOptionError(f"need 1 <= min_views <= n_views, got {self.min_views} and {self.n_views}")
         try:
-            from pipeline.clearance import parse_window
+            from srcube.pipeline.assemble.clearance import parse_window
 
             parse_window(self.window)
         except ValueError as exc:
@@ -226,7 +234,7 @@ def _check_size(region: BBox, profile: cat.CatalogProfile, sensor: SensorProfile
 
 
 def _version() -> str:
-    from pipeline import __version__
+    from srcube.pipeline import __version__
 
     return __version__
 
@@ -438,7 +446,7 @@ class RegionJob:
     # --- 2. the stack: cache, given items, or search -------------------------------------------
 
     def _cache_params(self, bands: Sequence[str], sensor: SensorProfile | None) -> dict[str, Any]:
-        from pipeline import sample
+        from srcube.pipeline.testing import sample
 
         p = self.profile
         params: dict[str, Any] = {
@@ -466,8 +474,8 @@ class RegionJob:
         in ``run.excluded`` (and the cube's ``excluded_items``), or fail the run with ``fail_on_error``."""
         if self.opts.asset_check == "none" or not items:
             return list(items)
-        from pipeline.assets import screen_items
-        from pipeline.bands import asset_key
+        from srcube.pipeline.search.assets import screen_items
+        from srcube.pipeline.sensors.bands import asset_key
 
         sensor = self.sensor or sensor_for_items(items)
         if sensor is None:
@@ -493,7 +501,7 @@ class RegionJob:
         found = self.screen(searched)
         sensor = self.sensor or sensor_for_items(found)
         if sensor is not None and (self.opts.harmonize or sensor.harmonize_modes[0]) == "auto":
-            from pipeline.harmonize import annotate
+            from srcube.pipeline.assemble.harmonize import annotate
 
             found = annotate(found, sensor, sensor.vocabulary.validate(self.bands),
                              catalog=self.harmonization_catalog(), access=self.access, settings=self.read_settings)
@@ -545,7 +553,7 @@ class RegionJob:
         return self.stack
 
     def _load_kelvins(self) -> xr.Dataset:
-        from pipeline.sensors.probav import PROBAV, imgset_stack, read_imgset
+        from srcube.pipeline.sensors.probav import PROBAV, imgset_stack, read_imgset
 
         imgset = read_imgset(self.profile.url, require_qm=False)
         band = self.bands or (imgset.band or "NIR",)

@@ -57,7 +57,7 @@ def _block_network() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def sample_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The sample archive, generated once per session by the project's own code."""
-    from pipeline import sample
+    from srcube.pipeline.testing import sample
 
     root = tmp_path_factory.getbasetemp() / "sample-archive"
     os.environ["SRCUBE_SAMPLE_DIR"] = str(root)  # catalog="sample" serves this archive
@@ -67,7 +67,7 @@ def sample_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def sample_url(sample_dir: Path) -> str:
     """URL of the real STAC API (rustac serve on 127.0.0.1) over the sample archive."""
-    from pipeline.stac_server import sample_server_url
+    from srcube.pipeline.testing.stac_server import sample_server_url
 
     return sample_server_url(sample_dir)
 

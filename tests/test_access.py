@@ -15,11 +15,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from srcube.pipeline import run_region
+from srcube.pipeline.errors import AssetAuthError
+from srcube.pipeline.search.access import (
+    BearerTokenAccess,
+    PlanetaryComputerAccess,
+    ReadSettings,
+    S3KeysAccess,
+    current,
+)
+from srcube.pipeline.testing import sample, sample_probav
+from srcube.pipeline.testing.stac_server import StacServer
 
-from pipeline import run_region, sample, sample_probav
-from pipeline.access import BearerTokenAccess, PlanetaryComputerAccess, ReadSettings, S3KeysAccess, current
-from pipeline.errors import AssetAuthError
-from pipeline.stac_server import StacServer
 from tests.servers import BearerService, BlobService, free_port, rehosted_catalog
 
 pytestmark = pytest.mark.integration
@@ -96,8 +103,7 @@ def test_read_settings_and_credentials_reach_every_worker_process(sample_url, da
     def inside() -> dict:
         import odc.loader._rio as odc_rio
         import rasterio
-
-        from pipeline.access import current, read_env
+        from srcube.pipeline.search.access import current, read_env
 
         settings, access = current()
         with read_env(settings):

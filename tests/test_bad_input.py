@@ -27,13 +27,14 @@ import xarray as xr
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from rich.console import Console
+from srcube.pipeline import errors, run_region, super_resolve
+from srcube.pipeline import region as region_mod
+from srcube.pipeline.params import BBox, DateRange, check_region_size, output_shape, safe_name
+from srcube.pipeline.search import catalog as cat
+from srcube.pipeline.testing import sample
 from typer.testing import CliRunner
 
-import models
-from pipeline import catalog as cat
-from pipeline import cli, errors, run_region, sample, super_resolve
-from pipeline import region as region_mod
-from pipeline.params import BBox, DateRange, check_region_size, output_shape, safe_name
+from srcube import cli, models
 
 BBOX = sample.DEFAULT_BBOX
 DATES = sample.DEFAULT_DATES
@@ -335,7 +336,7 @@ def _cli_args(kw: dict[str, Any]) -> list[str]:
 
 
 def _flow(kw: dict[str, Any]) -> dict[str, Any]:
-    from flows.region import build_request
+    from srcube.flows.region import build_request
 
     kw = dict(kw)
     return build_request(kw.pop("bbox"), kw.pop("dates"), kw.pop("catalog", "sample"), kw.pop("collection", None),
@@ -400,7 +401,7 @@ def test_flow_parameters(case_env: tuple[Case, dict[str, Any], Path], guard: dic
     with pytest.raises(case.error) as info:
         req = _flow(kw)
         if case.catalog:  # the flow's first task: the search
-            from flows.region import search_items
+            from srcube.flows.region import search_items
 
             search_items.fn(req)
     _check_message(case, str(info.value))

@@ -10,9 +10,9 @@ import pytest
 import xarray as xr
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from srcube.pipeline.assemble.clearance import parse_window, plan_windows, select_frames
+from srcube.pipeline.sensors import SENTINEL2
 
-from pipeline.clearance import parse_window, plan_windows, select_frames
-from pipeline.sensors import SENTINEL2
 from tests.conftest import shared_path
 
 

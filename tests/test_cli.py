@@ -7,12 +7,11 @@ import time
 from pathlib import Path
 
 import pytest
+from srcube.cli.app import app
+from srcube.pipeline.errors import IncompleteCubeError
+from srcube.pipeline.testing import sample
+from srcube.pipeline.write.store import CubeStore, open_cube
 from typer.testing import CliRunner
-
-from pipeline import sample
-from pipeline.cli import app
-from pipeline.errors import IncompleteCubeError
-from pipeline.store import CubeStore, open_cube
 
 runner = CliRunner()
 BBOX = ",".join(map(str, sample.DEFAULT_BBOX))
@@ -57,7 +56,7 @@ def test_info_on_a_missing_cube(tmp_path):
 
 
 def _srcube(*args: str) -> list[str]:
-    return [sys.executable, "-m", "pipeline.cli", *args]
+    return [sys.executable, "-m", "srcube.cli", *args]
 
 
 @pytest.mark.integration
@@ -144,7 +143,7 @@ def test_interrupted_run_leaves_no_complete_cube(sample_dir, dask_client, tmp_pa
             again.stdout.split())
         # and the cube is the one an uninterrupted run makes, chunk for chunk
         # (made in this process on the shared cluster: the chunks do not depend on who computes them)
-        from pipeline import run_region
+        from srcube.pipeline import run_region
 
         reference = run_region(sample.DEFAULT_BBOX, "2024-06-12/2024-06-22", bands=["B04", "B08"], tile=128,
                                out=str(tmp_path / "fresh.zarr"), client=dask_client)

@@ -6,18 +6,18 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from srcube.models.base import SRModel
+from srcube.models.consistency import Projection
+from srcube.models.psf import decimate, decimate_adjoint, gaussian_blur
+from srcube.pipeline import run_region, super_resolve
+from srcube.pipeline.assemble.stack import assemble, with_clearance
+from srcube.pipeline.errors import InvalidOptionError
+from srcube.pipeline.params import BBox, DateRange
+from srcube.pipeline.search import catalog as cat
+from srcube.pipeline.sensors import SENTINEL2
+from srcube.pipeline.sr.infer import wants_consistency
 
-import models
-from models.base import SRModel
-from models.consistency import Projection
-from models.psf import decimate, decimate_adjoint, gaussian_blur
-from pipeline import catalog as cat
-from pipeline import run_region, super_resolve
-from pipeline.errors import InvalidOptionError
-from pipeline.infer import wants_consistency
-from pipeline.params import BBox, DateRange
-from pipeline.sensors import SENTINEL2
-from pipeline.stack import assemble, with_clearance
+from srcube import models
 from tests.conftest import shared_path
 from tests.test_infer import georef
 from tests.test_model_zoo import TINY, randomize
@@ -247,9 +247,8 @@ def test_multi_frame_and_bad_values_are_refused_before_work(tmp_path):
 
 
 def test_the_cli_passes_the_option(tmp_path):
+    from srcube.cli.app import app
     from typer.testing import CliRunner
-
-    from pipeline.cli import app
 
     hrn = tmp_path / "hrn.safetensors"
     models.save_weights(models.build("highresnet", scale=4, **TINY["highresnet"]), hrn, trained=False)
@@ -269,7 +268,7 @@ def test_the_cli_passes_the_option(tmp_path):
 def test_fast_degradation_operators_equal_the_reference_ones(scale, phase, shape):
     """The projection's D and B, computed one axis at a time only where sampled, equal blur-then-sample
     and zero-insertion-then-blur of models.psf on every size, phase and scale (tiny images: same path)."""
-    from models.psf import blur_decimate, decimate, decimate_adjoint, gaussian_blur, spread_blur
+    from srcube.models.psf import blur_decimate, decimate, decimate_adjoint, gaussian_blur, spread_blur
 
     g = torch.Generator().manual_seed(scale)
     for sigma in (0.35 * scale, 0.494 * scale, 0.65 * scale):

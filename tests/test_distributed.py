@@ -7,12 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from distributed import Client, LocalCluster, get_task_stream
+from srcube.models.consistency import Projection
+from srcube.pipeline import run_region, super_resolve
+from srcube.pipeline.errors import InvalidOptionError
+from srcube.pipeline.sr.infer import InferenceSpec
 
-import models
-from models.consistency import Projection
-from pipeline import run_region, super_resolve
-from pipeline.errors import InvalidOptionError
-from pipeline.infer import InferenceSpec
+from srcube import models
 from tests.test_infer import georef
 from tests.test_model_zoo import TINY, randomize
 
@@ -101,7 +101,7 @@ def test_batched_frames_and_bf16_fidelity():
 
 
 def test_torch_threads_share_each_hosts_cores_among_its_dask_threads(gpu_cluster):
-    from pipeline.infer import host_threads, usable_cores
+    from srcube.pipeline.sr.infer import host_threads, usable_cores
 
     client, _ = gpu_cluster
     cores = usable_cores()
@@ -115,7 +115,7 @@ def test_torch_threads_share_each_hosts_cores_among_its_dask_threads(gpu_cluster
 
 
 def _count_model_builds():
-    import models.base as mb
+    import srcube.models.base as mb
 
     if not hasattr(mb, "_srcube_test_builds"):
         original = mb.ModelSpec.build
@@ -129,7 +129,7 @@ def _count_model_builds():
 
 
 def _model_builds():
-    import models.base as mb
+    import srcube.models.base as mb
 
     return getattr(mb, "_srcube_test_builds", 0)
 

@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from srcube.cli.app import app
+from srcube.models.psf import ROBUSTNESS, sensor_degradation
+from srcube.training import card
+from srcube.training import evaluation as ev
+from srcube.training.datasets.scenes import SCENES, scenes
+from srcube.training.metrics import psnr
 from typer.testing import CliRunner
 
-import models
-from models.psf import ROBUSTNESS, sensor_degradation
-from pipeline.cli import app
-from training import card
-from training import evaluation as ev
-from training.datasets.scenes import SCENES, scenes
-from training.metrics import psnr
+from srcube import models
 
 from .conftest import shared_path
 
@@ -342,7 +342,7 @@ def test_projected_evaluation_adds_the_projection_baseline():
 def test_probav_multi_frame_wald_uses_the_kelvins_metric():
     """An untrained HighRes-net (residual: bicubic of the clear median) gains exactly nothing over the median
     baseline; the Kelvins baseline (bicubic of the mean) is scored by cPSNR; intervals resample targets."""
-    from training.datasets.scenes import scenes
+    from srcube.training.datasets.scenes import scenes
 
     scene = scenes("probav", "test")[0]
     shared_path(*scene.folder.split("/"))

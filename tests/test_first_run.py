@@ -61,5 +61,5 @@ def test_worker_processes_from_a_guardless_script_fail_clearly(sample_dir, tmp_p
     proc = _run(["analysis.py"], tmp_path, sample_dir)
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("pipeline.errors.ClusterStartError"), proc.stderr[-3000:]
+    assert last.startswith("srcube.pipeline.errors.ClusterStartError"), proc.stderr[-3000:]
     assert "if __name__ == \"__main__\":" in last and "analysis.py" in last

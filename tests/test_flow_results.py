@@ -26,7 +26,7 @@ DATES = "2024-06-12/2024-06-22"  # two clear days
 
 RUN = """
 import json, sys
-from flows.region import region_flow
+from srcube.flows.region import region_flow
 state = region_flow(bbox={bbox}, dates={dates!r}, out={out!r}, batch_chunks=1,
                     inject_failure_at_batch={fail}, return_state=True)
 print("RESULT " + json.dumps({{"failed": state.is_failed(),
@@ -47,8 +47,7 @@ def _flow_process(home: Path, env: dict[str, str], out: str, fail: int | None) -
 def test_retry_in_another_process_skips_finished_batches(prefect_api, s3_endpoint, sample_dir, tmp_path):
     import fsspec
     import s3fs
-
-    from pipeline.store import CubeStore
+    from srcube.pipeline.write.store import CubeStore
 
     env = {**os.environ, **S3_CREDS, "AWS_ENDPOINT_URL": s3_endpoint, "SRCUBE_SAMPLE_DIR": str(sample_dir),
            "SRCUBE_RESULT_STORAGE": "s3://results/prefect", "SRCUBE_DASK_WORKERS": "1",

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from pipeline.errors import (
+from srcube.pipeline.errors import (
     AllCloudyError,
     CatalogUnavailableError,
     InvalidBBoxError,
@@ -19,13 +18,13 @@ from pipeline.errors import (
     WeightsNotFoundError,
     is_transient,
 )
-from pipeline.params import DateRange
+from srcube.pipeline.params import DateRange
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def test_dask_settings_from_env():
-    from flows.settings import DaskSettings
+    from srcube.flows.settings import DaskSettings
 
     assert DaskSettings.from_env({}).mode == "local"
     assert DaskSettings.from_env({"SRCUBE_DASK_WORKERS": "3"}).n_workers == 3
@@ -43,8 +42,7 @@ def test_dask_settings_from_env():
 
 def test_task_runners_per_mode():
     from prefect_dask import DaskTaskRunner
-
-    from flows.settings import DaskSettings
+    from srcube.flows.settings import DaskSettings
 
     local = DaskSettings.from_env({"SRCUBE_DASK_WORKERS": "2"}).task_runner()
     assert isinstance(local, DaskTaskRunner) and local.cluster_kwargs["n_workers"] == 2
@@ -60,7 +58,8 @@ def test_task_runners_per_mode():
 
 @pytest.mark.parametrize("spec", ["k8s/base/dask/daskcluster-flow.yaml", "k8s/overlays/gpu/daskcluster-flow.yaml"])
 def test_per_run_cluster_spec_is_renamed_consistently_and_valid(spec):
-    from flows.settings import cluster_spec_for_run
+    from srcube.flows.settings import cluster_spec_for_run
+
     from tests.test_k8s import validate_daskcluster
 
     a = cluster_spec_for_run(str(REPO / spec), "1F2e3d4c")
@@ -73,7 +72,7 @@ def test_per_run_cluster_spec_is_renamed_consistently_and_valid(spec):
 
 
 def test_per_run_cluster_spec_rejects_other_manifests(tmp_path):
-    from flows.settings import cluster_spec_for_run
+    from srcube.flows.settings import cluster_spec_for_run
 
     bad = tmp_path / "deployment.yaml"
     bad.write_text("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\n")
@@ -123,8 +122,7 @@ def test_is_transient_follows_the_cause():
 
 def test_retry_condition_reads_the_failed_state():
     from prefect.states import Failed
-
-    from flows.region import InjectedFailure, _retry_if_transient
+    from srcube.flows.region import InjectedFailure, _retry_if_transient
 
     assert _retry_if_transient(None, None, Failed(data=ConnectionResetError("x")))
     assert not _retry_if_transient(None, None, Failed(data=InjectedFailure("drill")))
@@ -152,7 +150,7 @@ def test_bad_relative_dates(spec):
 
 
 def test_out_placeholders_and_bad_ones(tmp_path):
-    from flows.region import build_request
+    from srcube.flows.region import build_request
 
     req = build_request([4.465, 51.401, 4.487, 51.414], "2024-05-01/2024-05-31", "sample", None, None, "bicubic",
                         None, str(tmp_path / "{bbox}" / "{start}_{end}.zarr"), {"min_clear": 0.4})
@@ -168,8 +166,8 @@ def test_out_placeholders_and_bad_ones(tmp_path):
 
 @pytest.mark.integration
 def test_write_batches_cover_every_chunk_once_and_keep_locations_together(sample_dir, dask_client, tmp_path):
-    from pipeline import sample
-    from pipeline.region import RegionJob
+    from srcube.pipeline.region import RegionJob
+    from srcube.pipeline.testing import sample
 
     job = RegionJob.prepare(sample.DEFAULT_BBOX, sample.DEFAULT_DATES, out=str(tmp_path / "c.zarr"))
     job.load(dask_client)

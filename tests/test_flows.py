@@ -20,10 +20,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from pipeline import sample
-from pipeline.params import DateRange
-from pipeline.store import CubeStore, open_cube
+from srcube.pipeline.params import DateRange
+from srcube.pipeline.testing import sample
+from srcube.pipeline.write.store import CubeStore, open_cube
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[1]
@@ -44,14 +43,14 @@ def cluster_address(prefect_api: str) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def reference_cube(tmp_path_factory: pytest.TempPathFactory, prefect_api: str, dask_client: object):
     """The cube run_region makes for the same request: what every flow run must reproduce."""
-    from pipeline import run_region
+    from srcube.pipeline import run_region
 
     out = tmp_path_factory.mktemp("reference") / "ref.zarr"
     return run_region(BBOX, DATES, out=str(out), client=dask_client)
 
 
 def _runner(address: str):
-    from flows.settings import DaskSettings
+    from srcube.flows.settings import DaskSettings
 
     return DaskSettings.from_env({"SRCUBE_DASK_ADDRESS": address}).task_runner()
 
@@ -83,8 +82,8 @@ async def _flow_run_details(flow_run_id):
 
 def test_flow_end_to_end_on_local_cluster(prefect_api, reference_cube, tmp_path):
     """Default task runner (a LocalCluster per flow run): tasks, artifact and logs on the server."""
-    from flows.region import region_flow
-    from flows.settings import DaskSettings
+    from srcube.flows.region import region_flow
+    from srcube.flows.settings import DaskSettings
 
     out = tmp_path / "flow.zarr"
     runner = DaskSettings.from_env({"SRCUBE_DASK_WORKERS": "2"}).task_runner()
@@ -116,7 +115,7 @@ def test_flow_end_to_end_on_local_cluster(prefect_api, reference_cube, tmp_path)
 
 
 def test_failed_flow_rerun_recomputes_only_missing_chunks(prefect_api, cluster_address, reference_cube, tmp_path):
-    from flows.region import InjectedFailure, region_flow
+    from srcube.flows.region import InjectedFailure, region_flow
 
     out = tmp_path / "drill.zarr"
     flow = region_flow.with_options(task_runner=_runner(cluster_address))
@@ -153,10 +152,10 @@ def test_flow_retry_outlives_expiring_signed_urls(prefect_api, cluster_address, 
     """Planetary-Computer-style signing: the flow and its retry read through a blob service whose tokens
     die 1 s after they are issued. Nothing signed reaches the flow's parameters, task results or the cube."""
     from distributed import Client
+    from srcube.flows.region import InjectedFailure, region_flow
+    from srcube.pipeline import run_region
+    from srcube.pipeline.testing.stac_server import StacServer
 
-    from flows.region import InjectedFailure, region_flow
-    from pipeline import run_region
-    from pipeline.stac_server import StacServer
     from tests.servers import BlobService, rehosted_catalog
 
     dates = "2024-06-12/2024-06-22"
@@ -195,8 +194,8 @@ def test_flow_retry_outlives_expiring_signed_urls(prefect_api, cluster_address, 
 
 
 def test_bad_request_fails_the_flow_before_any_task(prefect_api, tmp_path):
-    from flows.region import region_flow
-    from pipeline.errors import InvalidBBoxError, InvalidDatesError
+    from srcube.flows.region import region_flow
+    from srcube.pipeline.errors import InvalidBBoxError, InvalidDatesError
 
     for kwargs, error in (({"bbox": [5, 51, 4, 52]}, InvalidBBoxError), ({"dates": "next 3 days"}, InvalidDatesError)):
         params = {"bbox": BBOX, "dates": DATES, "out": str(tmp_path / "never.zarr"), **kwargs}
@@ -210,7 +209,7 @@ def test_bad_request_fails_the_flow_before_any_task(prefect_api, tmp_path):
 
 
 def test_relative_dates_end_on_the_scheduled_day():
-    from flows.region import build_request
+    from srcube.flows.region import build_request
 
     req = build_request(BBOX, "last 30 days", "sample", None, None, "bicubic", None, "cubes/{start}_{end}.zarr",
                         None, today=dt.date(2024, 6, 30))
@@ -250,7 +249,7 @@ def test_served_deployment_run_deployment_completes(prefect_api, cluster_address
 
     params = {"bbox": BBOX, "dates": DATES, "out": str(tmp_path / "served-{start}.zarr")}
     env = {**os.environ, "SRCUBE_DASK_ADDRESS": cluster_address, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "flows.serve", "--name", "served", "--params", json.dumps(params)],
+    proc = subprocess.Popen([sys.executable, "-m", "srcube.flows.serve", "--name", "served", "--params", json.dumps(params)],
                             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             start_new_session=True)
     try:

@@ -2,10 +2,9 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-from pipeline.grid import GridSpec, utm_epsg
-from pipeline.params import BBox
-from pipeline.tiling import TileSpec, chunk_sizes, crop_bounds
+from srcube.pipeline.assemble.grid import GridSpec, utm_epsg
+from srcube.pipeline.params import BBox
+from srcube.pipeline.sr.tiling import TileSpec, chunk_sizes, crop_bounds
 
 
 @pytest.mark.parametrize(
@@ -75,7 +74,7 @@ def test_tile_spec():
 
 @given(margin=st.integers(0, 400))
 def test_default_tile_keeps_the_border_overhead_low(margin):
-    from pipeline.tiling import choose_tile
+    from srcube.pipeline.sr.tiling import choose_tile
 
     t = choose_tile(None, margin)
     assert t % 16 == 0 and 256 <= t <= 2048 and t >= margin

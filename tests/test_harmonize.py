@@ -26,13 +26,13 @@ import numpy as np
 import pystac
 import pytest
 import rasterio
+from srcube.pipeline import run_region
+from srcube.pipeline.assemble.harmonize import ABSENT_BELOW, decide, evidence_of
+from srcube.pipeline.errors import GeorefMismatchWarning, HarmonizationWarning
+from srcube.pipeline.sensors.sentinel2 import OFFSET_TABLE, offset_rule, provider_of
+from srcube.pipeline.testing.sample import write_catalog_files
+from srcube.pipeline.testing.stac_server import StacServer
 
-from pipeline import run_region
-from pipeline.errors import GeorefMismatchWarning, HarmonizationWarning
-from pipeline.harmonize import ABSENT_BELOW, decide, evidence_of
-from pipeline.sample import write_catalog_files
-from pipeline.sensors.sentinel2 import OFFSET_TABLE, offset_rule, provider_of
-from pipeline.stac_server import StacServer
 from tests.conftest import shared_path
 
 FILES = {"blue": "B02", "green": "B03", "red": "B04", "nir": "B08", "scl": "SCL"}
@@ -191,7 +191,7 @@ def test_decision_table(rule_pixels, darkest, offset, warn):
 
 
 def test_readme_catalog_table_is_the_code():
-    from pipeline.catalog import offset_table_markdown
+    from srcube.pipeline.search.catalog import offset_table_markdown
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert offset_table_markdown() in readme, "README's catalog table is stale: paste offset_table_markdown()"

@@ -8,11 +8,11 @@ import xarray as xr
 from affine import Affine
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from srcube.models.consistency import Projection
+from srcube.pipeline import super_resolve
+from srcube.pipeline.errors import InvalidDataError, UnknownModelError, UnsupportedScaleError
 
-import models
-from models.consistency import Projection
-from pipeline import super_resolve
-from pipeline.errors import InvalidDataError, UnknownModelError, UnsupportedScaleError
+from srcube import models
 
 
 def georef(a: np.ndarray, res: float = 10.0, x0: float = 600000.0, y0: float = 5700000.0) -> xr.DataArray:

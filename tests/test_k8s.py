@@ -432,7 +432,7 @@ def test_settings_configmap():
     assert {"AWS_ENDPOINT_URL", "AWS_REGION"} <= set(data)
     assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "PREFECT_API_KEY"} & set(data)
     # GDAL settings reach every reader: srcube's defaults, written out for every pod
-    from pipeline.access import GDAL_DEFAULTS, ReadSettings
+    from srcube.pipeline.search.access import GDAL_DEFAULTS, ReadSettings
 
     assert {k: data[k] for k in GDAL_DEFAULTS} == GDAL_DEFAULTS
     assert ReadSettings.capture(environ=data).as_dict() == GDAL_DEFAULTS

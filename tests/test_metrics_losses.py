@@ -5,12 +5,11 @@ import math
 import numpy as np
 import pytest
 import torch
-
-from models.interp import lanczos_shift
-from models.sisr import Discriminator
-from training import losses
-from training.degrade import degrade, gaussian_blur, psf_sigma
-from training.metrics import cpsnr, cssim, ergas, hf_energy_ratio, kelvins_score, metric_table, psnr, sam, ssim
+from srcube.models.interp import lanczos_shift
+from srcube.models.sisr import Discriminator
+from srcube.training import losses
+from srcube.training.degrade import degrade, gaussian_blur, psf_sigma
+from srcube.training.metrics import cpsnr, cssim, ergas, hf_energy_ratio, kelvins_score, metric_table, psnr, sam, ssim
 
 
 def test_psnr_by_hand():

@@ -5,11 +5,11 @@ import json
 import numpy as np
 import pytest
 import torch
+from srcube.models.highresnet import masked_median
+from srcube.models.interp import lanczos_phase_weights, lanczos_shift
+from srcube.models.sisr import Discriminator, upsampling_steps
 
-import models
-from models.highresnet import masked_median
-from models.interp import lanczos_phase_weights, lanczos_shift
-from models.sisr import Discriminator, upsampling_steps
+from srcube import models
 
 # tiny widths so every architecture runs in milliseconds on a CPU
 TINY = {
@@ -283,7 +283,7 @@ def test_weights_that_do_not_fit_their_architecture(tmp_path):
 @pytest.mark.parametrize("name", ["bicubic", "lanczos", "elsr", "srcnn", "srgan", "esrgan", "highresnet", "lrnet"])
 def test_onnx_parity(tmp_path, name):
     pytest.importorskip("onnxruntime", reason="onnx extra not installed")
-    from models.onnx import export_onnx
+    from srcube.models.onnx import export_onnx
 
     m = randomize(tiny(name, scale=3), std=0.1) if name in LEARNED else tiny(name, scale=3)
     report = export_onnx(m, tmp_path / f"{name}.onnx")
@@ -292,7 +292,7 @@ def test_onnx_parity(tmp_path, name):
 
 
 def test_macs_per_output_pixel_by_hand():
-    from models.profile import macs_per_output_pixel
+    from srcube.models.profile import macs_per_output_pixel
 
     # SRCNN 9-1-5 (64, 32) on one band, at the output grid, + 16 for its bicubic input
     assert macs_per_output_pixel(models.build("srcnn", scale=4)) == 81 * 64 + 64 * 32 + 25 * 32 + 16
@@ -303,9 +303,8 @@ def test_macs_per_output_pixel_by_hand():
 
 def test_cli_models_and_export(tmp_path):
     pytest.importorskip("onnxruntime", reason="onnx extra not installed")
+    from srcube.cli.app import app
     from typer.testing import CliRunner
-
-    from pipeline.cli import app
 
     runner = CliRunner()
     res = runner.invoke(app, ["models"], env={"COLUMNS": "220"})

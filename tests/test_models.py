@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from srcube.models import ModelSpec
 
-import models
-from models import ModelSpec
+from srcube import models
 
 
 def test_registry_lists_baselines():

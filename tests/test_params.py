@@ -3,9 +3,8 @@ import datetime as dt
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-from pipeline.errors import InvalidBBoxError, InvalidDatesError
-from pipeline.params import BBox, DateRange
+from srcube.pipeline.errors import InvalidBBoxError, InvalidDatesError
+from srcube.pipeline.params import BBox, DateRange
 
 
 def test_bbox_parses_sequences_and_strings():

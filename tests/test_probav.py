@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import rioxarray  # noqa: F401
 import torch
+from srcube.pipeline import run_region
+from srcube.pipeline.errors import InvalidDataError, UnknownBandError
+from srcube.pipeline.sensors.probav import LR_DEG, imgset_stack, list_imgsets, read_imgset, read_norm
+from srcube.pipeline.testing import sample, sample_probav
 
-import models
-from pipeline import run_region, sample, sample_probav
-from pipeline.errors import InvalidDataError, UnknownBandError
-from pipeline.sensors.probav import LR_DEG, imgset_stack, list_imgsets, read_imgset, read_norm
+from srcube import models
 from tests.conftest import shared_path
 
 

@@ -22,7 +22,7 @@ SIDE = 6144
 CHILD = """
 import resource, sys
 import numpy as np, xarray as xr, zarr, dask, numcodecs, rasterio
-from pipeline.quicklook import quicklook_png
+from srcube.pipeline.write.quicklook import quicklook_png
 
 def vm_bytes():
     for line in open("/proc/self/status"):

@@ -13,12 +13,12 @@ import pytest
 import rasterio
 import rioxarray  # noqa: F401
 import torch
+from srcube.pipeline import run_region
+from srcube.pipeline.errors import GeorefMismatchWarning
+from srcube.pipeline.testing.sample import write_catalog_files
+from srcube.pipeline.testing.stac_server import StacServer
 
-import models
-from pipeline import run_region
-from pipeline.errors import GeorefMismatchWarning
-from pipeline.sample import write_catalog_files
-from pipeline.stac_server import StacServer
+from srcube import models
 from tests.conftest import shared_path
 
 pytestmark = pytest.mark.integration

@@ -8,11 +8,9 @@ import pytest
 import rioxarray  # noqa: F401
 import torch
 import xarray as xr
-
-import models
-from pipeline import catalog as cat
-from pipeline import run_region, sample
-from pipeline.errors import (
+from srcube.pipeline import run_region
+from srcube.pipeline.assemble.stack import assemble, with_clearance
+from srcube.pipeline.errors import (
     AllCloudyError,
     EmptySearchError,
     InvalidBBoxError,
@@ -26,9 +24,12 @@ from pipeline.errors import (
     UnknownModelError,
     UnsupportedScaleError,
 )
-from pipeline.params import BBox, DateRange
-from pipeline.sensors import SENTINEL2
-from pipeline.stack import assemble, with_clearance
+from srcube.pipeline.params import BBox, DateRange
+from srcube.pipeline.search import catalog as cat
+from srcube.pipeline.sensors import SENTINEL2
+from srcube.pipeline.testing import sample
+
+from srcube import models
 
 pytestmark = pytest.mark.integration
 

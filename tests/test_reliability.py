@@ -18,12 +18,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from srcube.pipeline import run_region
+from srcube.pipeline.errors import AssetError, AssetsExcludedWarning, CatalogUnavailableError, StoreLockedError
+from srcube.pipeline.testing import sample
+from srcube.pipeline.testing.stac_server import StacServer
+from srcube.pipeline.write.lock import StaleLockWarning, StoreLock
+from srcube.pipeline.write.store import CubeStore, open_cube
 
-from pipeline import run_region, sample
-from pipeline.errors import AssetError, AssetsExcludedWarning, CatalogUnavailableError, StoreLockedError
-from pipeline.lock import StaleLockWarning, StoreLock
-from pipeline.stac_server import StacServer
-from pipeline.store import CubeStore, open_cube
 from tests.faultproxy import FaultProxy
 
 BBOX = sample.DEFAULT_BBOX
@@ -210,7 +211,7 @@ def test_two_runs_into_one_store_never_interleave(sample_dir, dask_client, refer
     out = tmp_path / "shared.zarr"
     args = ["run", "--bbox", ",".join(map(str, BBOX)), "--dates", SHORT, "--tile", "64", "--workers", "1",
             "--out", str(out)]
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "srcube.cli", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "SRCUBE_SAMPLE_DIR": str(sample_dir)})
     try:
         deadline = time.monotonic() + 120
@@ -222,7 +223,7 @@ def test_two_runs_into_one_store_never_interleave(sample_dir, dask_client, refer
         with pytest.raises(StoreLockedError, match=f"pid {proc.pid}"):
             run_region(BBOX, SHORT, out=str(out), client=dask_client, **FAST)
         # a run that waits gets the store after the first finished: it finds the complete cube
-        from pipeline.errors import OutputExistsError
+        from srcube.pipeline.errors import OutputExistsError
 
         with pytest.raises(OutputExistsError):
             run_region(BBOX, SHORT, out=str(out), client=dask_client, lock_wait=180, **FAST)
@@ -301,7 +302,7 @@ def test_secrets_never_reach_logs_errors_or_attrs(sample_url, dask_client, tmp_p
         assert token not in text and key not in text, where
     assert "***" in str(err.value)
     # and the CLI's output
-    res = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", "--bbox", ",".join(map(str, BBOX)),
+    res = subprocess.run([sys.executable, "-m", "srcube.cli", "run", "--bbox", ",".join(map(str, BBOX)),
                           "--dates", SHORT, "--catalog", f"http://u:{token}@127.0.0.1:9", "--out",
                           str(tmp_path / "cli.zarr")], capture_output=True, text=True, timeout=120,
                          env={**os.environ, "SRCUBE_CATALOG_TOKEN": token, "AWS_SECRET_ACCESS_KEY": key})
@@ -310,9 +311,9 @@ def test_secrets_never_reach_logs_errors_or_attrs(sample_url, dask_client, tmp_p
 
 
 def test_storage_option_secrets_are_masked_once_a_run_is_prepared(tmp_path, caplog):
-    from pipeline import redact
-    from pipeline.errors import SrcubeError
-    from pipeline.region import RegionJob
+    from srcube.pipeline import redact
+    from srcube.pipeline.errors import SrcubeError
+    from srcube.pipeline.region import RegionJob
 
     key, secret = "AKIAFAKEKEY0042", "so-secret-V9d2Kq7Pw"
     RegionJob.prepare(BBOX, SHORT, out=str(tmp_path / "so.zarr"),
@@ -322,7 +323,7 @@ def test_storage_option_secrets_are_masked_once_a_run_is_prepared(tmp_path, capl
     assert key not in message and secret not in message and "***" in message
     assert redact.redact_options({"secret": secret, "client_kwargs": {"region_name": "eu-1"}}) == {
         "secret": "***", "client_kwargs": {"region_name": "eu-1"}}
-    caplog.set_level(logging.INFO, logger="pipeline")
-    logging.getLogger("pipeline.store").info("opened with %s / %s", key, secret)
+    caplog.set_level(logging.INFO, logger="srcube")
+    logging.getLogger("srcube.pipeline.write.store").info("opened with %s / %s", key, secret)
     logs = "\n".join(r.getMessage() for r in caplog.records)
     assert key not in logs and secret not in logs and "***" in logs

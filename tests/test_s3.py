@@ -7,8 +7,8 @@ environment, and the resume of a partial cube (chunks counted) matching an unint
 from __future__ import annotations
 
 import pytest
+from srcube.pipeline.write.store import CubeStore, open_cube
 
-from pipeline.store import CubeStore, open_cube
 from tests.conftest import S3_CREDS as CREDS
 
 pytestmark = pytest.mark.integration
@@ -24,7 +24,7 @@ def storage_options(s3_endpoint: str) -> dict:
 
 @pytest.fixture(scope="module")
 def local_reference(tmp_path_factory, sample_dir, dask_client):
-    from pipeline import run_region
+    from srcube.pipeline import run_region
 
     return run_region(BBOX, DATES, out=str(tmp_path_factory.mktemp("s3ref") / "ref.zarr"), client=dask_client)
 
@@ -37,8 +37,7 @@ def _same(cube, reference) -> None:
 
 def test_cube_to_s3_with_storage_options(storage_options, local_reference, dask_client):
     import s3fs
-
-    from pipeline import run_region
+    from srcube.pipeline import run_region
 
     url = "s3://cubes/prefix/opts.zarr"
     cache = "s3://cubes/stack-cache"
@@ -57,9 +56,9 @@ def test_cube_to_s3_with_storage_options(storage_options, local_reference, dask_
 
 
 def test_partial_s3_cube_resumes_only_missing_chunks(storage_options, local_reference, dask_client):
-    from pipeline import run_region
-    from pipeline.errors import IncompleteCubeError
-    from pipeline.region import RegionJob
+    from srcube.pipeline import run_region
+    from srcube.pipeline.errors import IncompleteCubeError
+    from srcube.pipeline.region import RegionJob
 
     url = "s3://cubes/prefix/partial.zarr"
     job = RegionJob.prepare(BBOX, DATES, out=url, storage_options=storage_options)
@@ -84,7 +83,7 @@ def test_cube_to_s3_with_credentials_from_the_environment(s3_endpoint, storage_o
                                                           monkeypatch):
     """No storage options: s3fs/botocore read AWS_* (as from a Kubernetes Secret); the LocalCluster
     started for the run inherits them."""
-    from pipeline import run_region
+    from srcube.pipeline import run_region
 
     for k, v in {**CREDS, "AWS_ENDPOINT_URL": s3_endpoint}.items():
         monkeypatch.setenv(k, v)

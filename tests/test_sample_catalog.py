@@ -7,19 +7,19 @@ import pystac
 import pytest
 import rasterio
 from pystac.validation import validate_dict
-
-from pipeline import catalog as cat
-from pipeline import sample
-from pipeline.bands import asset_key
-from pipeline.errors import (
+from srcube.pipeline.errors import (
     CatalogUnavailableError,
     EmptySearchError,
     UnknownBandError,
     UnknownCatalogError,
     UnknownCollectionError,
 )
-from pipeline.params import BBox, DateRange
-from pipeline.sensors import SENTINEL2
+from srcube.pipeline.params import BBox, DateRange
+from srcube.pipeline.search import catalog as cat
+from srcube.pipeline.sensors import SENTINEL2
+from srcube.pipeline.sensors.bands import asset_key
+from srcube.pipeline.testing import sample
+
 from tests.conftest import shared_path
 
 
@@ -166,8 +166,7 @@ def test_planetary_computer_access_signs_at_read_time_at_the_http_boundary(monke
     internet, is replaced at the HTTP layer), reuses the cached token, and drops it when a read is refused."""
     import planetary_computer
     import requests
-
-    from pipeline.access import access_for
+    from srcube.pipeline.search.access import access_for
 
     calls: list[str] = []
 

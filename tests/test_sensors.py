@@ -7,11 +7,11 @@ import pystac
 import pytest
 import rasterio
 import xarray as xr
+from srcube.pipeline.search import catalog as cat
+from srcube.pipeline.sensors import PROBAV, SENTINEL2, get_sensor, sensor_for_collection, sensor_for_items
+from srcube.pipeline.sensors.bands import asset_key
+from srcube.pipeline.sensors.sentinel2 import processing_baseline
 
-from pipeline import catalog as cat
-from pipeline.bands import asset_key
-from pipeline.sensors import PROBAV, SENTINEL2, get_sensor, sensor_for_collection, sensor_for_items
-from pipeline.sensors.sentinel2 import processing_baseline
 from tests.conftest import shared_path
 
 

@@ -14,13 +14,11 @@ import torch.nn.functional as F
 import xarray as xr
 from affine import Affine
 from rasterio.windows import Window
-
-import models
-from models.psf import sensor_degradation
-from models.sharpen import S2_GUIDE_BANDS, S2_LOW_BANDS, DSen2Lite
-from pipeline import catalog as cat
-from pipeline import run_region, sample, sharpen
-from pipeline.errors import (
+from srcube.models.psf import sensor_degradation
+from srcube.models.sharpen import S2_GUIDE_BANDS, S2_LOW_BANDS, DSen2Lite
+from srcube.pipeline import run_region, sharpen
+from srcube.pipeline.assemble.stack import assemble, sharpening_plan
+from srcube.pipeline.errors import (
     IncompatibleWeightsError,
     InvalidDataError,
     InvalidOptionError,
@@ -28,10 +26,13 @@ from pipeline.errors import (
     UntrainedWeightsError,
     WeightsNotFoundError,
 )
-from pipeline.params import BBox, DateRange
-from pipeline.sensors import PROBAV, SENTINEL2
-from pipeline.sharpening import choose_sharpener
-from pipeline.stack import assemble, sharpening_plan
+from srcube.pipeline.params import BBox, DateRange
+from srcube.pipeline.search import catalog as cat
+from srcube.pipeline.sensors import PROBAV, SENTINEL2
+from srcube.pipeline.sr.sharpening import choose_sharpener
+from srcube.pipeline.testing import sample
+
+from srcube import models
 from tests.conftest import shared_path
 
 X0, Y0 = 600000.0, 5700000.0
@@ -281,7 +282,7 @@ def test_hpf_beats_bicubic_on_real_20m_bands_by_the_wald_protocol():
 
 
 def test_auto_is_the_shipped_trained_sharpener_else_hpf(tmp_path, monkeypatch):
-    import models.weights as mw
+    import srcube.models.weights as mw
 
     monkeypatch.setattr(mw, "SHIPPED_DIR", tmp_path)
     assert models.default_sharpener() == "hpf"

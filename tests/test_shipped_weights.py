@@ -5,10 +5,10 @@ import json
 
 import pytest
 import torch
+from srcube.models.weights import SHIPPED_DIR, read_meta, sha256_file, shipped_weights
+from srcube.training.datasets.scenes import scenes
 
-import models
-from models.weights import SHIPPED_DIR, read_meta, sha256_file, shipped_weights
-from training.datasets.scenes import scenes
+from srcube import models
 
 SHIPPED = sorted(shipped_weights())
 TEN = ["B02", "B03", "B04", "B08"]
@@ -53,7 +53,7 @@ def test_model_cards_state_data_recipe_test_split_speed_and_limits_from_the_numb
     if models.load_model(name).multi_frame:
         assert "Kelvins" in card and f"{report['summary']['mean_gain']:+.2f}" in card
         return
-    from training.evaluation import rows_markdown, summary_markdown
+    from srcube.training.evaluation import rows_markdown, summary_markdown
 
     assert "## Test split" in card and report["peak_convention"] in card
     assert rows_markdown(report["rows"]) in card and summary_markdown(report["summary"]) in card
@@ -88,7 +88,7 @@ def test_auto_picks_the_shipped_weights_with_the_largest_sure_gain_on_their_test
 def test_the_readme_tables_are_the_reports():
     from pathlib import Path
 
-    from training.card import defaults_markdown, test_table_markdown
+    from srcube.training.card import defaults_markdown, test_table_markdown
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert test_table_markdown() in readme, "README's test-split table is stale: run python -m training.card --readme README.md"
@@ -96,7 +96,7 @@ def test_the_readme_tables_are_the_reports():
 
 
 def test_update_readme_rewrites_only_between_the_markers(tmp_path):
-    from training.card import defaults_markdown, update_readme
+    from srcube.training.card import defaults_markdown, update_readme
 
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- defaults-table -->\nold\n<!-- /defaults-table -->\nmiddle\n"
@@ -120,7 +120,7 @@ def _rescore_params() -> list:
 def test_the_test_report_is_reproduced_when_scored_again(name):
     """Score the shipped weights again on the first test scene (the headline degradation, no robustness
     table): the per-band PSNR of the model and of bicubic are the report's (same data, same protocol)."""
-    from training import evaluation as ev
+    from srcube.training import evaluation as ev
 
     meta = read_meta(SHIPPED_DIR / f"{name}.json")
     report = _report(name)
@@ -147,7 +147,7 @@ def test_the_test_report_is_reproduced_when_scored_again(name):
 
 @pytest.mark.integration
 def test_run_region_auto_uses_the_default_model(sample_url, dask_client, tmp_path):
-    from pipeline import run_region
+    from srcube.pipeline import run_region
 
     ds = run_region((4.48, 51.41, 4.495, 51.42), "2024-06-12", model="auto", scale=4, bands=["B04"],
                     out=str(tmp_path / "auto.zarr"), client=dask_client)

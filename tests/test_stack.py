@@ -5,14 +5,14 @@ import numpy as np
 import pystac
 import pytest
 import rasterio
+from srcube.pipeline.assemble.clearance import select_frames
+from srcube.pipeline.assemble.stack import assemble, group_by_solar_day, reconcile_georef, solar_day, with_clearance
+from srcube.pipeline.errors import GeorefMismatchWarning
+from srcube.pipeline.params import BBox, DateRange
+from srcube.pipeline.search import catalog as cat
+from srcube.pipeline.sensors import SENTINEL2
+from srcube.pipeline.testing import sample
 
-from pipeline import catalog as cat
-from pipeline import sample
-from pipeline.clearance import select_frames
-from pipeline.errors import GeorefMismatchWarning
-from pipeline.params import BBox, DateRange
-from pipeline.sensors import SENTINEL2
-from pipeline.stack import assemble, group_by_solar_day, reconcile_georef, solar_day, with_clearance
 from tests.conftest import shared_path
 
 

@@ -6,10 +6,10 @@ import shutil
 import numpy as np
 import pytest
 import xarray as xr
-
-from pipeline import run_region, sample
-from pipeline.stac_server import StacServer
-from pipeline.stackcache import cache_key
+from srcube.pipeline import run_region
+from srcube.pipeline.assemble.stackcache import cache_key
+from srcube.pipeline.testing import sample
+from srcube.pipeline.testing.stac_server import StacServer
 
 pytestmark = pytest.mark.integration
 

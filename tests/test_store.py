@@ -2,9 +2,8 @@ import dask
 import numpy as np
 import pytest
 import xarray as xr
-
-from pipeline.errors import IncompleteCubeError, NotACubeError, OutputExistsError
-from pipeline.store import CubeStore, open_cube
+from srcube.pipeline.errors import IncompleteCubeError, NotACubeError, OutputExistsError
+from srcube.pipeline.write.store import CubeStore, open_cube
 
 
 def _cube() -> xr.Dataset:
@@ -68,9 +67,8 @@ def test_memory_filesystem_urls():
 
 def test_a_run_stopped_inside_the_template_is_reported(tmp_path):
     import zarr
+    from srcube.cli.app import app
     from typer.testing import CliRunner
-
-    from pipeline.cli import app
 
     out = tmp_path / "t.zarr"
     zarr.open_group(str(out), mode="w", zarr_format=3).attrs.update({"srcube_version": "x", "complete": False})

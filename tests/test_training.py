@@ -9,14 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
-
-import models
-from pipeline.cli import app
-from pipeline.sample_probav import write_kelvins
-from tests.conftest import shared_path
-from training.config import ConfigError, parse_config
-from training.datasets import (
+from srcube.cli.app import app
+from srcube.pipeline.testing.sample_probav import write_kelvins
+from srcube.training.config import ConfigError, parse_config
+from srcube.training.datasets import (
     KelvinsDataset,
     Sen2VenusDataset,
     WaldMultiFrame,
@@ -25,10 +21,14 @@ from training.datasets import (
     read_image,
     split_windows,
 )
-from training.datasets.fixtures import write_sen2venus, write_worldstrat
-from training.datasets.sen2venus import read_index
-from training.datasets.worldstrat import read_split
-from training.trainer import Trainer
+from srcube.training.datasets.fixtures import write_sen2venus, write_worldstrat
+from srcube.training.datasets.sen2venus import read_index
+from srcube.training.datasets.worldstrat import read_split
+from srcube.training.trainer import Trainer
+from typer.testing import CliRunner
+
+from srcube import models
+from tests.conftest import shared_path
 
 runner = CliRunner()
 
@@ -65,7 +65,7 @@ def test_wald_on_the_real_10m_crop_skips_the_swath_edge():
 
 
 def test_multi_frame_wald_on_real_probav_frames():
-    from pipeline.sensors.probav import read_imgset
+    from srcube.pipeline.sensors.probav import read_imgset
 
     im = read_imgset(shared_path("probav_kelvins", "lr_only_scenes", "scene_a"), require_qm=False)
     ds = WaldMultiFrame([im.lr / 65535.0], None, scale=3, n_views=8, patch=48, length=5)
@@ -291,7 +291,7 @@ def test_cli_train_and_evaluate(tmp_path, sample_dir):
 def test_default_model_needs_a_test_split_win_over_bicubic(tmp_path, monkeypatch):
     """"auto" picks shipped weights only where their test-split report shows a gain over bicubic whose 95 %
     interval lies above zero; band-specific weights only for exactly their bands."""
-    import models.weights as mw
+    import srcube.models.weights as mw
 
     monkeypatch.setattr(mw, "SHIPPED_DIR", tmp_path)
     assert models.default_model("sentinel-2", 4) == "bicubic"
@@ -317,7 +317,7 @@ def test_default_model_needs_a_test_split_win_over_bicubic(tmp_path, monkeypatch
 
 
 def test_cards_say_how_validation_is_kept_apart_and_configs_refuse_overlap(tmp_path, sample_dir):
-    from training.card import _separation
+    from srcube.training.card import _separation
 
     assert _separation({"sources": ["a"], "val_sources": ["b"]}) == "other scenes than training"
     assert _separation({"sources": ["a"], "train_window": [0, 0.75, 0, 1], "val_window": [0.8, 1, 0, 1]}) == \

@@ -6,20 +6,21 @@ import torch
 import xarray as xr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-import models
-from models.consistency import Projection
-from pipeline import catalog as cat
-from pipeline import run_region, sample, super_resolve
-from pipeline.errors import (
+from srcube.models.consistency import Projection
+from srcube.pipeline import run_region, super_resolve
+from srcube.pipeline.assemble.stack import assemble, with_clearance
+from srcube.pipeline.errors import (
     IncompatibleWeightsError,
     InvalidOptionError,
     UntrainedWeightsError,
     WeightsNotFoundError,
 )
-from pipeline.params import BBox, DateRange
-from pipeline.sensors import SENTINEL2
-from pipeline.stack import assemble, with_clearance
+from srcube.pipeline.params import BBox, DateRange
+from srcube.pipeline.search import catalog as cat
+from srcube.pipeline.sensors import SENTINEL2
+from srcube.pipeline.testing import sample
+
+from srcube import models
 from tests.test_infer import georef
 from tests.test_model_zoo import TINY, randomize
 

@@ -11,9 +11,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from models.weights import SHIPPED_DIR, WeightsMeta, read_meta
-from training.config import windows_disjoint
-from training.evaluation import (
+from srcube.models.weights import SHIPPED_DIR, WeightsMeta, read_meta
+from srcube.training.config import windows_disjoint
+from srcube.training.evaluation import (
     REPORT_FORMAT,
     report_path,
     robustness_markdown,
@@ -193,7 +193,7 @@ def card_lines_for_scenes(task: str) -> list[str]:
     """The splits by place of a task (training.datasets.scenes), one line per split, for a card."""
     if not task:
         return []
-    from training.datasets.scenes import scenes
+    from srcube.training.datasets.scenes import scenes
 
     lines = [f"Splits by place (task `{task}`): the model trained on some places, was selected on others and is "
              "reported once on yet others.", ""]
@@ -221,7 +221,7 @@ def history_lines(history_csv: str | Path) -> list[str]:
 
 def probav_section(report: Mapping[str, Any]) -> list[str]:
     """The card's "Test split" section of multi-frame PROBA-V weights (Kelvins metric on the Wald pairs)."""
-    from training.evaluation import probav_markdown
+    from srcube.training.evaluation import probav_markdown
 
     deg = report["scenes"][0]["degradation"]["label"] if report.get("scenes") else "?"
     return ["## Test split", "",
@@ -238,7 +238,7 @@ def probav_section(report: Mapping[str, Any]) -> list[str]:
 def defaults_markdown() -> str:
     """The README's table of what ``model="auto"`` (and ``sharpen="auto"``) picks, per sensor, scale and bands,
     from the shipped weights and their test reports (:func:`models.default_model`, :func:`models.default_sharpener`)."""
-    import models
+    from srcube import models
 
     ten = ["B02", "B03", "B04", "B08"]
     cases = (("sentinel-2", 2, ten, False, "B02 B03 B04 B08"), ("sentinel-2", 2, ["B04", "B8A"], False, "other bands"),

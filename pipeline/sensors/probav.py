@@ -35,10 +35,9 @@ import xarray as xr
 from affine import Affine
 from odc.geo.geobox import GeoBox
 from odc.geo.xr import xr_coords
-
-from pipeline.bands import BandInfo, BandVocabulary
-from pipeline.errors import InvalidDataError
-from pipeline.sensors.base import SensorProfile
+from srcube.pipeline.errors import InvalidDataError
+from srcube.pipeline.sensors.bands import BandInfo, BandVocabulary
+from srcube.pipeline.sensors.base import SensorProfile
 
 LR_DEG = 1.0 / 336.0  # 333 m products
 HR_DEG = 1.0 / 1008.0  # 100 m products

@@ -491,7 +491,7 @@ def generate(root: Path, seed: int = SEED) -> list[pystac.Item]:
             nodata_pct = 100.0 * float((~v20).mean())
             items.append(_make_item(tile, acq, hrefs, cloud_pct, nodata_pct))
     write_catalog_files(root, make_collection(), items)
-    from pipeline import sample_probav
+    from srcube.pipeline.testing import sample_probav
 
     write_catalog_files(root, sample_probav.make_collection(), sample_probav.generate_archive(root), "-probav")
     return items

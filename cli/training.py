@@ -16,8 +16,8 @@ log = logging.getLogger(__name__)
 
 def train(config: Path, *, resume: bool = False, epochs: int | None = None, export: Path | None = None) -> dict:
     """Train the model a YAML config describes; export its best weights; return the summary."""
-    from training.config import load_config
-    from training.trainer import Trainer
+    from srcube.training.config import load_config
+    from srcube.training.trainer import Trainer
 
     cfg = load_config(config)
     if epochs is not None:
@@ -68,8 +68,9 @@ def evaluate(model: str, *, data: Path | None = None, image: Path | None = None,
     * ``image`` + ``wald``: the Wald protocol on one raster (own-peak PSNR with intervals, quicklook);
     * ``data``: a training config's validation samples (PSNR against 1.0, as training logs it).
     """
-    import models
-    from training import evaluation as ev
+    from srcube.training import evaluation as ev
+
+    from srcube import models
 
     if split is not None:
         if split not in ("validation", "test"):
@@ -111,9 +112,9 @@ def evaluate(model: str, *, data: Path | None = None, image: Path | None = None,
         return doc
     if data is None:
         raise ValueError("give --split SPLIT --task TASK, --image RASTER --wald SCALE, or --data CONFIG.yaml")
-    from training.config import load_config
-    from training.evaluate import evaluate_dataset
-    from training.trainer import make_datasets
+    from srcube.training.config import load_config
+    from srcube.training.evaluate import evaluate_dataset
+    from srcube.training.trainer import make_datasets
 
     net = models.load_model(model, allow_untrained=allow_untrained)
     cfg = load_config(data)

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
-from pipeline.errors import CatalogUnavailableError
+from srcube.pipeline.errors import CatalogUnavailableError
 
 
 def _free_port() -> int:
@@ -121,7 +121,7 @@ _SAMPLE_SERVERS: dict[Path, StacServer] = {}
 
 def sample_server_url(root: Path | None = None) -> str:
     """URL of the process-wide STAC server over the sample archive (generated and started once)."""
-    from pipeline import sample
+    from srcube.pipeline.testing import sample
 
     archive = sample.ensure_archive(root)
     with _SAMPLE_LOCK:

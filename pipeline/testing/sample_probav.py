@@ -23,9 +23,8 @@ import numpy as np
 import pystac
 import rasterio
 from rasterio.transform import from_origin
-
-from pipeline.sample import _blur, _fractal, _smooth
-from pipeline.sensors.probav import LR_DEG, write_png
+from srcube.pipeline.sensors.probav import LR_DEG, write_png
+from srcube.pipeline.testing.sample import _blur, _fractal, _smooth
 
 COLLECTION_ID = "proba-v-s1-toc-333m"
 ORIGIN = (4.0, 51.75)  # lon, lat of the upper-left corner

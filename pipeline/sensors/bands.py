@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pystac
-
-from pipeline.errors import UnknownBandError
+from srcube.pipeline.errors import UnknownBandError
 
 
 @dataclass(frozen=True)

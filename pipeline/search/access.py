@@ -229,7 +229,7 @@ class BearerTokenAccess(AssetAccess):
                    env.get(f"{prefix}_CLIENT_ID") or "public", env_prefix=prefix)
 
     def check(self) -> None:
-        from pipeline.errors import AssetAuthError
+        from srcube.pipeline.errors import AssetAuthError
 
         if not self.token and not (self.username and self.password):
             p = self.env_prefix
@@ -251,7 +251,7 @@ class BearerTokenAccess(AssetAccess):
                 with urllib.request.urlopen(req, timeout=30) as resp:
                     doc = json.loads(resp.read())
             except OSError as exc:
-                from pipeline.errors import AssetAuthError
+                from srcube.pipeline.errors import AssetAuthError
 
                 raise AssetAuthError(f"could not get a bearer token from {self.token_url} for user "
                                      f"{self.username}: {exc}; check {self.env_prefix}_USERNAME/_PASSWORD") from None
@@ -320,7 +320,7 @@ class S3KeysAccess(AssetAccess):
                    env.get(f"{prefix}_REGION") or "default", env_prefix=prefix)
 
     def check(self) -> None:
-        from pipeline.errors import AssetAuthError
+        from srcube.pipeline.errors import AssetAuthError
 
         if not (self.access_key and self.secret_key):
             p = self.env_prefix
@@ -394,7 +394,7 @@ def with_access(href: str, access: AssetAccess, settings: ReadSettings, read: Ca
                 continue
             if not refused(exc):
                 raise
-            from pipeline.errors import AssetAuthError
+            from srcube.pipeline.errors import AssetAuthError
 
             raise AssetAuthError(f"the server refused to read {_redacted(href)} with the {access.describe()} "
                                  f"credentials, also after renewing them: {_redacted(str(exc))}; check the "
@@ -408,7 +408,7 @@ _READ_FAILED = "Read failed"
 
 
 def _redacted(href: str) -> str:
-    from pipeline.redact import redact
+    from srcube.pipeline.redact import redact
 
     return redact(href)
 

@@ -18,16 +18,15 @@ import pystac_client
 import requests
 from pystac_client.exceptions import APIError
 from pystac_client.stac_api_io import StacApiIO
-from urllib3.util.retry import Retry
-
-from pipeline.errors import (
+from srcube.pipeline.errors import (
     CatalogUnavailableError,
     EmptySearchError,
     UnknownCatalogError,
     UnknownCollectionError,
 )
-from pipeline.params import BBox, DateRange
-from pipeline.sensors import SensorProfile, get_sensor, sensor_for_collection
+from srcube.pipeline.params import BBox, DateRange
+from srcube.pipeline.sensors import SensorProfile, get_sensor, sensor_for_collection
+from urllib3.util.retry import Retry
 
 log = logging.getLogger(__name__)
 
@@ -58,14 +57,14 @@ class CatalogProfile:
             raise ValueError(f"catalog kind must be stac, sample or kelvins, got {self.kind!r}")
         if self.kind == "stac" and not self.url.startswith(("http://", "https://")):
             raise ValueError(f"catalog profile {self.name}: url must be http(s), got {self.url!r}")
-        from pipeline.access import ACCESS_KINDS
+        from srcube.pipeline.search.access import ACCESS_KINDS
 
         if self.access not in ACCESS_KINDS:
             raise ValueError(f"catalog profile {self.name}: access must be one of {ACCESS_KINDS}, got {self.access!r}")
 
     def resolved_url(self) -> str:
         if self.kind == "sample":
-            from pipeline.stac_server import sample_server_url
+            from srcube.pipeline.testing.stac_server import sample_server_url
 
             return sample_server_url()
         return self.url
@@ -235,7 +234,7 @@ def offset_table_markdown() -> str:
     """The README's catalog table: per catalog and collection, how pixels are read and what srcube does
     with the +1000 DN offset of processing baselines >= 04.00, and why (from the profiles and
     :data:`pipeline.sensors.sentinel2.OFFSET_TABLE`; tests/test_harmonize.py keeps the README equal to it)."""
-    from pipeline.sensors.sentinel2 import OFFSET_TABLE
+    from srcube.pipeline.sensors.sentinel2 import OFFSET_TABLE
 
     does = {"offset": "subtracts 0.1 unless the item's pixels show no offset (then it warns and subtracts nothing)",
             "unknown": "lets each item's pixels decide (ESA's offset where they cannot tell, with a warning)",

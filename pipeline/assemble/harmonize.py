@@ -34,9 +34,8 @@ from typing import Any
 import numpy as np
 import pystac
 import rasterio
-
-from pipeline.access import AssetAccess, ReadSettings, with_access
-from pipeline.errors import HarmonizationWarning, InvalidDataError
+from srcube.pipeline.errors import HarmonizationWarning, InvalidDataError
+from srcube.pipeline.search.access import AssetAccess, ReadSettings, with_access
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +83,7 @@ def evidence_of(darkest: float | None) -> str:
 
 def decide(item: pystac.Item, catalog: str | None, darkest: float | None, probed: Sequence[str]) -> dict[str, Any]:
     """The decision for one item (a JSON-able dict; see the module docstring)."""
-    from pipeline.sensors.sentinel2 import offset_rule, provider_of
+    from srcube.pipeline.sensors.sentinel2 import offset_rule, provider_of
 
     rule, baseline = offset_rule(item, catalog)
     evidence = evidence_of(darkest)
@@ -133,8 +132,8 @@ def _declared_offset(item: pystac.Item) -> float:
 
 def probe_keys(item: pystac.Item, sensor: Any, bands: Sequence[str]) -> list[str]:
     """Asset keys read for the check: the sensor's probe bands and the run's bands, where the item has them."""
-    from pipeline.bands import asset_key
-    from pipeline.errors import UnknownBandError
+    from srcube.pipeline.errors import UnknownBandError
+    from srcube.pipeline.sensors.bands import asset_key
 
     voc = sensor.vocabulary
     keys: list[str] = []
@@ -153,7 +152,7 @@ def annotate(items: Sequence[pystac.Item], sensor: Any, bands: Sequence[str], *,
     """Copies of ``items`` carrying their decision in ``properties["srcube:harmonization"]``; items that
     already carry one keep it (nothing is read again). Warns once, naming the items, where a decision
     is unverified or the pixels overrode the rule."""
-    from pipeline.sensors.sentinel2 import offset_rule
+    from srcube.pipeline.sensors.sentinel2 import offset_rule
 
     out = [it if PROPERTY in it.properties else it.clone() for it in items]
     todo = [it for it in out if PROPERTY not in it.properties]

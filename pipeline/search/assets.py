@@ -27,10 +27,9 @@ import numpy as np
 import pystac
 import rasterio
 from rasterio.windows import Window
-
-from pipeline.access import AssetAccess, ReadSettings, with_access
-from pipeline.errors import AssetError, AssetsExcludedWarning
-from pipeline.redact import redact
+from srcube.pipeline.errors import AssetError, AssetsExcludedWarning
+from srcube.pipeline.redact import redact
+from srcube.pipeline.search.access import AssetAccess, ReadSettings, with_access
 
 log = logging.getLogger(__name__)
 

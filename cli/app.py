@@ -14,9 +14,8 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
 from rich.table import Table
-
-from pipeline import redact
-from pipeline.errors import SrcubeError
+from srcube.pipeline import redact
+from srcube.pipeline.errors import SrcubeError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="srcube: super-resolved, analysis-ready data cubes from satellite archives.")
@@ -28,10 +27,9 @@ def _setup_logging(verbose: bool) -> None:
     """srcube's own INFO messages on stderr; other libraries (distributed, ...) only warnings."""
     handler = RichHandler(console=err_console, show_path=False)
     # distributed configures its loggers at INFO on import; keep its chatter below warnings
-    handler.addFilter(lambda r: r.levelno >= logging.WARNING or r.name.split(".")[0] in ("pipeline", "models"))
+    handler.addFilter(lambda r: r.levelno >= logging.WARNING or r.name.split(".")[0] == "srcube")
     logging.basicConfig(level=logging.WARNING, format="%(message)s", datefmt="[%X]", handlers=[handler], force=True)
-    for name in ("pipeline", "models"):
-        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
+    logging.getLogger("srcube").setLevel(logging.DEBUG if verbose else logging.INFO)
     redact.install()  # no credentials in what srcube prints
 
 
@@ -63,7 +61,7 @@ def _windows_table(windows: list[dict[str, Any]]) -> Table:
 
 
 def _run(out: str, print_summary: bool, **kwargs: Any) -> None:
-    from pipeline.region import run_region
+    from srcube.pipeline.region import run_region
 
     def on_step(name: str, run: Any) -> None:
         if name == "search+assemble":
@@ -172,7 +170,7 @@ def demo(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the embedded sample region end to end (local STAC API, LocalCluster, local zarr)."""
-    from pipeline import sample
+    from srcube.pipeline.testing import sample
 
     _setup_logging(verbose)
     console.print(f"[bold]srcube demo[/]: sample archive, bbox {sample.DEFAULT_BBOX}, dates {sample.DEFAULT_DATES}")
@@ -182,7 +180,7 @@ def demo(
 @app.command()
 def info(cube: Annotated[str, typer.Argument(help="path or URL of an srcube cube")]) -> None:
     """Summarise a cube: status, grid, bands, dates, provenance, chunks written."""
-    from pipeline.store import CubeStore
+    from srcube.pipeline.write.store import CubeStore
 
     store = CubeStore(cube)
     status = store.status()
@@ -227,7 +225,7 @@ def info(cube: Annotated[str, typer.Argument(help="path or URL of an srcube cube
 @app.command()
 def catalogs() -> None:
     """List the catalog profiles."""
-    from pipeline.catalog import describe
+    from srcube.pipeline.search.catalog import describe
 
     table = Table("name", "url", "collection", "notes")
     for row in describe():
@@ -238,7 +236,7 @@ def catalogs() -> None:
 @app.command()
 def collections(catalog: Annotated[str, typer.Option(help="profile name or STAC API URL")] = "sample") -> None:
     """List the collections a catalog serves (asks the API), with the sensor srcube maps each to."""
-    from pipeline import catalog as cat
+    from srcube.pipeline.search import catalog as cat
 
     try:
         profile = cat.resolve_catalog(catalog)
@@ -257,7 +255,7 @@ def collections(catalog: Annotated[str, typer.Option(help="profile name or STAC 
 @app.command("models")
 def models_cmd() -> None:
     """List the models: architectures (with their default config) and the weights srcube ships."""
-    import models
+    from srcube import models
 
     table = Table("name", "type", "scales", "bands", "params", "receptive field", "weights")
     shipped = {name: models.weights.read_meta(path) for name, path in models.shipped_weights().items()}
@@ -286,8 +284,9 @@ def export_onnx_cmd(
     allow_untrained: Annotated[bool, typer.Option(help="accept weights marked untrained")] = False,
 ) -> None:
     """Export a model to ONNX (dynamic batch and spatial axes) and check parity with onnxruntime."""
-    import models
-    from models.onnx import export_onnx
+    from srcube.models.onnx import export_onnx
+
+    from srcube import models
 
     try:
         net = models.load_model(model, scale=scale, allow_untrained=allow_untrained)
@@ -309,11 +308,11 @@ def train_cmd(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Train a model from a YAML config (CPU here, CUDA when present); export its best weights."""
-    from training.cli import train
-    from training.config import ConfigError
+    from srcube.cli.training import train
+    from srcube.training.config import ConfigError
 
     _setup_logging(verbose)
-    logging.getLogger("training").setLevel(logging.INFO)
+    logging.getLogger("srcube.training").setLevel(logging.INFO)
     try:
         train(config, resume=resume, epochs=epochs, export=export)
     except (ConfigError, FileNotFoundError) as exc:
@@ -328,8 +327,8 @@ def ship_cmd(
                                                         "itself; the test split is reported once)")] = False,
 ) -> None:
     """Ship trained weights: into models/weights, evaluated once on the test split, speed measured, card written."""
-    from training.config import ConfigError
-    from training.ship import ship
+    from srcube.training.config import ConfigError
+    from srcube.training.ship import ship
 
     try:
         out = ship(config, limits=list(limit or []), overwrite_report=overwrite_report)
@@ -363,9 +362,10 @@ def evaluate_cmd(
     """Evaluate a model against bicubic: over a split of real scenes (--split --task: PSNR against each band's
     own peak, SSIM, 95 % block-bootstrap intervals, opensr-test consistency and correctness, robustness
     table), on one raster (--image --wald), or on a training config's validation data (--data)."""
-    import models
-    from training.cli import evaluate
-    from training.config import ConfigError
+    from srcube.cli.training import evaluate
+    from srcube.training.config import ConfigError
+
+    from srcube import models
 
     try:
         evaluate(model, data=data, image=image, wald=wald, bands=[int(b) for b in bands.split(",")] if bands else None,

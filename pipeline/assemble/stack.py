@@ -30,17 +30,16 @@ import pystac
 import rasterio
 import xarray as xr
 from odc.geo.geobox import GeoBox
-
-from models import ModelSpec, SRModel
-from pipeline import harmonize as harm
-from pipeline.access import AccessDriver, AssetAccess, ReadSettings, with_access
-from pipeline.bands import BandInfo, asset_key
-from pipeline.errors import GeorefMismatchWarning, InvalidDataError
-from pipeline.grid import GridSpec, finer_geobox, utm_epsg
-from pipeline.params import BBox
-from pipeline.sensors import SENTINEL2, SensorProfile
-from pipeline.sharpening import resolve_sharpener
-from pipeline.sharpening import sharpen as sharpen_bands
+from srcube.models import ModelSpec, SRModel
+from srcube.pipeline.assemble import harmonize as harm
+from srcube.pipeline.assemble.grid import GridSpec, finer_geobox, utm_epsg
+from srcube.pipeline.errors import GeorefMismatchWarning, InvalidDataError
+from srcube.pipeline.params import BBox
+from srcube.pipeline.search.access import AccessDriver, AssetAccess, ReadSettings, with_access
+from srcube.pipeline.sensors import SENTINEL2, SensorProfile
+from srcube.pipeline.sensors.bands import BandInfo, asset_key
+from srcube.pipeline.sr.sharpening import resolve_sharpener
+from srcube.pipeline.sr.sharpening import sharpen as sharpen_bands
 
 log = logging.getLogger(__name__)
 

@@ -28,18 +28,16 @@ import numpy as np
 import torch
 import xarray as xr
 from odc.geo.geobox import GeoBox
-
-import models
-from models import ModelSpec, SRModel
-from models.sharpen import Sharpener
-from pipeline.errors import (
+from srcube.models import ModelSpec, SRModel
+from srcube.models.sharpen import Sharpener
+from srcube.pipeline.errors import (
     IncompatibleWeightsError,
     InvalidDataError,
     InvalidOptionError,
     UnknownModelError,
     as_pipeline_error,
 )
-from pipeline.infer import (
+from srcube.pipeline.sr.infer import (
     DEFAULT_TILE,
     InferenceSpec,
     _inference_spec,
@@ -49,7 +47,9 @@ from pipeline.infer import (
     input_geobox,
     resolve_model,
 )
-from pipeline.tiling import TileSpec, choose_tile
+from srcube.pipeline.sr.tiling import TileSpec, choose_tile
+
+from srcube import models
 
 #: registry kinds of band sharpeners: learned ones need weights, baselines build from the data's bands
 SHARPENER_KINDS = ("sharpen", "sharpen-baseline")

@@ -9,8 +9,7 @@ from affine import Affine
 from odc.geo import xy_
 from odc.geo.geobox import GeoBox
 from odc.geo.geom import box
-
-from pipeline.params import BBox
+from srcube.pipeline.params import BBox
 
 
 def utm_epsg(lon: float, lat: float) -> int:

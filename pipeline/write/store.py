@@ -35,9 +35,8 @@ import xarray as xr
 import zarr
 from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
-
-from pipeline.errors import IncompleteCubeError, NotACubeError, OutputExistsError, OutputNotWritableError
-from pipeline.lock import StoreLock
+from srcube.pipeline.errors import IncompleteCubeError, NotACubeError, OutputExistsError, OutputNotWritableError
+from srcube.pipeline.write.lock import StoreLock
 
 log = logging.getLogger(__name__)
 

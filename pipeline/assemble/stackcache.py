@@ -21,8 +21,7 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
-
-from pipeline.store import CubeStore
+from srcube.pipeline.write.store import CubeStore
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +60,7 @@ class StackCache:
 
         ``client`` is a dask.distributed Client, or None for the local threaded scheduler.
         """
-        from pipeline import __version__
+        from srcube.pipeline import __version__
 
         store = self.store(key)
         store.check_writable(overwrite=True)

@@ -31,13 +31,12 @@ import torch
 import xarray as xr
 from odc.geo.geobox import GeoBox
 from odc.geo.xr import xr_coords
-
-import models
-from models import ModelSpec, SRModel
-from models.consistency import Projection
-from models.interp import Interpolation, Lanczos
-from pipeline.cluster import usable_cores
-from pipeline.errors import (
+from srcube.models import ModelSpec, SRModel
+from srcube.models.consistency import Projection
+from srcube.models.interp import Interpolation, Lanczos
+from srcube.pipeline.assemble.grid import finer_geobox
+from srcube.pipeline.cluster import usable_cores
+from srcube.pipeline.errors import (
     IncompatibleWeightsError,
     InvalidDataError,
     InvalidOptionError,
@@ -45,9 +44,10 @@ from pipeline.errors import (
     UnsupportedScaleError,
     as_pipeline_error,
 )
-from pipeline.grid import finer_geobox
-from pipeline.params import safe_name
-from pipeline.tiling import TileSpec, choose_tile, crop_bounds
+from srcube.pipeline.params import safe_name
+from srcube.pipeline.sr.tiling import TileSpec, choose_tile, crop_bounds
+
+from srcube import models
 
 DEFAULT_TILE = 256
 BOUNDARIES = ("none", "reflect", "edge")
