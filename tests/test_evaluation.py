@@ -26,6 +26,8 @@ from .conftest import shared_path
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
 
+STALE = "README tables are stale: run python -m training.card --readme README.md"
+
 
 def texture(bands: int, h: int, w: int, seed: int = 0, cutoff: float = 0.08) -> torch.Tensor:
     """Periodic low-pass noise around 0.15 reflectance (std 0.05), float64, (bands, h, w)."""
@@ -287,7 +289,7 @@ def _synthetic_report(weights: Path) -> dict:
 
 def test_cards_and_the_readme_table_are_generated_from_test_reports(tmp_path):
     readme = (REPO / "README.md").read_text()
-    assert card.test_table_markdown() in readme, "README's test-split table is stale: run python -m training.card --readme README.md"
+    assert card.test_table_markdown() in readme, STALE
     assert card.test_table_markdown(tmp_path).count("\n") == 1  # no report: header only
     models.save_weights(models.build("elsr", scale=2), tmp_path / "tiny", trained=True,
                         training={"sensors": ["sentinel-2"], "data": "none"})

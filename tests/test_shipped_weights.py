@@ -13,6 +13,8 @@ from srcube import models
 SHIPPED = sorted(shipped_weights())
 TEN = ["B02", "B03", "B04", "B08"]
 
+STALE = "README tables are stale: run python -m training.card --readme README.md"
+
 
 def _report(name: str) -> dict:
     return json.loads((SHIPPED_DIR / f"{name}.test.json").read_text())
@@ -91,8 +93,8 @@ def test_the_readme_tables_are_the_reports():
     from srcube.training.card import defaults_markdown, test_table_markdown
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    assert test_table_markdown() in readme, "README's test-split table is stale: run python -m training.card --readme README.md"
-    assert defaults_markdown() in readme, "README's defaults table is stale: run python -m training.card --readme README.md"
+    assert test_table_markdown() in readme, STALE
+    assert defaults_markdown() in readme, STALE
 
 
 def test_update_readme_rewrites_only_between_the_markers(tmp_path):
@@ -168,5 +170,5 @@ def test_the_cross_band_default_super_resolves_four_bands_together():
     with torch.inference_mode():
         y = model(x)
     assert y.shape == (1, 4, 160, 160) and torch.isfinite(y).all()
-    with pytest.raises(Exception, match="band|channel"):
+    with pytest.raises(Exception, match=r"band|channel"):
         model(torch.rand(1, 3, 40, 40))
