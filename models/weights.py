@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import importlib.metadata
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -130,9 +131,9 @@ def save_weights(model: SRModel, path: str | Path, *, name: str | None = None, t
     tensors_path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(tensors_path), metadata={"format": FORMAT, "architecture": model.name})
-    try:
-        from srcube.pipeline import __version__ as version
-    except ImportError:  # models stays importable without the pipeline package
+    try:  # the installed distribution's version (models sits below the pipeline: it never imports it)
+        version = importlib.metadata.version("srcube")
+    except importlib.metadata.PackageNotFoundError:
         version = ""
     meta = WeightsMeta(
         name=name or tensors_path.stem, architecture=model.name, config=architecture_config(model),

@@ -26,7 +26,7 @@ from .conftest import shared_path
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
 
-STALE = "README tables are stale: run python -m training.card --readme README.md"
+STALE = "README tables are stale: run python -m srcube.training.card --readme README.md"
 
 
 def texture(bands: int, h: int, w: int, seed: int = 0, cutoff: float = 0.08) -> torch.Tensor:

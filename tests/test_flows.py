@@ -249,9 +249,9 @@ def test_served_deployment_run_deployment_completes(prefect_api, cluster_address
 
     params = {"bbox": BBOX, "dates": DATES, "out": str(tmp_path / "served-{start}.zarr")}
     env = {**os.environ, "SRCUBE_DASK_ADDRESS": cluster_address, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "srcube.flows.serve", "--name", "served", "--params", json.dumps(params)],
-                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
+    proc = subprocess.Popen([sys.executable, "-m", "srcube.flows.serve", "--name", "served",
+                             "--params", json.dumps(params)], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)
     try:
         deployment = _wait_for_deployment("srcube-region/served", proc)
         assert deployment.parameters["out"].endswith("served-{start}.zarr")

@@ -13,7 +13,7 @@ from srcube import models
 SHIPPED = sorted(shipped_weights())
 TEN = ["B02", "B03", "B04", "B08"]
 
-STALE = "README tables are stale: run python -m training.card --readme README.md"
+STALE = "README tables are stale: run python -m srcube.training.card --readme README.md"
 
 
 def _report(name: str) -> dict:

@@ -288,7 +288,7 @@ def update_readme(path: str | Path) -> list[str]:
     return changed
 
 
-if __name__ == "__main__":  # python -m training.card --readme README.md
+if __name__ == "__main__":  # python -m srcube.training.card --readme README.md
     import argparse
 
     parser = argparse.ArgumentParser(description="regenerate the README's tables from the shipped test reports")
