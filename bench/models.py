@@ -20,10 +20,10 @@ from pathlib import Path
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import torch  # noqa: E402
-from srcube.models.base import count_parameters  # noqa: E402
-from srcube.models.profile import macs_per_output_pixel  # noqa: E402
 
 from srcube import models  # noqa: E402
+from srcube.models.base import count_parameters  # noqa: E402
+from srcube.models.profile import macs_per_output_pixel  # noqa: E402
 
 
 def throughput(model, size: int, repeats: int) -> float:

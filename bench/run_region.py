@@ -41,6 +41,7 @@ def naive(items, bbox, bands, out: Path) -> float:
     import odc.stac
     import torch
     import xarray as xr
+
     from srcube.pipeline.assemble.stack import native_grid
 
     t0 = time.perf_counter()
@@ -65,6 +66,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from distributed import Client, LocalCluster
+
     from srcube.pipeline import run_region
     from srcube.pipeline.params import BBox, DateRange
     from srcube.pipeline.search import catalog as cat

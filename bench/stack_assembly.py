@@ -77,6 +77,7 @@ class RssSampler:
 def worker(kind: str, area: int, archive: str, out: str) -> dict:
     import dask
     import odc.stac
+
     from srcube.pipeline.assemble.stack import assemble, native_grid
     from srcube.pipeline.assemble.stackcache import StackCache
     from srcube.pipeline.params import BBox, DateRange

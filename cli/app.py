@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
 from rich.table import Table
+
 from srcube.pipeline import redact
 from srcube.pipeline.errors import SrcubeError
 
@@ -284,9 +285,8 @@ def export_onnx_cmd(
     allow_untrained: Annotated[bool, typer.Option(help="accept weights marked untrained")] = False,
 ) -> None:
     """Export a model to ONNX (dynamic batch and spatial axes) and check parity with onnxruntime."""
-    from srcube.models.onnx import export_onnx
-
     from srcube import models
+    from srcube.models.onnx import export_onnx
 
     try:
         net = models.load_model(model, scale=scale, allow_untrained=allow_untrained)
@@ -362,10 +362,9 @@ def evaluate_cmd(
     """Evaluate a model against bicubic: over a split of real scenes (--split --task: PSNR against each band's
     own peak, SSIM, 95 % block-bootstrap intervals, opensr-test consistency and correctness, robustness
     table), on one raster (--image --wald), or on a training config's validation data (--data)."""
+    from srcube import models
     from srcube.cli.training import evaluate
     from srcube.training.config import ConfigError
-
-    from srcube import models
 
     try:
         evaluate(model, data=data, image=image, wald=wald, bands=[int(b) for b in bands.split(",")] if bands else None,

@@ -68,9 +68,8 @@ def evaluate(model: str, *, data: Path | None = None, image: Path | None = None,
     * ``image`` + ``wald``: the Wald protocol on one raster (own-peak PSNR with intervals, quicklook);
     * ``data``: a training config's validation samples (PSNR against 1.0, as training logs it).
     """
-    from srcube.training import evaluation as ev
-
     from srcube import models
+    from srcube.training import evaluation as ev
 
     if split is not None:
         if split not in ("validation", "test"):

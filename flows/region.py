@@ -29,6 +29,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 from prefect.futures import wait
 from prefect.tasks import exponential_backoff
+
 from srcube.flows.settings import DaskSettings, ResultSettings
 from srcube.pipeline import redact
 from srcube.pipeline.errors import is_transient

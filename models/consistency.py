@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+
 from srcube.models.psf import SENSOR_PSF, Degradation, blur_decimate, sensor_degradation, spread_blur
 
 #: banded inverse: kernel taps each side of the diagonal (and rows treated as edge rows at each end)

@@ -8,8 +8,9 @@ computed at the input resolution.
 from __future__ import annotations
 
 import torch
-from srcube.models.base import SRModel
 from torch import nn
+
+from srcube.models.base import SRModel
 
 
 class ELSR(SRModel):

@@ -22,8 +22,9 @@ import math
 
 import torch
 import torch.nn.functional as F
-from srcube.models.base import SRModel
 from torch import nn
+
+from srcube.models.base import SRModel
 
 
 class _Residual(nn.Module):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+
 from srcube.models.base import SRModel
 
 #: input pixels each side an output pixel depends on (kernel half-width, rounded up)

@@ -18,8 +18,9 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from srcube.models.base import SRModel
 from torch import nn
+
+from srcube.models.base import SRModel
 
 
 class _Block(nn.Module):

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch import nn
+
 from srcube.models.base import SRModel
 from srcube.models.interp import Interpolation, Lanczos
-from torch import nn
 
 #: multiply-accumulates per output pixel and band of the interpolation baselines
 _INTERP_MACS = {"nearest": 0, "bilinear": 4, "bicubic": 16}

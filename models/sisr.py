@@ -17,8 +17,9 @@ import math
 
 import torch
 import torch.nn.functional as F
-from srcube.models.base import SRModel
 from torch import nn
+
+from srcube.models.base import SRModel
 
 
 def upsampling_steps(scale: int) -> list[int]:

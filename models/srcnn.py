@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from srcube.models.base import SRModel, bicubic_then_hr_reach
 from torch import nn
+
+from srcube.models.base import SRModel, bicubic_then_hr_reach
 
 
 class SRCNN(SRModel):

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
 from srcube.models.base import SRModel
 from srcube.models.errors import (
     IncompatibleWeightsError,

@@ -19,6 +19,8 @@ import dask.array as da
 import numpy as np
 import pystac
 import xarray as xr
+
+from srcube import models
 from srcube.models.consistency import Projection
 from srcube.models.psf import SENSOR_PSF
 from srcube.pipeline import redact as redact_mod
@@ -57,8 +59,6 @@ from srcube.pipeline.sr.infer import (
 from srcube.pipeline.sr.sharpening import SharpenChoice, choose_sharpener
 from srcube.pipeline.sr.tiling import TileSpec
 from srcube.pipeline.write.store import CubeStore
-
-from srcube import models
 
 log = logging.getLogger(__name__)
 

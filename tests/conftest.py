@@ -15,17 +15,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("SRCUBE_SHARED", REPO.parent / "shared"))
-
-
-def shared_path(*parts: str) -> Path:
-    """A path under ../shared/data, or skip the test with the reason."""
-    path = SHARED.joinpath("data", *parts)
-    if not path.exists():
-        pytest.skip(f"real data not available: {path} is absent (../shared is not beside the repo)")
-    return path
-
+from tests.support.helpers import REPO, S3_CREDS, shared_path  # noqa: F401
 
 # --- no network except loopback --------------------------------------------------------------
 
@@ -83,9 +73,6 @@ def dask_client() -> Iterator[object]:
 
 
 # --- an S3-compatible object store ------------------------------------------------------------
-
-S3_CREDS = {"AWS_ACCESS_KEY_ID": "testing-key-id", "AWS_SECRET_ACCESS_KEY": "testing-secret", "AWS_REGION": "us-east-1"}
-
 
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:

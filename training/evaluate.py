@@ -22,10 +22,10 @@ import numpy as np
 import rasterio
 import torch
 import torch.nn.functional as F
-from srcube.models.highresnet import masked_median
-from srcube.training.metrics import metric_table, summarize
 
 from srcube import models
+from srcube.models.highresnet import masked_median
+from srcube.training.metrics import metric_table, summarize
 
 
 def _stretch(img: np.ndarray, lo: float, hi: float) -> np.ndarray:

@@ -88,13 +88,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from srcube import models
 from srcube.models.psf import ROBUSTNESS, Degradation, sensor_degradation
 from srcube.models.sharpen import Sharpener
 from srcube.training.datasets.scenes import S2_10M, S2_20M, Scene, load_s2
 from srcube.training.datasets.scenes import scenes as task_scenes
 from srcube.training.metrics import ssim
-
-from srcube import models
 
 #: how every PSNR here is computed (written into reports)
 PEAK_CONVENTION = ("PSNR = 10 log10(peak^2 / MSE), peak = max of the reference band over the evaluated window "

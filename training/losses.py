@@ -17,8 +17,9 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from srcube.models.interp import lanczos_shift
 from torch import nn
+
+from srcube.models.interp import lanczos_shift
 
 
 def l1(sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:

@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from srcube import models
 from srcube.models.weights import SHIPPED_DIR, read_meta
 from srcube.training.card import card_lines_for_scenes, history_lines, probav_section, test_split_section
 from srcube.training.config import load_config
 from srcube.training.datasets.scenes import scenes
-
-from srcube import models
 
 
 def speed(weights: str | Path, *, size: int = 256, repeats: int = 3, threads: int = 2) -> dict[str, Any]:

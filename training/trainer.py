@@ -24,16 +24,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
+
+from srcube import models
 from srcube.models.highresnet import masked_median
 from srcube.models.sisr import Discriminator
 from srcube.models.weights import Normalisation, Normalized
 from srcube.training import losses
 from srcube.training.config import Config, ConfigError, portable
 from srcube.training.metrics import cpsnr, cssim, psnr, ssim
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
-
-from srcube import models
 
 log = logging.getLogger(__name__)
 

@@ -9,6 +9,7 @@ from affine import Affine
 from odc.geo import xy_
 from odc.geo.geobox import GeoBox
 from odc.geo.geom import box
+
 from srcube.pipeline.params import BBox
 
 

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import pystac
 import rasterio
+
 from srcube.pipeline.errors import HarmonizationWarning, InvalidDataError
 from srcube.pipeline.search.access import AssetAccess, ReadSettings, with_access
 

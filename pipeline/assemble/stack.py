@@ -30,6 +30,7 @@ import pystac
 import rasterio
 import xarray as xr
 from odc.geo.geobox import GeoBox
+
 from srcube.models import ModelSpec, SRModel
 from srcube.pipeline.assemble import harmonize as harm
 from srcube.pipeline.assemble.grid import GridSpec, finer_geobox, utm_epsg

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
+
 from srcube.pipeline.write.store import CubeStore
 
 log = logging.getLogger(__name__)

@@ -27,6 +27,7 @@ import numpy as np
 import pystac
 import rasterio
 from rasterio.windows import Window
+
 from srcube.pipeline.errors import AssetError, AssetsExcludedWarning
 from srcube.pipeline.redact import redact
 from srcube.pipeline.search.access import AssetAccess, ReadSettings, with_access

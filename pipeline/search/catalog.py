@@ -18,6 +18,8 @@ import pystac_client
 import requests
 from pystac_client.exceptions import APIError
 from pystac_client.stac_api_io import StacApiIO
+from urllib3.util.retry import Retry
+
 from srcube.pipeline.errors import (
     CatalogUnavailableError,
     EmptySearchError,
@@ -26,7 +28,6 @@ from srcube.pipeline.errors import (
 )
 from srcube.pipeline.params import BBox, DateRange
 from srcube.pipeline.sensors import SensorProfile, get_sensor, sensor_for_collection
-from urllib3.util.retry import Retry
 
 log = logging.getLogger(__name__)
 

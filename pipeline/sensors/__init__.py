@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pystac
+
 from srcube.pipeline.errors import UnknownSensorError
 from srcube.pipeline.sensors.base import SensorProfile
 from srcube.pipeline.sensors.probav import PROBAV

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pystac
+
 from srcube.pipeline.errors import UnknownBandError
 
 

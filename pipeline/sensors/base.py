@@ -7,6 +7,7 @@ from typing import ClassVar
 
 import pystac
 import xarray as xr
+
 from srcube.pipeline.sensors.bands import BandVocabulary
 
 

@@ -35,6 +35,7 @@ import xarray as xr
 from affine import Affine
 from odc.geo.geobox import GeoBox
 from odc.geo.xr import xr_coords
+
 from srcube.pipeline.errors import InvalidDataError
 from srcube.pipeline.sensors.bands import BandInfo, BandVocabulary
 from srcube.pipeline.sensors.base import SensorProfile

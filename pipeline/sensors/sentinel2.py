@@ -20,6 +20,7 @@ from typing import ClassVar
 
 import pystac
 import xarray as xr
+
 from srcube.pipeline.sensors.bands import BandInfo, BandVocabulary
 from srcube.pipeline.sensors.base import SensorProfile
 

@@ -31,6 +31,8 @@ import torch
 import xarray as xr
 from odc.geo.geobox import GeoBox
 from odc.geo.xr import xr_coords
+
+from srcube import models
 from srcube.models import ModelSpec, SRModel
 from srcube.models.consistency import Projection
 from srcube.models.interp import Interpolation, Lanczos
@@ -46,8 +48,6 @@ from srcube.pipeline.errors import (
 )
 from srcube.pipeline.params import safe_name
 from srcube.pipeline.sr.tiling import TileSpec, choose_tile, crop_bounds
-
-from srcube import models
 
 DEFAULT_TILE = 256
 BOUNDARIES = ("none", "reflect", "edge")

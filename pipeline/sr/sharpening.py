@@ -28,6 +28,8 @@ import numpy as np
 import torch
 import xarray as xr
 from odc.geo.geobox import GeoBox
+
+from srcube import models
 from srcube.models import ModelSpec, SRModel
 from srcube.models.sharpen import Sharpener
 from srcube.pipeline.errors import (
@@ -48,8 +50,6 @@ from srcube.pipeline.sr.infer import (
     resolve_model,
 )
 from srcube.pipeline.sr.tiling import TileSpec, choose_tile
-
-from srcube import models
 
 #: registry kinds of band sharpeners: learned ones need weights, baselines build from the data's bands
 SHARPENER_KINDS = ("sharpen", "sharpen-baseline")

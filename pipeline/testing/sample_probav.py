@@ -23,6 +23,7 @@ import numpy as np
 import pystac
 import rasterio
 from rasterio.transform import from_origin
+
 from srcube.pipeline.sensors.probav import LR_DEG, write_png
 from srcube.pipeline.testing.sample import _blur, _fractal, _smooth
 

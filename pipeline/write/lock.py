@@ -26,6 +26,7 @@ from types import TracebackType
 from typing import Any
 
 from fsspec.implementations.local import LocalFileSystem
+
 from srcube.pipeline.errors import SrcubeWarning, StoreLockedError
 
 log = logging.getLogger(__name__)

@@ -35,6 +35,7 @@ import xarray as xr
 import zarr
 from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
+
 from srcube.pipeline.errors import IncompleteCubeError, NotACubeError, OutputExistsError, OutputNotWritableError
 from srcube.pipeline.write.lock import StoreLock
 

@@ -17,6 +17,7 @@ import numpy as np
 import rasterio
 import torch
 from rasterio.transform import from_origin
+
 from srcube.pipeline.testing.sample import _blur, _fractal
 from srcube.training.datasets.worldstrat import LR_BANDS
 

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from srcube.pipeline.sensors.probav import KelvinsImgset, list_imgsets, read_imgset, read_norm
 from torch.utils.data import Dataset
+
+from srcube.pipeline.sensors.probav import KelvinsImgset, list_imgsets, read_imgset, read_norm
 
 
 class KelvinsDataset(Dataset):

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset
+
 from srcube.models.psf import Degradation, random_degradation, sensor_degradation
 from srcube.training.datasets.scenes import Scene, load_s2
-from torch.utils.data import Dataset
 
 
 class _Epoch(Dataset):

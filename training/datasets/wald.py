@@ -22,8 +22,9 @@ import numpy as np
 import rasterio
 import torch
 import xarray as xr
-from srcube.training.degrade import S2_MTF_AT_NYQUIST, degrade
 from torch.utils.data import Dataset
+
+from srcube.training.degrade import S2_MTF_AT_NYQUIST, degrade
 
 
 @dataclass

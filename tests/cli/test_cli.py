@@ -1,0 +1,153 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from srcube.cli.app import app
+from srcube.pipeline.errors import IncompleteCubeError
+from srcube.pipeline.testing import sample
+from srcube.pipeline.write.store import CubeStore, open_cube
+
+runner = CliRunner()
+BBOX = ",".join(map(str, sample.DEFAULT_BBOX))
+
+
+def test_catalogs_and_models_commands():
+    res = runner.invoke(app, ["catalogs"], env={"COLUMNS": "250"})
+    assert res.exit_code == 0
+    for name in ("earth-search", "planetary-computer", "cdse", "terrascope", "proba-v-s1-toc-333m (proba-v)"):
+        assert name in res.output
+    res = runner.invoke(app, ["models"])
+    assert res.exit_code == 0 and "bicubic" in res.output
+
+
+def test_run_rejects_bad_input_with_a_clear_message(tmp_path):
+    out = tmp_path / "x.zarr"
+    res = runner.invoke(app, ["run", "--bbox", "4.5,51.4,4.4,51.5", "--dates", DATES_OK, "--out", str(out)])
+    assert res.exit_code == 2 and "error:" in res.output and "antimeridian" in res.output
+    res = runner.invoke(app, ["run", "--bbox", BBOX, "--dates", "2024-06-01/2024-05-01", "--out", str(out)])
+    assert res.exit_code == 2 and "reversed" in res.output
+    assert not out.exists()
+
+
+DATES_OK = sample.DEFAULT_DATES
+
+
+def test_run_options_for_clearance_and_reflectance_rules_are_checked(tmp_path):
+    out = tmp_path / "x.zarr"
+    base = ["run", "--bbox", BBOX, "--dates", DATES_OK, "--out", str(out)]
+    res = runner.invoke(app, [*base, "--clear-classes", "4,5,x"], env={"COLUMNS": "200"})
+    assert res.exit_code == 2 and "clear_classes" in res.output
+    res = runner.invoke(app, [*base, "--harmonize", "date"], env={"COLUMNS": "200"})
+    assert res.exit_code == 2 and "harmonize" in res.output and "baseline" in res.output
+    res = runner.invoke(app, [*base, "--max-pixels", "1000"], env={"COLUMNS": "200"})
+    assert res.exit_code == 2 and "--yes" in res.output
+    assert not out.exists()
+
+
+def test_info_on_a_missing_cube(tmp_path):
+    res = runner.invoke(app, ["info", str(tmp_path / "nothing.zarr")])
+    assert res.exit_code == 2 and "no srcube cube" in res.output
+
+
+def _srcube(*args: str) -> list[str]:
+    return [sys.executable, "-m", "srcube.cli", *args]
+
+
+@pytest.mark.integration
+def test_demo_command_end_to_end(sample_dir, tmp_path):
+    out = tmp_path / "demo.zarr"
+    proc = subprocess.run(_srcube("demo", "--out", str(out)), capture_output=True, text=True, timeout=240,
+                          env={**os.environ, "COLUMNS": "200"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for text in ("12 items found", "too cloudy", "time=4, band=4, y=1188, x=1252", "2.5 m", str(out)):
+        assert text in proc.stdout
+    ds = open_cube(str(out))
+    assert ds.attrs["complete"] is True
+    res = runner.invoke(app, ["info", str(out)], env={"COLUMNS": "200"})
+    assert res.exit_code == 0
+    for text in ("complete", "64 / 64", "EPSG:32631, 2.5 m", "B02, B03, B04, B08", "bicubic x4"):
+        assert text in res.output
+
+
+RUN_ARGS = ("run", "--bbox", BBOX, "--dates", "2024-06-12/2024-06-22", "--bands", "B04,B08", "--tile", "128",
+            "--workers", "1")
+
+
+def _start_run(out: Path) -> subprocess.Popen[str]:
+    # one worker and 45 chunk writes over seconds: the run is surely still writing when killed
+    return subprocess.Popen(_srcube(*RUN_ARGS, "--out", str(out)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+
+
+def _wait_for_first_chunk(out: Path, proc: subprocess.Popen[str], timeout: float = 120.0) -> None:
+    # a chunk counts once the manifest records it (its data file lands just before)
+    deadline = time.monotonic() + timeout
+    store = CubeStore(str(out))
+
+    def recorded() -> int:
+        try:
+            counts = store.chunk_counts("reflectance") if store.status() == "incomplete" else None
+        except (OSError, ValueError, KeyError):
+            return 0
+        return counts[0] if counts else 0
+
+    while recorded() < 1:
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended before writing: {proc.stderr.read()[-2000:]}")
+        assert time.monotonic() < deadline, "the run never wrote its template"
+        time.sleep(0.05)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_interrupted_run_leaves_no_complete_cube(sample_dir, dask_client, tmp_path, sig):
+    out = tmp_path / "killed.zarr"
+    proc = _start_run(out)
+    try:
+        _wait_for_first_chunk(out, proc)
+        os.killpg(proc.pid, sig)  # like kill -9 of the job, or Ctrl-C in its terminal
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130
+        assert "not marked complete" in " ".join(proc.stderr.read().split())
+    store = CubeStore(str(out))
+    assert store.status() == "incomplete"
+    written, expected = store.chunk_counts("reflectance")
+    assert 0 < written < expected
+    with pytest.raises(IncompleteCubeError):
+        open_cube(str(out))
+    res = runner.invoke(app, ["info", str(out)], env={"COLUMNS": "200"})
+    assert res.exit_code == 0 and "incomplete" in res.output
+    assert json.loads(json.dumps(store.attrs()))["complete"] is False
+    if sig == signal.SIGKILL:
+        # the same command again resumes: exactly the chunks missing from the manifest are computed
+        done = {name: len(store.done(name)) for name in store.expected()}
+        missing = sum(store.expected().values()) - sum(done.values())
+        again = subprocess.run(_srcube(*RUN_ARGS, "--out", str(out)), capture_output=True, text=True, timeout=240)
+        assert again.returncode == 0, again.stderr[-2000:]
+        resumed = open_cube(str(out))
+        last = resumed.attrs["last_run"]
+        assert last["resumed"] is True and 0 < missing < sum(resumed.attrs["chunk_manifest"].values())
+        assert last["chunk_writes"] == missing, (last, done)
+        assert f"resumed: {missing} of {sum(resumed.attrs['chunk_manifest'].values())} chunks" in " ".join(
+            again.stdout.split())
+        # and the cube is the one an uninterrupted run makes, chunk for chunk
+        # (made in this process on the shared cluster: the chunks do not depend on who computes them)
+        from srcube.pipeline import run_region
+
+        reference = run_region(sample.DEFAULT_BBOX, "2024-06-12/2024-06-22", bands=["B04", "B08"], tile=128,
+                               out=str(tmp_path / "fresh.zarr"), client=dask_client)
+        for name in ("reflectance", "clear", "clear_count"):
+            assert resumed[name].equals(reference[name]), name
+        assert not (out / ".srcube").exists()
