@@ -73,7 +73,13 @@ def ship(config: str | Path, *, limits: list[str] | None = None, overwrite_repor
     dst = weights_dir / name
     for suffix in (".safetensors", ".json"):
         shutil.copyfile(src.with_suffix(suffix), dst.with_suffix(suffix))
-    report = write_test_report(dst.with_suffix(".json"), cfg.data.task, overwrite=overwrite_report)
+    from training.evaluation import report_path
+
+    report = report_path(dst)
+    reported = report.exists() and json.loads(report.read_text()).get("weights_sha256") == read_meta(dst.with_suffix(
+        ".json")).sha256
+    if overwrite_report or not reported:  # the test split is reported once per weights: shipping again keeps it
+        report = write_test_report(dst.with_suffix(".json"), cfg.data.task, overwrite=overwrite_report)
     fast = speed(dst.with_suffix(".json"))
     history = run / "metrics.csv"
     text = model_card(dst.with_suffix(".json"), limits or [], history if history.exists() else None, fast)

@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from srcube import models
 from srcube.cli.app import app
 from srcube.pipeline.errors import IncompleteCubeError
 from srcube.pipeline.testing import sample
@@ -72,8 +74,12 @@ def test_demo_command_end_to_end(sample_dir, tmp_path):
     assert ds.attrs["complete"] is True
     res = runner.invoke(app, ["info", str(out)], env={"COLUMNS": "200"})
     assert res.exit_code == 0
-    for text in ("complete", "64 / 64", "EPSG:32631, 2.5 m", "B02, B03, B04, B08", "bicubic x4"):
+    for text in ("complete", "EPSG:32631, 2.5 m", "B02, B03, B04, B08", f"{ds.attrs['model']} x4"):
         assert text in res.output
+    written = re.search(r"chunks written\s*│\s*(\d+) / (\d+)", res.output)
+    assert written and written[1] == written[2] and int(written[1]) > 0
+    auto = models.default_model("sentinel-2", 4, bands=["B02", "B03", "B04", "B08"])  # model="auto"
+    assert ds.attrs["model"] == ("bicubic" if auto == "bicubic" else models.load_model(auto).name)
 
 
 RUN_ARGS = ("run", "--bbox", BBOX, "--dates", "2024-06-12/2024-06-22", "--bands", "B04,B08", "--tile", "128",
