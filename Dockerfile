@@ -34,6 +34,8 @@ COPY pipeline/ pipeline/
 COPY flows/ flows/
 COPY models/ models/
 COPY training/ training/
+COPY cli/ cli/
+COPY srcube/ srcube/
 
 # Editable install: the code stays at /opt/srcube, where prefect.yaml's Kubernetes pull step runs
 # flows from (srcube.flows.region is imported by name on the Dask workers too). The flows extra brings bokeh

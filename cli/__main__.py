@@ -1,5 +1,5 @@
 """python -m srcube.cli"""
 
-from srcube.cli.app import main
+from srcube.cli.commands import main
 
 main()

@@ -33,6 +33,7 @@ from prefect.tasks import exponential_backoff
 from srcube.flows.settings import DaskSettings, ResultSettings
 from srcube.pipeline import redact
 from srcube.pipeline.errors import is_transient
+from srcube.pipeline.options import RunOptions
 from srcube.pipeline.params import BBox, DateRange
 from srcube.pipeline.region import RegionJob
 from srcube.pipeline.write.store import CubeStore
@@ -230,7 +231,7 @@ def reference_day() -> dt.date:
 
 def build_request(bbox: Sequence[float] | str, dates: str | Sequence[str], catalog: str, collection: str | None,
                   bands: Sequence[str] | None, model: str, scale: int | None, out: str,
-                  options: dict[str, Any] | None, today: dt.date | None = None) -> Request:
+                  options: Mapping[str, Any] | None, today: dt.date | None = None) -> Request:
     """The flow's parameters as a concrete, validated request: relative dates resolved, ``{start}``,
     ``{end}`` and ``{bbox}`` in ``out`` filled in. Raises srcube's typed errors on bad input."""
     from srcube.pipeline.errors import InvalidOptionError
@@ -283,20 +284,22 @@ def _markdown(req: Request, final: dict[str, Any], start: dict[str, Any], summar
       validate_parameters=True)
 def region_flow(bbox: list[float] | str, dates: str | list[str] = "last 30 days", catalog: str = "sample",
                 collection: str | None = None, bands: list[str] | None = None, model: str = "auto",
-                scale: int | None = None, out: str = "srcube.zarr", options: dict[str, Any] | None = None,
+                scale: int | None = None, out: str = "srcube.zarr", options: RunOptions | None = None,
                 batch_chunks: int = 8, inject_failure_at_batch: int | None = None) -> dict[str, Any]:
     """Super-resolve ``bbox`` over ``dates`` into the zarr cube ``out``, as Prefect tasks on Dask.
 
     dates: ``YYYY-MM-DD/YYYY-MM-DD`` or a window ending on the run's scheduled day ("last 30
     days", "last 2 weeks", "yesterday"). out: local path or URL (``s3://...``); may contain
-    ``{start}``, ``{end}``, ``{bbox}``. options: :class:`pipeline.region.RunOptions` fields.
+    ``{start}``, ``{end}``, ``{bbox}``. options: :class:`srcube.pipeline.options.RunOptions` (the flow's
+    parameter schema lists every option with its help text and choices).
     batch_chunks: output locations per write task. inject_failure_at_batch: failure drill
     (that batch writes half of its chunks and fails).
     """
     t0 = time.perf_counter()
     redact.install()
     logger = get_run_logger()
-    req = build_request(bbox, dates, catalog, collection, bands, model, scale, out, options)
+    req = build_request(bbox, dates, catalog, collection, bands, model, scale, out,
+                        options.given() if isinstance(options, RunOptions) else options)
     logger.info("request %s %s on %s with %s -> %s", req["bbox"], req["dates"], catalog, model, req["out"])
     # one writer per store: the flow process holds the output's lock while its tasks write
     with _prepare(req).locked():

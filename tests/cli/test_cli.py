@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from srcube import models
-from srcube.cli.app import app
+from srcube.cli.commands import app
 from srcube.pipeline.errors import IncompleteCubeError
 from srcube.pipeline.testing import sample
 from srcube.pipeline.write.store import CubeStore, open_cube
@@ -157,3 +157,47 @@ def test_interrupted_run_leaves_no_complete_cube(sample_dir, dask_client, tmp_pa
         for name in ("reflectance", "clear", "clear_count"):
             assert resumed[name].equals(reference[name]), name
         assert not (out / ".srcube").exists()
+
+
+def test_every_run_option_is_an_option_of_srcube_run_with_the_models_help_and_choices():
+    import typer
+
+    from srcube.pipeline.options import RunOptions, choices
+
+    cmd = typer.main.get_command(app).commands["run"]
+    params = {p.name: p for p in cmd.params}
+    for name, f in RunOptions.model_fields.items():
+        if name == "progress":  # srcube run always shows progress
+            continue
+        assert name in params, f"RunOptions.{name} is not reachable from srcube run"
+        assert f.description in (params[name].help or ""), name
+        if choices(name):  # a choice on the command line: another value is refused with the choices listed
+            flag = params[name].opts[0]
+            res = runner.invoke(app, ["run", "--bbox", "4.4,51.4,4.5,51.5", "--dates", "2024-05-01/2024-05-10",
+                                      "--out", "x.zarr", flag, "not-a-choice"], env={"COLUMNS": "300"})
+            text = " ".join(res.output.split())
+            assert res.exit_code == 2 and f"Invalid value for '{flag}'" in text, text
+            assert all(repr(c) in text for c in choices(name)), text
+
+
+def test_srcube_version():
+    from srcube.pipeline import __version__
+
+    res = runner.invoke(app, ["--version"])
+    assert res.exit_code == 0 and res.output.strip() == f"srcube {__version__}"
+
+
+def test_run_passes_every_kind_of_option_through(monkeypatch, tmp_path):
+    """Options of each kind typed on the command line reach run_region as the options model wants them."""
+    import srcube.cli.commands as commands
+
+    seen = {}
+    monkeypatch.setattr(commands, "_run", lambda out, summary, **kw: seen.update(kw, out=out))
+    res = runner.invoke(app, ["run", "--bbox", "4.4,51.4,4.5,51.5", "--dates", "2024-05-01/2024-05-10",
+                              "--out", str(tmp_path / "c.zarr"), "--bands", "B04,B08", "--dtype", "int16",
+                              "--clear-classes", "4,5", "--storage-option", "anon=true", "--storage-option",
+                              "endpoint=http://x", "--no-consistency", "--workers", "2", "--min-clear", "0.3"])
+    assert res.exit_code == 0, res.output
+    assert seen["bands"] == ["B04", "B08"] and seen["dtype"] == "int16" and seen["clear_classes"] == [4, 5]
+    assert seen["storage_options"] == {"anon": True, "endpoint": "http://x"} and seen["consistency"] is False
+    assert seen["n_workers"] == 2 and seen["min_clear"] == 0.3 and "harmonize" not in seen  # defaults stay unset

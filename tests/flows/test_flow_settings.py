@@ -184,3 +184,24 @@ def test_write_batches_cover_every_chunk_once_and_keep_locations_together(sample
         assert all(("reflectance", *w[1:]) in where for w in where if w[0] == "clear")
     with pytest.raises(InvalidOptionError):
         job.batches(0)
+
+
+def test_the_flow_parameter_schema_is_the_run_options_model():
+    """Prefect's parameter schema of the flow (deployments, the UI's run form) lists every run option with the
+    model's help text, default, bounds and choices: it is generated from RunOptions, not written twice."""
+    from prefect.utilities.callables import parameter_schema
+
+    from srcube.flows.region import region_flow
+    from srcube.pipeline.options import RunOptions, choices
+
+    schema = parameter_schema(region_flow.fn).model_dump()
+    props = schema["definitions"]["RunOptions"]["properties"]
+    assert set(props) == set(RunOptions.model_fields)
+    for name, f in RunOptions.model_fields.items():
+        assert props[name]["description"] == f.description
+        if choices(name):
+            values = props[name].get("enum") or [v for alt in props[name].get("anyOf", []) for v in alt.get("enum", [])]
+            assert values == list(choices(name)), name
+    assert props["min_clear"]["minimum"] == 0 and props["min_clear"]["maximum"] == 1
+    assert RunOptions(**{"dtype": "int16", "clear_classes": [4, 5]}).given() == {"dtype": "int16",
+                                                                                "clear_classes": [4, 5]}

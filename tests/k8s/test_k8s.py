@@ -664,9 +664,13 @@ def test_dockerfile():
     assert ("ARG", 'TORCH_INDEX_URL=""') in ins
     assert ("WORKDIR", "/opt/srcube") in ins
     copied = " ".join(rest for op, rest in ins if op == "COPY")
-    for path in ("pipeline/", "flows/", "models/", "training/", "pyproject.toml", "README.md", "constraints.txt",
-                 "prefect.yaml"):
-        assert path in copied, path
+    # every folder the package is installed from (pyproject's package-dir), so `pip install .` in the image
+    # builds the same srcube namespace as here
+    import tomllib
+
+    folders = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"].values())
+    for path in (*(f"{d}/" for d in sorted(folders)), "pyproject.toml", "README.md", "constraints.txt", "prefect.yaml"):
+        assert path in copied.split(), path
     users = [rest for op, rest in ins if op == "USER"]
     assert users and users[-1].split(":")[0] not in ("root", "0")
     assert users[-1].split(":")[0] == "1000", "the manifests run as uid 1000"
@@ -682,6 +686,7 @@ def test_dockerignore():
                if line.strip() and not line.startswith("#")}
     for needed in (".venv", ".git", "runs", ".pytest_cache", "**/*.zarr"):
         assert needed in entries, needed
-    for kept in ("pipeline", "flows", "models", "training", "pyproject.toml", "README.md", "constraints.txt",
+    for kept in ("pipeline", "flows", "models", "training", "cli", "srcube", "pyproject.toml", "README.md",
+                 "constraints.txt",
                  "prefect.yaml"):
         assert kept not in entries, kept

@@ -287,7 +287,7 @@ def test_cli_models_and_export(tmp_path):
     pytest.importorskip("onnxruntime", reason="onnx extra not installed")
     from typer.testing import CliRunner
 
-    from srcube.cli.app import app
+    from srcube.cli.commands import app
 
     runner = CliRunner()
     res = runner.invoke(app, ["models"], env={"COLUMNS": "220"})

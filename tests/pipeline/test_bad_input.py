@@ -29,9 +29,12 @@ from hypothesis import strategies as st
 from rich.console import Console
 from typer.testing import CliRunner
 
-from srcube import cli, models
+import srcube.cli.commands as cli
+from srcube import models
 from srcube.pipeline import errors, run_region, super_resolve
 from srcube.pipeline import region as region_mod
+from srcube.pipeline.options import RunOptions
+from srcube.pipeline.options import choices as option_choices
 from srcube.pipeline.params import BBox, DateRange, check_region_size, output_shape, safe_name
 from srcube.pipeline.search import catalog as cat
 from srcube.pipeline.testing import sample
@@ -137,6 +140,8 @@ CASES: dict[str, Case] = {
                          r"Ask for reflectance bands"),
     "band-traversal": Case({"bands": ["../../B04"]}, errors.UnknownBandError,
                            r"band '\.\./\.\./B04' is not a valid name", r"use letters, digits"),
+    "band-twice": Case({"bands": ["B04", "B04"]}, errors.InvalidOptionError, r"name 'B04' twice",
+                       r"ask for each band once"),
     "band-with-newline": Case({"bands": ["B04\n"]}, errors.UnknownBandError, r"band 'B04\\n' is not a valid name",
                               r"use letters, digits"),
     # models and weights
@@ -386,8 +391,14 @@ def test_cli(case_env: tuple[Case, dict[str, Any], Path], guard: dict[str, int])
     text = res.output
     assert res.exit_code == 2, text
     assert isinstance(res.exception, SystemExit) and "Traceback" not in text
-    assert "error: " in text, text
-    _check_message(case, text.split("error: ", 1)[1].strip())
+    choice = next((k for k in kw if k in RunOptions.model_fields and option_choices(k)), None)
+    if choice is not None:  # a choice option: the command line itself refuses the value and lists the choices
+        flat = " ".join(text.split())
+        assert f"Invalid value for '--{choice.replace('_', '-')}'" in flat, text
+        assert all(repr(c) in flat for c in option_choices(choice) or ()), text
+    else:
+        assert "error: " in text, text
+        _check_message(case, text.split("error: ", 1)[1].strip())
     assert _snapshot(tmp) == before, "something was written"
     assert guard["catalog"] == (1 if case.catalog else 0)
 

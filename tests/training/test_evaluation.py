@@ -14,7 +14,7 @@ import torch
 from typer.testing import CliRunner
 
 from srcube import models
-from srcube.cli.app import app
+from srcube.cli.commands import app
 from srcube.models.psf import ROBUSTNESS, sensor_degradation
 from srcube.training import card
 from srcube.training import evaluation as ev

@@ -12,7 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 from srcube import models
-from srcube.cli.app import app
+from srcube.cli.commands import app
 from srcube.pipeline.testing.sample_probav import write_kelvins
 from srcube.training.config import ConfigError, parse_config
 from srcube.training.datasets import (

@@ -247,7 +247,7 @@ def test_multi_frame_and_bad_values_are_refused_before_work(tmp_path):
 def test_the_cli_passes_the_option(tmp_path):
     from typer.testing import CliRunner
 
-    from srcube.cli.app import app
+    from srcube.cli.commands import app
 
     hrn = tmp_path / "hrn.safetensors"
     models.save_weights(models.build("highresnet", scale=4, **TINY["highresnet"]), hrn, trained=False)

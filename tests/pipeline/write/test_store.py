@@ -70,7 +70,7 @@ def test_a_run_stopped_inside_the_template_is_reported(tmp_path):
     import zarr
     from typer.testing import CliRunner
 
-    from srcube.cli.app import app
+    from srcube.cli.commands import app
 
     out = tmp_path / "t.zarr"
     zarr.open_group(str(out), mode="w", zarr_format=3).attrs.update({"srcube_version": "x", "complete": False})

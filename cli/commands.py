@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import enum
+import inspect
 import json
 import logging
 import sys
@@ -22,6 +24,20 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="srcube: super-resolved, analysis-ready data cubes from satellite archives.")
 console = Console()
 err_console = Console(stderr=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from srcube.pipeline import __version__
+
+        console.print(f"srcube {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="print the version and exit")] = False) -> None:
+    """srcube: super-resolved, analysis-ready data cubes from satellite archives."""
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -98,64 +114,114 @@ def _run(out: str, print_summary: bool, **kwargs: Any) -> None:
         console.print(f"[bold]cube[/]: {Path(out).resolve() if '://' not in out else out}")
 
 
-@app.command()
-def run(
-    bbox: Annotated[str, typer.Option(help="min_lon,min_lat,max_lon,max_lat (EPSG:4326)")],
-    dates: Annotated[str, typer.Option(help="YYYY-MM-DD/YYYY-MM-DD (inclusive)")],
-    out: Annotated[str, typer.Option(help="output zarr path or fsspec URL")],
-    catalog: Annotated[str, typer.Option(help="profile name (see `srcube catalogs`) or STAC API URL")] = "sample",
-    collection: Annotated[str | None, typer.Option(help="collection id (default: the profile's)")] = None,
-    bands: Annotated[str | None, typer.Option(help="comma-separated bands, e.g. B02,B03,B04,B08")] = None,
-    model: Annotated[str, typer.Option(help="model name (see `srcube models`); auto: the shipped model that "
-                                               "beats bicubic on its test split, else bicubic")] = "auto",
-    scale: Annotated[int | None, typer.Option(help="upscaling factor (default: the weights', or 4)")] = None,
-    min_clear: Annotated[float, typer.Option(help="drop frames with a smaller clear fraction")] = 0.5,
-    clear_classes: Annotated[str | None, typer.Option(
-        help="comma-separated QA classes counted as clear, e.g. 4,5,6,11 (default: the sensor's)")] = None,
-    harmonize: Annotated[str | None, typer.Option(
-        help="Sentinel-2 reflectance rules: baseline (default), raster or none")] = None,
-    resolution: Annotated[float | None, typer.Option(
-        help="input grid resolution in grid units (default: the bands' finest native)")] = None,
-    max_pixels: Annotated[float, typer.Option(help="refuse larger outputs (pixels per band and date) without --yes")
-                          ] = 1e9,
-    sharpen: Annotated[str, typer.Option(
-        help="Sentinel-2 20 m bands on the 10 m grid: auto (the shipped learned sharpener if it qualifies, else hpf), "
-             "bilinear (plain resampling), hpf, or sharpener weights (path or shipped name)")] = "auto",
-    window: Annotated[str | None, typer.Option(help="multi-frame composite window, e.g. 30D (default: all)")] = None,
-    n_views: Annotated[int | None, typer.Option(help="views per window (multi-frame)")] = None,
-    min_views: Annotated[int, typer.Option(help="fewer usable frames: pad or drop the window")] = 1,
-    short_windows: Annotated[str, typer.Option(help="pad or drop windows below min_views")] = "pad",
-    stack_cache: Annotated[str | None, typer.Option(help="folder of cached stacks (zarr)")] = None,
-    tile: Annotated[int | None, typer.Option(help="input tile size in pixels (default 256, or 4 x the margin)")] = None,
-    dtype: Annotated[str, typer.Option(help="float32 or int16 (scaled by 1e-4)")] = "float32",
-    max_cloud_cover: Annotated[float | None, typer.Option(help="skip items above this eo:cloud_cover %")] = None,
-    workers: Annotated[int | None, typer.Option(help="LocalCluster workers (default: cores, max 4)")] = None,
-    scheduler: Annotated[str | None, typer.Option(help="address of an existing Dask scheduler")] = None,
-    overwrite: Annotated[bool, typer.Option(help="replace a complete cube at --out")] = False,
-    allow_untrained: Annotated[bool, typer.Option(help="accept weights marked untrained")] = False,
-    consistency: Annotated[bool | None, typer.Option(
-        "--consistency/--no-consistency",
-        help="project each SR tile so the sensor PSF degradation gives back the input, and write the consistency "
-             "layer (default: on for learned single-image models, off for interpolation and multi-frame)")] = None,
-    lock_wait: Annotated[float, typer.Option(help="seconds to wait for another run writing --out")] = 0.0,
-    fail_on_error: Annotated[bool, typer.Option(help="fail on unusable assets instead of leaving items out")] = False,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="run a region above max_pixels (1e9 output pixels)")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
-) -> None:
-    """Super-resolve a region and date range into a zarr cube."""
-    _setup_logging(verbose)
+# --- srcube run: its options generated from RunOptions ----------------------------------------------
+
+#: option name -> CLI flags where they differ from --name-with-dashes
+_FLAGS: dict[str, tuple[str, ...]] = {"n_workers": ("--workers", "--n-workers"), "yes": ("--yes", "-y")}
+#: run_region's own arguments on the command line (before the options)
+_ARGS = [
+    ("bbox", str, ..., "min_lon,min_lat,max_lon,max_lat (EPSG:4326)"),
+    ("dates", str, ..., "YYYY-MM-DD/YYYY-MM-DD (inclusive), or 'last 30 days'"),
+    ("out", str, ..., "output zarr path or fsspec URL"),
+    ("catalog", str, "sample", "profile name (see `srcube catalogs`) or STAC API URL"),
+    ("collection", str | None, None, "collection id (default: the profile's)"),
+    ("bands", str | None, None, "comma-separated bands, e.g. B02,B03,B04,B08"),
+    ("model", str, "auto", "model name (see `srcube models`) or weights; auto: the shipped model that beats "
+                           "bicubic on its test split, else bicubic"),
+    ("scale", int | None, None, "upscaling factor (default: the weights', or 4)"),
+]
+#: options the command sets itself
+_NOT_ON_CLI = {"progress"}
+
+
+def _cli_param(name: str) -> inspect.Parameter:
+    """The typer parameter of one RunOptions field: type, default, help and choices from the model."""
+    from srcube.pipeline.options import RunOptions, choices
+
+    f = RunOptions.model_fields[name]
+    text = str(f.annotation)
+    nullable = "None" in text
+    flags = _FLAGS.get(name, ("--" + name.replace("_", "-"),))
+    default = f.default
+    kwargs: dict[str, Any] = {"help": f.description, "show_default": default is not None}
+    allowed = choices(name)
+    if allowed:  # a choice: typer lists the values and refuses others
+        kind: Any = enum.StrEnum(f"{name}_choice", {f"v{i}": a for i, a in enumerate(allowed)})  # type: ignore[misc]
+    elif "tuple" in text:  # QA classes: "4,5,6"
+        kind, kwargs["help"] = str, f"{f.description} (comma-separated)"
+    elif "dict" in text:  # storage options: --storage-option key=value, repeatable
+        kind, flags = list[str], ("--storage-option",)
+        kwargs["help"] = f"{f.description}: KEY=VALUE, repeatable (VALUE as JSON where it parses)"
+        default = None
+    elif "bool" in text:
+        kind = bool
+        if nullable or default is False:
+            flags = (f"{flags[0]}/--no-{flags[0][2:]}", *flags[1:]) if name != "yes" else flags
+    elif "float" in text:
+        kind = float
+    elif "int" in text:
+        kind = int
+    else:
+        kind = str
+    if nullable and kind is not bool and not (isinstance(kind, type) and issubclass(kind, list)):
+        kind = kind | None
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                             annotation=Annotated[kind, typer.Option(*flags, **kwargs)])
+
+
+def _storage_options(pairs: list[str] | None) -> dict[str, Any] | None:
+    if not pairs:
+        return None
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"--storage-option takes KEY=VALUE, got {pair!r}")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
+def run(**kw: Any) -> None:
+    """Super-resolve a region and date range into a zarr cube (every run_region option is an option here)."""
+    from srcube.pipeline.options import RunOptions
+
+    _setup_logging(kw.pop("verbose"))
+    scheduler = kw.pop("scheduler")
     client = None
     if scheduler:
         from distributed import Client
 
         client = Client(scheduler)
-    _run(out, True, bbox=bbox, dates=dates, catalog=catalog, collection=collection,
-         bands=bands.split(",") if bands else None, model=model, scale=scale, min_clear=min_clear, tile=tile,
-         window=window, n_views=n_views, min_views=min_views, short_windows=short_windows, stack_cache=stack_cache,
-         dtype=dtype, max_cloud_cover=max_cloud_cover, n_workers=workers, overwrite=overwrite, client=client,
-         allow_untrained=allow_untrained, consistency=consistency, lock_wait=lock_wait, fail_on_error=fail_on_error,
-         yes=yes, clear_classes=_int_list(clear_classes), harmonize=harmonize, resolution=resolution,
-         max_pixels=max_pixels, sharpen=sharpen)
+    args = {name: kw.pop(name) for name, *_ in _ARGS}
+    args["bands"] = args["bands"].split(",") if args["bands"] else None
+    kw = {k: (v.value if isinstance(v, enum.Enum) else v) for k, v in kw.items()}
+    options = {k: v for k, v in kw.items() if v != RunOptions.model_fields[k].default}
+    if "clear_classes" in options:
+        options["clear_classes"] = _int_list(options["clear_classes"])
+    if "storage_options" in options:
+        options["storage_options"] = _storage_options(options["storage_options"])
+    _run(args.pop("out"), True, client=client, **args, **options)
+
+
+def _run_signature() -> inspect.Signature:
+    from srcube.pipeline.options import RunOptions
+
+    params = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                                annotation=Annotated[kind, typer.Option(help=help_)])
+              for name, kind, default, help_ in _ARGS]
+    params += [_cli_param(name) for name in RunOptions.model_fields if name not in _NOT_ON_CLI]
+    params += [inspect.Parameter("scheduler", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
+                   str | None, typer.Option(help="address of an existing Dask scheduler")]),
+               inspect.Parameter("verbose", inspect.Parameter.KEYWORD_ONLY, default=False,
+                                 annotation=Annotated[bool, typer.Option("--verbose", "-v")])]
+    return inspect.Signature(params)
+
+
+run.__signature__ = _run_signature()  # type: ignore[attr-defined]
+app.command()(run)
 
 
 def _int_list(text: str | None) -> list[int | str] | None:
