@@ -134,6 +134,11 @@ _ARGS = [
 _NOT_ON_CLI = {"progress"}
 
 
+def _choice_enum(name: str, allowed: tuple[str, ...]) -> Any:
+    """A string enum of the allowed values (typer shows and checks enum choices)."""
+    return enum.StrEnum(f"{name}_choice", {f"v{i}": a for i, a in enumerate(allowed)})
+
+
 def _cli_param(name: str) -> inspect.Parameter:
     """The typer parameter of one RunOptions field: type, default, help and choices from the model."""
     from srcube.pipeline.options import RunOptions, choices
@@ -145,8 +150,9 @@ def _cli_param(name: str) -> inspect.Parameter:
     default = f.default
     kwargs: dict[str, Any] = {"help": f.description, "show_default": default is not None}
     allowed = choices(name)
+    kind: Any
     if allowed:  # a choice: typer lists the values and refuses others
-        kind: Any = enum.StrEnum(f"{name}_choice", {f"v{i}": a for i, a in enumerate(allowed)})  # type: ignore[misc]
+        kind = _choice_enum(name, allowed)
     elif "tuple" in text:  # QA classes: "4,5,6"
         kind, kwargs["help"] = str, f"{f.description} (comma-separated)"
     elif "dict" in text:  # storage options: --storage-option key=value, repeatable
