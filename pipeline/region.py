@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime as dt
 import json
 import logging
 import numbers
@@ -14,7 +13,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import dask.array as da
 import numpy as np
 import pystac
 import xarray as xr
@@ -49,6 +47,7 @@ from srcube.pipeline.search import catalog as cat
 from srcube.pipeline.search.access import AssetAccess, ReadSettings, access_for, register_on_workers
 from srcube.pipeline.sensors import SensorProfile, get_sensor, sensor_for_items
 from srcube.pipeline.sr.infer import (
+    ResolvedModel,
     resolve_model,
     tile_margin,
     tile_spec,
@@ -56,7 +55,14 @@ from srcube.pipeline.sr.infer import (
 )
 from srcube.pipeline.sr.sharpening import SharpenChoice, choose_sharpener
 from srcube.pipeline.sr.tiling import TileSpec
-from srcube.pipeline.write.cube import encoding, model_attrs, multi_frame_cube, request_hash, single_image_cube
+from srcube.pipeline.write.cube import (
+    cube_attrs,
+    encoding,
+    multi_frame_cube,
+    request_hash,
+    single_image_cube,
+    write_batches,
+)
 from srcube.pipeline.write.store import CubeStore
 
 log = logging.getLogger(__name__)
@@ -77,12 +83,6 @@ def _check_size(region: BBox, profile: cat.CatalogProfile, sensor: SensorProfile
         res = float(opts.resolution) * (METRES_PER_DEG_LAT if sensor.grid != "utm" else 1.0)
     check_region_size(region, res, scale, n_bands=len(band_names), bytes_per_value=2 if opts.dtype == "int16" else 4,
                       max_pixels=opts.max_pixels, yes=opts.yes)
-
-
-def _version() -> str:
-    from srcube.pipeline import __version__
-
-    return __version__
 
 
 @dataclass
@@ -336,18 +336,12 @@ class RegionJob:
         return self.stack
 
     def _load_kelvins(self) -> xr.Dataset:
-        from srcube.pipeline.sensors.probav import PROBAV, imgset_stack, read_imgset
+        from srcube.pipeline.sensors.probav import PROBAV, kelvins_stack
 
-        imgset = read_imgset(self.profile.url, require_qm=False)
-        band = self.bands or (imgset.band or "NIR",)
-        if len(band) != 1 or band[0] not in ("RED", "NIR"):
-            raise UnknownBandError(f"a Kelvins imgset holds one band (RED or NIR; this one: {imgset.band}), "
-                                   f"got {list(band)}")
-        self.run.items_found = len(imgset.frame_ids)
-        self.sensor, self.bands = PROBAV, (band[0],)
-        stack = imgset_stack(imgset, north_west=(self.region.min_lon, self.region.max_lat), start=self.days.start,
-                             band=band[0])
-        return stack.drop_vars("clear").chunk({"time": 1, "y": self.tiles.tile, "x": self.tiles.tile})
+        stack, band, self.run.items_found = kelvins_stack(self.profile.url, self.bands, self.region, self.days,
+                                                          self.tiles.tile)
+        self.sensor, self.bands = PROBAV, (band,)
+        return stack
 
     # --- 3. which frames (and windows) -----------------------------------------------------------
 
@@ -385,39 +379,12 @@ class RegionJob:
         """The lazy cube (super-resolution graph + layers) with its provenance attributes."""
         assert self.stack is not None and self.sensor is not None and self.bands is not None
         opts, stack, local_model = self.opts, self.stack, self.local_model
-        attrs = {
-            "srcube_version": _version(),
-            "title": "srcube super-resolved reflectance cube",
-            **model_attrs(self.model_ref, local_model),
-            "mode": "multi-frame" if self.multi else "single-image",
-            "scale": int(local_model.scale),
-            "sensor": self.sensor.name,
-            "catalog": redact(self.profile.name),
-            "catalog_url": redact(self.profile.url) if self.profile.kind != "sample" else "local sample STAC API",
-            "collection": self.collection,
-            "bbox": list(self.region.as_tuple()),
-            "dates": str(self.days),
-            "bands": list(self.bands),
-            "crs": f"EPSG:{stack.attrs['grid_epsg']}",
-            "input_resolution": float(stack.attrs["resolution"]),
-            "resolution": float(stack.attrs["resolution"]) / int(local_model.scale),
-            "stac_items_found": self.run.items_found,
-            "stack_cache": f"{opts.stack_cache}/stack-{self.cache_key}.zarr" if self.cache_key else "none",
-            "stack_from_cache": self.run.from_cache,
-            "min_clear": opts.min_clear,
-            "clear_classes": list(stack.attrs.get("clear_classes", [])),
-            "harmonize": str(stack.attrs.get("harmonize", "")),
-            # band sharpening: the run's choice and model, and the bands it put on the grid (json lists)
-            **self.sharpener.attrs(),
-            "sharpened_bands": str(stack.attrs.get("sharpened_bands", "[]")),
-            "interpolated_bands": str(stack.attrs.get("interpolated_bands", "[]")),
-            "frames": json.dumps(self._frames_provenance()),
-            # items left out before assembly, each with its bad assets and why (pipeline.assets)
-            "excluded_items": str(stack.attrs.get("excluded_items", "[]")),
-            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        }
-        if "georeferencing" in stack.attrs:
-            attrs["georeferencing"] = stack.attrs["georeferencing"]
+        attrs = cube_attrs(stack, self.model_ref, local_model, multi=self.multi, sensor=self.sensor.name,
+                           profile=self.profile, collection=self.collection, region=self.region.as_tuple(),
+                           days=str(self.days), bands=self.bands, items_found=self.run.items_found,
+                           stack_cache=f"{opts.stack_cache}/stack-{self.cache_key}.zarr" if self.cache_key else "none",
+                           from_cache=self.run.from_cache, min_clear=opts.min_clear, sharpener=self.sharpener.attrs(),
+                           frames=self._frames_provenance())
         self.resources = gpu_resources(client, opts.gpu)
         attrs["gpu_resources"] = bool(self.resources)
         attrs["consistency_projection"] = self.consistency
@@ -425,15 +392,16 @@ class RegionJob:
             attrs.update(Projection.for_sensor(self.sensor.name, int(local_model.scale)).describe())
         else:
             attrs["consistency_psf"] = "none"
+        resolved = ResolvedModel(self.model_ref, local_model)  # weights read and checked once per run
         if self.multi:
-            cube = multi_frame_cube(stack, self.run.windows, self.n_views, self.model_ref, self.tiles, client, opts,
-                                     self.resources)
+            cube = multi_frame_cube(stack, self.run.windows, self.n_views, resolved, self.tiles, client, opts,
+                                    self.resources)
             attrs.update(windows=json.dumps([w.to_json() for w in self.run.windows]), n_views=self.n_views,
                          window=opts.window or "all")
             used = [i for w in self.run.windows if w.kept for i in w.views]
         else:
-            cube = single_image_cube(stack, self.run.frames, self.model_ref, self.tiles, client, opts, self.resources,
-                                      self.consistency, self.sensor.name)
+            cube = single_image_cube(stack, self.run.frames, resolved, self.tiles, client, opts, self.resources,
+                                     self.consistency, self.sensor.name)
             used = [i for i, f in enumerate(self.run.frames) if f.kept]
         attrs["stac_item_ids"] = sorted({i for t in used for i in str(stack["items"].values[t]).split(",")})
         attrs["request_hash"] = request_hash(attrs, opts)
@@ -471,21 +439,9 @@ class RegionJob:
         return self.store.pending(self.cube)
 
     def batches(self, size: int) -> list[list[tuple[str, tuple[int, ...]]]]:
-        """All chunk writes of the cube (done or not) in batches of at most ``size`` output
-        locations (time, y, x chunk), in a fixed order: the same request always gives the same
-        batches, so a re-run can recognise finished ones. The variables of one location go into
-        the same batch, so its super-resolution (which ``clear`` also depends on) runs once."""
+        """All chunk writes of the cube in batches of ``size`` output locations (see :func:`write_batches`)."""
         assert self.cube is not None
-        if size < 1:
-            raise InvalidOptionError(f"batch size must be >= 1, got {size}")
-        every = [(str(name), idx) for name, var in self.cube.variables.items() if isinstance(var.data, da.Array)
-                 for idx in np.ndindex(*var.data.numblocks)]
-        groups: dict[tuple[int, int, int], list[tuple[str, tuple[int, ...]]]] = {}
-        for name, idx in every:
-            at = dict(zip(self.cube[name].dims, idx, strict=True))
-            groups.setdefault((at.get("y", 0), at.get("x", 0), at.get("time", -1)), []).append((name, idx))
-        keys = sorted(groups)
-        return [[w for k in keys[i:i + size] for w in groups[k]] for i in range(0, len(keys), size)]
+        return write_batches(self.cube, size)
 
     def write(self, client: Any, only: Sequence[tuple[str, tuple[int, ...]]] | None = None) -> int:
         """Compute and write the pending chunks (or ``only`` these); return how many were written."""

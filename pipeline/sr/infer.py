@@ -129,7 +129,16 @@ def cached_model(spec: ModelSpec, device: str) -> SRModel:
         return model
 
 
-def resolve_model(model: str | Path | ModelSpec | SRModel, scale: int | None, *,
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A model already resolved (weights read, hashed and checked once per run): what goes into the graph
+    and the local instance. :func:`resolve_model` hands it back as it is."""
+
+    ref: ModelSpec | SRModel
+    local: SRModel
+
+
+def resolve_model(model: str | Path | ModelSpec | SRModel | ResolvedModel, scale: int | None, *,
                   bands: Sequence[str] | None = None,
                   allow_untrained: bool = False) -> tuple[ModelSpec | SRModel, SRModel]:
     """(what goes into the graph, a local instance to read scale/receptive field/metadata from).
@@ -138,6 +147,10 @@ def resolve_model(model: str | Path | ModelSpec | SRModel, scale: int | None, *,
     A string that is neither a plain name nor the path of an existing weights file (``.safetensors``
     or ``.json``, or their common stem) is refused: names never reach the filesystem (no traversal).
     """
+    if isinstance(model, ResolvedModel):
+        if scale is not None and model.local.scale != scale:
+            raise UnsupportedScaleError(f"model {model.local.name} has scale {model.local.scale}, not {scale}")
+        return model.ref, model.local
     if isinstance(model, str):
         _check_model_name(model)
     if isinstance(model, (str, Path)):

@@ -3,9 +3,10 @@ packing, its provenance attributes and the hash that identifies a request's cont
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import dask.array as da
@@ -20,6 +21,51 @@ from srcube.pipeline.sr.tiling import TileSpec
 
 INT16_SCALE = 1e-4
 INT16_FILL = -32768
+
+
+def cube_attrs(stack: xr.Dataset, model_ref: Any, local_model: Any, *, multi: bool, sensor: str, profile: Any,
+               collection: str, region: tuple[float, ...], days: str, bands: Sequence[str], items_found: int,
+               stack_cache: str, from_cache: bool, min_clear: float, sharpener: Mapping[str, Any],
+               frames: list[dict[str, Any]]) -> dict[str, Any]:
+    """The provenance attributes of a cube: what made it (srcube, model, weights), from what (catalog,
+    items, frames and their harmonisation), on which grid, and with which choices."""
+    from srcube.pipeline import __version__
+    from srcube.pipeline.redact import redact
+
+    attrs = {
+        "srcube_version": __version__,
+        "title": "srcube super-resolved reflectance cube",
+        **model_attrs(model_ref, local_model),
+        "mode": "multi-frame" if multi else "single-image",
+        "scale": int(local_model.scale),
+        "sensor": sensor,
+        "catalog": redact(profile.name),
+        "catalog_url": redact(profile.url) if profile.kind != "sample" else "local sample STAC API",
+        "collection": collection,
+        "bbox": list(region),
+        "dates": days,
+        "bands": list(bands),
+        "crs": f"EPSG:{stack.attrs['grid_epsg']}",
+        "input_resolution": float(stack.attrs["resolution"]),
+        "resolution": float(stack.attrs["resolution"]) / int(local_model.scale),
+        "stac_items_found": items_found,
+        "stack_cache": stack_cache,
+        "stack_from_cache": from_cache,
+        "min_clear": min_clear,
+        "clear_classes": list(stack.attrs.get("clear_classes", [])),
+        "harmonize": str(stack.attrs.get("harmonize", "")),
+        # band sharpening: the run's choice and model, and the bands it put on the grid (json lists)
+        **sharpener,
+        "sharpened_bands": str(stack.attrs.get("sharpened_bands", "[]")),
+        "interpolated_bands": str(stack.attrs.get("interpolated_bands", "[]")),
+        "frames": json.dumps(frames),
+        # items left out before assembly, each with its bad assets and why (pipeline.search.assets)
+        "excluded_items": str(stack.attrs.get("excluded_items", "[]")),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+    if "georeferencing" in stack.attrs:
+        attrs["georeferencing"] = stack.attrs["georeferencing"]
+    return attrs
 
 
 def model_attrs(ref: Any, local: Any) -> dict[str, Any]:
@@ -177,3 +223,22 @@ def multi_frame_cube(stack: xr.Dataset, windows: list[WindowPlan], n_views: int,
     items = [",".join(str(stack["items"].values[i]) for i in p.views) for p in plans]
     cube = cube.assign_coords(items=("time", items), window_end=("time", [p.end for p in plans]))
     return _finish(cube, opts.dtype)
+
+
+def write_batches(cube: xr.Dataset, size: int) -> list[list[tuple[str, tuple[int, ...]]]]:
+    """All chunk writes of the cube (done or not) in batches of at most ``size`` output locations (time, y, x
+    chunk), in a fixed order: the same request always gives the same batches, so a re-run can recognise
+    finished ones. The variables of one location go into the same batch, so its super-resolution (which
+    ``clear`` also depends on) runs once."""
+    from srcube.pipeline.errors import InvalidOptionError
+
+    if size < 1:
+        raise InvalidOptionError(f"batch size must be >= 1, got {size}")
+    every = [(str(name), idx) for name, var in cube.variables.items() if isinstance(var.data, da.Array)
+             for idx in np.ndindex(*var.data.numblocks)]
+    groups: dict[tuple[int, int, int], list[tuple[str, tuple[int, ...]]]] = {}
+    for name, idx in every:
+        at = dict(zip(cube[name].dims, idx, strict=True))
+        groups.setdefault((at.get("y", 0), at.get("x", 0), at.get("time", -1)), []).append((name, idx))
+    keys = sorted(groups)
+    return [[w for k in keys[i:i + size] for w in groups[k]] for i in range(0, len(keys), size)]
