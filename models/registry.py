@@ -198,13 +198,13 @@ def default_model(sensor: str = "sentinel-2", scale: int = 4, multi_frame: bool 
     of the 95 % interval of the mean gain above zero qualify; ``"bicubic"`` where none does.
 
     Weights made for particular bands (the cross-band models take B02 B03 B04 B08 together) qualify only
-    when ``bands`` are exactly theirs; band-agnostic weights qualify for any bands. Among the qualified,
-    weights made for exactly these bands come first, then the larger gain over bicubic on their
-    *validation* place: the test split only says whether a model may be the default, never which one.
+    when ``bands`` are exactly theirs; band-agnostic weights qualify for any bands. Among the qualified, the
+    larger mean gain over bicubic on their *validation* place wins: the test split only says whether a
+    model may be the default, never which one.
     """
     from models.weights import read_meta, shipped_weights
 
-    best: tuple[tuple[bool, float], str] | None = None
+    best: tuple[float, str] | None = None
     for name, path in shipped_weights().items():
         meta = read_meta(path)
         if not meta.trained or meta.scale != scale or sensor not in meta.training.get("sensors", []):
@@ -217,7 +217,7 @@ def default_model(sensor: str = "sentinel-2", scale: int = 4, multi_frame: bool 
         wins, _ = beats_bicubic(name)
         if not wins:
             continue
-        rank = (meta.bands is not None, float(meta.metrics.get("psnr_gain", 0.0)))
+        rank = float(meta.metrics.get("psnr_gain", 0.0))
         if best is None or rank > best[0]:
             best = (rank, name)
     return best[1] if best else "bicubic"
