@@ -193,12 +193,14 @@ def beats_bicubic(name: str) -> tuple[bool, float | None]:
 
 def default_model(sensor: str = "sentinel-2", scale: int = 4, multi_frame: bool = False,
                   bands: Sequence[str] | None = None) -> str:
-    """The model ``"auto"`` means: the shipped weights for ``sensor``, ``scale`` and kind that beat bicubic
-    on their test split (places used neither for training nor for selection) with the lower end of the
-    95 % interval of the mean gain above zero; the largest mean gain wins; ``"bicubic"`` where none does.
+    """The model ``"auto"`` means: among the shipped weights for ``sensor``, ``scale`` and kind, those that
+    beat bicubic on their test split (places used neither for training nor for selection) with the lower end
+    of the 95 % interval of the mean gain above zero qualify; ``"bicubic"`` where none does.
 
     Weights made for particular bands (the cross-band models take B02 B03 B04 B08 together) qualify only
-    when ``bands`` are exactly theirs; band-agnostic weights qualify for any bands.
+    when ``bands`` are exactly theirs; band-agnostic weights qualify for any bands. Among the qualified, the
+    larger mean gain over bicubic on their *validation* place wins: the test split only says whether a
+    model may be the default, never which one.
     """
     from srcube.models.weights import read_meta, shipped_weights
 
@@ -212,9 +214,12 @@ def default_model(sensor: str = "sentinel-2", scale: int = 4, multi_frame: bool 
             continue  # band sharpeners are not super-resolution models
         if meta.bands is not None and (bands is None or list(bands) != list(meta.bands)):
             continue
-        wins, gain = beats_bicubic(name)
-        if wins and gain is not None and (best is None or gain > best[0]):
-            best = (gain, name)
+        wins, _ = beats_bicubic(name)
+        if not wins:
+            continue
+        rank = float(meta.metrics.get("psnr_gain", 0.0))
+        if best is None or rank > best[0]:
+            best = (rank, name)
     return best[1] if best else "bicubic"
 
 

@@ -40,7 +40,7 @@ DATES = sample.DEFAULT_DATES
 @pytest.fixture(scope="module")
 def cube(sample_url, dask_client, tmp_path_factory):
     out = tmp_path_factory.mktemp("cubes") / "sample.zarr"
-    ds = run_region(BBOX, DATES, out=str(out), client=dask_client, tile=128)
+    ds = run_region(BBOX, DATES, out=str(out), client=dask_client, tile=128, model="bicubic")
     return out, ds
 
 
