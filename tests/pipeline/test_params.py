@@ -50,11 +50,15 @@ def test_bbox_string_round_trip(lon, lat, w, h):
 
 
 @given(st.text(max_size=40))
-def test_bbox_parser_never_fails_untyped(text):
+def test_bbox_parser_gives_a_valid_box_or_a_typed_error(text):
     try:
-        BBox.parse(text)
-    except InvalidBBoxError:
-        pass
+        b = BBox.parse(text)
+    except InvalidBBoxError as exc:
+        assert repr(text)[1:-1][:20] in str(exc) or "got" in str(exc)  # the message shows what it got
+        return
+    # what parses is a real box: finite, ordered, on the globe, and it prints back to itself
+    assert -180 <= b.min_lon < b.max_lon <= 180 and -90 <= b.min_lat < b.max_lat <= 90
+    assert BBox.parse(",".join(repr(v) for v in b.as_tuple())) == b
 
 
 def test_dates_parse_forms():
@@ -87,8 +91,11 @@ def test_dates_reject(value, match):
 
 
 @given(st.text(max_size=30))
-def test_dates_parser_never_fails_untyped(text):
+def test_dates_parser_gives_a_valid_range_or_a_typed_error(text):
     try:
-        DateRange.parse(text)
-    except InvalidDatesError:
-        pass
+        d = DateRange.parse(text)
+    except InvalidDatesError as exc:
+        assert str(exc)
+        return
+    assert d.start <= d.end <= dt.datetime.now(dt.UTC).date()  # ordered, not in the future
+    assert DateRange.parse(str(d)) == d  # and it prints back to itself
