@@ -116,6 +116,15 @@ def test_table_markdown(weights_dir: str | Path = SHIPPED_DIR) -> str:
             continue
         s = report["summary"]
         w = s.get("worst") or {}
+        if s.get("metric") == "cPSNR":  # multi-frame PROBA-V: the Kelvins metric against the Kelvins baseline
+            names = ", ".join(x["scene"] for x in report["scenes"])
+            model = sum(x["cpsnr_model"] * x["targets"] for x in report["scenes"]) / max(1, s["n"])
+            base = sum(x["cpsnr_kelvins_baseline"] * x["targets"] for x in report["scenes"]) / max(1, s["n"])
+            lines.append(
+                f"| `{report['weights']}` | {report['task']} | {names} | cPSNR {model:.2f} (Kelvins baseline "
+                f"{base:.2f}) | {s['mean_gain']:+.2f} {_ci(s['mean_gain_ci'])} | {w.get('gain', float('nan')):+.2f} "
+                f"({w.get('scene')}) | Wald Kelvins score {s['wald_kelvins_score']:.3f} |")
+            continue
         rob = min(report.get("robustness") or [], key=lambda r: r["mean_gain"], default=None)
         lines.append(
             f"| `{report['weights']}` | {report['task']} | {', '.join(x['name'] for x in report['scenes'])} | "

@@ -38,7 +38,7 @@ def test_shipped_weights_are_intact_and_carry_their_test_report(name):
     assert report["weights_sha256"] == meta.sha256 and report["weights"] == name  # of these very weights
     task = meta.training["recipe"]["data"]["task"]
     test_places = [s.name for s in scenes(task, "test")]
-    assert [s["name"] for s in report["scenes"]] == test_places and report["split"] == "test"
+    assert [s.get("name", s.get("scene")) for s in report["scenes"]] == test_places and report["split"] == "test"
     seen = {s.name for split in ("train", "validation") for s in scenes(task, split)}
     assert not seen & set(test_places)  # reported on places used neither to train nor to select
 
@@ -52,7 +52,7 @@ def test_model_cards_state_data_recipe_test_split_speed_and_limits_from_the_numb
     assert meta.sha256 in card and "Mpix/s" in card
     report = _report(name)
     for s in report["scenes"]:
-        assert s["name"] in card
+        assert s.get("name", s.get("scene")) in card
     if models.load_model(name).multi_frame:
         assert "Kelvins" in card and f"{report['summary']['mean_gain']:+.2f}" in card
         return
