@@ -34,9 +34,11 @@ COPY pipeline/ pipeline/
 COPY flows/ flows/
 COPY models/ models/
 COPY training/ training/
+COPY cli/ cli/
+COPY srcube/ srcube/
 
 # Editable install: the code stays at /opt/srcube, where prefect.yaml's Kubernetes pull step runs
-# flows from (flows.region is imported by name on the Dask workers too). The flows extra brings bokeh
+# flows from (srcube.flows.region is imported by name on the Dask workers too). The flows extra brings bokeh
 # for the Dask dashboard (scheduler :8787, workers :8788).
 RUN pip install -c constraints.txt -e ".[flows,k8s]" \
  && srcube --help > /dev/null

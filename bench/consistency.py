@@ -84,9 +84,9 @@ def main() -> None:
     if not B04.exists():
         sys.exit(f"real data not available: {B04} is absent")
 
-    import models
-    from models.consistency import Projection
-    from pipeline import super_resolve
+    from srcube import models
+    from srcube.models.consistency import Projection
+    from srcube.pipeline import super_resolve
 
     torch.set_num_threads(1)
     proj = Projection.for_sensor("sentinel-2", 4)

@@ -42,7 +42,7 @@ T33UUU = SHARED / "data" / "sentinel2_l1c_T33UUU_pair" / "ref_S2A_20160608T15312
 
 
 def load_model(name: str):
-    import models
+    from srcube import models
 
     if name in models.shipped_weights() or name.endswith(".safetensors"):
         return models.load_model(name), name
@@ -127,9 +127,9 @@ def loop(model, a: np.ndarray, window: int, overlap: int, out_dir: Path) -> tupl
 
 def pipeline(model_name: str, a: np.ndarray, workers: int, out_dir: Path) -> tuple[float, np.ndarray, float]:
     """srcube on a fresh LocalCluster: (seconds, output, peak worker RSS MB)."""
-    from pipeline import super_resolve
-    from pipeline.cluster import dask_client
-    from pipeline.store import CubeStore
+    from srcube.pipeline import super_resolve
+    from srcube.pipeline.cluster import dask_client
+    from srcube.pipeline.write.store import CubeStore
 
     def rss() -> float:
         # VmHWM: this process's own peak (getrusage's ru_maxrss survives exec, so a spawned worker

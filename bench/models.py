@@ -21,9 +21,9 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 import torch  # noqa: E402
 
-import models  # noqa: E402
-from models.base import count_parameters  # noqa: E402
-from models.profile import macs_per_output_pixel  # noqa: E402
+from srcube import models  # noqa: E402
+from srcube.models.base import count_parameters  # noqa: E402
+from srcube.models.profile import macs_per_output_pixel  # noqa: E402
 
 
 def throughput(model, size: int, repeats: int) -> float:

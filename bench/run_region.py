@@ -42,7 +42,7 @@ def naive(items, bbox, bands, out: Path) -> float:
     import torch
     import xarray as xr
 
-    from pipeline.stack import native_grid
+    from srcube.pipeline.assemble.stack import native_grid
 
     t0 = time.perf_counter()
     keys = {"B02": "B02", "B03": "B03", "B04": "B04", "B08": "B08"}
@@ -67,9 +67,10 @@ def main() -> None:
 
     from distributed import Client, LocalCluster
 
-    from pipeline import catalog as cat
-    from pipeline import run_region, sample
-    from pipeline.params import BBox, DateRange
+    from srcube.pipeline import run_region
+    from srcube.pipeline.params import BBox, DateRange
+    from srcube.pipeline.search import catalog as cat
+    from srcube.pipeline.testing import sample
 
     tmp = Path(tempfile.mkdtemp(prefix="srcube-bench-"))
     os.environ.setdefault("SRCUBE_SAMPLE_DIR", str(tmp / "sample"))

@@ -78,13 +78,13 @@ def worker(kind: str, area: int, archive: str, out: str) -> dict:
     import dask
     import odc.stac
 
-    from pipeline import catalog as cat
-    from pipeline.params import BBox, DateRange
-    from pipeline.sample import DEFAULT_DATES
-    from pipeline.sensors import SENTINEL2
-    from pipeline.stac_server import StacServer
-    from pipeline.stack import assemble, native_grid
-    from pipeline.stackcache import StackCache
+    from srcube.pipeline.assemble.stack import assemble, native_grid
+    from srcube.pipeline.assemble.stackcache import StackCache
+    from srcube.pipeline.params import BBox, DateRange
+    from srcube.pipeline.search import catalog as cat
+    from srcube.pipeline.sensors import SENTINEL2
+    from srcube.pipeline.testing.sample import DEFAULT_DATES
+    from srcube.pipeline.testing.stac_server import StacServer
 
     dask.config.set(scheduler="threads")
     bbox = BBox(*_bbox(area))
@@ -124,7 +124,7 @@ def main() -> None:
     if args.worker:
         print(json.dumps(worker(args.worker, args.area, args.archive, args.out)))
         return
-    from pipeline import sample
+    from srcube.pipeline.testing import sample
 
     tmp = Path(tempfile.mkdtemp(prefix="srcube-bench-stack-"))
     archive = sample.ensure_archive(tmp / "archive")

@@ -30,12 +30,13 @@ from prefect.cache_policies import INPUTS, TASK_SOURCE
 from prefect.futures import wait
 from prefect.tasks import exponential_backoff
 
-from flows.settings import DaskSettings, ResultSettings
-from pipeline import redact
-from pipeline.errors import is_transient
-from pipeline.params import BBox, DateRange
-from pipeline.region import RegionJob
-from pipeline.store import CubeStore
+from srcube.flows.settings import DaskSettings, ResultSettings
+from srcube.pipeline import redact
+from srcube.pipeline.errors import is_transient
+from srcube.pipeline.options import RunOptions
+from srcube.pipeline.params import BBox, DateRange
+from srcube.pipeline.region import RegionJob
+from srcube.pipeline.write.store import CubeStore
 
 Request = dict[str, Any]
 Found = dict[str, list[dict[str, Any]]]  # {"items": STAC item dicts, "excluded": asset problems}
@@ -77,7 +78,7 @@ def _cluster_client() -> Iterator[Any]:
     try:
         get_worker()
     except ValueError:
-        from pipeline.cluster import dask_client
+        from srcube.pipeline.cluster import dask_client
 
         with dask_client(None, n_workers=1) as client:
             yield client
@@ -230,10 +231,10 @@ def reference_day() -> dt.date:
 
 def build_request(bbox: Sequence[float] | str, dates: str | Sequence[str], catalog: str, collection: str | None,
                   bands: Sequence[str] | None, model: str, scale: int | None, out: str,
-                  options: dict[str, Any] | None, today: dt.date | None = None) -> Request:
+                  options: Mapping[str, Any] | None, today: dt.date | None = None) -> Request:
     """The flow's parameters as a concrete, validated request: relative dates resolved, ``{start}``,
     ``{end}`` and ``{bbox}`` in ``out`` filled in. Raises srcube's typed errors on bad input."""
-    from pipeline.errors import InvalidOptionError
+    from srcube.pipeline.errors import InvalidOptionError
 
     box = BBox.parse(bbox)
     days = DateRange.parse(dates, today=today or reference_day())
@@ -283,20 +284,22 @@ def _markdown(req: Request, final: dict[str, Any], start: dict[str, Any], summar
       validate_parameters=True)
 def region_flow(bbox: list[float] | str, dates: str | list[str] = "last 30 days", catalog: str = "sample",
                 collection: str | None = None, bands: list[str] | None = None, model: str = "auto",
-                scale: int | None = None, out: str = "srcube.zarr", options: dict[str, Any] | None = None,
+                scale: int | None = None, out: str = "srcube.zarr", options: RunOptions | None = None,
                 batch_chunks: int = 8, inject_failure_at_batch: int | None = None) -> dict[str, Any]:
     """Super-resolve ``bbox`` over ``dates`` into the zarr cube ``out``, as Prefect tasks on Dask.
 
     dates: ``YYYY-MM-DD/YYYY-MM-DD`` or a window ending on the run's scheduled day ("last 30
     days", "last 2 weeks", "yesterday"). out: local path or URL (``s3://...``); may contain
-    ``{start}``, ``{end}``, ``{bbox}``. options: :class:`pipeline.region.RunOptions` fields.
+    ``{start}``, ``{end}``, ``{bbox}``. options: :class:`srcube.pipeline.options.RunOptions` (the flow's
+    parameter schema lists every option with its help text and choices).
     batch_chunks: output locations per write task. inject_failure_at_batch: failure drill
     (that batch writes half of its chunks and fails).
     """
     t0 = time.perf_counter()
     redact.install()
     logger = get_run_logger()
-    req = build_request(bbox, dates, catalog, collection, bands, model, scale, out, options)
+    req = build_request(bbox, dates, catalog, collection, bands, model, scale, out,
+                        options.given() if isinstance(options, RunOptions) else options)
     logger.info("request %s %s on %s with %s -> %s", req["bbox"], req["dates"], catalog, model, req["out"])
     # one writer per store: the flow process holds the output's lock while its tasks write
     with _prepare(req).locked():
@@ -316,7 +319,7 @@ def region_flow(bbox: list[float] | str, dates: str | list[str] = "last 30 days"
         final = finalize_cube.submit(req, summary).result()
     quicklook = None
     try:
-        from pipeline.quicklook import quicklook_png
+        from srcube.pipeline.write.quicklook import quicklook_png
 
         quicklook = quicklook_png(CubeStore(req["out"], req["options"].get("storage_options")).open())
     except Exception as exc:  # the quicklook is a courtesy; the cube is complete either way

@@ -14,7 +14,7 @@ import argparse
 import json
 import sys
 
-from flows.region import region_flow
+from srcube.flows.region import region_flow
 
 
 def main(argv: list[str] | None = None) -> int:

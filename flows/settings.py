@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.errors import InvalidOptionError
+from srcube.pipeline.errors import InvalidOptionError
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from models.base import ModelSpec, SRModel
-from models.errors import (
+from srcube.models.base import ModelSpec, SRModel
+from srcube.models.errors import (
     IncompatibleWeightsError,
     ModelError,
     UnknownModelError,
@@ -20,7 +20,7 @@ from models.errors import (
     WeightsIntegrityError,
     WeightsNotFoundError,
 )
-from models.registry import (
+from srcube.models.registry import (
     ModelEntry,
     architecture_config,
     build,
@@ -32,7 +32,7 @@ from models.registry import (
     spec_for,
     test_report,
 )
-from models.weights import Normalisation, WeightsMeta, load_weights, save_weights, shipped_weights
+from srcube.models.weights import Normalisation, WeightsMeta, load_weights, save_weights, shipped_weights
 
 
 def load_model(model: str, *, scale: int | None = None, bands: Sequence[str] | None = None,

@@ -127,13 +127,13 @@ class ModelSpec:
     def build(self) -> SRModel:
         """The model, with its weights loaded (and their hash checked) when the spec names a file."""
         if self.weights is not None:
-            from models.weights import load_weights
+            from srcube.models.weights import load_weights
 
             # the trained/untrained gate is applied where the spec is made (models.resolve);
             # here only the file's identity matters, and the hash checks it
             model, _ = load_weights(self.weights, expected_sha256=self.weights_sha256, allow_untrained=True)
             return model
-        from models.registry import build
+        from srcube.models.registry import build
 
         model = build(self.name, **dict(self.config))
         model.eval()

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.psf import SENSOR_PSF, Degradation, blur_decimate, sensor_degradation, spread_blur
+from srcube.models.psf import SENSOR_PSF, Degradation, blur_decimate, sensor_degradation, spread_blur
 
 #: banded inverse: kernel taps each side of the diagonal (and rows treated as edge rows at each end)
 DEFAULT_ORDER = 6

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.base import SRModel
+from srcube.models.base import SRModel
 
 
 class ELSR(SRModel):

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.base import SRModel
+from srcube.models.base import SRModel
 
 
 class _Residual(nn.Module):

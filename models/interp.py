@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.base import SRModel
+from srcube.models.base import SRModel
 
 #: input pixels each side an output pixel depends on (kernel half-width, rounded up)
 _REACH = {"nearest": 0, "bilinear": 1, "bicubic": 2}

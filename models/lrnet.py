@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.base import SRModel
+from srcube.models.base import SRModel
 
 
 class _Block(nn.Module):
@@ -43,7 +43,7 @@ class LRNet(SRModel):
     def __init__(self, scale: int = 4, channels: int = 1, bands: Sequence[str] | None = None, features: int = 32,
                  blocks: int = 6, res_scale: float = 0.1, project: str | None = None) -> None:
         super().__init__(scale=scale, channels=channels, bands=bands)
-        from models.consistency import Projection
+        from srcube.models.consistency import Projection
 
         self.project = project
         self.projection = Projection.for_sensor(project, scale) if project else None

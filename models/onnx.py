@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.base import SRModel
+from srcube.models.base import SRModel
 
 
 def _inputs(model: SRModel, n: int, h: int, w: int, seed: int) -> tuple[torch.Tensor, ...]:

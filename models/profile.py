@@ -7,8 +7,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.base import SRModel
-from models.interp import Interpolation, Lanczos
+from srcube.models.base import SRModel
+from srcube.models.interp import Interpolation, Lanczos
 
 #: multiply-accumulates per output pixel and band of the interpolation baselines
 _INTERP_MACS = {"nearest": 0, "bilinear": 4, "bicubic": 16}

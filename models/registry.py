@@ -18,15 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from models.base import ModelSpec, SRModel
-from models.elsr import ELSR
-from models.errors import ModelError, UnknownModelError, UnsupportedScaleError, WeightsNotFoundError
-from models.highresnet import HighResNet
-from models.interp import Interpolation, Lanczos
-from models.lrnet import LRNet
-from models.sharpen import DSen2Lite, HighPassInjection
-from models.sisr import SISRGenerator
-from models.srcnn import SRCNN
+from srcube.models.base import ModelSpec, SRModel
+from srcube.models.elsr import ELSR
+from srcube.models.errors import ModelError, UnknownModelError, UnsupportedScaleError, WeightsNotFoundError
+from srcube.models.highresnet import HighResNet
+from srcube.models.interp import Interpolation, Lanczos
+from srcube.models.lrnet import LRNet
+from srcube.models.sharpen import DSen2Lite, HighPassInjection
+from srcube.models.sisr import SISRGenerator
+from srcube.models.srcnn import SRCNN
 
 ANY_SCALE = tuple(range(2, 9))
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ def entry(name: str) -> ModelEntry:
     try:
         return _REGISTRY[name]
     except KeyError:
-        from models.weights import shipped_weights
+        from srcube.models.weights import shipped_weights
 
         shipped = sorted(shipped_weights())
         raise UnknownModelError(
@@ -104,7 +104,7 @@ def resolve(model: str, *, scale: int | None = None, bands: Sequence[str] | None
     Raises UnknownModelError, UnsupportedScaleError, WeightsNotFoundError, IncompatibleWeightsError,
     WeightsIntegrityError or UntrainedWeightsError before any work starts.
     """
-    from models.weights import load_weights, shipped_weights
+    from srcube.models.weights import load_weights, shipped_weights
 
     path: Path | None = None
     if _is_path(model):
@@ -167,7 +167,7 @@ def test_report(name: str) -> dict[str, Any] | None:
     """The test-split report of shipped weights (``NAME.test.json`` beside them, written once by
     :func:`training.evaluation.write_test_report`), or None when there is none or it reports other weights."""
 
-    from models.weights import read_meta, shipped_weights
+    from srcube.models.weights import read_meta, shipped_weights
 
     path = shipped_weights().get(name)
     if path is None:
@@ -202,7 +202,7 @@ def default_model(sensor: str = "sentinel-2", scale: int = 4, multi_frame: bool 
     larger mean gain over bicubic on their *validation* place wins: the test split only says whether a
     model may be the default, never which one.
     """
-    from models.weights import read_meta, shipped_weights
+    from srcube.models.weights import read_meta, shipped_weights
 
     best: tuple[float, str] | None = None
     for name, path in shipped_weights().items():
@@ -238,7 +238,7 @@ def default_sharpener() -> str:
     report (``s2-sharpen-x2.test.json``, of these very weights) shows a mean gain over linear high-pass
     injection whose 95 % interval lies above zero (``summary_hpf``). Otherwise: ``"hpf"``.
     """
-    from models.weights import read_meta, shipped_weights
+    from srcube.models.weights import read_meta, shipped_weights
 
     path = shipped_weights().get(SHIPPED_SHARPENER)
     if path is None:

@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.base import SRModel
-from models.psf import SENSOR_PSF, decimate, gaussian_blur
+from srcube.models.base import SRModel
+from srcube.models.psf import SENSOR_PSF, decimate, gaussian_blur
 
 #: Sentinel-2 bands: the 10 m guide and the 20 m bands a sharpener returns on the 10 m grid
 S2_GUIDE_BANDS = ("B02", "B03", "B04", "B08")

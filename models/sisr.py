@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.base import SRModel
+from srcube.models.base import SRModel
 
 
 def upsampling_steps(scale: int) -> list[int]:

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.base import SRModel, bicubic_then_hr_reach
+from srcube.models.base import SRModel, bicubic_then_hr_reach
 
 
 class SRCNN(SRModel):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import importlib.metadata
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -23,14 +24,14 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from models.base import SRModel
-from models.errors import (
+from srcube.models.base import SRModel
+from srcube.models.errors import (
     IncompatibleWeightsError,
     UntrainedWeightsError,
     WeightsIntegrityError,
     WeightsNotFoundError,
 )
-from models.sharpen import Sharpener
+from srcube.models.sharpen import Sharpener
 
 FORMAT = "srcube-weights/1"
 SHIPPED_DIR = Path(__file__).resolve().parent / "weights"
@@ -122,7 +123,7 @@ def save_weights(model: SRModel, path: str | Path, *, name: str | None = None, t
                  training: Mapping[str, Any] | None = None, metrics: Mapping[str, Any] | None = None,
                  normalisation: Normalisation | None = None, licence: str = "Apache-2.0") -> WeightsMeta:
     """Write ``path.safetensors`` + ``path.json``. ``model`` is the bare architecture (not Normalized)."""
-    from models.registry import architecture_config
+    from srcube.models.registry import architecture_config
 
     if isinstance(model, Normalized):
         normalisation = normalisation or model.norm
@@ -131,9 +132,9 @@ def save_weights(model: SRModel, path: str | Path, *, name: str | None = None, t
     tensors_path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(tensors_path), metadata={"format": FORMAT, "architecture": model.name})
-    try:
-        from pipeline import __version__ as version
-    except ImportError:  # models stays importable without the pipeline package
+    try:  # the installed distribution's version (models sits below the pipeline: it never imports it)
+        version = importlib.metadata.version("srcube")
+    except importlib.metadata.PackageNotFoundError:
         version = ""
     meta = WeightsMeta(
         name=name or tensors_path.stem, architecture=model.name, config=architecture_config(model),
@@ -175,7 +176,7 @@ def check_compatible(meta: WeightsMeta, *, scale: int | None = None, bands: Sequ
 def load_weights(path: str | Path, *, expected_sha256: str | None = None, scale: int | None = None,
                  bands: Sequence[str] | None = None, allow_untrained: bool = False) -> tuple[SRModel, WeightsMeta]:
     """The ready-to-run model (eval mode, normalisation included) and its metadata."""
-    from models.registry import build
+    from srcube.models.registry import build
 
     meta = read_meta(path)
     tensors_path, _ = _paths(path)

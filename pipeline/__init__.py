@@ -14,7 +14,7 @@ try:
 except PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0+unknown"
 
-from pipeline.errors import (
+from srcube.pipeline.errors import (
     AllCloudyError,
     CatalogUnavailableError,
     EmptySearchError,
@@ -33,10 +33,10 @@ from pipeline.errors import (
     UnknownModelError,
     UnsupportedScaleError,
 )
-from pipeline.infer import super_resolve
-from pipeline.region import RunOptions, run_region
-from pipeline.sharpening import sharpen
-from pipeline.store import open_cube
+from srcube.pipeline.region import RunOptions, run_region
+from srcube.pipeline.sr.infer import super_resolve
+from srcube.pipeline.sr.sharpening import sharpen
+from srcube.pipeline.write.store import open_cube
 
 __all__ = [
     "AllCloudyError",

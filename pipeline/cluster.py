@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from pipeline.errors import ClusterStartError
+from srcube.pipeline.errors import ClusterStartError, InvalidOptionError
 
 log = logging.getLogger(__name__)
 
@@ -116,3 +116,30 @@ def dask_client(client: Any | None = None, *, n_workers: int | None = None,
         log.info("Dask dashboard: %s", link)
         print(f"srcube: Dask dashboard at {link}", file=sys.stderr, flush=True)
         yield local
+
+
+# --- computing on the run's cluster ----------------------------------------------------------------
+
+
+def gpu_resources(client: Any, wanted: bool | None) -> dict[str, float] | None:
+    """``{"GPU": 1}`` when SR tasks should go to GPU workers: asked for, or (``None``) when any
+    worker of the cluster declares a GPU resource."""
+    declared = any("GPU" in w.get("resources", {}) for w in client.scheduler_info()["workers"].values())
+    if wanted and not declared:
+        raise InvalidOptionError("gpu=True but no Dask worker declares a GPU resource; start workers with "
+                                 "--resources GPU=1 (the k8s worker group does)")
+    return {"GPU": 1} if (declared if wanted is None else wanted) else None
+
+
+def compute(client: Any, collection: Any, progress: bool, label: str) -> Any:
+    # No graph optimisation: annotations (GPU resources) survive only without it (fusion drops
+    # them), and fused keys depend on which chunks a graph culls, so two batches of the same cube
+    # computed at once (flow tasks) would submit one key with two run_specs (dask/dask#9888).
+    futures = client.compute(collection, optimize_graph=False)
+    if progress:
+        from distributed import progress as show_progress
+
+        print(label, flush=True)
+        show_progress(futures)
+        print(flush=True)
+    return client.gather(futures)

@@ -6,8 +6,8 @@ Every error says what was given and what to change. They are raised before any w
 
 from __future__ import annotations
 
-import models
-from pipeline.redact import redact
+from srcube import models
+from srcube.pipeline.redact import redact
 
 
 class SrcubeError(Exception):

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Union
 
-from pipeline.errors import InvalidBBoxError, InvalidDatesError, RegionTooLargeError, SrcubeError
+from srcube.pipeline.errors import InvalidBBoxError, InvalidDatesError, RegionTooLargeError, SrcubeError
 
 BBoxLike = Union["BBox", str, Sequence[float]]
 DatesLike = Union["DateRange", str, Sequence[str | dt.date | dt.datetime]]

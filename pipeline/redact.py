@@ -128,7 +128,7 @@ _FILTER = RedactFilter()
 
 
 #: loggers that may see URLs, headers or options: srcube's own and the I/O libraries below it
-LOGGERS = ("pipeline", "flows", "models", "training", "prefect.flow_runs", "prefect.task_runs", "distributed",
+LOGGERS = ("srcube", "prefect.flow_runs", "prefect.task_runs", "distributed",
            "pystac_client", "pystac", "urllib3", "requests", "rasterio", "fsspec", "s3fs", "botocore",
            "aiobotocore", "odc", "planetary_computer")
 

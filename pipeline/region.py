@@ -4,210 +4,70 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime as dt
 import json
 import logging
-import math
 import numbers
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import dask.array as da
 import numpy as np
 import pystac
 import xarray as xr
 
-import models
-from models.consistency import Projection
-from models.psf import SENSOR_PSF
-from pipeline import catalog as cat
-from pipeline import redact as redact_mod
-from pipeline.access import AssetAccess, ReadSettings, access_for, register_on_workers
-from pipeline.clearance import FrameDecision, WindowPlan, plan_windows, select_frames
-from pipeline.cluster import dask_client
-from pipeline.errors import (
+from srcube import models
+from srcube.models.consistency import Projection
+from srcube.models.psf import SENSOR_PSF
+from srcube.pipeline import redact as redact_mod
+from srcube.pipeline.assemble.clearance import FrameDecision, WindowPlan, plan_windows, select_frames
+from srcube.pipeline.assemble.stack import assemble, sharpening_plan, with_clearance
+from srcube.pipeline.assemble.stackcache import StackCache, cache_key
+from srcube.pipeline.cluster import compute, dask_client, gpu_resources
+from srcube.pipeline.errors import (
     AllCloudyError,
     InvalidOptionError,
     UnknownBandError,
     UnknownCollectionError,
     UnknownSensorError,
 )
-from pipeline.infer import (
+from srcube.pipeline.options import RunOptions
+from srcube.pipeline.params import (
+    METRES_PER_DEG_LAT,
+    BBox,
+    BBoxLike,
+    DateRange,
+    DatesLike,
+    check_region_size,
+    safe_name,
+)
+from srcube.pipeline.redact import redact
+from srcube.pipeline.search import catalog as cat
+from srcube.pipeline.search.access import AssetAccess, ReadSettings, access_for, register_on_workers
+from srcube.pipeline.sensors import SensorProfile, get_sensor, sensor_for_items
+from srcube.pipeline.sr.infer import (
+    ResolvedModel,
     resolve_model,
-    super_resolve,
-    super_resolve_views,
     tile_margin,
     tile_spec,
     wants_consistency,
 )
-from pipeline.params import METRES_PER_DEG_LAT, BBox, BBoxLike, DateRange, DatesLike, check_region_size, safe_name
-from pipeline.redact import redact
-from pipeline.sensors import SensorProfile, get_sensor, sensor_for_items
-from pipeline.sharpening import SharpenChoice, choose_sharpener
-from pipeline.stack import assemble, sharpening_plan, with_clearance
-from pipeline.stackcache import StackCache, cache_key
-from pipeline.store import CubeStore
-from pipeline.tiling import TileSpec
+from srcube.pipeline.sr.sharpening import SharpenChoice, choose_sharpener
+from srcube.pipeline.sr.tiling import TileSpec
+from srcube.pipeline.write.cube import (
+    cube_attrs,
+    encoding,
+    multi_frame_cube,
+    request_hash,
+    single_image_cube,
+    write_batches,
+)
+from srcube.pipeline.write.store import CubeStore
 
 log = logging.getLogger(__name__)
 
-INT16_SCALE = 1e-4
-INT16_FILL = -32768
 
-
-@dataclass(frozen=True)
-class RunOptions:
-    """Options of run_region beyond the main arguments (all keyword, all validated)."""
-
-    min_clear: float = 0.5  # frames with a smaller clear fraction are not used
-    clear_classes: tuple[int, ...] | None = None  # QA classes counted as clear (default: the sensor's)
-    sensor: str | None = None  # override the sensor the collection implies
-    harmonize: str | None = None  # S2: "auto" (default: per-collection rule checked against the pixels),
-    # "baseline" (ESA's rule from the processing baseline), "raster" (raster:bands), "none" (scale only)
-    auth: str | None = None  # how asset pixels are read (default: the catalog's; see pipeline.access.ACCESS_KINDS)
-    window: str | None = None  # multi-frame composite window ("30D", ...); default one for the whole range
-    n_views: int | None = None  # views per window (default: the model's n_views)
-    min_views: int = 1  # windows with fewer usable frames are padded or dropped (short_windows)
-    short_windows: str = "pad"  # "pad" (keep, masked empty views) or "drop"
-    stack_cache: str | None = None  # folder of cached stacks (path or fsspec URL)
-    refresh_cache: bool = False  # rebuild the cached stack even if it exists
-    tile: int | None = None  # input tile size (default 256, larger for deep models); chunks = tile * scale
-    resolution: float | None = None  # input grid resolution (default: finest native of the bands)
-    max_cloud_cover: float | None = None  # percent, filters items on eo:cloud_cover
-    max_items: int | None = None
-    dtype: str = "float32"  # or "int16" (CF scale_factor 1e-4, _FillValue -32768)
-    overwrite: bool = False  # replace a complete cube at `out`
-    # refuse output grids above this many pixels (y * x, per band and date), estimated from the bbox, the input
-    # resolution and the scale before any search (1e9: ~79 x 79 km at 2.5 m, ~16 GB per date for 4 float32 bands)
-    max_pixels: float | None = 1e9
-    yes: bool = False  # run a region above max_pixels anyway (CLI: --yes)
-    georef_check: str = "first"  # "first", "all" or "none" (see pipeline.stack.reconcile_georef)
-    n_workers: int | None = None  # worker processes of the local cluster (> 1 implies processes=True)
-    processes: bool | None = None  # local cluster of worker processes instead of threads in this process
-    torch_threads: int | None = None
-    progress: bool = False  # text progress bars for the long steps
-    allow_untrained: bool = False  # accept weights whose metadata says trained = false
-    gpu: bool | None = None  # run SR tasks only on workers declaring a "GPU" resource (None: if any does)
-    precision: str = "fp32"  # "bf16"/"fp16" autocast for the model (on CUDA; fp16 is bf16 on a CPU)
-    boundary: str = "none"  # scene-edge handling of the model: "none", "reflect" or "edge"
-    frames_per_task: int = 1  # frames batched in one forward pass
-    # project each SR tile so that the sensor's PSF degradation of it gives back the input, and write the
-    # `consistency` QA layer (None: on for learned single-image models, off for the interpolation baselines
-    # and multi-frame models; see models.consistency)
-    consistency: bool | None = None
-    storage_options: Mapping[str, Any] | None = None  # fsspec options for `out` and the stack cache
-    asset_check: str = "blocks"  # screen found items' assets first ("blocks") or not ("none"); see pipeline.assets
-    fail_on_error: bool = False  # unusable assets: fail the run (True) or leave their items out (False)
-    catalog_retries: int = 5  # retries of each catalog request (errors, timeouts, 429/5xx), backoff 0.5 s doubling
-    catalog_timeout: float = 30.0  # seconds to wait for the catalog to connect or answer
-    lock_wait: float = 0.0  # seconds to wait for another run writing the same output (then StoreLockedError)
-    # Sentinel-2 20 m bands on a 10 m grid: "auto" (the shipped learned sharpener when it qualifies, else "hpf"),
-    # "bilinear" (odc-stac's resampling, no sharpening), a sharpener name ("hpf") or sharpener weights (path or
-    # shipped name); see pipeline.sharpening. 60 m bands are always interpolated bilinearly; PROBA-V has no guide.
-    sharpen: str = "auto"
-
-    def __post_init__(self) -> None:
-        _check_option_types(self)
-        for name in ("n_workers", "torch_threads", "max_items"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise InvalidOptionError(f"{name} must be >= 1 (or None), got {getattr(self, name)}")
-        if self.max_pixels is not None and not self.max_pixels > 0:
-            raise InvalidOptionError(f"max_pixels must be > 0 (or None for no limit), got {self.max_pixels}")
-        if not 0.0 <= float(self.min_clear) <= 1.0:
-            raise InvalidOptionError(f"min_clear must be a fraction in [0, 1], got {self.min_clear}")
-        if self.tile is not None and (not isinstance(self.tile, int) or self.tile < 16):
-            raise InvalidOptionError(f"tile must be an integer >= 16, got {self.tile!r}")
-        if self.dtype not in ("float32", "int16"):
-            raise InvalidOptionError(f"dtype must be 'float32' or 'int16', got {self.dtype!r}")
-        if self.georef_check not in ("first", "all", "none"):
-            raise InvalidOptionError(f"georef_check must be 'first', 'all' or 'none', got {self.georef_check!r}")
-        if self.resolution is not None and not 0 < float(self.resolution) < math.inf:
-            raise InvalidOptionError(f"resolution must be a positive number of grid units, got {self.resolution}")
-        if self.max_cloud_cover is not None and not 0 <= float(self.max_cloud_cover) <= 100:
-            raise InvalidOptionError(f"max_cloud_cover is a percentage in [0, 100], got {self.max_cloud_cover}")
-        if self.precision not in ("fp32", "bf16", "fp16"):
-            raise InvalidOptionError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}")
-        if self.boundary not in ("none", "reflect", "edge"):
-            raise InvalidOptionError(f"boundary must be none, reflect or edge, got {self.boundary!r}")
-        if self.frames_per_task < 1:
-            raise InvalidOptionError(f"frames_per_task must be >= 1, got {self.frames_per_task}")
-        if not self.lock_wait >= 0:
-            raise InvalidOptionError(f"lock_wait must be >= 0 seconds, got {self.lock_wait}")
-        if self.catalog_retries < 0:
-            raise InvalidOptionError(f"catalog_retries must be >= 0, got {self.catalog_retries}")
-        if not self.catalog_timeout > 0:
-            raise InvalidOptionError(f"catalog_timeout must be > 0 seconds, got {self.catalog_timeout}")
-        if not self.sharpen.strip():
-            raise InvalidOptionError("sharpen must be 'auto', 'bilinear', a sharpener name ('hpf') or the path of "
-                                     "sharpener weights, got an empty string")
-        if self.asset_check not in ("blocks", "none"):
-            raise InvalidOptionError(f"asset_check must be 'blocks' or 'none', got {self.asset_check!r}")
-        from pipeline.access import ACCESS_KINDS
-
-        if self.auth is not None and self.auth not in ACCESS_KINDS:
-            raise InvalidOptionError(f"auth must be one of {', '.join(ACCESS_KINDS)} (or None: the catalog's), "
-                                     f"got {self.auth!r}")
-        if self.short_windows not in ("pad", "drop"):
-            raise InvalidOptionError(f"short_windows must be 'pad' or 'drop', got {self.short_windows!r}")
-        if self.n_views is not None and self.n_views < 1:
-            raise InvalidOptionError(f"n_views must be >= 1, got {self.n_views}")
-        if self.min_views < 1 or (self.n_views is not None and self.min_views > self.n_views):
-            raise InvalidOptionError(f"need 1 <= min_views <= n_views, got {self.min_views} and {self.n_views}")
-        try:
-            from pipeline.clearance import parse_window
-
-            parse_window(self.window)
-        except ValueError as exc:
-            raise InvalidOptionError(str(exc)) from None
-
-    @classmethod
-    def from_kwargs(cls, options: Mapping[str, Any]) -> RunOptions:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise InvalidOptionError(f"unknown option(s) {unknown}; run_region accepts {sorted(known)}")
-        opts = dict(options)
-        classes = opts.get("clear_classes")
-        if classes is not None:
-            if isinstance(classes, (str, bytes)) or not isinstance(classes, Iterable):
-                raise InvalidOptionError(f"clear_classes must be a list of integer QA classes, got {classes!r}")
-            opts["clear_classes"] = tuple(classes)
-        return cls(**opts)
-
-
-#: option annotations (as written in RunOptions) -> the value types they accept
-_OPTION_TYPES: dict[str, tuple[type, ...]] = {"float": (numbers.Real,), "int": (numbers.Integral,),
-                                              "bool": (bool, np.bool_), "str": (str,)}
-_TYPE_WORDS = {"float": "a number", "int": "an integer", "bool": "True or False", "str": "a string"}
-
-
-def _check_option_types(opts: RunOptions) -> None:
-    """InvalidOptionError for an option value of the wrong type (or NaN)."""
-    for f in dataclasses.fields(opts):
-        value = getattr(opts, f.name)
-        kinds = [k.strip() for k in str(f.type).split("|")]
-        if value is None and "None" in kinds:
-            continue
-        base, what = kinds[0], None
-        if base in _OPTION_TYPES:
-            accept = (*_OPTION_TYPES[base], os.PathLike) if f.name == "stack_cache" else _OPTION_TYPES[base]
-            ok = isinstance(value, accept) and (base in ("bool", "str") or not isinstance(value, bool))
-            what = _TYPE_WORDS[base] + (" or None" if "None" in kinds else "")
-            if ok and base == "float" and math.isnan(value):
-                raise InvalidOptionError(f"option {f.name} must be a number, got {value!r}")
-        elif base.startswith("tuple[int"):
-            ok = isinstance(value, tuple) and all(isinstance(v, numbers.Integral) and not isinstance(v, bool)
-                                                  for v in value)
-            what = "a list of integers" + (" or None" if "None" in kinds else "")
-        elif base.startswith("Mapping"):
-            ok, what = isinstance(value, Mapping), "a dict" + (" or None" if "None" in kinds else "")
-        else:
-            continue
-        if not ok:
-            raise InvalidOptionError(f"option {f.name} must be {what}, got {value!r} ({type(value).__name__})")
 
 
 def _check_size(region: BBox, profile: cat.CatalogProfile, sensor: SensorProfile | None,
@@ -223,79 +83,6 @@ def _check_size(region: BBox, profile: cat.CatalogProfile, sensor: SensorProfile
         res = float(opts.resolution) * (METRES_PER_DEG_LAT if sensor.grid != "utm" else 1.0)
     check_region_size(region, res, scale, n_bands=len(band_names), bytes_per_value=2 if opts.dtype == "int16" else 4,
                       max_pixels=opts.max_pixels, yes=opts.yes)
-
-
-def _version() -> str:
-    from pipeline import __version__
-
-    return __version__
-
-
-def _model_attrs(ref: Any, local: Any) -> dict[str, Any]:
-    """Provenance of the model: name, kind, weights hash, and whether the weights were trained."""
-    meta = getattr(local, "weights_meta", None)
-    if meta is not None:
-        return {"model": local.name, "model_kind": "learned", "weights": meta.name,
-                "weights_sha256": meta.sha256, "model_trained": bool(meta.trained),
-                "training_data": str(meta.training.get("data", "unknown"))}
-    if isinstance(ref, models.ModelSpec):  # a registered baseline: nothing to train
-        return {"model": local.name, "model_kind": models.entry(ref.name).kind, "weights": "none",
-                "weights_sha256": "none", "model_trained": False, "training_data": "none (no parameters)"}
-    return {"model": local.name or type(local).__name__, "model_kind": "model object", "weights": "unknown",
-            "weights_sha256": "unknown (model object passed in memory)", "model_trained": "unknown",
-            "training_data": "unknown"}
-
-
-def _upsample(mask: xr.DataArray, tiles: TileSpec, like: xr.DataArray, name: str,
-              attrs: dict[str, Any]) -> xr.DataArray:
-    """Nearest-neighbour ``scale x`` upsampling of a (time, y, x) layer on the SR tiling."""
-    s = tiles.scale
-    arr = mask.data.rechunk((1, tiles.chunks(mask.sizes["y"]), tiles.chunks(mask.sizes["x"])))
-    out_chunks = (arr.chunks[0], tuple(c * s for c in arr.chunks[1]), tuple(c * s for c in arr.chunks[2]))
-    up = arr.map_blocks(lambda b: b.repeat(s, axis=-2).repeat(s, axis=-1), chunks=out_chunks, dtype=arr.dtype)
-    dim0 = like.dims[0]
-    coords = {k: v for k, v in like.coords.items() if set(v.dims) <= {"y", "x"} or k == dim0}
-    return xr.DataArray(up, dims=(dim0, "y", "x"), coords=coords, name=name, attrs=attrs)
-
-
-def _encoding(cube: xr.Dataset, tiles: TileSpec, dtype: str) -> dict[str, Any]:
-    ty = min(tiles.tile * tiles.scale, cube.sizes["y"])
-    tx = min(tiles.tile * tiles.scale, cube.sizes["x"])
-    enc: dict[str, Any] = {"reflectance": {"chunks": (1, 1, ty, tx)}}
-    for name, var in cube.data_vars.items():
-        if var.dims == ("time", "y", "x"):
-            enc[str(name)] = {"chunks": (1, ty, tx)}
-        elif var.dims == ("y", "x"):
-            enc[str(name)] = {"chunks": (ty, tx)}
-    if dtype == "int16":
-        # float32 packing attributes make readers unpack to float32 (CF: their type is the unpacked type)
-        enc["reflectance"].update(dtype="int16", scale_factor=np.float32(INT16_SCALE), add_offset=np.float32(0.0),
-                                  _FillValue=INT16_FILL)
-    return enc
-
-
-def gpu_resources(client: Any, wanted: bool | None) -> dict[str, float] | None:
-    """``{"GPU": 1}`` when SR tasks should go to GPU workers: asked for, or (``None``) when any
-    worker of the cluster declares a GPU resource."""
-    declared = any("GPU" in w.get("resources", {}) for w in client.scheduler_info()["workers"].values())
-    if wanted and not declared:
-        raise InvalidOptionError("gpu=True but no Dask worker declares a GPU resource; start workers with "
-                                 "--resources GPU=1 (the k8s worker group does)")
-    return {"GPU": 1} if (declared if wanted is None else wanted) else None
-
-
-def _compute(client: Any, collection: Any, progress: bool, label: str) -> Any:
-    # No graph optimisation: annotations (GPU resources) survive only without it (fusion drops
-    # them), and fused keys depend on which chunks a graph culls, so two batches of the same cube
-    # computed at once (flow tasks) would submit one key with two run_specs (dask/dask#9888).
-    futures = client.compute(collection, optimize_graph=False)
-    if progress:
-        from distributed import progress as show_progress
-
-        print(label, flush=True)
-        show_progress(futures)
-        print(flush=True)
-    return client.gather(futures)
 
 
 @dataclass
@@ -369,6 +156,10 @@ class RegionJob:
             bands = [bands]
         for band in bands or ():
             safe_name(band, "band", UnknownBandError)
+        twice = sorted({b for b in bands or () if list(bands or ()).count(b) > 1})
+        if twice:
+            raise InvalidOptionError(f"bands {list(bands or ())} name {', '.join(map(repr, twice))} twice: a cube "
+                                     "holds each band once; ask for each band once")
         if scale is not None and (not isinstance(scale, numbers.Integral) or isinstance(scale, bool)):
             raise InvalidOptionError(f"scale must be an integer such as 2, 3 or 4, got {scale!r}")
         if not isinstance(out, (str, os.PathLike)) or not str(out).strip():
@@ -438,7 +229,7 @@ class RegionJob:
     # --- 2. the stack: cache, given items, or search -------------------------------------------
 
     def _cache_params(self, bands: Sequence[str], sensor: SensorProfile | None) -> dict[str, Any]:
-        from pipeline import sample
+        from srcube.pipeline.testing import sample
 
         p = self.profile
         params: dict[str, Any] = {
@@ -466,8 +257,8 @@ class RegionJob:
         in ``run.excluded`` (and the cube's ``excluded_items``), or fail the run with ``fail_on_error``."""
         if self.opts.asset_check == "none" or not items:
             return list(items)
-        from pipeline.assets import screen_items
-        from pipeline.bands import asset_key
+        from srcube.pipeline.search.assets import screen_items
+        from srcube.pipeline.sensors.bands import asset_key
 
         sensor = self.sensor or sensor_for_items(items)
         if sensor is None:
@@ -493,7 +284,7 @@ class RegionJob:
         found = self.screen(searched)
         sensor = self.sensor or sensor_for_items(found)
         if sensor is not None and (self.opts.harmonize or sensor.harmonize_modes[0]) == "auto":
-            from pipeline.harmonize import annotate
+            from srcube.pipeline.assemble.harmonize import annotate
 
             found = annotate(found, sensor, sensor.vocabulary.validate(self.bands),
                              catalog=self.harmonization_catalog(), access=self.access, settings=self.read_settings)
@@ -545,18 +336,12 @@ class RegionJob:
         return self.stack
 
     def _load_kelvins(self) -> xr.Dataset:
-        from pipeline.sensors.probav import PROBAV, imgset_stack, read_imgset
+        from srcube.pipeline.sensors.probav import PROBAV, kelvins_stack
 
-        imgset = read_imgset(self.profile.url, require_qm=False)
-        band = self.bands or (imgset.band or "NIR",)
-        if len(band) != 1 or band[0] not in ("RED", "NIR"):
-            raise UnknownBandError(f"a Kelvins imgset holds one band (RED or NIR; this one: {imgset.band}), "
-                                   f"got {list(band)}")
-        self.run.items_found = len(imgset.frame_ids)
-        self.sensor, self.bands = PROBAV, (band[0],)
-        stack = imgset_stack(imgset, north_west=(self.region.min_lon, self.region.max_lat), start=self.days.start,
-                             band=band[0])
-        return stack.drop_vars("clear").chunk({"time": 1, "y": self.tiles.tile, "x": self.tiles.tile})
+        stack, band, self.run.items_found = kelvins_stack(self.profile.url, self.bands, self.region, self.days,
+                                                          self.tiles.tile)
+        self.sensor, self.bands = PROBAV, (band,)
+        return stack
 
     # --- 3. which frames (and windows) -----------------------------------------------------------
 
@@ -570,7 +355,7 @@ class RegionJob:
                                 for w in decisions.get("windows", [])]
         else:
             self._workers_ready(client)
-            fractions, scores = _compute(client, [self.stack.clear_fraction, self.stack.clearance_score],
+            fractions, scores = compute(client, [self.stack.clear_fraction, self.stack.clearance_score],
                                          opts.progress, "clearance")
             fractions, scores = np.asarray(fractions), np.asarray(scores)
             if self.multi:
@@ -594,39 +379,12 @@ class RegionJob:
         """The lazy cube (super-resolution graph + layers) with its provenance attributes."""
         assert self.stack is not None and self.sensor is not None and self.bands is not None
         opts, stack, local_model = self.opts, self.stack, self.local_model
-        attrs = {
-            "srcube_version": _version(),
-            "title": "srcube super-resolved reflectance cube",
-            **_model_attrs(self.model_ref, local_model),
-            "mode": "multi-frame" if self.multi else "single-image",
-            "scale": int(local_model.scale),
-            "sensor": self.sensor.name,
-            "catalog": redact(self.profile.name),
-            "catalog_url": redact(self.profile.url) if self.profile.kind != "sample" else "local sample STAC API",
-            "collection": self.collection,
-            "bbox": list(self.region.as_tuple()),
-            "dates": str(self.days),
-            "bands": list(self.bands),
-            "crs": f"EPSG:{stack.attrs['grid_epsg']}",
-            "input_resolution": float(stack.attrs["resolution"]),
-            "resolution": float(stack.attrs["resolution"]) / int(local_model.scale),
-            "stac_items_found": self.run.items_found,
-            "stack_cache": f"{opts.stack_cache}/stack-{self.cache_key}.zarr" if self.cache_key else "none",
-            "stack_from_cache": self.run.from_cache,
-            "min_clear": opts.min_clear,
-            "clear_classes": list(stack.attrs.get("clear_classes", [])),
-            "harmonize": str(stack.attrs.get("harmonize", "")),
-            # band sharpening: the run's choice and model, and the bands it put on the grid (json lists)
-            **self.sharpener.attrs(),
-            "sharpened_bands": str(stack.attrs.get("sharpened_bands", "[]")),
-            "interpolated_bands": str(stack.attrs.get("interpolated_bands", "[]")),
-            "frames": json.dumps(self._frames_provenance()),
-            # items left out before assembly, each with its bad assets and why (pipeline.assets)
-            "excluded_items": str(stack.attrs.get("excluded_items", "[]")),
-            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        }
-        if "georeferencing" in stack.attrs:
-            attrs["georeferencing"] = stack.attrs["georeferencing"]
+        attrs = cube_attrs(stack, self.model_ref, local_model, multi=self.multi, sensor=self.sensor.name,
+                           profile=self.profile, collection=self.collection, region=self.region.as_tuple(),
+                           days=str(self.days), bands=self.bands, items_found=self.run.items_found,
+                           stack_cache=f"{opts.stack_cache}/stack-{self.cache_key}.zarr" if self.cache_key else "none",
+                           from_cache=self.run.from_cache, min_clear=opts.min_clear, sharpener=self.sharpener.attrs(),
+                           frames=self._frames_provenance())
         self.resources = gpu_resources(client, opts.gpu)
         attrs["gpu_resources"] = bool(self.resources)
         attrs["consistency_projection"] = self.consistency
@@ -634,20 +392,21 @@ class RegionJob:
             attrs.update(Projection.for_sensor(self.sensor.name, int(local_model.scale)).describe())
         else:
             attrs["consistency_psf"] = "none"
+        resolved = ResolvedModel(self.model_ref, local_model)  # weights read and checked once per run
         if self.multi:
-            cube = _multi_frame_cube(stack, self.run.windows, self.n_views, self.model_ref, self.tiles, client, opts,
-                                     self.resources)
+            cube = multi_frame_cube(stack, self.run.windows, self.n_views, resolved, self.tiles, client, opts,
+                                    self.resources)
             attrs.update(windows=json.dumps([w.to_json() for w in self.run.windows]), n_views=self.n_views,
                          window=opts.window or "all")
             used = [i for w in self.run.windows if w.kept for i in w.views]
         else:
-            cube = _single_image_cube(stack, self.run.frames, self.model_ref, self.tiles, client, opts, self.resources,
-                                      self.consistency, self.sensor.name)
+            cube = single_image_cube(stack, self.run.frames, resolved, self.tiles, client, opts, self.resources,
+                                     self.consistency, self.sensor.name)
             used = [i for i, f in enumerate(self.run.frames) if f.kept]
         attrs["stac_item_ids"] = sorted({i for t in used for i in str(stack["items"].values[t]).split(",")})
         attrs["request_hash"] = request_hash(attrs, opts)
         cube.attrs = {**attrs, "Conventions": "CF-1.8"}
-        self.cube, self.encoding = cube, _encoding(cube, self.tiles, opts.dtype)
+        self.cube, self.encoding = cube, encoding(cube, self.tiles, opts.dtype)
         return cube
 
     def _frames_provenance(self) -> list[dict[str, Any]]:
@@ -680,21 +439,9 @@ class RegionJob:
         return self.store.pending(self.cube)
 
     def batches(self, size: int) -> list[list[tuple[str, tuple[int, ...]]]]:
-        """All chunk writes of the cube (done or not) in batches of at most ``size`` output
-        locations (time, y, x chunk), in a fixed order: the same request always gives the same
-        batches, so a re-run can recognise finished ones. The variables of one location go into
-        the same batch, so its super-resolution (which ``clear`` also depends on) runs once."""
+        """All chunk writes of the cube in batches of ``size`` output locations (see :func:`write_batches`)."""
         assert self.cube is not None
-        if size < 1:
-            raise InvalidOptionError(f"batch size must be >= 1, got {size}")
-        every = [(str(name), idx) for name, var in self.cube.variables.items() if isinstance(var.data, da.Array)
-                 for idx in np.ndindex(*var.data.numblocks)]
-        groups: dict[tuple[int, int, int], list[tuple[str, tuple[int, ...]]]] = {}
-        for name, idx in every:
-            at = dict(zip(self.cube[name].dims, idx, strict=True))
-            groups.setdefault((at.get("y", 0), at.get("x", 0), at.get("time", -1)), []).append((name, idx))
-        keys = sorted(groups)
-        return [[w for k in keys[i:i + size] for w in groups[k]] for i in range(0, len(keys), size)]
+        return write_batches(self.cube, size)
 
     def write(self, client: Any, only: Sequence[tuple[str, tuple[int, ...]]] | None = None) -> int:
         """Compute and write the pending chunks (or ``only`` these); return how many were written."""
@@ -703,7 +450,7 @@ class RegionJob:
         n = self.store.count_blocks(writes)
         if n:
             self._workers_ready(client)
-            _compute(client, writes, self.opts.progress, "super-resolve and write")
+            compute(client, writes, self.opts.progress, "super-resolve and write")
         self.run.chunk_writes += n
         return n
 
@@ -756,38 +503,6 @@ def run_region(bbox: BBoxLike, dates: DatesLike, *, catalog: str = "sample", col
     return result
 
 
-#: attributes that identify what a cube holds (not when or how fast it was made)
-_IDENTITY = ("srcube_version", "model", "weights_sha256", "mode", "scale", "sensor", "catalog", "collection", "bbox",
-             "dates", "bands", "crs", "input_resolution", "stac_item_ids", "min_clear", "clear_classes", "harmonize",
-             "windows", "n_views", "window", "consistency_projection", "consistency_psf", "sharpen", "sharpen_model",
-             "sharpen_weights_sha256", "sharpened_bands")
-
-
-def request_hash(attrs: Mapping[str, Any], opts: RunOptions) -> str:
-    """A hash of everything that decides a cube's content and chunking; equal hashes may resume."""
-    doc = {k: attrs.get(k) for k in _IDENTITY}
-    doc["frames"] = [(f["time"], f["kept"]) for f in json.loads(attrs.get("frames", "[]"))]
-    doc["options"] = {k: getattr(opts, k) for k in ("tile", "resolution", "dtype", "boundary", "precision",
-                                                    "frames_per_task")}
-    import hashlib
-
-    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:32]
-
-
-def _finish(cube: xr.Dataset, dtype: str) -> xr.Dataset:
-    if dtype == "int16":  # keep values representable: int16 would wrap
-        lim = 32767 * INT16_SCALE
-        cube["reflectance"] = cube.reflectance.clip(-lim, lim)
-    # variable-length strings have a zarr v3 data type; fixed-width numpy unicode has none
-    cube = cube.assign_coords(band=np.array([str(b) for b in cube.band.values], dtype=object))
-    for coord in ("items", "window_end"):
-        if coord in cube.coords:
-            cube = cube.assign_coords({coord: ("time", np.array([str(v) for v in cube[coord].values], dtype=object))})
-    for var in cube.data_vars.values():
-        var.encoding["coordinates"] = "spatial_ref"  # keep spatial_ref a coordinate on read
-    return cube
-
-
 def _widest_projection(sensor: SensorProfile | None, scale: int) -> Projection:
     """The sensor's projection; before the sensor is known, the one with the widest reach (so the tiles
     borrow enough whichever sensor the items turn out to be)."""
@@ -796,85 +511,3 @@ def _widest_projection(sensor: SensorProfile | None, scale: int) -> Projection:
     return max((Projection.for_sensor(name, scale) for name in SENSOR_PSF), key=lambda p: p.margin)
 
 
-def _single_image_cube(stack: xr.Dataset, frames: list[FrameDecision], ref: Any, tiles: TileSpec, dc: Any,
-                       opts: RunOptions, resources: dict[str, float] | None, consistency: bool = False,
-                       sensor: str = "sentinel-2") -> xr.Dataset:
-    keep = [i for i, f in enumerate(frames) if f.kept]
-    kept = stack.isel(time=keep)
-    sr = super_resolve(kept.reflectance, ref, client=dc, tile=tiles.tile, margin=tiles.margin,
-                       torch_threads=opts.torch_threads, allow_untrained=opts.allow_untrained, boundary=opts.boundary,
-                       precision=opts.precision, resources=resources, frames_per_task=opts.frames_per_task,
-                       consistency=consistency, sensor=sensor)
-    layers: dict[str, xr.DataArray] = {}
-    if "consistency" in sr.coords:  # the QA layer of the projection: a variable of the cube, not a coordinate
-        layers["consistency"] = sr["consistency"].reset_coords(drop=True).rename("consistency").astype(np.float32)
-        sr = sr.drop_vars("consistency")
-    clear = _upsample(kept.clear.astype(np.uint8), tiles, sr, "clear",
-                      {"long_name": "clear pixel (QA class clear and data in every band)", "flag_values": [0, 1],
-                       "flag_meanings": "not_clear clear"})
-    clear = clear * sr.notnull().all("band").astype(np.uint8)
-    count = _upsample(kept.clear.sum("time").astype(np.uint16).expand_dims(time=1), tiles, sr.isel(time=[0]),
-                      "clear_count", {}).isel(time=0, drop=True)
-    refl = sr.rename("reflectance")
-    refl.attrs = {"long_name": "super-resolved surface reflectance", "units": "1",
-                  "sr_model": sr.attrs.get("sr_model"), "sr_scale": sr.attrs.get("sr_scale")}
-    cube = xr.Dataset({
-        "reflectance": refl,
-        "clear": clear.rename("clear").assign_attrs(long_name="clear pixel", flag_values=[0, 1],
-                                                    flag_meanings="not_clear clear"),
-        "clear_count": count.rename("clear_count").assign_attrs(
-            long_name="number of clear frames per pixel over the kept dates"),
-        "clear_fraction": xr.DataArray(np.asarray([frames[i].clear_fraction for i in keep], np.float32), dims="time",
-                                       attrs={"long_name": "clear fraction of the frame (input grid)"}),
-        "clearance_score": xr.DataArray(np.asarray([frames[i].clearance_score for i in keep], np.float32),
-                                        dims="time", attrs={"long_name": "clearance score of the frame"}),
-        **layers,
-    })
-    cube = cube.assign_coords(items=("time", [str(v) for v in kept["items"].values]))
-    return _finish(cube, opts.dtype)
-
-
-def _multi_frame_cube(stack: xr.Dataset, windows: list[WindowPlan], n_views: int, ref: Any, tiles: TileSpec,
-                      dc: Any, opts: RunOptions, resources: dict[str, float] | None) -> xr.Dataset:
-    plans = [w for w in windows if w.kept]
-    refl, clear = stack.reflectance.data, stack.clear.data
-    _, c, h, w = refl.shape
-    views, masks, present = [], [], np.zeros((len(plans), n_views), bool)
-    for i, plan in enumerate(plans):
-        idx = list(plan.views)
-        pad = n_views - len(idx)
-        present[i, : len(idx)] = True
-        v, m = refl[idx], clear[idx].astype(np.uint8)
-        if pad:
-            v = da.concatenate([v, da.zeros((pad, c, h, w), dtype=np.float32, chunks=(1, c, h, w))])
-            m = da.concatenate([m, da.zeros((pad, h, w), dtype=np.uint8, chunks=(1, h, w))])
-        views.append(v)
-        masks.append(m)
-    starts = np.array([np.datetime64(p.start[:19], "ns") for p in plans])
-    spatial = {k: v for k, v in stack.coords.items() if set(v.dims) <= {"y", "x"}}
-    views_da = xr.DataArray(da.stack(views), dims=("window", "view", "band", "y", "x"),
-                            coords={"window": starts, "band": stack.band, **spatial})
-    masks_da = xr.DataArray(da.stack(masks), dims=("window", "view", "y", "x"), coords={"window": starts, **spatial})
-    sr = super_resolve_views(views_da, masks_da, present, ref, client=dc, tile=tiles.tile,
-                             torch_threads=opts.torch_threads, allow_untrained=opts.allow_untrained,
-                             precision=opts.precision, resources=resources)
-    sr = sr.rename({"window": "time"})
-    count_lr = (masks_da * xr.DataArray(present, dims=("window", "view"))).sum("view").astype(np.uint8)
-    count_lr = count_lr.rename({"window": "time"})
-    count = _upsample(count_lr, tiles, sr, "clear_count",
-                      {"long_name": "number of clear views per pixel in the window"})
-    clear = (count > 0).astype(np.uint8) * sr.notnull().all("band").astype(np.uint8)
-    refl_out = sr.rename("reflectance")
-    refl_out.attrs = {"long_name": "super-resolved surface reflectance (multi-frame fusion)", "units": "1",
-                      "sr_model": sr.attrs.get("sr_model"), "sr_scale": sr.attrs.get("sr_scale")}
-    cube = xr.Dataset({
-        "reflectance": refl_out,
-        "clear": clear.rename("clear").assign_attrs(long_name="pixel clear in at least one view",
-                                                    flag_values=[0, 1], flag_meanings="not_clear clear"),
-        "clear_count": count,
-        "views": xr.DataArray(np.asarray([len(p.views) for p in plans], np.uint8), dims="time",
-                              attrs={"long_name": "real views fused in the window"}),
-    })
-    items = [",".join(str(stack["items"].values[i]) for i in p.views) for p in plans]
-    cube = cube.assign_coords(items=("time", items), window_end=("time", [p.end for p in plans]))
-    return _finish(cube, opts.dtype)

@@ -1,11 +1,10 @@
 #!/usr/bin/env bash
-# Install srcube with its test extras, run the lint gate, then the test suite.
+# Install srcube with its test extras (hashed lock), run the lint gate, then the test suite.
 # Extra arguments go to pytest (e.g. scripts/test.sh -m slow, scripts/test.sh -k catalog).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install.sh test
-.venv/bin/ruff check pipeline models training flows tests bench
-.venv/bin/mypy
+scripts/lint.sh   # ruff, mypy, the import-linter layer contract
 export PREFECT_HOME="${PREFECT_HOME:-$(mktemp -d)}"
 export DO_NOT_TRACK=1
 exec .venv/bin/python -m pytest "$@"

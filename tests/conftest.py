@@ -15,17 +15,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("SRCUBE_SHARED", REPO.parent / "shared"))
-
-
-def shared_path(*parts: str) -> Path:
-    """A path under ../shared/data, or skip the test with the reason."""
-    path = SHARED.joinpath("data", *parts)
-    if not path.exists():
-        pytest.skip(f"real data not available: {path} is absent (../shared is not beside the repo)")
-    return path
-
+from tests.support.helpers import REPO, S3_CREDS, shared_path  # noqa: F401
 
 # --- no network except loopback --------------------------------------------------------------
 
@@ -57,7 +47,7 @@ def _block_network() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def sample_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The sample archive, generated once per session by the project's own code."""
-    from pipeline import sample
+    from srcube.pipeline.testing import sample
 
     root = tmp_path_factory.getbasetemp() / "sample-archive"
     os.environ["SRCUBE_SAMPLE_DIR"] = str(root)  # catalog="sample" serves this archive
@@ -67,7 +57,7 @@ def sample_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def sample_url(sample_dir: Path) -> str:
     """URL of the real STAC API (rustac serve on 127.0.0.1) over the sample archive."""
-    from pipeline.stac_server import sample_server_url
+    from srcube.pipeline.testing.stac_server import sample_server_url
 
     return sample_server_url(sample_dir)
 
@@ -83,9 +73,6 @@ def dask_client() -> Iterator[object]:
 
 
 # --- an S3-compatible object store ------------------------------------------------------------
-
-S3_CREDS = {"AWS_ACCESS_KEY_ID": "testing-key-id", "AWS_SECRET_ACCESS_KEY": "testing-secret", "AWS_REGION": "us-east-1"}
-
 
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:

@@ -11,9 +11,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from models.weights import SHIPPED_DIR, WeightsMeta, read_meta
-from training.config import windows_disjoint
-from training.evaluation import (
+from srcube.models.weights import SHIPPED_DIR, WeightsMeta, read_meta
+from srcube.training.config import windows_disjoint
+from srcube.training.evaluation import (
     REPORT_FORMAT,
     report_path,
     robustness_markdown,
@@ -116,6 +116,15 @@ def test_table_markdown(weights_dir: str | Path = SHIPPED_DIR) -> str:
             continue
         s = report["summary"]
         w = s.get("worst") or {}
+        if s.get("metric") == "cPSNR":  # multi-frame PROBA-V: the Kelvins metric against the Kelvins baseline
+            names = ", ".join(x["scene"] for x in report["scenes"])
+            model = sum(x["cpsnr_model"] * x["targets"] for x in report["scenes"]) / max(1, s["n"])
+            base = sum(x["cpsnr_kelvins_baseline"] * x["targets"] for x in report["scenes"]) / max(1, s["n"])
+            lines.append(
+                f"| `{report['weights']}` | {report['task']} | {names} | cPSNR {model:.2f} (Kelvins baseline "
+                f"{base:.2f}) | {s['mean_gain']:+.2f} {_ci(s['mean_gain_ci'])} | {w.get('gain', float('nan')):+.2f} "
+                f"({w.get('scene')}) | Wald Kelvins score {s['wald_kelvins_score']:.3f} |")
+            continue
         rob = min(report.get("robustness") or [], key=lambda r: r["mean_gain"], default=None)
         lines.append(
             f"| `{report['weights']}` | {report['task']} | {', '.join(x['name'] for x in report['scenes'])} | "
@@ -193,7 +202,7 @@ def card_lines_for_scenes(task: str) -> list[str]:
     """The splits by place of a task (training.datasets.scenes), one line per split, for a card."""
     if not task:
         return []
-    from training.datasets.scenes import scenes
+    from srcube.training.datasets.scenes import scenes
 
     lines = [f"Splits by place (task `{task}`): the model trained on some places, was selected on others and is "
              "reported once on yet others.", ""]
@@ -221,7 +230,7 @@ def history_lines(history_csv: str | Path) -> list[str]:
 
 def probav_section(report: Mapping[str, Any]) -> list[str]:
     """The card's "Test split" section of multi-frame PROBA-V weights (Kelvins metric on the Wald pairs)."""
-    from training.evaluation import probav_markdown
+    from srcube.training.evaluation import probav_markdown
 
     deg = report["scenes"][0]["degradation"]["label"] if report.get("scenes") else "?"
     return ["## Test split", "",
@@ -238,7 +247,7 @@ def probav_section(report: Mapping[str, Any]) -> list[str]:
 def defaults_markdown() -> str:
     """The README's table of what ``model="auto"`` (and ``sharpen="auto"``) picks, per sensor, scale and bands,
     from the shipped weights and their test reports (:func:`models.default_model`, :func:`models.default_sharpener`)."""
-    import models
+    from srcube import models
 
     ten = ["B02", "B03", "B04", "B08"]
     cases = (("sentinel-2", 2, ten, False, "B02 B03 B04 B08"), ("sentinel-2", 2, ["B04", "B8A"], False, "other bands"),
@@ -288,7 +297,7 @@ def update_readme(path: str | Path) -> list[str]:
     return changed
 
 
-if __name__ == "__main__":  # python -m training.card --readme README.md
+if __name__ == "__main__":  # python -m srcube.training.card --readme README.md
     import argparse
 
     parser = argparse.ArgumentParser(description="regenerate the README's tables from the shipped test reports")

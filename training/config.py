@@ -118,7 +118,7 @@ def _expand(value: str, base: Path) -> str:
     shared = os.environ.get("SRCUBE_SHARED", str(REPO.parent / "shared"))
     s = value.replace("${SHARED}", shared).replace("${REPO}", str(REPO))
     if "${SAMPLE}" in s:  # the generated sample archive (made on first use)
-        from pipeline import sample
+        from srcube.pipeline.testing import sample
 
         s = s.replace("${SAMPLE}", str(sample.ensure_archive()))
     p = Path(s)
@@ -173,7 +173,7 @@ def windows_disjoint(a: Sequence[float] | None, b: Sequence[float] | None) -> bo
 
 
 def validate(cfg: Config) -> None:
-    import models
+    from srcube import models
 
     if cfg.data.kind not in DATA_KINDS:
         raise ConfigError(f"data.kind must be one of {DATA_KINDS}, got {cfg.data.kind!r}")
@@ -191,7 +191,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"model {cfg.model.architecture} is {'multi-frame' if multi else 'single-image'} but "
                           f"data.kind {cfg.data.kind!r} gives {'single images' if multi else 'frame stacks'}")
     if cfg.data.kind in ("scenes", "scenes-sharpen", "scenes-multiframe"):
-        from training.datasets.scenes import scenes
+        from srcube.training.datasets.scenes import scenes
 
         try:
             found = scenes(cfg.data.task)

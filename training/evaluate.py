@@ -23,9 +23,9 @@ import rasterio
 import torch
 import torch.nn.functional as F
 
-import models
-from models.highresnet import masked_median
-from training.metrics import metric_table, summarize
+from srcube import models
+from srcube.models.highresnet import masked_median
+from srcube.training.metrics import metric_table, summarize
 
 
 def _stretch(img: np.ndarray, lo: float, hi: float) -> np.ndarray:

@@ -89,12 +89,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-import models
-from models.psf import ROBUSTNESS, Degradation, sensor_degradation
-from models.sharpen import Sharpener
-from training.datasets.scenes import S2_10M, S2_20M, Scene, load_s2
-from training.datasets.scenes import scenes as task_scenes
-from training.metrics import ssim
+from srcube import models
+from srcube.models.psf import ROBUSTNESS, Degradation, sensor_degradation
+from srcube.models.sharpen import Sharpener
+from srcube.training.datasets.scenes import S2_10M, S2_20M, Scene, load_s2
+from srcube.training.datasets.scenes import scenes as task_scenes
+from srcube.training.metrics import ssim
 
 #: how every PSNR here is computed (written into reports)
 PEAK_CONVENTION = ("PSNR = 10 log10(peak^2 / MSE), peak = max of the reference band over the evaluated window "
@@ -639,7 +639,7 @@ def evaluate_wald(model: models.SRModel, scene: Scene | SceneData, scale: int | 
         sr = model(low[None].to(dev))[0]
         baselines = {"bicubic": bicubic(low[None])[0]}
         if project:
-            from models.consistency import Projection
+            from srcube.models.consistency import Projection
 
             proj = Projection.for_sensor("sentinel-2", s)
             if not getattr(getattr(model, "inner", model), "consistent", False):  # else it is built in
@@ -647,7 +647,7 @@ def evaluate_wald(model: models.SRModel, scene: Scene | SceneData, scale: int | 
             baselines["bicubic+projection"] = proj.project(low, baselines["bicubic"])[0]
     sr = sr.float().cpu()
     if quicklook is not None:
-        from training.evaluate import quicklook as write_quicklook
+        from srcube.training.evaluate import quicklook as write_quicklook
 
         write_quicklook(quicklook, low, baselines["bicubic"].clamp(0, 1), sr.clamp(0, 1), ref)
     return compare(sr, baselines, ref, low, scale=s, scene=data.name, bands=names, bootstrap=bootstrap,
@@ -658,7 +658,7 @@ def evaluate_wald(model: models.SRModel, scene: Scene | SceneData, scale: int | 
 def image_data(image: str | Path, *, multiple: int, bands: list[int] | None = None,
                max_side: int = 1024) -> SceneData:
     """Any raster (GeoTIFF/COG/srcube zarr) as a Wald reference: its largest fully valid window."""
-    from training.datasets.wald import read_image
+    from srcube.training.datasets.wald import read_image
 
     im = read_image(image, bands=bands)
     try:
@@ -753,7 +753,7 @@ class SplitResult:
         return [r for res in self.results for r in res.rows]
 
     def to_json(self) -> dict[str, Any]:
-        from pipeline import __version__
+        from srcube.pipeline import __version__
 
         return {
             "model": self.model, "task": self.task, "split": self.split, "scale": self.scale,
@@ -815,7 +815,7 @@ def write_test_report(weights: str | Path, task: str, *, degradation: Degradatio
     """Evaluate weights on the test split of ``task`` once and write ``NAME.test.json`` next to them: the
     rows, the summary, the robustness table, the scenes, the degradation, the peak convention, the
     srcube version and the weights' sha256. Refuses to report the same weights twice unless ``overwrite``."""
-    from models.weights import load_weights, read_meta
+    from srcube.models.weights import load_weights, read_meta
 
     meta = read_meta(weights)
     path = report_path(weights)
@@ -947,9 +947,9 @@ def evaluate_probav(model: models.SRModel, scene: Scene, *, n_views: int | None 
     the mean over targets of cPSNR(baseline) / cPSNR(model) (lower is better, 1.0 = the baseline): the
     competition's score with its baseline, on Wald pairs, since the scenes' real HR images were not released.
     The interval of the mean cPSNR gain resamples targets."""
-    from models.highresnet import masked_median
-    from training.datasets.scenes import load_probav
-    from training.metrics import cpsnr
+    from srcube.models.highresnet import masked_median
+    from srcube.training.datasets.scenes import load_probav
+    from srcube.training.metrics import cpsnr
 
     s = model.scale
     deg = degradation or sensor_degradation("proba-v")
@@ -997,7 +997,7 @@ def evaluate_probav_split(model: models.SRModel, split: str, *, bootstrap: Boots
                           max_targets: int | None = None, name: str | None = None) -> dict[str, Any]:
     """:func:`evaluate_probav` over the scenes of a ``probav`` split, and a summary pooled over all targets
     (mean cPSNR gain over the Kelvins baseline with its interval, mean Wald Kelvins score, worst scene)."""
-    from pipeline import __version__
+    from srcube.pipeline import __version__
 
     scenes_out, skipped = [], []
     for sc in split_scenes("probav", split):

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.interp import lanczos_shift
+from srcube.models.interp import lanczos_shift
 
 
 def l1(sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:

@@ -16,11 +16,11 @@ from typing import Any
 
 import torch
 
-import models
-from models.weights import SHIPPED_DIR, read_meta
-from training.card import card_lines_for_scenes, history_lines, probav_section, test_split_section
-from training.config import load_config
-from training.datasets.scenes import scenes
+from srcube import models
+from srcube.models.weights import SHIPPED_DIR, read_meta
+from srcube.training.card import card_lines_for_scenes, history_lines, probav_section, test_split_section
+from srcube.training.config import load_config
+from srcube.training.datasets.scenes import scenes
 
 
 def speed(weights: str | Path, *, size: int = 256, repeats: int = 3, threads: int = 2) -> dict[str, Any]:
@@ -58,7 +58,7 @@ def ship(config: str | Path, *, limits: list[str] | None = None, overwrite_repor
          weights_dir: Path = SHIPPED_DIR) -> dict[str, Any]:
     """Copy the trained weights of ``config`` (``runs/NAME/NAME.*``, as ``srcube train`` exports them) into
     ``weights_dir``, write their test report, measure their speed and write their card. Returns a summary."""
-    from training.evaluation import write_test_report
+    from srcube.training.evaluation import write_test_report
 
     cfg = load_config(config)
     name = cfg.model.name or cfg.name
@@ -91,7 +91,7 @@ def model_card(weights: str | Path, limits: list[str], history_csv: str | Path |
                speed_figures: dict[str, Any]) -> str:
     """The card of shipped weights: what they are, data (the places of each split), recipe, validation per
     epoch, the test split (from the report, once), speed on this machine, limits, licence."""
-    from training.card import read_test_report
+    from srcube.training.card import read_test_report
 
     meta = read_meta(weights)
     t = meta.training

@@ -27,13 +27,13 @@ import yaml
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
-import models
-from models.highresnet import masked_median
-from models.sisr import Discriminator
-from models.weights import Normalisation, Normalized
-from training import losses
-from training.config import Config, ConfigError, portable
-from training.metrics import cpsnr, cssim, psnr, ssim
+from srcube import models
+from srcube.models.highresnet import masked_median
+from srcube.models.sisr import Discriminator
+from srcube.models.weights import Normalisation, Normalized
+from srcube.training import losses
+from srcube.training.config import Config, ConfigError, portable
+from srcube.training.metrics import cpsnr, cssim, psnr, ssim
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +63,8 @@ def make_datasets(cfg: Config) -> tuple[Dataset, Dataset]:
     """(train, validation) datasets of the config; validation never overlaps training."""
     d, s = cfg.data, cfg.model.scale
     if d.kind in ("scenes", "scenes-sharpen", "scenes-multiframe"):  # splits by place: other places validate
-        from training.datasets.real import SceneMultiFrame, SceneSharpen, SceneWald
-        from training.datasets.scenes import scenes as split_scenes
+        from srcube.training.datasets.real import SceneMultiFrame, SceneSharpen, SceneWald
+        from srcube.training.datasets.scenes import scenes as split_scenes
 
         train_scenes, val_scenes = split_scenes(d.task, "train"), split_scenes(d.task, "validation")
         gain = (float(d.gain[0]), float(d.gain[1]))
@@ -81,7 +81,7 @@ def make_datasets(cfg: Config) -> tuple[Dataset, Dataset]:
                 SceneWald(val_scenes, s, d.patch, d.val_samples, train=False, seed=cfg.seed + 1,
                           band_agnostic=d.band_agnostic))
     if d.kind == "wald":
-        from training.datasets.wald import WaldPairs, read_image
+        from srcube.training.datasets.wald import WaldPairs, read_image
 
         images = [read_image(p, bands=d.bands) for p in d.sources]
         return (WaldPairs(images, s, d.patch, d.train_samples, seed=cfg.seed, window=tuple(d.train_window),  # type: ignore[arg-type]
@@ -89,8 +89,8 @@ def make_datasets(cfg: Config) -> tuple[Dataset, Dataset]:
                 WaldPairs(images, s, d.patch, d.val_samples, seed=cfg.seed + 1, window=tuple(d.val_window),  # type: ignore[arg-type]
                           band_agnostic=d.band_agnostic, fixed=True, mtf=d.mtf, max_invalid=d.max_invalid))
     if d.kind == "wald-multiframe":
-        from pipeline.sensors.probav import read_imgset
-        from training.datasets.wald import WaldMultiFrame
+        from srcube.pipeline.sensors.probav import read_imgset
+        from srcube.training.datasets.wald import WaldMultiFrame
 
         def scenes(paths: list[str]) -> tuple[list[np.ndarray], list[np.ndarray]]:
             sets = [read_imgset(p, require_qm=False) for p in paths]
@@ -105,7 +105,7 @@ def make_datasets(cfg: Config) -> tuple[Dataset, Dataset]:
         train_mf: Dataset = WaldMultiFrame(tf, tm, s, d.n_views, d.patch, d.train_samples, cfg.seed, d.mtf,
                                            augment=True)
         if d.shifted_sources and d.shifted_samples:
-            from training.datasets.wald import ShiftedViews, read_image
+            from srcube.training.datasets.wald import ShiftedViews, read_image
 
             images = [read_image(p) for p in d.shifted_sources]
             shifted = ShiftedViews(images, s, d.n_views, d.patch, d.shifted_samples, seed=cfg.seed,
@@ -113,7 +113,7 @@ def make_datasets(cfg: Config) -> tuple[Dataset, Dataset]:
             train_mf = ConcatDataset([train_mf, shifted])
         return train_mf, WaldMultiFrame(vf, vm, s, d.n_views, None, d.val_samples, cfg.seed + 1, d.mtf)
     if d.kind == "kelvins":
-        from training.datasets.probav import KelvinsDataset
+        from srcube.training.datasets.probav import KelvinsDataset
 
         full = KelvinsDataset(d.sources[0], "train", d.band, n_views=d.n_views, min_L=d.min_L, patch=None)
         n_val = max(1, len(full) // 10)
@@ -121,7 +121,7 @@ def make_datasets(cfg: Config) -> tuple[Dataset, Dataset]:
                                  patch=d.patch if d.patch < 128 else None, seed=cfg.seed)
         return Subset(patched, range(len(full) - n_val)), Subset(full, range(len(full) - n_val, len(full)))
     if d.kind == "sen2venus":
-        from training.datasets.sen2venus import Sen2VenusDataset
+        from srcube.training.datasets.sen2venus import Sen2VenusDataset
 
         group = "10m" if cfg.model.scale == 2 else "20m"
         train_sites = d.sources
@@ -131,7 +131,7 @@ def make_datasets(cfg: Config) -> tuple[Dataset, Dataset]:
         return (Sen2VenusDataset(train_sites, group, band_agnostic=d.band_agnostic),
                 Sen2VenusDataset(val_sites, group, band_agnostic=d.band_agnostic))
     if d.kind == "worldstrat":
-        from training.datasets.worldstrat import WorldStratDataset
+        from srcube.training.datasets.worldstrat import WorldStratDataset
 
         if not d.split_csv:
             raise ConfigError("worldstrat needs data.split_csv (the official stratified split)")
@@ -171,7 +171,7 @@ class Trainer:
         self.projection = None
         net = _bare(self.model)
         if not (self.multi or self.sharpen) and getattr(getattr(net, "inner", net), "consistent", False):
-            from models.consistency import Projection
+            from srcube.models.consistency import Projection
 
             sensor = cfg.model.sensors[0] if cfg.model.sensors else "sentinel-2"
             self.projection = Projection.for_sensor(sensor, cfg.model.scale)
@@ -450,7 +450,7 @@ class Trainer:
         }
         licence = self.cfg.licence
         if d.kind == "worldstrat":
-            from training.datasets.worldstrat import HR_LICENCE
+            from srcube.training.datasets.worldstrat import HR_LICENCE
 
             if HR_LICENCE not in licence:  # the HR targets' licence follows the weights
                 licence = f"{licence}; trained on {HR_LICENCE}: non-commercial use only"

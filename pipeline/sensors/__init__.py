@@ -6,10 +6,10 @@ from collections.abc import Sequence
 
 import pystac
 
-from pipeline.errors import UnknownSensorError
-from pipeline.sensors.base import SensorProfile
-from pipeline.sensors.probav import PROBAV
-from pipeline.sensors.sentinel2 import SENTINEL2
+from srcube.pipeline.errors import UnknownSensorError
+from srcube.pipeline.sensors.base import SensorProfile
+from srcube.pipeline.sensors.probav import PROBAV
+from srcube.pipeline.sensors.sentinel2 import SENTINEL2
 
 SENSORS: dict[str, SensorProfile] = {s.name: s for s in (SENTINEL2, PROBAV)}
 

@@ -8,7 +8,7 @@ from typing import ClassVar
 import pystac
 import xarray as xr
 
-from pipeline.bands import BandVocabulary
+from srcube.pipeline.sensors.bands import BandVocabulary
 
 
 class SensorProfile:

@@ -26,7 +26,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import pystac
@@ -36,9 +36,9 @@ from affine import Affine
 from odc.geo.geobox import GeoBox
 from odc.geo.xr import xr_coords
 
-from pipeline.bands import BandInfo, BandVocabulary
-from pipeline.errors import InvalidDataError
-from pipeline.sensors.base import SensorProfile
+from srcube.pipeline.errors import InvalidDataError
+from srcube.pipeline.sensors.bands import BandInfo, BandVocabulary
+from srcube.pipeline.sensors.base import SensorProfile
 
 LR_DEG = 1.0 / 336.0  # 333 m products
 HR_DEG = 1.0 / 1008.0  # 100 m products
@@ -223,3 +223,18 @@ def imgset_stack(imgset: KelvinsImgset, *, north_west: tuple[float, float], star
                                    "north-west corner on the 1/336 degree grid",
                     source=str(imgset.path))
     return ds
+
+
+def kelvins_stack(imgset_dir: str, bands: Sequence[str] | None, region: Any, days: Any, tile: int
+                  ) -> tuple[xr.Dataset, str, int]:
+    """The stack of a Kelvins imgset for a run (catalog ``kelvins:/path/imgset``): (stack chunked by
+    ``tile``, its band, frames found). One band per imgset, RED or NIR."""
+    from srcube.pipeline.errors import UnknownBandError
+
+    imgset = read_imgset(imgset_dir, require_qm=False)
+    band = tuple(bands) if bands else (imgset.band or "NIR",)
+    if len(band) != 1 or band[0] not in ("RED", "NIR"):
+        raise UnknownBandError(f"a Kelvins imgset holds one band (RED or NIR; this one: {imgset.band}), "
+                               f"got {list(band)}")
+    stack = imgset_stack(imgset, north_west=(region.min_lon, region.max_lat), start=days.start, band=band[0])
+    return stack.drop_vars("clear").chunk({"time": 1, "y": tile, "x": tile}), band[0], len(imgset.frame_ids)

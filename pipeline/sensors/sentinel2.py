@@ -21,8 +21,8 @@ from typing import ClassVar
 import pystac
 import xarray as xr
 
-from pipeline.bands import BandInfo, BandVocabulary
-from pipeline.sensors.base import SensorProfile
+from srcube.pipeline.sensors.bands import BandInfo, BandVocabulary
+from srcube.pipeline.sensors.base import SensorProfile
 
 VOCABULARY = BandVocabulary(
     sensor="sentinel-2",
@@ -172,7 +172,7 @@ class Sentinel2(SensorProfile):
         if harmonize == "none":
             return scale, 0.0, nodata
         if harmonize == "auto":
-            from pipeline.harmonize import decision_of
+            from srcube.pipeline.assemble.harmonize import decision_of
 
             decision = decision_of(item)
             return scale, (-1000.0 * scale if decision["offset_in_pixels"] else 0.0), nodata

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from pipeline.sensors.probav import KelvinsImgset, list_imgsets, read_imgset, read_norm
+from srcube.pipeline.sensors.probav import KelvinsImgset, list_imgsets, read_imgset, read_norm
 
 
 class KelvinsDataset(Dataset):

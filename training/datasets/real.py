@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from models.psf import Degradation, random_degradation, sensor_degradation
-from training.datasets.scenes import Scene, load_s2
+from srcube.models.psf import Degradation, random_degradation, sensor_degradation
+from srcube.training.datasets.scenes import Scene, load_s2
 
 
 class _Epoch(Dataset):
@@ -192,7 +192,7 @@ class SceneMultiFrame(_Epoch):
     def __init__(self, scenes: list[Scene], scale: int, n_views: int, patch: int, length: int, *, train: bool,
                  seed: int = 0, gain: tuple[float, float] = (0.7, 1.8),
                  degradation: Degradation | None = None) -> None:
-        from training.datasets.scenes import load_probav
+        from srcube.training.datasets.scenes import load_probav
 
         if patch % scale:
             raise ValueError(f"patch {patch} must be a multiple of the scale {scale}")

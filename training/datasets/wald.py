@@ -24,7 +24,7 @@ import torch
 import xarray as xr
 from torch.utils.data import Dataset
 
-from training.degrade import S2_MTF_AT_NYQUIST, degrade
+from srcube.training.degrade import S2_MTF_AT_NYQUIST, degrade
 
 
 @dataclass
@@ -223,7 +223,7 @@ class ShiftedViews(Dataset):
         return len(self.pairs)
 
     def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
-        from models.interp import lanczos_shift
+        from srcube.models.interp import lanczos_shift
 
         _, hr = self.pairs[k]
         g = torch.Generator().manual_seed(self.seed * 100003 + k)

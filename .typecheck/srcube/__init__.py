@@ -1,0 +1,1 @@
+../../srcube/__init__.py

@@ -1,0 +1,5 @@
+"""python -m srcube.cli"""
+
+from srcube.cli.commands import main
+
+main()

@@ -1,0 +1,457 @@
+"""The ``srcube`` command line: run, demo, info, catalogs, models."""
+
+from __future__ import annotations
+
+import enum
+import inspect
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.markup import escape
+from rich.table import Table
+
+from srcube.pipeline import redact
+from srcube.pipeline.errors import SrcubeError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="srcube: super-resolved, analysis-ready data cubes from satellite archives.")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from srcube.pipeline import __version__
+
+        console.print(f"srcube {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="print the version and exit")] = False) -> None:
+    """srcube: super-resolved, analysis-ready data cubes from satellite archives."""
+
+
+def _setup_logging(verbose: bool) -> None:
+    """srcube's own INFO messages on stderr; other libraries (distributed, ...) only warnings."""
+    handler = RichHandler(console=err_console, show_path=False)
+    # distributed configures its loggers at INFO on import; keep its chatter below warnings
+    handler.addFilter(lambda r: r.levelno >= logging.WARNING or r.name.split(".")[0] == "srcube")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", datefmt="[%X]", handlers=[handler], force=True)
+    logging.getLogger("srcube").setLevel(logging.DEBUG if verbose else logging.INFO)
+    redact.install()  # no credentials in what srcube prints
+
+
+def _fail(exc: BaseException, code: int = 2) -> None:
+    # the message is plain text: brackets in it (lists, paths) are not rich markup
+    err_console.print(f"[bold red]error:[/] {escape(redact.redact(str(exc)))}", markup=True, highlight=False)
+    raise typer.Exit(code)
+
+
+def _frames_table(frames: list[dict[str, Any]]) -> Table:
+    table = Table(title="frames (one per solar day)")
+    for col in ("date", "clear", "score", "used", "reason"):
+        table.add_column(col)
+    for f in frames:
+        table.add_row(f["time"], f"{f['clear_fraction']:.1%}", f"{f.get('clearance_score', f['clear_fraction']):.2f}",
+                      "yes" if f["kept"] else "[red]no[/]", f["reason"])
+    return table
+
+
+def _windows_table(windows: list[dict[str, Any]]) -> Table:
+    table = Table(title="composite windows (multi-frame)")
+    for col in ("window", "frames", "views", "status", "reason"):
+        table.add_column(col)
+    for w in windows:
+        status = w["status"] if w["status"] == "ok" else f"[yellow]{w['status']}[/]"
+        table.add_row(f"{w['start'][:10]} .. {w['end'][:10]}", str(w["candidates"]), str(len(w["views"])), status,
+                      w["reason"])
+    return table
+
+
+def _run(out: str, print_summary: bool, **kwargs: Any) -> None:
+    from srcube.pipeline.region import run_region
+
+    def on_step(name: str, run: Any) -> None:
+        if name == "search+assemble":
+            source = "from the stack cache" if run.from_cache else "found"
+            console.print(f"[bold]search[/]: {run.items_found} items {source}")
+        elif name == "clearance":
+            console.print(_frames_table([f.__dict__ for f in run.frames]))
+            if run.windows:
+                console.print(_windows_table([w.to_json() for w in run.windows]))
+
+    t0 = time.perf_counter()
+    try:
+        cube = run_region(out=out, on_step=on_step, progress=True, **kwargs)
+    except SrcubeError as exc:
+        _fail(exc)
+        return
+    except KeyboardInterrupt:
+        err_console.print(f"[bold red]interrupted[/]: the cube at {out} is not marked complete; "
+                          "run the same command again to redo it")
+        raise typer.Exit(130) from None
+    elapsed = time.perf_counter() - t0
+    if print_summary:
+        sizes = ", ".join(f"{k}={v}" for k, v in cube.reflectance.sizes.items())
+        units = "deg" if cube.attrs["crs"] == "EPSG:4326" else "m"
+        console.print(f"[bold]output[/]: reflectance ({sizes}) at {cube.attrs['resolution']:g} {units}, "
+                      f"{cube.attrs['crs']}, model {cube.attrs['model']} x{cube.attrs['scale']}")
+        last = cube.attrs.get("last_run", {})
+        if last.get("resumed"):
+            total = sum(cube.attrs.get("chunk_manifest", {}).values())
+            console.print(f"[bold]resumed[/]: {last['chunk_writes']} of {total} chunks computed "
+                          "(the rest were in the cube already)")
+        console.print(f"[bold]time[/]: {elapsed:.1f} s ({json.dumps(cube.attrs.get('timings_s', {}))})")
+        console.print(f"[bold]cube[/]: {Path(out).resolve() if '://' not in out else out}")
+
+
+# --- srcube run: its options generated from RunOptions ----------------------------------------------
+
+#: option name -> CLI flags where they differ from --name-with-dashes
+_FLAGS: dict[str, tuple[str, ...]] = {"n_workers": ("--workers", "--n-workers"), "yes": ("--yes", "-y")}
+#: run_region's own arguments on the command line (before the options)
+_ARGS = [
+    ("bbox", str, ..., "min_lon,min_lat,max_lon,max_lat (EPSG:4326)"),
+    ("dates", str, ..., "YYYY-MM-DD/YYYY-MM-DD (inclusive), or 'last 30 days'"),
+    ("out", str, ..., "output zarr path or fsspec URL"),
+    ("catalog", str, "sample", "profile name (see `srcube catalogs`) or STAC API URL"),
+    ("collection", str | None, None, "collection id (default: the profile's)"),
+    ("bands", str | None, None, "comma-separated bands, e.g. B02,B03,B04,B08"),
+    ("model", str, "auto", "model name (see `srcube models`) or weights; auto: the shipped model that beats "
+                           "bicubic on its test split, else bicubic"),
+    ("scale", int | None, None, "upscaling factor (default: the weights', or 4)"),
+]
+#: options the command sets itself
+_NOT_ON_CLI = {"progress"}
+
+
+def _choice_enum(name: str, allowed: tuple[str, ...]) -> Any:
+    """A string enum of the allowed values (typer shows and checks enum choices)."""
+    return enum.StrEnum(f"{name}_choice", {f"v{i}": a for i, a in enumerate(allowed)})
+
+
+def _cli_param(name: str) -> inspect.Parameter:
+    """The typer parameter of one RunOptions field: type, default, help and choices from the model."""
+    from srcube.pipeline.options import RunOptions, choices
+
+    f = RunOptions.model_fields[name]
+    text = str(f.annotation)
+    nullable = "None" in text
+    flags = _FLAGS.get(name, ("--" + name.replace("_", "-"),))
+    default = f.default
+    kwargs: dict[str, Any] = {"help": f.description, "show_default": default is not None}
+    allowed = choices(name)
+    kind: Any
+    if allowed:  # a choice: typer lists the values and refuses others
+        kind = _choice_enum(name, allowed)
+    elif "tuple" in text:  # QA classes: "4,5,6"
+        kind, kwargs["help"] = str, f"{f.description} (comma-separated)"
+    elif "dict" in text:  # storage options: --storage-option key=value, repeatable
+        kind, flags = list[str], ("--storage-option",)
+        kwargs["help"] = f"{f.description}: KEY=VALUE, repeatable (VALUE as JSON where it parses)"
+        default = None
+    elif "bool" in text:
+        kind = bool
+        if nullable or default is False:
+            flags = (f"{flags[0]}/--no-{flags[0][2:]}", *flags[1:]) if name != "yes" else flags
+    elif "float" in text:
+        kind = float
+    elif "int" in text:
+        kind = int
+    else:
+        kind = str
+    if nullable and kind is not bool and not (isinstance(kind, type) and issubclass(kind, list)):
+        kind = kind | None
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                             annotation=Annotated[kind, typer.Option(*flags, **kwargs)])
+
+
+def _storage_options(pairs: list[str] | None) -> dict[str, Any] | None:
+    if not pairs:
+        return None
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"--storage-option takes KEY=VALUE, got {pair!r}")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
+def run(**kw: Any) -> None:
+    """Super-resolve a region and date range into a zarr cube (every run_region option is an option here)."""
+    from srcube.pipeline.options import RunOptions
+
+    _setup_logging(kw.pop("verbose"))
+    scheduler = kw.pop("scheduler")
+    client = None
+    if scheduler:
+        from distributed import Client
+
+        client = Client(scheduler)
+    args = {name: kw.pop(name) for name, *_ in _ARGS}
+    args["bands"] = args["bands"].split(",") if args["bands"] else None
+    kw = {k: (v.value if isinstance(v, enum.Enum) else v) for k, v in kw.items()}
+    options = {k: v for k, v in kw.items() if v != RunOptions.model_fields[k].default}
+    if "clear_classes" in options:
+        options["clear_classes"] = _int_list(options["clear_classes"])
+    if "storage_options" in options:
+        options["storage_options"] = _storage_options(options["storage_options"])
+    _run(args.pop("out"), True, client=client, **args, **options)
+
+
+def _run_signature() -> inspect.Signature:
+    from srcube.pipeline.options import RunOptions
+
+    params = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                                annotation=Annotated[kind, typer.Option(help=help_)])
+              for name, kind, default, help_ in _ARGS]
+    params += [_cli_param(name) for name in RunOptions.model_fields if name not in _NOT_ON_CLI]
+    params += [inspect.Parameter("scheduler", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
+                   str | None, typer.Option(help="address of an existing Dask scheduler")]),
+               inspect.Parameter("verbose", inspect.Parameter.KEYWORD_ONLY, default=False,
+                                 annotation=Annotated[bool, typer.Option("--verbose", "-v")])]
+    return inspect.Signature(params)
+
+
+run.__signature__ = _run_signature()  # type: ignore[attr-defined]
+app.command()(run)
+
+
+def _int_list(text: str | None) -> list[int | str] | None:
+    """"4,5,6" -> [4, 5, 6]; a part that is not an integer stays text, for run_region to reject by name."""
+    if text is None:
+        return None
+    return [int(p) if p.strip().lstrip("-").isdigit() else p.strip() for p in text.split(",")]
+
+
+@app.command()
+def demo(
+    out: Annotated[str, typer.Option(help="where to write the demo cube")] = "srcube-demo.zarr",
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run the embedded sample region end to end (local STAC API, LocalCluster, local zarr)."""
+    from srcube.pipeline.testing import sample
+
+    _setup_logging(verbose)
+    console.print(f"[bold]srcube demo[/]: sample archive, bbox {sample.DEFAULT_BBOX}, dates {sample.DEFAULT_DATES}")
+    _run(out, True, bbox=sample.DEFAULT_BBOX, dates=sample.DEFAULT_DATES, catalog="sample", overwrite=True)
+
+
+@app.command()
+def info(cube: Annotated[str, typer.Argument(help="path or URL of an srcube cube")]) -> None:
+    """Summarise a cube: status, grid, bands, dates, provenance, chunks written."""
+    from srcube.pipeline.write.store import CubeStore
+
+    store = CubeStore(cube)
+    status = store.status()
+    if status in ("absent", "empty", "foreign"):
+        _fail(FileNotFoundError(f"{cube}: no srcube cube here ({status})"))
+    attrs = store.attrs()
+    counts = store.chunk_counts("reflectance")
+    table = Table(show_header=False, title=f"srcube cube {cube}")
+    state = "[green]complete[/]" if status == "complete" else "[red]incomplete[/] (the run did not finish)"
+    if counts is None:
+        table.add_row("status", f"{state}; it stopped while writing the template")
+        console.print(table)
+        return
+    ds = store.open(require_complete=False)
+    rows = [
+        ("status", state),
+        ("reflectance", ", ".join(f"{k}={v}" for k, v in ds.reflectance.sizes.items()) + f" {ds.reflectance.dtype}"),
+        ("chunks written", f"{counts[0]} / {counts[1]}"),
+        ("crs, resolution",
+         f"{attrs.get('crs')}, {attrs.get('resolution')} m (input {attrs.get('input_resolution')} m)"),
+        ("bands", ", ".join(map(str, ds.band.values))),
+        ("dates", ", ".join(str(t)[:10] for t in ds.time.values)),
+        ("model", f"{attrs.get('model')} x{attrs.get('scale')} (weights sha256 {attrs.get('weights_sha256')})"),
+        ("mode, sensor", f"{attrs.get('mode', 'single-image')}, {attrs.get('sensor', 'sentinel-2')}"),
+        ("band sharpening", f"{', '.join(json.loads(attrs.get('sharpened_bands', '[]'))) or 'none'} by "
+                            f"{attrs.get('sharpen_model', 'none')} (sharpen={attrs.get('sharpen', 'n/a')}, weights "
+                            f"sha256 {attrs.get('sharpen_weights_sha256', 'none')})"),
+        ("catalog", f"{attrs.get('catalog')} / {attrs.get('collection')}"),
+        ("bbox, dates asked", f"{attrs.get('bbox')} {attrs.get('dates')}"),
+        ("items used", str(len(attrs.get("stac_item_ids", [])))),
+        ("created", f"{attrs.get('created')} by srcube {attrs.get('srcube_version')}"),
+    ]
+    for k, v in rows:
+        table.add_row(k, v)
+    console.print(table)
+    if attrs.get("frames"):
+        console.print(_frames_table(json.loads(attrs["frames"])))
+    if attrs.get("windows"):
+        console.print(_windows_table(json.loads(attrs["windows"])))
+
+
+@app.command()
+def catalogs() -> None:
+    """List the catalog profiles."""
+    from srcube.pipeline.search.catalog import describe
+
+    table = Table("name", "url", "collection", "notes")
+    for row in describe():
+        table.add_row(*row)
+    console.print(table)
+
+
+@app.command()
+def collections(catalog: Annotated[str, typer.Option(help="profile name or STAC API URL")] = "sample") -> None:
+    """List the collections a catalog serves (asks the API), with the sensor srcube maps each to."""
+    from srcube.pipeline.search import catalog as cat
+
+    try:
+        profile = cat.resolve_catalog(catalog)
+        client = cat.open_catalog(profile)
+        found = sorted(c.id for c in client.get_collections())
+    except SrcubeError as exc:
+        _fail(exc)
+        return
+    table = Table("collection", "sensor")
+    for cid in found:
+        sensor = profile.sensor_for(cid)
+        table.add_row(cid, sensor.name if sensor else "-")
+    console.print(table)
+
+
+@app.command("models")
+def models_cmd() -> None:
+    """List the models: architectures (with their default config) and the weights srcube ships."""
+    from srcube import models
+
+    table = Table("name", "type", "scales", "bands", "params", "receptive field", "weights")
+    shipped = {name: models.weights.read_meta(path) for name, path in models.shipped_weights().items()}
+    for name in models.list_models():
+        e = models.entry(name)
+        built = models.build(name, scale=4 if 4 in e.scales else e.scales[0])
+        own = sorted(w for w, meta in shipped.items() if meta.architecture == name)
+        weights = ("not needed" if not e.needs_weights else
+                   f"shipped: {', '.join(own)}" if own else "none shipped (train or pass a file)")
+        table.add_row(name, e.kind, f"{e.scales[0]}-{e.scales[-1]}", "any",
+                      f"{models.base.count_parameters(built):,} (default config)", f"{built.receptive_field} px",
+                      weights)
+    for name, meta in shipped.items():
+        net = models.build(meta.architecture, **meta.config)  # same shapes as the weights, without reading them
+        table.add_row(name, f"weights: {meta.architecture}", str(meta.scale), ",".join(meta.bands or ["any"]),
+                      f"{models.base.count_parameters(net):,}", f"{meta.receptive_field} px",
+                      "present" + ("" if meta.trained else " (untrained)"))
+    console.print(table)
+
+
+@app.command("export-onnx")
+def export_onnx_cmd(
+    model: Annotated[str, typer.Argument(help="architecture, shipped weights name or weights file")],
+    out: Annotated[Path, typer.Argument(help="output .onnx file")],
+    scale: Annotated[int | None, typer.Option(help="scale (baselines; weights carry their own)")] = None,
+    allow_untrained: Annotated[bool, typer.Option(help="accept weights marked untrained")] = False,
+) -> None:
+    """Export a model to ONNX (dynamic batch and spatial axes) and check parity with onnxruntime."""
+    from srcube import models
+    from srcube.models.onnx import export_onnx
+
+    try:
+        net = models.load_model(model, scale=scale, allow_untrained=allow_untrained)
+    except models.ModelError as exc:
+        _fail(exc)
+        return
+    report = export_onnx(net, out)
+    console.print(f"[bold]exported[/] {model} -> {out} ({report['bytes']:,} bytes, inputs {report['inputs']})")
+    console.print(f"onnxruntime parity on {report['probe_shape']} -> {report['output_shape']}: "
+                  f"max abs diff {report['max_abs_diff']:.3g}")
+
+
+@app.command("train")
+def train_cmd(
+    config: Annotated[Path, typer.Argument(help="training config (YAML), e.g. training/configs/s2-sisr-x4.yaml")],
+    resume: Annotated[bool, typer.Option(help="continue from the run's last checkpoint")] = False,
+    epochs: Annotated[int | None, typer.Option(help="override train.epochs")] = None,
+    export: Annotated[Path | None, typer.Option(help="where to write the weights (without suffix)")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Train a model from a YAML config (CPU here, CUDA when present); export its best weights."""
+    from srcube.cli.training import train
+    from srcube.training.config import ConfigError
+
+    _setup_logging(verbose)
+    logging.getLogger("srcube.training").setLevel(logging.INFO)
+    try:
+        train(config, resume=resume, epochs=epochs, export=export)
+    except (ConfigError, FileNotFoundError) as exc:
+        _fail(exc)
+
+
+@app.command("ship")
+def ship_cmd(
+    config: Annotated[Path, typer.Argument(help="the training config the weights were trained with")],
+    limit: Annotated[list[str] | None, typer.Option("--limit", help="a limit of the weights for the card")] = None,
+    overwrite_report: Annotated[bool, typer.Option(help="write the test report again (correcting the report "
+                                                        "itself; the test split is reported once)")] = False,
+) -> None:
+    """Ship trained weights: into models/weights, evaluated once on the test split, speed measured, card written."""
+    from srcube.training.config import ConfigError
+    from srcube.training.ship import ship
+
+    try:
+        out = ship(config, limits=list(limit or []), overwrite_report=overwrite_report)
+    except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as exc:
+        _fail(exc)
+        return
+    console.print(f"[bold]shipped[/] {out['weights']} (report {out['report']}; {out['speed']['mpix_per_s']} Mpix/s)")
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    model: Annotated[str, typer.Option(help="model name, shipped weights or weights file")],
+    split: Annotated[str | None, typer.Option(
+        help="validation (model selection) or test (reported once): every scene of the split, by the Wald protocol")
+    ] = None,
+    task: Annotated[str | None, typer.Option(help="with --split: s2-10m or s2-20m (band sharpeners)")] = None,
+    scale: Annotated[int | None, typer.Option(help="with --split: scale of a baseline (weights carry theirs)")] = None,
+    robustness: Annotated[bool, typer.Option(help="with --split: the 12-degradation robustness table")] = True,
+    max_side: Annotated[int | None, typer.Option(help="with --split: evaluate at most this many pixels a side")] = None,
+    report: Annotated[bool, typer.Option(
+        help="with --split test: write NAME.test.json next to the weights (once per weights)")] = False,
+    data: Annotated[Path | None, typer.Option(help="training config whose validation data to use")] = None,
+    image: Annotated[Path | None, typer.Option(help="any GeoTIFF/COG/zarr for the Wald protocol")] = None,
+    wald: Annotated[int | None, typer.Option(help="Wald protocol scale (with --image)")] = None,
+    bands: Annotated[str | None, typer.Option(help="1-based raster bands of --image, e.g. 1,2,3")] = None,
+    out: Annotated[Path, typer.Option(help="folder for quicklook PNGs and metrics.json, or a .json file")
+                   ] = Path("srcube-eval"),
+    limit: Annotated[int | None, typer.Option(help="evaluate at most this many samples")] = None,
+    allow_untrained: Annotated[bool, typer.Option(help="accept weights marked untrained")] = False,
+) -> None:
+    """Evaluate a model against bicubic: over a split of real scenes (--split --task: PSNR against each band's
+    own peak, SSIM, 95 % block-bootstrap intervals, opensr-test consistency and correctness, robustness
+    table), on one raster (--image --wald), or on a training config's validation data (--data)."""
+    from srcube import models
+    from srcube.cli.training import evaluate
+    from srcube.training.config import ConfigError
+
+    try:
+        evaluate(model, data=data, image=image, wald=wald, bands=[int(b) for b in bands.split(",")] if bands else None,
+                 out=out, limit=limit, allow_untrained=allow_untrained, split=split, task=task, scale=scale,
+                 robustness=robustness, max_side=max_side, report=report)
+    except (ConfigError, models.ModelError, ValueError, FileNotFoundError, FileExistsError) as exc:
+        _fail(exc)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

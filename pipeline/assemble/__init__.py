@@ -1,0 +1,1 @@
+"""Assemble: multi-temporal stacks on one grid, harmonised, with clearance."""

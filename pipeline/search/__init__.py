@@ -1,0 +1,1 @@
+"""Search: STAC catalogs, their quirks, and access to their assets."""

@@ -1,0 +1,559 @@
+"""Tiled, seam-free super-resolution of georeferenced arrays over Dask.
+
+``super_resolve`` builds one blockwise graph: each input tile (a Dask chunk) borrows ``margin``
+pixels from its neighbours (``dask.array.overlap``, none beyond the scene edge), goes through the
+model once, and is cropped to exactly ``scale x`` its own extent. The output grid is the input
+grid with pixels ``scale`` times smaller and the same outer edges, so each input pixel maps to
+``scale x scale`` output pixels. Models enter the graph as a small ``ModelSpec`` and are built once
+per worker process (or, for a model object, as one shared graph key).
+
+With the consistency projection on (default for learned single-image models, see
+:mod:`models.consistency`), each tile's output is projected in the same task so that the sensor's
+degradation of it gives back the tile's input, and the per-pixel consistency error comes along as a
+``consistency`` coordinate; the tiles borrow the projection's reach on top of the model's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+import odc.geo.xr  # noqa: F401  (registers the .odc accessor)
+import rioxarray  # noqa: F401  (registers the .rio accessor)
+import torch
+import xarray as xr
+from odc.geo.geobox import GeoBox
+from odc.geo.xr import xr_coords
+
+from srcube import models
+from srcube.models import ModelSpec, SRModel
+from srcube.models.consistency import Projection
+from srcube.models.interp import Interpolation, Lanczos
+from srcube.pipeline.assemble.grid import finer_geobox
+from srcube.pipeline.cluster import usable_cores
+from srcube.pipeline.errors import (
+    IncompatibleWeightsError,
+    InvalidDataError,
+    InvalidOptionError,
+    UnknownModelError,
+    UnsupportedScaleError,
+    as_pipeline_error,
+)
+from srcube.pipeline.params import safe_name
+from srcube.pipeline.sr.tiling import TileSpec, choose_tile, crop_bounds
+
+DEFAULT_TILE = 256
+BOUNDARIES = ("none", "reflect", "edge")
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class InferenceSpec:
+    """How each tile task runs: borrowed margin, scale, torch threads, scene-edge handling, precision.
+
+    ``boundary="none"``: at the scene edge the model sees the edge as a whole-image pass does (its
+    own zero padding), so tiled == whole image. ``"reflect"``/``"edge"``: the scene is padded by the
+    margin first (numpy modes), as a whole-image pass on the padded scene would be.
+    ``precision``: ``"bf16"``/``"fp16"`` autocast (fp16 runs as bf16 on a CPU, which has no fp16
+    convolutions); ``"fp32"`` otherwise. ``projection``: the consistency projection applied to each tile
+    (in fp32, before cropping), or None.
+    """
+
+    margin: int
+    scale: int
+    threads: int = 1
+    boundary: str = "none"
+    precision: str = "fp32"
+    #: torch threads per task on each worker host, where known (see :func:`host_threads`)
+    per_host: tuple[tuple[str, int], ...] = ()
+    projection: Projection | None = None
+
+    def __post_init__(self) -> None:
+        if self.boundary not in BOUNDARIES:
+            raise ValueError(f"boundary must be one of {BOUNDARIES}, got {self.boundary!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.margin < 0 or self.scale < 1 or self.threads < 1:
+            raise ValueError(f"bad inference spec {self}")
+
+    def threads_here(self) -> int:
+        """Torch threads for a task in this process: the value for this worker's host, else ``threads``."""
+        if self.per_host:
+            with contextlib.suppress(ImportError, ValueError):
+                from distributed import get_worker
+
+                host = _host(get_worker().address)
+                return dict(self.per_host).get(host, self.threads)
+        return self.threads
+
+    def autocast(self, device: str) -> Any:
+        if self.precision == "fp32":
+            return torch.autocast(device, enabled=False)
+        dtype = torch.float16 if self.precision == "fp16" and device == "cuda" else torch.bfloat16
+        return torch.autocast(device, dtype=dtype)
+
+    def pad_edges(self, x: np.ndarray, sides: tuple[int, int, int, int]
+                  ) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+        """Pad the sides that lie on the scene edge (margin 0) when boundary is reflect/edge."""
+        if self.boundary == "none" or not self.margin:
+            return x, sides
+        top, bottom, left, right = sides
+        pads = [self.margin if v == 0 else 0 for v in sides]
+        width = [(0, 0)] * (x.ndim - 2) + [(pads[0], pads[1]), (pads[2], pads[3])]
+        padded = np.pad(x, width, mode="symmetric") if self.boundary == "reflect" else np.pad(x, width, mode="edge")
+        return padded, (top + pads[0], bottom + pads[1], left + pads[2], right + pads[3])
+
+_MODEL_CACHE: dict[tuple[ModelSpec, str], SRModel] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def _device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def cached_model(spec: ModelSpec, device: str) -> SRModel:
+    """The model of ``spec`` on ``device``, built once per process."""
+    key = (spec, device)
+    with _CACHE_LOCK:
+        model = _MODEL_CACHE.get(key)
+        if model is None:
+            model = spec.build().to(device)
+            _MODEL_CACHE[key] = model
+        return model
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A model already resolved (weights read, hashed and checked once per run): what goes into the graph
+    and the local instance. :func:`resolve_model` hands it back as it is."""
+
+    ref: ModelSpec | SRModel
+    local: SRModel
+
+
+def resolve_model(model: str | Path | ModelSpec | SRModel | ResolvedModel, scale: int | None, *,
+                  bands: Sequence[str] | None = None,
+                  allow_untrained: bool = False) -> tuple[ModelSpec | SRModel, SRModel]:
+    """(what goes into the graph, a local instance to read scale/receptive field/metadata from).
+
+    Names and weights files are checked (registry, sha256, scale, bands, trained) before any work.
+    A string that is neither a plain name nor the path of an existing weights file (``.safetensors``
+    or ``.json``, or their common stem) is refused: names never reach the filesystem (no traversal).
+    """
+    if isinstance(model, ResolvedModel):
+        if scale is not None and model.local.scale != scale:
+            raise UnsupportedScaleError(f"model {model.local.name} has scale {model.local.scale}, not {scale}")
+        return model.ref, model.local
+    if isinstance(model, str):
+        _check_model_name(model)
+    if isinstance(model, (str, Path)):
+        try:
+            return models.resolve(str(model), scale=scale, bands=bands, allow_untrained=allow_untrained)
+        except models.ModelError as exc:
+            raise as_pipeline_error(exc) from None
+    if isinstance(model, ModelSpec):
+        try:
+            local = model.build()
+        except models.ModelError as exc:
+            raise as_pipeline_error(exc) from None
+        if scale is not None and local.scale != scale:
+            raise UnsupportedScaleError(f"model spec {model.name} has scale {local.scale}, not {scale}")
+        return model, local
+    if isinstance(model, SRModel):
+        if scale is not None and model.scale != scale:
+            raise UnsupportedScaleError(f"model {model.name or type(model).__name__} has scale "
+                                        f"{model.scale}, not {scale}")
+        return model, model
+    raise UnknownModelError(f"model must be a registered name, a weights path, a ModelSpec or an SRModel, "
+                            f"got {type(model).__name__}; known names: {', '.join(models.list_models())}")
+
+
+def _check_model_name(model: str) -> None:
+    """UnknownModelError unless ``model`` is a plain name, a weights path (``.safetensors``/``.json``, or
+    the stem of existing weights) or an existing file with a suffix (``.pt``: :func:`models.resolve` says
+    it is not srcube weights)."""
+    if model.endswith((".safetensors", ".json")):
+        return  # an explicit weights path: checked (exists, sha256, metadata) by models.resolve
+    try:
+        is_file = (bool(Path(model).suffix) and Path(model).is_file()) or models.weights._paths(model)[0].is_file()
+    except (ValueError, OSError):  # "" or "." has no file name
+        is_file = False
+    if is_file:
+        return
+    try:
+        safe_name(model, "model", UnknownModelError)
+    except UnknownModelError:
+        raise UnknownModelError(
+            f"model {model!r} is neither a model name (letters, digits and '.', '_', ':', '+', '-'; no '/' or '..') "
+            f"nor an existing weights file; use one of {', '.join(models.list_models())}, a shipped weights name "
+            f"({', '.join(sorted(models.shipped_weights())) or 'none'}) or the path of a .safetensors file") from None
+
+
+def _tile_context(ref: ModelSpec | SRModel, spec: InferenceSpec, block_info: dict[Any, Any]
+                  ) -> tuple[SRModel, str, tuple[int, int, int, int]]:
+    """The worker's model on its device, and the (top, bottom, left, right) margins this tile carries."""
+    loc, num = block_info[0]["chunk-location"], block_info[0]["num-chunks"]
+    top, bottom = crop_bounds(loc[-2], num[-2], spec.margin)
+    left, right = crop_bounds(loc[-1], num[-1], spec.margin)
+    device = _device()
+    model = cached_model(ref, device) if isinstance(ref, ModelSpec) else ref.to(device).eval()
+    if device == "cpu":
+        torch.set_num_threads(spec.threads_here())
+    return model, device, (top, bottom, left, right)
+
+
+def _sr_block(block: np.ndarray, ref: ModelSpec | SRModel, spec: InferenceSpec,
+              block_info: dict[Any, Any] | None = None) -> np.ndarray:
+    """Super-resolve one (time, band, y, x) tile that carries ``margin`` borrowed pixels.
+
+    With a projection, the tile is projected before cropping and its consistency error (NaN where
+    the input has no data, each input pixel's value on its ``scale x scale`` output pixels) is
+    appended as one more band."""
+    assert block_info is not None  # supplied by map_blocks
+    model, device, sides = _tile_context(ref, spec, block_info)
+    scale = spec.scale
+    finite = np.isfinite(block)
+    x, (top, bottom, left, right) = spec.pad_edges(np.where(finite, block, 0.0).astype(np.float32, copy=False),
+                                                   sides)
+    xt = torch.from_numpy(np.ascontiguousarray(x)).to(device)
+    with torch.inference_mode(), spec.autocast(device):
+        yt = model(xt).float()
+    err = None
+    if spec.projection is not None:
+        # the model saw invalid pixels filled; the projection gives them no target (zero residual)
+        ok = spec.pad_edges(finite.all(axis=1, keepdims=True).astype(np.float32), sides)[0][:, 0] > 0.5
+        with torch.inference_mode():
+            yt, et = spec.projection.project(xt, yt, torch.from_numpy(ok).to(device))
+        err = et.cpu().numpy()[:, top : et.shape[-2] - bottom, left : et.shape[-1] - right]
+    y = yt.cpu().numpy()
+    h, w = y.shape[-2:]
+    y = y[..., top * scale : h - bottom * scale, left * scale : w - right * scale]
+    top, bottom, left, right = sides
+    valid = finite.all(axis=1)[:, top : finite.shape[-2] - bottom, left : finite.shape[-1] - right]
+    if not valid.all():
+        invalid = ~np.repeat(np.repeat(valid, scale, axis=-2), scale, axis=-1)
+        y = np.where(invalid[:, None], np.float32(np.nan), y)
+    if err is not None:
+        y = np.concatenate([y, np.repeat(np.repeat(err, scale, axis=-2), scale, axis=-1)[:, None]], axis=1)
+    return np.ascontiguousarray(y, dtype=np.float32)
+
+
+def _normalise(data: xr.DataArray, who: str = "super_resolve", action: str = "super-resolve"
+               ) -> tuple[xr.DataArray, bool]:
+    """``data`` as (time, band, y, x) (and whether a time axis was added), checked: InvalidDataError
+    naming ``who`` (the function and argument) for a wrong type, dims, CRS, dtype or values."""
+    if not isinstance(data, xr.DataArray):
+        raise InvalidDataError(f"{who} takes an xarray.DataArray, got {type(data).__name__}")
+    squeeze = False
+    if data.dims == ("band", "y", "x"):
+        data, squeeze = data.expand_dims("time"), True
+    if set(data.dims) != {"time", "band", "y", "x"}:
+        raise InvalidDataError(f"{who}: expected dims (time, band, y, x) or (band, y, x), got {data.dims}")
+    data = data.transpose("time", "band", "y", "x")
+    if data.odc.crs is None:
+        raise InvalidDataError(f"{who}: the array has no CRS; attach one (rioxarray .rio.write_crs or odc-geo "
+                               ".odc.assign_crs) so the output can be georeferenced")
+    if data.sizes["y"] < 1 or data.sizes["x"] < 1:
+        raise InvalidDataError(f"{who}: the array is empty: {dict(data.sizes)}")
+    if data.dtype.kind not in "biuf":
+        raise InvalidDataError(f"{who}: the array holds {data.dtype} values; give reflectance as numbers "
+                               "(float32)")
+    # lazy arrays are not read here: their non-finite pixels are masked as no data, tile by tile
+    if not dask.is_dask_collection(data.data) and data.dtype.kind == "f":
+        values = np.asarray(data.data)
+        n_inf = int(np.isinf(values).sum())
+        if n_inf:
+            raise InvalidDataError(f"{who}: the array has {n_inf} infinite value(s); srcube reads NaN as no data, "
+                                   "so replace them (data.where(np.isfinite(data)))")
+        if values.size and np.isnan(values).all():
+            raise InvalidDataError(f"{who}: the array has no finite value (all NaN): there is nothing to {action}")
+    input_geobox(data)  # fail now, not after the graph is built
+    return data, squeeze
+
+
+def input_geobox(data: xr.DataArray) -> GeoBox:
+    """The grid of ``data``: from its coordinates, or its GeoTransform when an axis has one pixel."""
+    gbox = data.odc.geobox
+    if gbox is not None:
+        return gbox
+    try:
+        transform = data.rio.transform(recalc=False)
+    except Exception as exc:  # rioxarray raises several types when it cannot tell
+        raise InvalidDataError(f"cannot tell the pixel grid of the array: {exc}") from None
+    if transform.is_identity:
+        raise InvalidDataError("cannot tell the pixel size of a one-pixel axis: write a GeoTransform "
+                               "(rioxarray .rio.write_transform) or give at least two pixels per axis")
+    return GeoBox((data.sizes["y"], data.sizes["x"]), transform, data.odc.crs)
+
+
+def output_geobox(geobox: GeoBox, scale: int) -> GeoBox:
+    """The input grid with pixels ``scale`` times smaller and the same outer edges."""
+    return finer_geobox(geobox, scale)
+
+
+def grid_coords(gbox: GeoBox) -> dict[str, Any]:
+    """x/y pixel-centre coordinates and ``spatial_ref`` of a grid (also for lat/lon grids, whose
+    coordinates odc-geo names latitude/longitude: srcube's dims are always y/x)."""
+    out: dict[str, Any] = {}
+    for name, coord in xr_coords(gbox, crs_coord_name="spatial_ref").items():
+        new = {"latitude": "y", "longitude": "x"}.get(str(name), str(name))
+        out[new] = coord.rename({d: {"latitude": "y", "longitude": "x"}.get(str(d), d) for d in coord.dims}).rename(new)
+    return out
+
+
+def _host(address: str) -> str:
+    from urllib.parse import urlparse
+
+    return urlparse(address).hostname or address
+
+
+def host_threads(client: Any) -> tuple[tuple[str, int], ...]:
+    """Torch threads per task for each worker host: the cores the host's workers may use, shared
+    among all the Dask threads running there (several worker processes of a LocalCluster share
+    one machine; a Kubernetes worker pod has its CPU limit)."""
+    nthreads = client.nthreads()
+    cores = client.run(usable_cores)
+    per_host_threads: dict[str, int] = {}
+    per_host_cores: dict[str, int] = {}
+    for address, n in nthreads.items():
+        host = _host(address)
+        per_host_threads[host] = per_host_threads.get(host, 0) + int(n)
+        # worker processes on one host see the same machine; their limits do not add up
+        per_host_cores[host] = max(per_host_cores.get(host, 1), int(cores.get(address, 1)))
+    return tuple(sorted((h, max(1, per_host_cores[h] // max(1, t))) for h, t in per_host_threads.items()))
+
+
+def default_threads(client: Any | None) -> int:
+    """Torch CPU threads per task where the worker's host is unknown: the cores left for each Dask
+    thread of the cluster (at least one)."""
+    if client is None:
+        return 1  # the threaded scheduler already runs one task per core
+    total = sum(client.nthreads().values()) or 1
+    return max(1, usable_cores() // total)
+
+
+def _inference_spec(client: Any | None, torch_threads: int | None, margin: int, scale: int, boundary: str,
+                    precision: str, projection: Projection | None = None) -> InferenceSpec:
+    """The tile tasks' spec: torch threads as given, else per worker host (fallback: cluster-wide)."""
+    if torch_threads is not None:
+        return InferenceSpec(margin, scale, torch_threads, boundary, precision, projection=projection)
+    per_host = host_threads(client) if client is not None else ()
+    return InferenceSpec(margin, scale, default_threads(client), boundary, precision, per_host, projection)
+
+
+def is_interpolation(model: SRModel) -> bool:
+    """Whether ``model`` is one of the interpolation baselines (nearest, bilinear, bicubic, Lanczos)."""
+    return isinstance(model, (Interpolation, Lanczos))
+
+
+def wants_consistency(model: SRModel, consistency: bool | None) -> bool:
+    """Whether the consistency projection runs: as asked, or (``None``) for learned single-image models
+    only. Multi-frame models never: their input is several views at unknown sub-pixel shifts, not one
+    image the sensor's degradation of the output should give back (InvalidOptionError if asked)."""
+    if consistency is not None and not isinstance(consistency, (bool, np.bool_)):
+        raise InvalidOptionError(f"consistency must be True, False or None (learned models only), got {consistency!r}")
+    if model.multi_frame:
+        if consistency:
+            raise InvalidOptionError(
+                f"consistency=True: model {model.name} is multi-frame; its views are separate acquisitions at "
+                "unknown sub-pixel shifts, so there is no single input its output should degrade to (srcube "
+                "leaves the projection off for multi-frame models); pass consistency=None or False")
+        return False
+    return bool(consistency) if consistency is not None else not is_interpolation(model)
+
+
+def tile_margin(model: SRModel, projection: Projection | None, margin: int | None = None) -> int:
+    """Input pixels each tile borrows: the model's receptive field plus the projection's reach (when it
+    runs), or ``margin`` if that is larger."""
+    need = max(int(model.receptive_field), 0) + (projection.margin if projection is not None else 0)
+    return max(need, int(margin or 0))
+
+
+def tile_spec(tile: int | None, m: int, scale: int, projection: Projection | None) -> TileSpec:
+    t = choose_tile(tile, m, DEFAULT_TILE)
+    if m > t:
+        extra = f" (the receptive field plus {projection.margin} for the consistency projection)" if projection else ""
+        raise InvalidOptionError(f"tile {t} is smaller than the margin each tile borrows, {m} input pixels{extra}; "
+                                 f"use tile >= {m}" + (" or consistency=False" if projection else ""))
+    return TileSpec(tile=t, margin=m, scale=scale)
+
+
+def super_resolve(data: xr.DataArray, model: str | Path | ModelSpec | SRModel, *, client: Any | None = None,
+                  scale: int | None = None, tile: int | None = None, margin: int | None = None,
+                  torch_threads: int | None = None, allow_untrained: bool = False, boundary: str = "none",
+                  precision: str = "fp32", resources: dict[str, float] | None = None,
+                  frames_per_task: int = 1, consistency: bool | None = None,
+                  sensor: str = "sentinel-2") -> xr.DataArray:
+    """Super-resolve a georeferenced ``(time, band, y, x)`` or ``(band, y, x)`` reflectance array.
+
+    Returns the array on the finer aligned grid. A Dask-backed input gives a lazy result (compute
+    it with your client); an in-memory input is computed here, on ``client`` if given.
+    ``model`` is a registered name, shipped weights, a weights path, a ModelSpec or an SRModel.
+    ``tile`` is the input tile size (default: 256, or 4 x the margin for deep models), ``margin``
+    the borrowed border (at least the model's receptive field). NaN input pixels are filled for
+    the model and NaN again in the output. ``boundary`` and ``precision``: see :class:`InferenceSpec`.
+    ``resources`` (e.g. ``{"GPU": 1}``) annotates the super-resolution tasks so the scheduler runs
+    them only on workers that declare them; compute with ``optimize_graph=False`` (blockwise fusion
+    drops annotations). ``frames_per_task`` batches that many frames in one forward pass.
+
+    ``consistency`` (default: on for learned models, off for the interpolation baselines) projects each
+    tile so that the ``sensor``'s degradation (:func:`models.psf.sensor_degradation`) of the output gives
+    back the input (:mod:`models.consistency`; a low-frequency correction), and attaches the
+    ``consistency`` coordinate (time, y, x): the mean absolute difference over bands between the
+    degraded output and the input per input pixel, on its ``scale x scale`` output pixels, NaN where
+    the input has no data. The tiles then borrow the projection's reach too.
+    """
+    data, squeeze = _normalise(data)
+    band_names = [str(b) for b in data.band.values] if "band" in data.coords else None
+    ref, local = resolve_model(model, scale, bands=band_names, allow_untrained=allow_untrained)
+    if local.multi_frame:
+        raise InvalidDataError(f"model {local.name} is multi-frame; super_resolve runs single-image models")
+    if local.bands is not None and band_names != list(local.bands):
+        raise IncompatibleWeightsError(f"model {local.name} takes bands {list(local.bands)} (in that order), "
+                                       f"the array has {band_names}")
+    if local.bands is None and local.channels > 1 and data.sizes["band"] != local.channels:
+        raise IncompatibleWeightsError(f"model {local.name} takes {local.channels} bands, the array has "
+                                       f"{data.sizes['band']}")
+    s = int(local.scale)
+    projection = None
+    if wants_consistency(local, consistency):
+        try:
+            projection = Projection.for_sensor(sensor, s)
+        except ValueError as exc:
+            raise InvalidOptionError(str(exc)) from None
+    m = tile_margin(local, projection, margin)
+    spec = tile_spec(tile, m, s, projection)
+    lazy = dask.is_dask_collection(data.data)
+    arr = data.data if lazy else da.from_array(np.asarray(data.data))
+    if frames_per_task < 1:
+        raise InvalidDataError(f"frames_per_task must be >= 1, got {frames_per_task}")
+    arr = arr.astype(np.float32).rechunk((frames_per_task, -1, spec.chunks(data.sizes["y"]),
+                                          spec.chunks(data.sizes["x"])))
+    # borrow margins only along axes that have neighbouring tiles
+    depth = {0: 0, 1: 0, 2: m if len(arr.chunks[2]) > 1 else 0, 3: m if len(arr.chunks[3]) > 1 else 0}
+    ov = da.overlap.overlap(arr, depth=depth, boundary="none") if any(depth.values()) else arr
+    graph_ref: Any = ref if isinstance(ref, ModelSpec) else dask.delayed(ref, pure=True, traverse=False)
+    run = _inference_spec(client, torch_threads, m, s, boundary, precision, projection)
+    n_out = data.sizes["band"] + (1 if projection is not None else 0)  # + the consistency layer
+    with dask.annotate(resources=resources) if resources else contextlib.nullcontext():
+        out = da.map_blocks(
+            _sr_block, ov, graph_ref, run,
+            chunks=(arr.chunks[0], (n_out,), spec.out_chunks(data.sizes["y"]), spec.out_chunks(data.sizes["x"])),
+            dtype=np.float32, meta=np.empty((0, 0, 0, 0), np.float32),
+            # unique per input and model (a fixed name would make two arrays share keys on one cluster)
+            name=f"super-resolve-{local.name}-{dask.base.tokenize(ov, graph_ref, run)}",
+        )
+    gbox = output_geobox(input_geobox(data), s)
+    coords: dict[str, Any] = {"time": data.time, "band": data.band, **grid_coords(gbox)}
+    for name, coord in data.coords.items():
+        if name not in coords and set(coord.dims) <= {"time", "band"}:
+            coords[str(name)] = coord
+    if projection is not None:
+        layer = out[:, -1]
+        out = out[:, :-1]
+        coords["consistency"] = xr.Variable(("time", "y", "x"), layer, attrs=consistency_attrs(projection))
+    result = xr.DataArray(out, dims=("time", "band", "y", "x"), coords=coords, name=data.name,
+                          attrs={**data.attrs, "sr_model": local.name, "sr_scale": s,
+                                 "sr_consistency": projection is not None})
+    if not lazy:
+        opt = {"optimize_graph": False} if resources else {}
+        result = client.compute(result, **opt).result() if client is not None else result.compute(**opt)
+    return result.isel(time=0) if squeeze else result
+
+
+def consistency_attrs(projection: Projection) -> dict[str, Any]:
+    """Attributes of the ``consistency`` layer made with ``projection``."""
+    return {"long_name": "consistency error: mean absolute difference over bands between the super-resolved "
+                         "reflectance degraded by the sensor PSF and the input reflectance",
+            "units": "1", "psf": projection.describe()["consistency_psf"],
+            "comment": "one value per input pixel, repeated on its scale x scale output pixels; computed after the "
+                       "consistency projection; NaN where the input has no data"}
+
+
+def _mf_block(views: np.ndarray, masks: np.ndarray, ref: ModelSpec | SRModel, present: np.ndarray,
+              spec: InferenceSpec, block_info: dict[Any, Any] | None = None) -> np.ndarray:
+    """Fuse one (window, view, band, y, x) tile with its (window, view, 1, y, x) masks."""
+    assert block_info is not None
+    iw = block_info[0]["chunk-location"][0]
+    model, device, (top, bottom, left, right) = _tile_context(ref, spec, block_info)
+    scale = spec.scale
+    finite = np.isfinite(views)
+    x = np.where(finite, views, 0.0).astype(np.float32, copy=False)
+    m = (masks[:, :, 0] > 0) & finite.all(axis=2)
+    windows = present[iw : iw + views.shape[0]]
+    with torch.inference_mode(), spec.autocast(device):
+        y = model(torch.from_numpy(np.ascontiguousarray(x)).to(device),
+                  torch.from_numpy(m.astype(np.float32)).to(device),
+                  torch.from_numpy(windows).to(device)).float().cpu().numpy()
+    h, w = y.shape[-2:]
+    y = y[..., top * scale : h - bottom * scale, left * scale : w - right * scale]
+    # no data where no real view has data
+    has = (finite.all(axis=2) & windows[:, :, None, None]).any(axis=1)
+    has = has[:, top : has.shape[-2] - bottom, left : has.shape[-1] - right]
+    if not has.all():
+        y = np.where(~np.repeat(np.repeat(has, scale, -2), scale, -1)[:, None], np.float32(np.nan), y)
+    return np.ascontiguousarray(y, dtype=np.float32)
+
+
+def super_resolve_views(views: xr.DataArray, masks: xr.DataArray, present: np.ndarray,
+                        model: str | Path | ModelSpec | SRModel, *, client: Any | None = None,
+                        scale: int | None = None, tile: int | None = None, margin: int | None = None,
+                        torch_threads: int | None = None, allow_untrained: bool = False, precision: str = "fp32",
+                        resources: dict[str, float] | None = None) -> xr.DataArray:
+    """Multi-frame super-resolution of composite windows.
+
+    ``views`` (window, view, band, y, x) reflectance, ``masks`` (window, view, y, x) clear masks and
+    ``present`` (window, view) bool saying which views are real (others are padding). Returns
+    (window, band, y, x) on the finer aligned grid, lazily if the input is Dask-backed.
+    """
+    if tuple(views.dims) != ("window", "view", "band", "y", "x"):
+        raise InvalidDataError(f"views must be (window, view, band, y, x), got {views.dims}")
+    if tuple(masks.dims) != ("window", "view", "y", "x"):
+        raise InvalidDataError(f"masks must be (window, view, y, x), got {masks.dims}")
+    present = np.asarray(present, dtype=bool)
+    if present.shape != (views.sizes["window"], views.sizes["view"]):
+        raise InvalidDataError(f"present must be (window, view) = {views.shape[:2]}, got {present.shape}")
+    band_names = [str(b) for b in views.band.values]
+    ref, local = resolve_model(model, scale, bands=band_names, allow_untrained=allow_untrained)
+    if not local.multi_frame:
+        raise InvalidDataError(f"model {local.name} is single-image; use super_resolve")
+    n_model = int(getattr(local, "n_views", getattr(getattr(local, "inner", None), "n_views", 0)))
+    if n_model and views.sizes["view"] > n_model:
+        raise InvalidDataError(f"{views.sizes['view']} views per window, model {local.name} fuses at most {n_model}")
+    s = int(local.scale)
+    m = tile_margin(local, None, margin)
+    spec = tile_spec(tile, m, s, None)
+    ny, nx = views.sizes["y"], views.sizes["x"]
+    lazy = dask.is_dask_collection(views.data)
+    v = views.data if lazy else da.from_array(np.asarray(views.data))
+    k = masks.data if dask.is_dask_collection(masks.data) else da.from_array(np.asarray(masks.data))
+    v = v.astype(np.float32).rechunk((1, -1, -1, spec.chunks(ny), spec.chunks(nx)))
+    k = k.astype(np.uint8)[:, :, None].rechunk((1, -1, 1, spec.chunks(ny), spec.chunks(nx)))
+    depth = {0: 0, 1: 0, 2: 0, 3: m if len(v.chunks[3]) > 1 else 0, 4: m if len(v.chunks[4]) > 1 else 0}
+    if any(depth.values()):
+        v = da.overlap.overlap(v, depth=depth, boundary="none")
+        k = da.overlap.overlap(k, depth=depth, boundary="none")
+    graph_ref: Any = ref if isinstance(ref, ModelSpec) else dask.delayed(ref, pure=True, traverse=False)
+    run = _inference_spec(client, torch_threads, m, s, "none", precision)
+    with dask.annotate(resources=resources) if resources else contextlib.nullcontext():
+        out = da.map_blocks(
+            _mf_block, v, k, graph_ref, present, run, drop_axis=1,
+            chunks=(v.chunks[0], v.chunks[2], spec.out_chunks(ny), spec.out_chunks(nx)),
+            dtype=np.float32, meta=np.empty((0, 0, 0, 0), np.float32),
+            name=f"fuse-{local.name}-{dask.base.tokenize(v, k, graph_ref, present, run)}",
+        )
+    gbox = output_geobox(input_geobox(views.isel(window=0, view=0)), s)
+    coords: dict[str, Any] = {"window": views.window, "band": views.band, **grid_coords(gbox)}
+    result = xr.DataArray(out, dims=("window", "band", "y", "x"), coords=coords, name="reflectance",
+                          attrs={"sr_model": local.name, "sr_scale": s})
+    if not lazy:
+        opt = {"optimize_graph": False} if resources else {}
+        result = client.compute(result, **opt).result() if client is not None else result.compute(**opt)
+    return result

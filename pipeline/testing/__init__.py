@@ -1,0 +1,1 @@
+"""Testing: the synthetic sample archive, its STAC server and the PROBA-V generator."""

@@ -1,0 +1,1 @@
+"""Write: zarr cubes, their transaction model and lock, quicklooks."""

@@ -1,0 +1,244 @@
+"""The cube's schema: its variables (reflectance, clear, clear_count, QA layers), their chunk encoding and
+packing, its provenance attributes and the hash that identifies a request's content (resume)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+from srcube import models
+from srcube.pipeline.assemble.clearance import FrameDecision, WindowPlan
+from srcube.pipeline.options import RunOptions
+from srcube.pipeline.sr.infer import super_resolve, super_resolve_views
+from srcube.pipeline.sr.tiling import TileSpec
+
+INT16_SCALE = 1e-4
+INT16_FILL = -32768
+
+
+def cube_attrs(stack: xr.Dataset, model_ref: Any, local_model: Any, *, multi: bool, sensor: str, profile: Any,
+               collection: str, region: tuple[float, ...], days: str, bands: Sequence[str], items_found: int,
+               stack_cache: str, from_cache: bool, min_clear: float, sharpener: Mapping[str, Any],
+               frames: list[dict[str, Any]]) -> dict[str, Any]:
+    """The provenance attributes of a cube: what made it (srcube, model, weights), from what (catalog,
+    items, frames and their harmonisation), on which grid, and with which choices."""
+    from srcube.pipeline import __version__
+    from srcube.pipeline.redact import redact
+
+    attrs = {
+        "srcube_version": __version__,
+        "title": "srcube super-resolved reflectance cube",
+        **model_attrs(model_ref, local_model),
+        "mode": "multi-frame" if multi else "single-image",
+        "scale": int(local_model.scale),
+        "sensor": sensor,
+        "catalog": redact(profile.name),
+        "catalog_url": redact(profile.url) if profile.kind != "sample" else "local sample STAC API",
+        "collection": collection,
+        "bbox": list(region),
+        "dates": days,
+        "bands": list(bands),
+        "crs": f"EPSG:{stack.attrs['grid_epsg']}",
+        "input_resolution": float(stack.attrs["resolution"]),
+        "resolution": float(stack.attrs["resolution"]) / int(local_model.scale),
+        "stac_items_found": items_found,
+        "stack_cache": stack_cache,
+        "stack_from_cache": from_cache,
+        "min_clear": min_clear,
+        "clear_classes": list(stack.attrs.get("clear_classes", [])),
+        "harmonize": str(stack.attrs.get("harmonize", "")),
+        # band sharpening: the run's choice and model, and the bands it put on the grid (json lists)
+        **sharpener,
+        "sharpened_bands": str(stack.attrs.get("sharpened_bands", "[]")),
+        "interpolated_bands": str(stack.attrs.get("interpolated_bands", "[]")),
+        "frames": json.dumps(frames),
+        # items left out before assembly, each with its bad assets and why (pipeline.search.assets)
+        "excluded_items": str(stack.attrs.get("excluded_items", "[]")),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+    if "georeferencing" in stack.attrs:
+        attrs["georeferencing"] = stack.attrs["georeferencing"]
+    return attrs
+
+
+def model_attrs(ref: Any, local: Any) -> dict[str, Any]:
+    """Provenance of the model: name, kind, weights hash, and whether the weights were trained."""
+    meta = getattr(local, "weights_meta", None)
+    if meta is not None:
+        return {"model": local.name, "model_kind": "learned", "weights": meta.name,
+                "weights_sha256": meta.sha256, "model_trained": bool(meta.trained),
+                "training_data": str(meta.training.get("data", "unknown"))}
+    if isinstance(ref, models.ModelSpec):  # a registered baseline: nothing to train
+        return {"model": local.name, "model_kind": models.entry(ref.name).kind, "weights": "none",
+                "weights_sha256": "none", "model_trained": False, "training_data": "none (no parameters)"}
+    return {"model": local.name or type(local).__name__, "model_kind": "model object", "weights": "unknown",
+            "weights_sha256": "unknown (model object passed in memory)", "model_trained": "unknown",
+            "training_data": "unknown"}
+
+
+def _upsample(mask: xr.DataArray, tiles: TileSpec, like: xr.DataArray, name: str,
+              attrs: dict[str, Any]) -> xr.DataArray:
+    """Nearest-neighbour ``scale x`` upsampling of a (time, y, x) layer on the SR tiling."""
+    s = tiles.scale
+    arr = mask.data.rechunk((1, tiles.chunks(mask.sizes["y"]), tiles.chunks(mask.sizes["x"])))
+    out_chunks = (arr.chunks[0], tuple(c * s for c in arr.chunks[1]), tuple(c * s for c in arr.chunks[2]))
+    up = arr.map_blocks(lambda b: b.repeat(s, axis=-2).repeat(s, axis=-1), chunks=out_chunks, dtype=arr.dtype)
+    dim0 = like.dims[0]
+    coords = {k: v for k, v in like.coords.items() if set(v.dims) <= {"y", "x"} or k == dim0}
+    return xr.DataArray(up, dims=(dim0, "y", "x"), coords=coords, name=name, attrs=attrs)
+
+
+def encoding(cube: xr.Dataset, tiles: TileSpec, dtype: str) -> dict[str, Any]:
+    ty = min(tiles.tile * tiles.scale, cube.sizes["y"])
+    tx = min(tiles.tile * tiles.scale, cube.sizes["x"])
+    enc: dict[str, Any] = {"reflectance": {"chunks": (1, 1, ty, tx)}}
+    for name, var in cube.data_vars.items():
+        if var.dims == ("time", "y", "x"):
+            enc[str(name)] = {"chunks": (1, ty, tx)}
+        elif var.dims == ("y", "x"):
+            enc[str(name)] = {"chunks": (ty, tx)}
+    if dtype == "int16":
+        # float32 packing attributes make readers unpack to float32 (CF: their type is the unpacked type)
+        enc["reflectance"].update(dtype="int16", scale_factor=np.float32(INT16_SCALE), add_offset=np.float32(0.0),
+                                  _FillValue=INT16_FILL)
+    return enc
+
+
+#: attributes that identify what a cube holds (not when or how fast it was made)
+_IDENTITY = ("srcube_version", "model", "weights_sha256", "mode", "scale", "sensor", "catalog", "collection", "bbox",
+             "dates", "bands", "crs", "input_resolution", "stac_item_ids", "min_clear", "clear_classes", "harmonize",
+             "windows", "n_views", "window", "consistency_projection", "consistency_psf", "sharpen", "sharpen_model",
+             "sharpen_weights_sha256", "sharpened_bands")
+
+
+def request_hash(attrs: Mapping[str, Any], opts: RunOptions) -> str:
+    """A hash of everything that decides a cube's content and chunking; equal hashes may resume."""
+    doc = {k: attrs.get(k) for k in _IDENTITY}
+    doc["frames"] = [(f["time"], f["kept"]) for f in json.loads(attrs.get("frames", "[]"))]
+    doc["options"] = {k: getattr(opts, k) for k in ("tile", "resolution", "dtype", "boundary", "precision",
+                                                    "frames_per_task")}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def _finish(cube: xr.Dataset, dtype: str) -> xr.Dataset:
+    if dtype == "int16":  # keep values representable: int16 would wrap
+        lim = 32767 * INT16_SCALE
+        cube["reflectance"] = cube.reflectance.clip(-lim, lim)
+    # variable-length strings have a zarr v3 data type; fixed-width numpy unicode has none
+    cube = cube.assign_coords(band=np.array([str(b) for b in cube.band.values], dtype=object))
+    for coord in ("items", "window_end"):
+        if coord in cube.coords:
+            cube = cube.assign_coords({coord: ("time", np.array([str(v) for v in cube[coord].values], dtype=object))})
+    for var in cube.data_vars.values():
+        var.encoding["coordinates"] = "spatial_ref"  # keep spatial_ref a coordinate on read
+    return cube
+
+
+def single_image_cube(stack: xr.Dataset, frames: list[FrameDecision], ref: Any, tiles: TileSpec, dc: Any,
+                       opts: RunOptions, resources: dict[str, float] | None, consistency: bool = False,
+                       sensor: str = "sentinel-2") -> xr.Dataset:
+    keep = [i for i, f in enumerate(frames) if f.kept]
+    kept = stack.isel(time=keep)
+    sr = super_resolve(kept.reflectance, ref, client=dc, tile=tiles.tile, margin=tiles.margin,
+                       torch_threads=opts.torch_threads, allow_untrained=opts.allow_untrained, boundary=opts.boundary,
+                       precision=opts.precision, resources=resources, frames_per_task=opts.frames_per_task,
+                       consistency=consistency, sensor=sensor)
+    layers: dict[str, xr.DataArray] = {}
+    if "consistency" in sr.coords:  # the QA layer of the projection: a variable of the cube, not a coordinate
+        layers["consistency"] = sr["consistency"].reset_coords(drop=True).rename("consistency").astype(np.float32)
+        sr = sr.drop_vars("consistency")
+    clear = _upsample(kept.clear.astype(np.uint8), tiles, sr, "clear",
+                      {"long_name": "clear pixel (QA class clear and data in every band)", "flag_values": [0, 1],
+                       "flag_meanings": "not_clear clear"})
+    clear = clear * sr.notnull().all("band").astype(np.uint8)
+    count = _upsample(kept.clear.sum("time").astype(np.uint16).expand_dims(time=1), tiles, sr.isel(time=[0]),
+                      "clear_count", {}).isel(time=0, drop=True)
+    refl = sr.rename("reflectance")
+    refl.attrs = {"long_name": "super-resolved surface reflectance", "units": "1",
+                  "sr_model": sr.attrs.get("sr_model"), "sr_scale": sr.attrs.get("sr_scale")}
+    cube = xr.Dataset({
+        "reflectance": refl,
+        "clear": clear.rename("clear").assign_attrs(long_name="clear pixel", flag_values=[0, 1],
+                                                    flag_meanings="not_clear clear"),
+        "clear_count": count.rename("clear_count").assign_attrs(
+            long_name="number of clear frames per pixel over the kept dates"),
+        "clear_fraction": xr.DataArray(np.asarray([frames[i].clear_fraction for i in keep], np.float32), dims="time",
+                                       attrs={"long_name": "clear fraction of the frame (input grid)"}),
+        "clearance_score": xr.DataArray(np.asarray([frames[i].clearance_score for i in keep], np.float32),
+                                        dims="time", attrs={"long_name": "clearance score of the frame"}),
+        **layers,
+    })
+    cube = cube.assign_coords(items=("time", [str(v) for v in kept["items"].values]))
+    return _finish(cube, opts.dtype)
+
+
+def multi_frame_cube(stack: xr.Dataset, windows: list[WindowPlan], n_views: int, ref: Any, tiles: TileSpec,
+                      dc: Any, opts: RunOptions, resources: dict[str, float] | None) -> xr.Dataset:
+    plans = [w for w in windows if w.kept]
+    refl, clear = stack.reflectance.data, stack.clear.data
+    _, c, h, w = refl.shape
+    views, masks, present = [], [], np.zeros((len(plans), n_views), bool)
+    for i, plan in enumerate(plans):
+        idx = list(plan.views)
+        pad = n_views - len(idx)
+        present[i, : len(idx)] = True
+        v, m = refl[idx], clear[idx].astype(np.uint8)
+        if pad:
+            v = da.concatenate([v, da.zeros((pad, c, h, w), dtype=np.float32, chunks=(1, c, h, w))])
+            m = da.concatenate([m, da.zeros((pad, h, w), dtype=np.uint8, chunks=(1, h, w))])
+        views.append(v)
+        masks.append(m)
+    starts = np.array([np.datetime64(p.start[:19], "ns") for p in plans])
+    spatial = {k: v for k, v in stack.coords.items() if set(v.dims) <= {"y", "x"}}
+    views_da = xr.DataArray(da.stack(views), dims=("window", "view", "band", "y", "x"),
+                            coords={"window": starts, "band": stack.band, **spatial})
+    masks_da = xr.DataArray(da.stack(masks), dims=("window", "view", "y", "x"), coords={"window": starts, **spatial})
+    sr = super_resolve_views(views_da, masks_da, present, ref, client=dc, tile=tiles.tile,
+                             torch_threads=opts.torch_threads, allow_untrained=opts.allow_untrained,
+                             precision=opts.precision, resources=resources)
+    sr = sr.rename({"window": "time"})
+    count_lr = (masks_da * xr.DataArray(present, dims=("window", "view"))).sum("view").astype(np.uint8)
+    count_lr = count_lr.rename({"window": "time"})
+    count = _upsample(count_lr, tiles, sr, "clear_count",
+                      {"long_name": "number of clear views per pixel in the window"})
+    clear = (count > 0).astype(np.uint8) * sr.notnull().all("band").astype(np.uint8)
+    refl_out = sr.rename("reflectance")
+    refl_out.attrs = {"long_name": "super-resolved surface reflectance (multi-frame fusion)", "units": "1",
+                      "sr_model": sr.attrs.get("sr_model"), "sr_scale": sr.attrs.get("sr_scale")}
+    cube = xr.Dataset({
+        "reflectance": refl_out,
+        "clear": clear.rename("clear").assign_attrs(long_name="pixel clear in at least one view",
+                                                    flag_values=[0, 1], flag_meanings="not_clear clear"),
+        "clear_count": count,
+        "views": xr.DataArray(np.asarray([len(p.views) for p in plans], np.uint8), dims="time",
+                              attrs={"long_name": "real views fused in the window"}),
+    })
+    items = [",".join(str(stack["items"].values[i]) for i in p.views) for p in plans]
+    cube = cube.assign_coords(items=("time", items), window_end=("time", [p.end for p in plans]))
+    return _finish(cube, opts.dtype)
+
+
+def write_batches(cube: xr.Dataset, size: int) -> list[list[tuple[str, tuple[int, ...]]]]:
+    """All chunk writes of the cube (done or not) in batches of at most ``size`` output locations (time, y, x
+    chunk), in a fixed order: the same request always gives the same batches, so a re-run can recognise
+    finished ones. The variables of one location go into the same batch, so its super-resolution (which
+    ``clear`` also depends on) runs once."""
+    from srcube.pipeline.errors import InvalidOptionError
+
+    if size < 1:
+        raise InvalidOptionError(f"batch size must be >= 1, got {size}")
+    every = [(str(name), idx) for name, var in cube.variables.items() if isinstance(var.data, da.Array)
+             for idx in np.ndindex(*var.data.numblocks)]
+    groups: dict[tuple[int, int, int], list[tuple[str, tuple[int, ...]]]] = {}
+    for name, idx in every:
+        at = dict(zip(cube[name].dims, idx, strict=True))
+        groups.setdefault((at.get("y", 0), at.get("x", 0), at.get("time", -1)), []).append((name, idx))
+    keys = sorted(groups)
+    return [[w for k in keys[i:i + size] for w in groups[k]] for i in range(0, len(keys), size)]

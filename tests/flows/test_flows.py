@@ -1,0 +1,354 @@
+"""The Prefect flow against a real Prefect server started here on 127.0.0.1.
+
+End to end on the sample catalog, a failure drill and its resume (chunks counted), a served
+deployment triggered with run_deployment, and prefect.yaml deployed to a process work pool: its
+cron schedule registered and next runs listed, a run executed by a real process worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from srcube.pipeline.params import DateRange
+from srcube.pipeline.testing import sample
+from srcube.pipeline.write.store import CubeStore, open_cube
+from tests.support.helpers import REPO
+
+pytestmark = pytest.mark.integration
+# a corner of the sample region: a few chunks per frame, quick to run several times
+BBOX = [4.465, 51.401, 4.487, 51.414]
+DATES = sample.DEFAULT_DATES
+
+
+@pytest.fixture(scope="module")
+def cluster_address(prefect_api: str) -> Iterator[str]:
+    """A LocalCluster started after the server (its workers inherit PREFECT_API_URL)."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
+        yield cluster.scheduler_address
+
+
+@pytest.fixture(scope="module")
+def reference_cube(tmp_path_factory: pytest.TempPathFactory, prefect_api: str, dask_client: object):
+    """The cube run_region makes for the same request: what every flow run must reproduce."""
+    from srcube.pipeline import run_region
+
+    out = tmp_path_factory.mktemp("reference") / "ref.zarr"
+    return run_region(BBOX, DATES, out=str(out), client=dask_client)
+
+
+def _runner(address: str):
+    from srcube.flows.settings import DaskSettings
+
+    return DaskSettings.from_env({"SRCUBE_DASK_ADDRESS": address}).task_runner()
+
+
+def _same(cube, reference) -> None:
+    for name in ("reflectance", "clear", "clear_count"):
+        assert cube[name].equals(reference[name]), name
+
+
+async def _flow_run_details(flow_run_id):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        FlowRunFilter,
+        FlowRunFilterId,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
+
+    async with get_client() as client:
+        run = await client.read_flow_run(flow_run_id)
+        tasks = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+        artifacts = await client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+        logs = await client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+    return run, tasks, artifacts, logs
+
+
+def test_flow_end_to_end_on_local_cluster(prefect_api, reference_cube, tmp_path):
+    """Default task runner (a LocalCluster per flow run): tasks, artifact and logs on the server."""
+    from srcube.flows.region import region_flow
+    from srcube.flows.settings import DaskSettings
+
+    out = tmp_path / "flow.zarr"
+    runner = DaskSettings.from_env({"SRCUBE_DASK_WORKERS": "2"}).task_runner()
+    state = region_flow.with_options(task_runner=runner)(bbox=BBOX, dates=DATES, out=str(out), batch_chunks=2,
+                                                          return_state=True)
+    assert state.is_completed(), state.message
+    result = state.result()
+    assert result["complete"] is True and result["chunk_writes"] == result["total_chunks"] > 0
+    assert result["batches"] > 1 and result["cached_batches"] == 0
+    _same(open_cube(str(out)), reference_cube)
+
+    run, tasks, artifacts, logs = asyncio.run(_flow_run_details(state.state_details.flow_run_id))
+    assert run.state.is_completed()
+    names = sorted(t.name.rsplit("-", 1)[0] if t.name.startswith(("write-batch", "search", "plan", "start",
+                                                                   "finalize")) else t.name for t in tasks)
+    assert {"search", "plan-frames", "start-cube", "finalize-cube"} <= set(names)
+    assert names.count("write-batch") == result["batches"]
+    assert all(t.state.is_completed() for t in tasks)
+    md = next(a for a in artifacts if a.key == "srcube-region")
+    assert md.type == "markdown" and str(out) in md.data and "data:image/png;base64," in md.data
+    assert f"| chunks written by this run | {result['total_chunks']} |" in md.data
+    text = "\n".join(entry.message for entry in logs)
+    deadline = time.monotonic() + 20
+    while "chunks written" not in text and time.monotonic() < deadline:  # logs reach the API in batches
+        time.sleep(0.5)
+        logs = asyncio.run(_flow_run_details(state.state_details.flow_run_id))[3]
+        text = "\n".join(entry.message for entry in logs)
+    assert "chunks written" in text and "items in sentinel-2-l2a" in text
+
+
+def test_failed_flow_rerun_recomputes_only_missing_chunks(prefect_api, cluster_address, reference_cube, tmp_path):
+    from srcube.flows.region import InjectedFailure, region_flow
+
+    out = tmp_path / "drill.zarr"
+    flow = region_flow.with_options(task_runner=_runner(cluster_address))
+    failed = flow(bbox=BBOX, dates=DATES, out=str(out), batch_chunks=1, inject_failure_at_batch=1,
+                  return_state=True)
+    assert failed.is_failed()
+    with pytest.raises(InjectedFailure):
+        failed.result()
+    store = CubeStore(str(out))
+    assert store.status() == "incomplete"
+    total = sum(store.expected().values())
+    done_before = sum(len(store.done(name)) for name in store.expected())
+    assert 0 < done_before < total
+    _, tasks, _, _ = asyncio.run(_flow_run_details(failed.state_details.flow_run_id))
+    batches = [t for t in tasks if t.name.startswith("write-batch")]
+    assert sum(t.state.is_failed() for t in batches) == 1  # the drill's batch, and not retried
+    assert next(t for t in batches if t.state.is_failed()).run_count == 1
+    completed_batches = sum(t.state.is_completed() for t in batches)
+
+    again = flow(bbox=BBOX, dates=DATES, out=str(out), batch_chunks=1, return_state=True)
+    assert again.is_completed(), again.message
+    result = again.result()
+    # only the chunks missing from the manifest were computed; finished batches came from the cache
+    assert result["chunk_writes"] == total - done_before
+    assert result["cached_batches"] == completed_batches > 0
+    print(f"failure drill: {total} chunk writes in the cube, {done_before} in before the failure, "
+          f"{result['chunk_writes']} written by the re-run, {completed_batches} batches from the cache")
+    cube = open_cube(str(out))
+    assert cube.attrs["last_run"]["chunk_writes"] == total - done_before
+    _same(cube, reference_cube)
+
+
+def test_flow_retry_outlives_expiring_signed_urls(prefect_api, cluster_address, sample_dir, tmp_path, monkeypatch):
+    """Planetary-Computer-style signing: the flow and its retry read through a blob service whose tokens
+    die 1 s after they are issued. Nothing signed reaches the flow's parameters, task results or the cube."""
+    from distributed import Client
+
+    from srcube.flows.region import InjectedFailure, region_flow
+    from srcube.pipeline import run_region
+    from srcube.pipeline.testing.stac_server import StacServer
+    from tests.support.servers import BlobService, rehosted_catalog
+
+    dates = "2024-06-12/2024-06-22"
+    reference = run_region(BBOX, dates, catalog="sample", out=str(tmp_path / "ref.zarr"), tile=64)
+    with BlobService(sample_dir, ttl=1.0) as blob, Client(cluster_address) as workers:
+        root = rehosted_catalog(sample_dir, tmp_path / "blob-catalog", blob.href)
+        # the environment of the flow process and of the Dask workers, as a ConfigMap gives it on Kubernetes:
+        # the SAS endpoint, and GDAL's proxy to the blob service
+        env = {"PC_SDK_SAS_URL": blob.sas_url, "GDAL_HTTP_PROXY": blob.address}
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        workers.run(lambda: os.environ.update(env))
+        try:
+            with StacServer(root) as stac:
+                flow = region_flow.with_options(task_runner=_runner(cluster_address))
+                params = {"bbox": BBOX, "dates": dates, "catalog": stac.url, "out": str(tmp_path / "pc.zarr"),
+                          "options": {"auth": "planetary-computer", "tile": 64}, "batch_chunks": 1}
+                failed = flow(**params, inject_failure_at_batch=1, return_state=True)
+                assert failed.is_failed()
+                with pytest.raises(InjectedFailure):
+                    failed.result()
+                time.sleep(1.5)  # every token issued so far is dead
+                again = flow(**params, return_state=True)
+                assert again.is_completed(), again.message
+        finally:
+            workers.run(lambda: [os.environ.pop(k, None) for k in env])
+        counts = blob.counts
+    assert counts["refused"] >= 1 and counts["tokens"] >= 3, counts  # tokens died and reads re-signed
+    _same(open_cube(str(tmp_path / "pc.zarr")), reference)
+    run, _, _, _ = asyncio.run(_flow_run_details(again.state_details.flow_run_id))
+    assert "sig=" not in json.dumps(run.parameters)
+    assert "sig=" not in json.dumps(open_cube(str(tmp_path / "pc.zarr")).attrs)
+    stored = [p.read_bytes() for p in Path(os.environ["PREFECT_HOME"]).rglob("*") if p.is_file() and
+              p.stat().st_size < 50_000_000 and "storage" in p.parts]
+    assert stored and not any(b"sig=" in b for b in stored)  # nothing signed in persisted results and caches
+
+
+def test_bad_request_fails_the_flow_before_any_task(prefect_api, tmp_path):
+    from srcube.flows.region import region_flow
+    from srcube.pipeline.errors import InvalidBBoxError, InvalidDatesError
+
+    for kwargs, error in (({"bbox": [5, 51, 4, 52]}, InvalidBBoxError), ({"dates": "next 3 days"}, InvalidDatesError)):
+        params = {"bbox": BBOX, "dates": DATES, "out": str(tmp_path / "never.zarr"), **kwargs}
+        state = region_flow(**params, return_state=True)
+        assert state.is_failed()
+        with pytest.raises(error):
+            state.result()
+        _, tasks, _, _ = asyncio.run(_flow_run_details(state.state_details.flow_run_id))
+        assert tasks == []
+    assert not (tmp_path / "never.zarr").exists()
+
+
+def test_relative_dates_end_on_the_scheduled_day():
+    from srcube.flows.region import build_request
+
+    req = build_request(BBOX, "last 30 days", "sample", None, None, "bicubic", None, "cubes/{start}_{end}.zarr",
+                        None, today=dt.date(2024, 6, 30))
+    assert req["dates"] == "2024-06-01/2024-06-30" == str(DateRange.parse("last 30 days", today=dt.date(2024, 6, 30)))
+    assert req["out"] == "cubes/2024-06-01_2024-06-30.zarr"
+
+
+def _wait_for_deployment(name: str, proc: subprocess.Popen, timeout: float = 120):
+    from prefect.client.orchestration import get_client
+
+    async def read():
+        async with get_client() as client:
+            return await client.read_deployment_by_name(name)
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return asyncio.run(read())
+        except Exception:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def test_served_deployment_run_deployment_completes(prefect_api, cluster_address, reference_cube, tmp_path):
+    from prefect.deployments import run_deployment
+
+    params = {"bbox": BBOX, "dates": DATES, "out": str(tmp_path / "served-{start}.zarr")}
+    env = {**os.environ, "SRCUBE_DASK_ADDRESS": cluster_address, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "srcube.flows.serve", "--name", "served",
+                             "--params", json.dumps(params)], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deployment = _wait_for_deployment("srcube-region/served", proc)
+        assert deployment.parameters["out"].endswith("served-{start}.zarr")
+        run = run_deployment("srcube-region/served", timeout=300, poll_interval=1)
+        assert run.state is not None and run.state.is_completed(), run.state
+    finally:
+        _stop(proc)
+    _same(open_cube(str(tmp_path / "served-2024-05-01.zarr")), reference_cube)
+
+
+def _prefect(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "prefect", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_prefect_yaml_deploys_schedules_and_a_process_worker_runs_it(prefect_api, cluster_address,
+                                                                      reference_cube, tmp_path):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterId,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.deployments import run_deployment
+
+    env = {**os.environ, "SRCUBE_DASK_ADDRESS": cluster_address, "PYTHONPATH": str(REPO)}
+    spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
+    weekly = next(d for d in spec["deployments"] if d["name"] == "antwerp-s2-weekly")
+    res = _prefect("work-pool", "create", "srcube-local", "--type", "process", "--overwrite", env=env)
+    assert res.returncode == 0, res.stderr
+    res = _prefect("--no-prompt", "deploy", "--name", "sample-demo", "--name", "antwerp-s2-weekly", env=env)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+    async def scheduled(name: str, want: int, timeout: float = 60):
+        async with get_client() as client:
+            dep = await client.read_deployment_by_name(name)
+            deadline = time.monotonic() + timeout
+            while True:
+                runs = await client.read_flow_runs(
+                    deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[dep.id])),
+                    flow_run_filter=FlowRunFilter(state=FlowRunFilterState(
+                        type=FlowRunFilterStateType(any_=[StateType.SCHEDULED]))))
+                if len(runs) >= want or time.monotonic() > deadline:
+                    return dep, sorted(r.expected_start_time for r in runs)
+                await asyncio.sleep(0.5)
+
+    # the Kubernetes deployment against a kubernetes pool made from srcube's base job template:
+    # the server checks its job variables against the template's schema
+    res = _prefect("work-pool", "create", "srcube-k8s", "--type", "kubernetes", "--base-job-template",
+                   str(REPO / "k8s/prefect/srcube-k8s-base-job-template.json"), "--overwrite", env=env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    res = _prefect("--no-prompt", "deploy", "--name", "antwerp-s2-nightly-gpu", env=env)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+    async def read(name: str):
+        async with get_client() as client:
+            return await client.read_deployment_by_name(name)
+
+    gpu_dep = asyncio.run(read("srcube-region/antwerp-s2-nightly-gpu"))
+    assert gpu_dep.work_pool_name == "srcube-k8s" and gpu_dep.job_variables["gpu"] == 0
+    assert gpu_dep.pull_steps[0]["prefect.deployments.steps.set_working_directory"]["directory"] == "/opt/srcube"
+    assert [s.schedule.cron for s in gpu_dep.schedules] == ["30 2 * * *"]
+    assert gpu_dep.parameters["out"].startswith("s3://") and gpu_dep.parameters["options"]["gpu"] is True
+
+    dep, next_runs = asyncio.run(scheduled("srcube-region/antwerp-s2-weekly", 3))
+    assert [s.schedule.cron for s in dep.schedules] == [weekly["schedules"][0]["cron"]]
+    assert dep.parameters["dates"] == "last 30 days" and dep.work_pool_name == "srcube-local"
+    assert dep.pull_steps[0]["prefect.deployments.steps.set_working_directory"]["directory"] == str(REPO)
+    assert len(next_runs) >= 3
+    # "0 4 * * 1": the coming Mondays at 04:00 UTC, one week apart
+    now = dt.datetime.now(dt.UTC)
+    first = (now + dt.timedelta(days=(7 - now.weekday()) % 7)).replace(hour=4, minute=0, second=0, microsecond=0)
+    first = first if first > now else first + dt.timedelta(days=7)
+    assert [t.astimezone(dt.UTC) for t in next_runs] == [first + dt.timedelta(weeks=i) for i in range(len(next_runs))]
+
+    # a manual run of the sample deployment, picked up and run by a real process worker
+    out = tmp_path / "worker-{start}.zarr"
+    run = run_deployment("srcube-region/sample-demo", parameters={"bbox": BBOX, "out": str(out)}, timeout=0)
+    worker = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", "srcube-local",
+                               "--type", "process", "--limit", "1"], cwd=REPO, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        async def finished(timeout: float = 300):
+            async with get_client() as client:
+                deadline = time.monotonic() + timeout
+                while True:
+                    fr = await client.read_flow_run(run.id)
+                    if (fr.state and fr.state.is_final()) or time.monotonic() > deadline:
+                        return fr
+                    await asyncio.sleep(1)
+
+        fr = asyncio.run(finished())
+    finally:
+        _stop(worker)
+    assert fr.state is not None and fr.state.is_completed(), fr.state
+    _same(open_cube(str(tmp_path / "worker-2024-05-01.zarr")), reference_cube)

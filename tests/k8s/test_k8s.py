@@ -1,0 +1,692 @@
+"""Offline checks of the Kubernetes deliverables (k8s/, Dockerfile): no cluster, no network.
+
+* every YAML file under k8s/ parses; built-in kinds validate with kubernetes-validate (strict: unknown
+  fields are errors) against Kubernetes 1.32;
+* DaskCluster CRs validate against the CRD shipped by the installed dask-kubernetes (made strict), and
+  their scheduler/worker pod specs validate as core v1 Pods;
+* ``kubectl kustomize`` renders base and both overlays, and every rendered object validates as above;
+  content checks (GPU vs CPU workers, requests/limits, non-root, no Secrets, no literal credentials);
+* the Prefect work-pool base job template renders (Prefect's own templating and job configuration
+  class) into a Job that validates;
+* negative cases prove the validators reject what they should.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import importlib.util
+import itertools
+import json
+import os
+import re
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.support.helpers import REPO
+from tests.support.k8s import (
+    DASK_GROUP,
+    K8S_VERSION,
+    cr_errors,
+    dask_pod_specs,
+    validate_daskcluster,
+    validate_object,
+    validate_pod_spec,
+)
+
+K8S = REPO / "k8s"
+NAMESPACE = "srcube"
+IMAGE = "ghcr.io/srcube/srcube:0.1.0"
+CLUSTER = "srcube-dask"
+KUSTOMIZATIONS = {
+    "base": K8S / "base",
+    "cpu-only": K8S / "overlays" / "cpu-only",
+    "gpu": K8S / "overlays" / "gpu",
+}
+JOB_TEMPLATE = K8S / "prefect" / "srcube-k8s-base-job-template.json"
+CREDENTIAL_NAME = re.compile(r"KEY|SECRET|PASSWORD|TOKEN", re.IGNORECASE)
+# names of a Secret / of a key inside it (PREFECT_INTEGRATIONS_KUBERNETES_WORKER_API_KEY_SECRET_NAME=prefect-api)
+SECRET_POINTER = re.compile(r"_SECRET_(NAME|KEY)$")
+GPU = "nvidia.com/gpu"
+
+
+# --- files and renders ------------------------------------------------------------------------
+
+
+def yaml_files() -> list[Path]:
+    return sorted(p for p in K8S.rglob("*") if p.suffix in (".yaml", ".yml"))
+
+
+def load_docs(text: str) -> list[Any]:
+    return [d for d in yaml.safe_load_all(text) if d is not None]
+
+
+def is_json_patch(doc: Any) -> bool:
+    return isinstance(doc, list) and all(isinstance(op, dict) and {"op", "path"} <= set(op) for op in doc)
+
+
+@functools.cache
+def _render(name: str) -> tuple[int, str, str]:
+    proc = subprocess.run(
+        ["kubectl", "kustomize", str(KUSTOMIZATIONS[name])], capture_output=True, text=True, timeout=60
+    )
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def rendered(name: str) -> list[dict[str, Any]]:
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl is not installed: `kubectl kustomize` renders cannot be checked")
+    rc, out, err = _render(name)
+    assert rc == 0, f"kubectl kustomize {KUSTOMIZATIONS[name]} failed (rc {rc}):\n{err}"
+    return load_docs(out)
+
+
+def one(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one {kind}/{name}, found {len(found)}"
+    return found[0]
+
+
+def flow_spec(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ephemeral DaskCluster flow-run pods mount (ConfigMap srcube-daskcluster-spec)."""
+    cm = one(docs, "ConfigMap", "srcube-daskcluster-spec")
+    assert set(cm["data"]) == {"daskcluster.yaml"}
+    return yaml.safe_load(cm["data"]["daskcluster.yaml"])
+
+
+def pod_specs(docs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every pod spec a rendered kustomization will run, the flow-run DaskCluster's included."""
+    for doc in docs:
+        where = f"{doc['kind']}/{doc['metadata']['name']}"
+        if doc["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
+            yield where, doc["spec"]["template"]["spec"]
+        elif doc["kind"] == "DaskCluster":
+            for role, spec in dask_pod_specs(doc).items():
+                yield f"{where}/{role}", spec
+    for role, spec in dask_pod_specs(flow_spec(docs)).items():
+        yield f"ConfigMap/srcube-daskcluster-spec/{role}", spec
+
+
+def worker_container(cr: dict[str, Any]) -> dict[str, Any]:
+    (container,) = cr["spec"]["worker"]["spec"]["containers"]
+    return container
+
+
+def has_flag(args: list[str], flag: str, value: str) -> bool:
+    return any(a == flag and b == value for a, b in itertools.pairwise(args)) or f"{flag}={value}" in args
+
+
+@functools.cache
+def sync_script() -> Any:
+    """k8s/sync-flow-specs.py as a module (it derives the flow-run spec from the long-lived CR)."""
+    spec = importlib.util.spec_from_file_location("sync_flow_specs", K8S / "sync-flow-specs.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# --- every file under k8s/ --------------------------------------------------------------------
+
+
+def test_k8s_tree_has_the_deliverables():
+    for rel in [
+        "README.md",
+        "base/kustomization.yaml",
+        "overlays/cpu-only/kustomization.yaml",
+        "overlays/gpu/kustomization.yaml",
+        "prefect/srcube-k8s-base-job-template.json",
+        "prefect/create-pools.sh",
+    ]:
+        assert (K8S / rel).is_file(), rel
+    assert len(yaml_files()) >= 10
+
+
+@pytest.mark.parametrize("path", yaml_files(), ids=lambda p: str(p.relative_to(K8S)))
+def test_yaml_file_parses_and_validates(path: Path):
+    docs = load_docs(path.read_text())
+    assert docs, f"{path} is empty"
+    for doc in docs:
+        if is_json_patch(doc):  # overlay patches: checked through the renders
+            continue
+        assert isinstance(doc, dict), f"{path}: unexpected top-level {type(doc).__name__}"
+        assert "apiVersion" in doc and "kind" in doc, f"{path}: no apiVersion/kind"
+        if doc["kind"] == "Kustomization":
+            assert doc["apiVersion"].startswith("kustomize.config.k8s.io/")
+            continue
+        assert doc["kind"] != "Secret", f"{path}: Secrets are created by the operator, never committed"
+        validate_object(doc)
+
+
+def test_no_credentials_in_k8s_tree():
+    shapes = {
+        "AWS access key id": re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b"),
+        "Prefect Cloud API key": re.compile(r"\bpnu_[A-Za-z0-9]{20,}"),
+        "private key": re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
+    }
+    for path in [*sorted(p for p in K8S.rglob("*") if p.is_file()), REPO / "Dockerfile"]:
+        text = path.read_text()
+        for what, shape in shapes.items():
+            assert not shape.search(text), f"{path}: looks like a {what}"
+
+
+# --- DaskCluster against the operator CRD -----------------------------------------------------
+
+
+def source_daskclusters() -> list[Path]:
+    return [p for p in yaml_files() if any(isinstance(d, dict) and d.get("kind") == "DaskCluster"
+                                           for d in load_docs(p.read_text()))]
+
+
+def test_daskcluster_sources_exist():
+    names = {p.relative_to(K8S).as_posix() for p in source_daskclusters()}
+    assert {"base/dask/daskcluster.yaml", "base/dask/daskcluster-flow.yaml",
+            "overlays/cpu-only/daskcluster-flow.yaml", "overlays/gpu/daskcluster-flow.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", source_daskclusters(), ids=lambda p: str(p.relative_to(K8S)))
+def test_daskcluster_source_validates_against_crd(path: Path):
+    (cr,) = load_docs(path.read_text())
+    validate_daskcluster(cr)
+    sched = cr["spec"]["scheduler"]
+    assert sched["service"]["type"] == "ClusterIP"
+    assert sched["service"]["selector"] == {"dask.org/cluster-name": cr["metadata"]["name"],
+                                            "dask.org/component": "scheduler"}
+    assert {(p["name"], p["port"]) for p in sched["service"]["ports"]} == {("tcp-comm", 8786), ("http-dashboard", 8787)}
+    (container,) = sched["spec"]["containers"]
+    assert container["args"][:2] == ["dask", "scheduler"]
+    assert {(p["name"], p["containerPort"]) for p in container["ports"]} == {("tcp-comm", 8786),
+                                                                           ("http-dashboard", 8787)}
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"] == {"port": "http-dashboard", "path": "/health"}
+    args = worker_container(cr)["args"]
+    assert args[:2] == ["dask", "worker"]
+    assert has_flag(args, "--name", "$(DASK_WORKER_NAME)") and "--dashboard" in args
+    assert has_flag(args, "--dashboard-address", "8788")
+
+
+@pytest.mark.parametrize("name", KUSTOMIZATIONS)
+def test_rendered_daskclusters_validate(name: str):
+    docs = rendered(name)
+    crs = [d for d in docs if d["kind"] == "DaskCluster"]
+    assert [cr["metadata"]["name"] for cr in crs] == [CLUSTER]
+    validate_daskcluster(crs[0])
+    validate_daskcluster(flow_spec(docs))
+
+
+@pytest.mark.parametrize("name", KUSTOMIZATIONS)
+def test_flow_spec_configmap_matches_the_long_lived_cluster(name: str):
+    """Kustomize copies daskcluster-flow.yaml verbatim: it must still agree with the rendered CR."""
+    docs = rendered(name)
+    cr = one(docs, "DaskCluster", CLUSTER)
+    got = flow_spec(docs)
+    want = sync_script().flow_spec_from(cr)
+    assert got == want, (
+        f"the flow-run DaskCluster spec of {name} is stale: run `python k8s/sync-flow-specs.py`\n"
+        + "\n".join(f"{k}: {got.get(k)!r} != {want.get(k)!r}" for k in want if got.get(k) != want.get(k))
+    )
+    assert got["metadata"]["name"] != CLUSTER, "the ephemeral cluster must not take over the long-lived one"
+    assert got["spec"]["scheduler"]["service"]["selector"]["dask.org/cluster-name"] == got["metadata"]["name"]
+    assert got["spec"]["idleTimeout"] > 0
+
+
+def test_gpu_worker_group():
+    for name in ("base", "gpu"):
+        cr = one(rendered(name), "DaskCluster", CLUSTER)
+        worker = cr["spec"]["worker"]
+        container = worker_container(cr)
+        assert container["resources"]["limits"][GPU] == "1"  # a string: the CRD types quantities so
+        assert container["resources"]["requests"][GPU] == "1"
+        args = container["args"]
+        assert has_flag(args, "--resources", "GPU=1"), args
+        assert has_flag(args, "--nthreads", "1"), args
+        assert {"key": GPU, "operator": "Exists", "effect": "NoSchedule"} in worker["spec"]["tolerations"]
+        assert worker["spec"]["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+        env_from = container["envFrom"]
+        assert {"configMapRef": {"name": "srcube-config"}} in env_from
+        assert {"secretRef": {"name": "srcube-object-store"}} in env_from
+        # Prefect tasks run in the workers: they need the API key of an authenticated server / Prefect Cloud,
+        # and the asset credentials (reads happen there)
+        assert {"secretRef": {"name": "prefect-api", "optional": True}} in env_from
+        assert {"secretRef": {"name": "srcube-catalog-credentials", "optional": True}} in env_from
+    assert one(rendered("gpu"), "DaskCluster", CLUSTER)["spec"]["worker"]["replicas"] == 2
+
+
+def test_cpu_only_worker_group():
+    cr = one(rendered("cpu-only"), "DaskCluster", CLUSTER)
+    worker = cr["spec"]["worker"]
+    container = worker_container(cr)
+    assert worker["replicas"] == 2
+    for kind in ("requests", "limits"):
+        assert GPU not in container["resources"][kind]
+    assert not any(a.startswith("--resources") for a in container["args"]), container["args"]
+    assert "GPU=1" not in container["args"]
+    assert "tolerations" not in worker["spec"] and "nodeSelector" not in worker["spec"]
+    base = worker_container(one(rendered("base"), "DaskCluster", CLUSTER))
+
+    for kind in ("requests", "limits"):
+        assert float(container["resources"][kind]["cpu"]) > float(base["resources"][kind]["cpu"]), kind
+
+
+# --- everything kustomize renders -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", KUSTOMIZATIONS)
+def test_rendered_objects_validate(name: str):
+    docs = rendered(name)
+    kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    assert {
+        ("Namespace", NAMESPACE),
+        ("ConfigMap", "srcube-config"),
+        ("ConfigMap", "srcube-daskcluster-spec"),
+        ("ServiceAccount", "srcube-prefect-worker"),
+        ("Role", "srcube-prefect-worker"),
+        ("RoleBinding", "srcube-prefect-worker"),
+        ("ServiceAccount", "srcube-flow-runner"),
+        ("Role", "srcube-flow-runner"),
+        ("RoleBinding", "srcube-flow-runner"),
+        ("Deployment", "srcube-prefect-worker"),
+        ("DaskCluster", CLUSTER),
+    } <= kinds
+    for doc in docs:
+        validate_object(doc)
+        if doc["kind"] != "Namespace":
+            assert doc["metadata"].get("namespace") == NAMESPACE, f"{doc['kind']}/{doc['metadata']['name']}"
+
+
+@pytest.mark.parametrize("name", KUSTOMIZATIONS)
+def test_containers_have_resources_and_run_non_root(name: str):
+    seen = 0
+    for where, spec in pod_specs(rendered(name)):
+        pod_sc = spec["securityContext"]
+        assert pod_sc["runAsNonRoot"] is True and pod_sc["runAsUser"] == 1000, where
+        assert pod_sc["seccompProfile"] == {"type": "RuntimeDefault"}, where
+        volumes = {v["name"]: v for v in spec.get("volumes", [])}
+        for c in spec["containers"] + spec.get("initContainers", []):
+            seen += 1
+            at = f"{where}/{c['name']}"
+            assert c["image"] == IMAGE, at
+            for kind in ("requests", "limits"):
+                assert {"cpu", "memory"} <= set(c["resources"].get(kind, {})), f"{at}: {kind}"
+            sc = c["securityContext"]
+            assert sc["runAsNonRoot"] is True and sc["runAsUser"] == 1000, at
+            assert sc["allowPrivilegeEscalation"] is False, at
+            assert sc["capabilities"] == {"drop": ["ALL"]}, at
+            assert sc["seccompProfile"] == {"type": "RuntimeDefault"}, at
+            if sc.get("readOnlyRootFilesystem"):
+                (tmp,) = [m for m in c["volumeMounts"] if m["mountPath"] == "/tmp"]
+                assert "emptyDir" in volumes[tmp["name"]], f"{at}: /tmp is not an emptyDir"
+    assert seen >= 5
+
+
+@pytest.mark.parametrize("name", KUSTOMIZATIONS)
+def test_no_secrets_and_no_literal_credentials(name: str):
+    docs = rendered(name)
+    assert not [d for d in docs if d["kind"] == "Secret"]
+    for where, spec in pod_specs(docs):
+        for c in spec["containers"] + spec.get("initContainers", []):
+            for env in c.get("env", []):
+                if CREDENTIAL_NAME.search(env["name"]):
+                    assert "value" not in env, f"{where}: literal value for {env['name']}"
+                    assert "secretKeyRef" in env["valueFrom"], f"{where}: {env['name']}"
+    for cm in (d for d in docs if d["kind"] == "ConfigMap"):
+        for key in cm.get("data", {}):
+            if CREDENTIAL_NAME.search(key):
+                assert SECRET_POINTER.search(key), f"ConfigMap/{cm['metadata']['name']}: {key} looks like a credential"
+
+
+def test_settings_configmap():
+    docs = rendered("base")
+    data = one(docs, "ConfigMap", "srcube-config")["data"]
+    assert data["PREFECT_API_URL"].startswith("http") and data["PREFECT_API_URL"].endswith("/api")
+    # the operator names the scheduler Service <cluster>-scheduler
+    cr = one(docs, "DaskCluster", CLUSTER)
+    ns = cr["metadata"]["namespace"]
+    assert data["SRCUBE_DASK_ADDRESS"] == f"tcp://{CLUSTER}-scheduler.{ns}.svc.cluster.local:8786"
+    assert data["SRCUBE_OUT_PREFIX"].startswith("s3://")
+    assert {"AWS_ENDPOINT_URL", "AWS_REGION"} <= set(data)
+    assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "PREFECT_API_KEY"} & set(data)
+    # GDAL settings reach every reader: srcube's defaults, written out for every pod
+    from srcube.pipeline.search.access import GDAL_DEFAULTS, ReadSettings
+
+    assert {k: data[k] for k in GDAL_DEFAULTS} == GDAL_DEFAULTS
+    assert ReadSettings.capture(environ=data).as_dict() == GDAL_DEFAULTS
+    assert data["SRCUBE_RESULT_STORAGE"].startswith("s3://")  # shared task results and cache records
+    observer = one(docs, "ConfigMap", "srcube-prefect-worker")["data"]
+    assert observer["PREFECT_INTEGRATIONS_KUBERNETES_OBSERVER_NAMESPACES"] == ns
+
+
+def _rules(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
+    out: dict[tuple[str, str], set[str]] = {}
+    for rule in role["rules"]:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                out.setdefault((group, resource), set()).update(rule["verbs"])
+    return out
+
+
+def _allows(rules: dict[tuple[str, str], set[str]], group: str, resource: str, *verbs: str) -> bool:
+    return set(verbs) <= rules.get((group, resource), set())
+
+
+def test_rbac():
+    docs = rendered("base")
+    dask_verbs = ("create", "get", "list", "watch", "patch", "delete")
+    dask_resources = ("daskclusters", "daskworkergroups", "daskjobs", "daskautoscalers")
+
+    worker = _rules(one(docs, "Role", "srcube-prefect-worker"))
+    assert _allows(worker, "batch", "jobs", "create", "get", "list", "watch", "delete")
+    assert _allows(worker, "", "pods", "get", "list", "watch")
+    assert _allows(worker, "", "pods/log", "get")
+    assert _allows(worker, "", "events", "create", "get", "list", "watch")
+    for resource in dask_resources:
+        assert _allows(worker, DASK_GROUP, resource, *dask_verbs), resource
+
+    runner = _rules(one(docs, "Role", "srcube-flow-runner"))
+    for resource in dask_resources:
+        assert _allows(runner, DASK_GROUP, resource, *dask_verbs), resource
+    for resource in ("pods", "services"):
+        assert _allows(runner, "", resource, "get", "list", "watch"), resource
+    assert not any(group == "batch" for group, _ in runner), "flow runs do not create Jobs"
+    assert not any(resource.startswith("secrets") for _, resource in {**worker, **runner}), "no Secret access"
+
+    deployment = one(docs, "Deployment", "srcube-prefect-worker")
+    assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "srcube-prefect-worker"
+    for sa in ("srcube-prefect-worker", "srcube-flow-runner"):
+        binding = one(docs, "RoleBinding", sa)
+        assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": sa}
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa, "namespace": NAMESPACE}]
+
+
+def test_prefect_worker_deployment():
+    deployment = one(rendered("base"), "Deployment", "srcube-prefect-worker")
+    (c,) = deployment["spec"]["template"]["spec"]["containers"]
+    args = c["args"]
+    assert args[:3] == ["prefect", "worker", "start"]
+    assert has_flag(args, "--pool", "srcube-k8s") and has_flag(args, "--type", "kubernetes")
+    assert c["livenessProbe"]["httpGet"]["path"] == "/health" and "--with-healthcheck" in args
+    (api_key,) = [e for e in c["env"] if e["name"] == "PREFECT_API_KEY"]
+    assert api_key["valueFrom"]["secretKeyRef"] == {"name": "prefect-api", "key": "PREFECT_API_KEY", "optional": True}
+
+
+def test_kustomize_images_set_the_tag():
+    """The image tag comes from kustomize `images:`, so overlays can change it."""
+    for name in KUSTOMIZATIONS:
+        text = (KUSTOMIZATIONS[name] / "kustomization.yaml").read_text()
+        images = yaml.safe_load(text)["images"]
+        assert {"name": "ghcr.io/srcube/srcube", "newTag": "0.1.0"} in images, name
+    for path in (K8S / "base" / "prefect-worker.yaml", K8S / "base" / "dask" / "daskcluster.yaml"):
+        assert re.findall(r"image: (\S+)", path.read_text()) and all(
+            image == "ghcr.io/srcube/srcube" for image in re.findall(r"image: (\S+)", path.read_text())
+        ), f"{path}: the tag belongs in kustomization images:"
+
+
+# --- the validators bite ----------------------------------------------------------------------
+
+
+def test_crd_validation_rejects_integer_gpu_quantity():
+    cr = one(rendered("gpu"), "DaskCluster", CLUSTER)
+    assert cr_errors(cr) == []
+    bad = copy.deepcopy(cr)
+    worker_container(bad)["resources"]["limits"][GPU] = 1
+    errors = cr_errors(bad)
+    assert any(GPU in e and "is not of type 'string'" in e for e in errors), errors
+
+
+def test_crd_validation_rejects_unknown_and_missing_fields():
+    (cr,) = load_docs((K8S / "base" / "dask" / "daskcluster.yaml").read_text())
+    typo = copy.deepcopy(cr)
+    typo["spec"]["worker"]["replica"] = typo["spec"]["worker"].pop("replicas")
+    assert any("replica" in e for e in cr_errors(typo))
+    missing = copy.deepcopy(cr)
+    del missing["spec"]["scheduler"]["service"]
+    assert any("'service' is a required property" in e for e in cr_errors(missing))
+
+
+def test_kubernetes_validate_rejects_unknown_field_and_wrong_type():
+    deployment = one(rendered("base"), "Deployment", "srcube-prefect-worker")
+    kubernetes_validate.validate(deployment, K8S_VERSION, strict=True)
+    typo = copy.deepcopy(deployment)
+    typo["spec"]["template"]["spec"]["containers"][0]["imagePullPolice"] = "Always"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(typo, K8S_VERSION, strict=True)
+    wrong = copy.deepcopy(deployment)
+    wrong["spec"]["replicas"] = "two"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(wrong, K8S_VERSION, strict=True)
+    pod = copy.deepcopy(one(rendered("base"), "DaskCluster", CLUSTER)["spec"]["worker"]["spec"])
+    pod["containers"][0]["securityContext"]["runAsNonRot"] = True
+    with pytest.raises(kubernetes_validate.ValidationError):
+        validate_pod_spec(pod, "typo")
+
+
+# --- Prefect work-pool base job template ------------------------------------------------------
+
+
+@functools.cache
+def job_template() -> dict[str, Any]:
+    return json.loads(JOB_TEMPLATE.read_text())
+
+
+def _defaults(template: dict[str, Any]) -> dict[str, Any]:
+    from prefect_kubernetes.worker import KubernetesWorkerJobConfiguration
+
+    return KubernetesWorkerJobConfiguration._get_base_config_defaults(template["variables"]["properties"])
+
+
+def job_manifest(**job_variables: Any) -> dict[str, Any]:
+    """The Job the Prefect worker would submit: defaults + ``job_variables`` through Prefect's templating
+    (`apply_values`) and the worker's job configuration (its manifest checks and flow-run preparation)."""
+    from prefect.client.schemas.objects import FlowRun
+    from prefect.utilities.templating import apply_values
+    from prefect_kubernetes.worker import KubernetesWorkerJobConfiguration
+
+    template = job_template()
+    values = {**_defaults(template), **job_variables}
+    config = KubernetesWorkerJobConfiguration(**apply_values(copy.deepcopy(template["job_configuration"]), values))
+    config.prepare_for_flow_run(FlowRun(id=uuid.uuid4(), flow_id=uuid.uuid4(), name="k8s-test-run"))
+    return config.job_manifest
+
+
+def validate_job(manifest: dict[str, Any]) -> None:
+    job = copy.deepcopy(manifest)
+    pod = job["spec"]["template"]["spec"]
+    # prefect-kubernetes insists on these two (misplaced) keys in the pod spec; the apiserver drops them
+    assert pod.pop("parallelism") == 1 and pod.pop("completions") == 1
+    job["metadata"]["name"] = job["metadata"].pop("generateName") + "x"
+    kubernetes_validate.validate(job, K8S_VERSION, strict=True)
+
+
+def test_job_template_structure_and_placeholders():
+    from prefect.server.schemas.actions import validate_base_job_template
+    from prefect.utilities.schema_tools.validation import is_valid_schema, validate
+    from prefect.utilities.templating import find_placeholders
+
+    template = job_template()
+    assert set(template) == {"job_configuration", "variables"}
+    validate_base_job_template(template)  # what the server checks on `prefect work-pool create`
+    used = {p.name for p in find_placeholders(template["job_configuration"])}
+    declared = set(template["variables"]["properties"])
+    assert used <= declared, f"placeholders without a variable: {used - declared}"
+    assert {"gpu", "cpu", "memory", "image", "namespace", "service_account_name", "finished_job_ttl"} <= used
+    is_valid_schema(template["variables"], preprocess=False)
+    defaults = _defaults(template)
+    validate(defaults, template["variables"], raise_on_error=True, preprocess=True, ignore_required=True,
+             allow_none_with_default=True)
+    assert template["variables"]["properties"]["gpu"]["type"] == "integer"
+    # the defaults are an orchestrating pod: no GPU, no GPU nodes, small
+    assert defaults["gpu"] == 0 and defaults["node_selector"] == {} and defaults["tolerations"] == []
+    assert (defaults["cpu"], defaults["memory"]) == ("1", "4Gi")
+    assert defaults["image"] == IMAGE and defaults["namespace"] == NAMESPACE
+    assert defaults["service_account_name"] == "srcube-flow-runner"
+
+
+def test_job_template_renders_a_valid_orchestrator_job():
+    manifest = job_manifest()
+    validate_job(manifest)
+    assert manifest["metadata"]["namespace"] == NAMESPACE
+    assert manifest["spec"]["ttlSecondsAfterFinished"] > 0
+    pod = manifest["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "srcube-flow-runner"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert not pod["tolerations"] and not pod["nodeSelector"]  # never scheduled onto (or holding) GPU nodes
+    (c,) = pod["containers"]
+    assert c["image"] == IMAGE
+    assert c["resources"]["limits"] == {"cpu": "1", "memory": "4Gi", GPU: 0}
+    assert {"cpu", "memory"} <= set(c["resources"]["requests"]) and {"cpu", "memory"} <= set(c["resources"]["limits"])
+    assert c["securityContext"]["allowPrivilegeEscalation"] is False
+    assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert c["args"] == ["prefect", "flow-run", "execute"]
+    assert {"configMapRef": {"name": "srcube-config"}} in c["envFrom"]
+    assert {"secretRef": {"name": "srcube-object-store"}} in c["envFrom"]
+    assert {"secretRef": {"name": "prefect-api", "optional": True}} in c["envFrom"]
+    assert {"secretRef": {"name": "srcube-catalog-credentials", "optional": True}} in c["envFrom"]
+    for env in c["env"]:
+        assert not (CREDENTIAL_NAME.search(env["name"]) and "value" in env), env
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    assert volumes[mounts["/etc/srcube"]["name"]]["configMap"]["name"] == "srcube-daskcluster-spec"
+    assert "emptyDir" in volumes[mounts["/tmp"]["name"]]
+
+
+def test_job_template_renders_a_valid_gpu_job():
+    """A LocalCluster inside the flow-run pod on a pod GPU: asked for explicitly."""
+    manifest = job_manifest(gpu=1, node_selector={"nvidia.com/gpu.present": "true"}, cpu="4", memory="16Gi",
+                            tolerations=[{"key": GPU, "operator": "Exists", "effect": "NoSchedule"}],
+                            env={"SRCUBE_DASK_ADDRESS": ""})
+    validate_job(manifest)
+    pod = manifest["spec"]["template"]["spec"]
+    assert {"key": GPU, "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    (c,) = pod["containers"]
+    assert c["resources"]["limits"][GPU] == 1
+
+
+def test_gpu_deployment_orchestrator_pod_asks_for_no_gpu():
+    """The GPU deployment of prefect.yaml: its flow-run pod only orchestrates (the GPUs are in the Dask
+    workers), so it requests no GPU, does not tolerate the GPU taint and selects no GPU nodes."""
+    doc = yaml.safe_load((REPO / "prefect.yaml").read_text())
+    (dep,) = [d for d in doc["deployments"] if d["name"] == "antwerp-s2-nightly-gpu"]
+    assert dep["parameters"]["options"]["gpu"] is True  # its super-resolution does run on GPUs
+    manifest = job_manifest(**dep["work_pool"]["job_variables"])
+    validate_job(manifest)
+    pod = manifest["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    assert c["resources"]["limits"].get(GPU, 0) == 0 and c["resources"]["requests"].get(GPU, 0) == 0
+    assert not pod["nodeSelector"] and not pod["tolerations"]
+    assert c["resources"]["limits"]["memory"] == "4Gi"
+
+
+def test_job_template_renders_a_valid_cpu_job():
+    """Ephemeral-cluster mode on CPU nodes: the env entries override SRCUBE_DASK_ADDRESS from srcube-config."""
+    manifest = job_manifest(gpu=0, node_selector={}, tolerations=[], cpu="2", memory="8Gi",
+                            env={"SRCUBE_DASK_ADDRESS": "", "SRCUBE_DASK_K8S_SPEC": "/etc/srcube/daskcluster.yaml"})
+    validate_job(manifest)
+    pod = manifest["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    assert c["resources"]["limits"] == {"cpu": "2", "memory": "8Gi", GPU: 0}
+    assert not pod["tolerations"] and not pod["nodeSelector"]
+    assert {"name": "SRCUBE_DASK_K8S_SPEC", "value": "/etc/srcube/daskcluster.yaml"} in c["env"]
+    assert {"name": "SRCUBE_DASK_ADDRESS", "value": ""} in c["env"]
+
+
+def test_job_template_refers_to_objects_the_base_creates():
+    docs = rendered("base")
+    manifest = job_manifest()
+    pod = manifest["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    one(docs, "ServiceAccount", pod["serviceAccountName"])
+    for ref in c["envFrom"]:
+        if "configMapRef" in ref:
+            one(docs, "ConfigMap", ref["configMapRef"]["name"])
+    for volume in pod["volumes"]:
+        if "configMap" in volume:
+            one(docs, "ConfigMap", volume["configMap"]["name"])
+    assert manifest["metadata"]["namespace"] == one(docs, "Namespace", NAMESPACE)["metadata"]["name"]
+    # the mounted spec is the flow-run DaskCluster, readable by KubeCluster(custom_cluster_spec=...)
+    validate_daskcluster(flow_spec(docs))
+
+
+def test_job_template_validation_bites():
+    manifest = job_manifest()
+    typo = copy.deepcopy(manifest)
+    typo["spec"]["template"]["spec"]["containers"][0]["envFrom"][0]["configMapReff"] = {"name": "x"}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        validate_job(typo)
+    from prefect.server.schemas.actions import validate_base_job_template
+
+    undeclared = copy.deepcopy(job_template())
+    undeclared["job_configuration"]["job_manifest"]["spec"]["activeDeadlineSeconds"] = "{{ deadline }}"
+    with pytest.raises(ValueError, match="deadline"):
+        validate_base_job_template(undeclared)
+
+
+def test_create_pools_script():
+    script = K8S / "prefect" / "create-pools.sh"
+    text = script.read_text()
+    assert "prefect work-pool create srcube-k8s --type kubernetes" in text
+    assert "srcube-k8s-base-job-template.json" in text and "--overwrite" in text
+    assert "prefect work-pool create srcube-local --type process --overwrite" in text
+    assert os.access(script, os.X_OK)
+    if shutil.which("bash"):
+        assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+
+
+# --- Dockerfile -------------------------------------------------------------------------------
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    text = re.sub(r"\\\n", " ", (REPO / "Dockerfile").read_text())
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            op, _, rest = line.partition(" ")
+            out.append((op.upper(), rest.strip()))
+    return out
+
+
+def test_dockerfile():
+    ins = dockerfile_instructions()
+    assert ins[0] == ("FROM", "python:3.11-slim")
+    runs = " ".join(rest for op, rest in ins if op == "RUN")
+    assert re.search(r"pip install -c constraints\.txt torch==2\.13\.0", runs)
+    assert re.search(r"--index-url \"?\$TORCH_INDEX_URL\"? torch==2\.13\.0", runs)
+    assert re.search(r"pip install -c constraints\.txt (-e )?\"\.\[flows,k8s\]\"", runs)
+    assert ("ARG", 'TORCH_INDEX_URL=""') in ins
+    assert ("WORKDIR", "/opt/srcube") in ins
+    copied = " ".join(rest for op, rest in ins if op == "COPY")
+    # every folder the package is installed from (pyproject's package-dir), so `pip install .` in the image
+    # builds the same srcube namespace as here
+    import tomllib
+
+    folders = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"].values())
+    for path in (*(f"{d}/" for d in sorted(folders)), "pyproject.toml", "README.md", "constraints.txt", "prefect.yaml"):
+        assert path in copied.split(), path
+    users = [rest for op, rest in ins if op == "USER"]
+    assert users and users[-1].split(":")[0] not in ("root", "0")
+    assert users[-1].split(":")[0] == "1000", "the manifests run as uid 1000"
+    assert [rest for op, rest in ins if op == "CMD"] == ['["srcube", "--help"]']
+    assert not [op for op, _ in ins if op in ("ENTRYPOINT", "HEALTHCHECK")]
+    # installs run as root, then the image switches to the unprivileged user
+    last_run = max(i for i, (op, _) in enumerate(ins) if op == "RUN")
+    assert last_run < max(i for i, (op, _) in enumerate(ins) if op == "USER")
+
+
+def test_dockerignore():
+    entries = {line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")}
+    for needed in (".venv", ".git", "runs", ".pytest_cache", "**/*.zarr"):
+        assert needed in entries, needed
+    for kept in ("pipeline", "flows", "models", "training", "cli", "srcube", "pyproject.toml", "README.md",
+                 "constraints.txt",
+                 "prefect.yaml"):
+        assert kept not in entries, kept

@@ -1,0 +1,179 @@
+"""End to end: the real local STAC API -> odc-stac -> LocalCluster -> zarr v3 cube."""
+
+import json
+import socket
+
+import numpy as np
+import pytest
+import rioxarray  # noqa: F401
+import torch
+import xarray as xr
+
+from srcube import models
+from srcube.pipeline import run_region
+from srcube.pipeline.assemble.stack import assemble, with_clearance
+from srcube.pipeline.errors import (
+    AllCloudyError,
+    EmptySearchError,
+    InvalidBBoxError,
+    InvalidDatesError,
+    InvalidOptionError,
+    NotACubeError,
+    OutputExistsError,
+    UnknownBandError,
+    UnknownCatalogError,
+    UnknownCollectionError,
+    UnknownModelError,
+    UnsupportedScaleError,
+)
+from srcube.pipeline.params import BBox, DateRange
+from srcube.pipeline.search import catalog as cat
+from srcube.pipeline.sensors import SENTINEL2
+from srcube.pipeline.testing import sample
+
+pytestmark = pytest.mark.integration
+
+BBOX = sample.DEFAULT_BBOX
+DATES = sample.DEFAULT_DATES
+
+
+@pytest.fixture(scope="module")
+def cube(sample_url, dask_client, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cubes") / "sample.zarr"
+    ds = run_region(BBOX, DATES, out=str(out), client=dask_client, tile=128, model="bicubic")
+    return out, ds
+
+
+def test_cube_layout(cube):
+    _, ds = cube
+    assert ds.reflectance.dims == ("time", "band", "y", "x")
+    assert ds.reflectance.dtype == np.float32
+    assert ds.clear.dims == ("time", "y", "x") and ds.clear.dtype == np.uint8
+    assert list(ds.band.values) == ["B02", "B03", "B04", "B08"]
+    assert ds.sizes["time"] == 4  # 2 of 6 solar days dropped as too cloudy
+    assert ds.reflectance.chunks[2][0] == 512 and ds.reflectance.chunks[1][0] == 1  # SR tile = zarr chunk
+    assert ds.attrs["complete"] is True
+
+
+def test_cube_georeferencing(cube):
+    out, _ = cube
+    ds = xr.open_zarr(out)  # plain xarray, no srcube
+    assert ds.rio.crs.to_epsg() == 32631
+    assert ds.reflectance.rio.crs.to_epsg() == 32631
+    assert ds.rio.resolution() == (2.5, -2.5)
+    # each 10 m input pixel maps to exactly 4 x 4 output pixels: output edges on the 10 m grid
+    left, bottom, right, top = ds.rio.bounds()
+    for edge in (left, bottom, right, top):
+        assert edge % 10 == pytest.approx(0, abs=1e-6) or edge % 10 == pytest.approx(10, abs=1e-6)
+    assert (right - left) / 2.5 == ds.sizes["x"]
+
+
+def test_cube_provenance_attrs(cube):
+    _, ds = cube
+    a = ds.attrs
+    assert a["srcube_version"] and a["model"] == "bicubic" and a["scale"] == 4
+    assert a["weights_sha256"] == "none" and a["model_kind"] == "interpolation"
+    assert a["resolution"] == 2.5 and a["input_resolution"] == 10.0
+    assert len(a["stac_item_ids"]) == 8 and a["stac_items_found"] == 12
+    assert a["created"].endswith("+00:00") and a["catalog"] == "sample"
+    frames = json.loads(a["frames"])
+    assert [f["kept"] for f in frames] == [True, False, True, False, True, True]
+    assert all("too cloudy" in f["reason"] for f in frames if not f["kept"])
+    assert np.allclose(ds.clear_fraction.values, [f["clear_fraction"] for f in frames if f["kept"]])
+
+
+def test_cube_values_are_the_model_applied_to_the_stack(cube, sample_url):
+    _, ds = cube
+    client = cat.open_catalog(cat.resolve_catalog("sample"))
+    items = cat.search(client, "sentinel-2-l2a", BBox(*BBOX), DateRange.parse(DATES))
+    stack = with_clearance(assemble(items, BBox(*BBOX), ["B02", "B03", "B04", "B08"]), SENTINEL2)
+    stack = stack.isel(time=[0, 2, 4, 5])
+    lr = stack.reflectance.isel(time=2).values  # 2024-06-12
+    with torch.inference_mode():
+        ref = models.build("bicubic", scale=4)(torch.from_numpy(lr[None]))[0].numpy()
+    np.testing.assert_allclose(ds.reflectance.isel(time=2).values, ref, atol=1e-5)
+    # clear layer: the LR clear mask, each pixel repeated 4 x 4
+    clear_lr = stack.clear.isel(time=0).values.astype(np.uint8)
+    np.testing.assert_array_equal(ds.clear.isel(time=0).values, clear_lr.repeat(4, 0).repeat(4, 1))
+
+
+def test_int16_encoding(sample_url, dask_client, tmp_path):
+    out = tmp_path / "i16.zarr"
+    ds = run_region(BBOX, "2024-06-12", out=str(out), client=dask_client, dtype="int16", bands=["B04"], scale=2)
+    raw = xr.open_zarr(out, mask_and_scale=False)
+    assert raw.reflectance.dtype == np.int16 and raw.reflectance.attrs["scale_factor"] == pytest.approx(1e-4)
+    fill = raw.reflectance.attrs.get("_FillValue", raw.reflectance.encoding.get("_FillValue"))
+    assert fill is not None and np.int16(fill) == fill  # no data has an int16 code, declared CF-style
+    packed, decoded = raw.reflectance.values, ds.reflectance.values
+    assert np.isnan(decoded[packed == fill]).all() and not np.isnan(decoded[packed != fill]).any()
+    assert ds.reflectance.dtype == np.float32
+    assert 0.0 < float(ds.reflectance.mean()) < 0.3
+
+
+def test_complete_cube_needs_overwrite(cube, dask_client):
+    out, _ = cube
+    with pytest.raises(OutputExistsError, match="overwrite=True"):
+        run_region(BBOX, DATES, out=str(out), client=dask_client)
+
+
+# --- bad input: a typed error and nothing written ----------------------------------------
+
+
+def _dead_catalog_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"bbox": (51.427, 4.465, 51.401, 4.509)}, InvalidBBoxError, "min_lon"),
+        ({"bbox": (4.465, 51.401, 4.509, 95.0)}, InvalidBBoxError, r"outside \[-90, 90\]"),
+        ({"bbox": (4.465, 51.401, 4.465, 51.427)}, InvalidBBoxError, "zero width"),
+        ({"dates": "2024-06-30/2024-05-01"}, InvalidDatesError, "reversed"),
+        ({"dates": "May 2024"}, InvalidDatesError, "YYYY-MM-DD"),
+        ({"catalog": "earthsearch"}, UnknownCatalogError, "unknown catalog 'earthsearch'"),
+        ({"bands": ["B02", "B99"]}, UnknownBandError, "'B99'"),
+        ({"model": "esrgan-9000"}, UnknownModelError, "esrgan-9000"),
+        ({"scale": 32}, UnsupportedScaleError, "supports scales"),
+        ({"min_clear": 1.5}, InvalidOptionError, "min_clear"),
+        ({"tiles": 128}, InvalidOptionError, "unknown option"),
+    ],
+)
+def test_bad_input_fails_before_any_work(tmp_path, kwargs, error, match):
+    out = tmp_path / "never.zarr"
+    args = {"bbox": BBOX, "dates": DATES, "catalog": _dead_catalog_url(), **kwargs}
+    with pytest.raises(error, match=match):
+        run_region(args.pop("bbox"), args.pop("dates"), out=str(out), **args)
+    assert not out.exists()
+
+
+def test_unknown_collection(sample_url, tmp_path):
+    out = tmp_path / "never.zarr"
+    with pytest.raises(UnknownCollectionError, match="'sentinel-1-grd' not found"):
+        run_region(BBOX, DATES, collection="sentinel-1-grd", out=str(out))
+    assert not out.exists()
+
+
+def test_empty_search(sample_url, tmp_path):
+    out = tmp_path / "never.zarr"
+    with pytest.raises(EmptySearchError, match="widen the dates"):
+        run_region(BBOX, "2023-01-01/2023-01-31", out=str(out))
+    assert not out.exists()
+
+
+def test_every_frame_cloudy(sample_url, dask_client, tmp_path):
+    out = tmp_path / "never.zarr"
+    with pytest.raises(AllCloudyError, match=r"2024-05-13T10:56:21 2\d\.\d%"):
+        run_region(BBOX, "2024-05-13", out=str(out), client=dask_client)
+    assert not out.exists()
+
+
+def test_foreign_output_is_never_touched(sample_url, tmp_path):
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "thesis.pdf").write_bytes(b"%PDF")
+    with pytest.raises(NotACubeError, match="not an srcube cube"):
+        run_region(BBOX, DATES, out=str(out))
+    assert [p.name for p in out.iterdir()] == ["thesis.pdf"]
