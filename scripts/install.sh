@@ -20,6 +20,9 @@ if [ ! -x .venv/bin/python ]; then
     "$python" -m venv .venv
 fi
 if ! .venv/bin/python -m uv --version >/dev/null 2>&1; then
+    if ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
+        .venv/bin/python -m ensurepip --upgrade >/dev/null   # a venv made without pip (e.g. by uv)
+    fi
     .venv/bin/python -m pip install --quiet --disable-pip-version-check "uv==0.13.9"
 fi
 uv=(.venv/bin/python -m uv pip install --quiet --python .venv/bin/python)
