@@ -1,6 +1,6 @@
 """srcube models: one module per architecture, an explicit registry, one interface.
 
->>> from models import list_models, build, load_model
+>>> from srcube.models import list_models, build, load_model
 >>> m = build("esrgan", scale=4, features=16, blocks=2)       # random init, for training
 >>> m = load_model("bicubic", scale=4)                        # baselines need no weights
 >>> m = load_model("path/to/weights.safetensors")             # checked against its metadata

@@ -73,7 +73,7 @@ def ship(config: str | Path, *, limits: list[str] | None = None, overwrite_repor
     dst = weights_dir / name
     for suffix in (".safetensors", ".json"):
         shutil.copyfile(src.with_suffix(suffix), dst.with_suffix(suffix))
-    from training.evaluation import report_path
+    from srcube.training.evaluation import report_path
 
     report = report_path(dst)
     reported = report.exists() and json.loads(report.read_text()).get("weights_sha256") == read_meta(dst.with_suffix(
