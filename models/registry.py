@@ -229,14 +229,15 @@ SHIPPED_SHARPENER = "s2-sharpen-x2"
 BASELINE_SHARPENER = "hpf"
 
 
-def default_sharpener() -> str:
+def default_sharpener(bands: Sequence[str] | None = None) -> str:
     """What band sharpening with ``model="auto"`` uses: the shipped learned sharpener where it beats the
     no-learning baseline on its test split, else ``"hpf"``.
 
     The shipped sharpener (:data:`SHIPPED_SHARPENER`, ``models/weights/s2-sharpen-x2.{safetensors,json}``)
-    is used when it is trained, its architecture is a learned sharpener (kind ``"sharpen"``) and its test
-    report (``s2-sharpen-x2.test.json``, of these very weights) shows a mean gain over linear high-pass
-    injection whose 95 % interval lies above zero (``summary_hpf``). Otherwise: ``"hpf"``.
+    is used when it is trained, its architecture is a learned sharpener (kind ``"sharpen"``), the run's 20 m
+    bands (``bands``, when given) are exactly its bands in its order, and its test report
+    (``s2-sharpen-x2.test.json``, of these very weights) shows a mean gain over linear high-pass injection
+    whose 95 % interval lies above zero (``summary_hpf``). Otherwise: ``"hpf"``.
     """
     from srcube.models.weights import read_meta, shipped_weights
 
@@ -251,6 +252,12 @@ def default_sharpener() -> str:
         return BASELINE_SHARPENER
     if not meta.trained or kind != "sharpen":
         return BASELINE_SHARPENER
+    if bands is not None and meta.bands is not None:
+        low = [b for b in bands if b in meta.bands]
+        if low and low != list(meta.bands):  # learned weights take exactly their bands, in their order
+            log.info("%s sharpens %s together, not %s; using %s", SHIPPED_SHARPENER, meta.bands, low,
+                     BASELINE_SHARPENER)
+            return BASELINE_SHARPENER
     summary = (test_report(SHIPPED_SHARPENER) or {}).get("summary_hpf") or {}
     ci = summary.get("mean_gain_ci")
     if not ci or float(ci[0]) <= 0.0:

@@ -182,7 +182,7 @@ class RegionJob:
                                          bands=band_names or (sensor.vocabulary.default_bands if sensor else None))
             log.info("model 'auto' is %s", model)
         model_ref, local_model = resolve_model(model, scale, bands=band_names, allow_untrained=opts.allow_untrained)
-        sharpener = choose_sharpener(opts.sharpen, allow_untrained=opts.allow_untrained)
+        sharpener = choose_sharpener(opts.sharpen, allow_untrained=opts.allow_untrained, bands=band_names)
         multi = bool(local_model.multi_frame)
         n_model = int(getattr(local_model, "n_views", getattr(getattr(local_model, "inner", None), "n_views", 0)) or 0)
         n_views = opts.n_views or n_model or 1

@@ -90,7 +90,7 @@ def resolve_sharpener(model: str | Path | ModelSpec | SRModel, ratio: int, low_b
     or another order an IncompatibleWeightsError.
     """
     if isinstance(model, str) and model == "auto":
-        model = models.default_sharpener()
+        model = models.default_sharpener(low_bands)
     if _is_baseline_name(model):
         name = str(model)
         if ratio not in models.entry(name).scales:
@@ -196,8 +196,9 @@ def sharpen(low: xr.DataArray, guide: xr.DataArray, model: str | Path | ModelSpe
     ``model``:
 
     * ``"auto"`` (default): the learned sharpener srcube ships (``models/weights/s2-sharpen-x2``) when
-      its weights exist, are marked trained, and its test report (when present) shows a gain over
-      bicubic whose 95 % interval lies above zero; otherwise ``"hpf"``. See :func:`models.default_sharpener`;
+      its weights exist, are marked trained, the low bands are exactly its bands (in its order) and its
+      test report shows a gain over hpf whose 95 % interval lies above zero; otherwise ``"hpf"``. See
+      :func:`models.default_sharpener`;
     * a registered sharpener: ``"hpf"`` (linear high-pass injection, no weights, built for the arrays'
       bands). Its regression is fitted per tile, so a tiled result differs slightly from a whole-image
       pass; ``"dsen2"`` is an architecture and needs weights;
@@ -291,13 +292,14 @@ class SharpenChoice:
                 "sharpen_weights_sha256": self.weights_sha256}
 
 
-def choose_sharpener(option: str, *, allow_untrained: bool = False) -> SharpenChoice:
+def choose_sharpener(option: str, *, allow_untrained: bool = False, bands: Sequence[str] | None = None
+                     ) -> SharpenChoice:
     """The run option ``sharpen`` resolved and checked before any work.
 
     ``"bilinear"``: no sharpening (odc-stac's bilinear resampling of coarser bands, as before band
     sharpening existed). ``"auto"``: :func:`models.default_sharpener` (the shipped learned sharpener
-    when it qualifies, else ``"hpf"``). A registered sharpener name, shipped weights name or weights
-    path: that sharpener. Anything else is refused (InvalidOptionError, UnknownModelError,
+    when it qualifies for the run's ``bands``, else ``"hpf"``). A registered sharpener name, shipped
+    weights name or weights path: that sharpener. Anything else is refused (InvalidOptionError, UnknownModelError,
     WeightsNotFoundError, ... as for ``model``).
     """
     if not isinstance(option, str) or not option.strip():
@@ -305,7 +307,7 @@ def choose_sharpener(option: str, *, allow_untrained: bool = False) -> SharpenCh
                                  f"got {option!r}")
     if option == BILINEAR:
         return SharpenChoice(option, BILINEAR, None)
-    name = models.default_sharpener() if option == "auto" else option
+    name = models.default_sharpener(bands) if option == "auto" else option
     if _is_baseline_name(name):
         return SharpenChoice(option, name, name)
     known = [n for n in models.list_models() if models.entry(n).kind in SHARPENER_KINDS]

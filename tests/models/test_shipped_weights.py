@@ -172,3 +172,14 @@ def test_the_default_for_the_10m_bands_super_resolves_four_bands_together():
     if model.bands is not None:  # cross-band weights take exactly their bands
         with pytest.raises(Exception, match=r"band|channel"):
             model(torch.rand(1, 3, 40, 40))
+
+
+def test_auto_sharpens_with_the_learned_weights_only_for_exactly_their_bands():
+    low = ["B05", "B06", "B07", "B8A", "B11", "B12"]
+    if "s2-sharpen-x2" not in SHIPPED:
+        pytest.skip("no learned sharpener shipped")
+    s = _report("s2-sharpen-x2")["summary_hpf"]
+    want = "s2-sharpen-x2" if s["mean_gain_ci"][0] > 0 else "hpf"
+    assert models.default_sharpener(["B02", "B03", "B04", "B08", *low]) == want
+    assert models.default_sharpener(["B04", "B8A", "B11"]) == "hpf"  # a subset: the band-agnostic baseline
+    assert models.default_sharpener(list(reversed(low))) == "hpf"  # another order

@@ -51,7 +51,7 @@ def test_real_scene_through_run_region(real_catalog, dask_client, tmp_path):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", GeorefMismatchWarning)
         ds = run_region(BBOX, "2020-02-19/2020-02-19", catalog=url, bands=["B04", "B08"], out=str(out),
-                        client=dask_client)
+                        client=dask_client, model="bicubic")
     assert any(issubclass(w.category, GeorefMismatchWarning) for w in caught)
     assert ds.rio.crs.to_epsg() == 32629
     assert ds.rio.resolution() == (25.0, -25.0)

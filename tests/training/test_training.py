@@ -290,21 +290,28 @@ def test_cli_train_and_evaluate(tmp_path, sample_dir):
 
 def test_default_model_needs_a_test_split_win_over_bicubic(tmp_path, monkeypatch):
     """"auto" picks shipped weights only where their test-split report shows a gain over bicubic whose 95 %
-    interval lies above zero; band-specific weights only for exactly their bands."""
+    interval lies above zero (band-specific weights only for exactly their bands); among those, the larger
+    validation gain wins: the test split gates, it never ranks."""
     import srcube.models.weights as mw
 
     monkeypatch.setattr(mw, "SHIPPED_DIR", tmp_path)
     assert models.default_model("sentinel-2", 4) == "bicubic"
     agnostic = models.build("lrnet", scale=4, features=4, blocks=1)
     xband = models.build("lrnet", scale=4, channels=4, bands=("B02", "B03", "B04", "B08"), features=4, blocks=1)
-    for name, net, gain, ci in (("worse", agnostic, -0.2, [-0.4, 0.0]), ("unsure", agnostic, 0.8, [-0.1, 1.7]),
-                                ("better", agnostic, 0.5, [0.2, 0.8]), ("xband", xband, 1.5, [1.1, 1.9]),
-                                ("unreported", agnostic, None, None)):
-        meta = models.save_weights(net, tmp_path / name, trained=True, training={"sensors": ["sentinel-2"]})
+    # (name, net, test gain, its 95 % interval, validation gain)
+    for name, net, gain, ci, val in (("worse", agnostic, -0.2, [-0.4, 0.0], 0.9),
+                                     ("unsure", agnostic, 0.8, [-0.1, 1.7], 0.9),
+                                     ("better", agnostic, 0.5, [0.2, 0.8], 0.3),
+                                     ("test-best", agnostic, 2.0, [1.5, 2.5], 0.1),
+                                     ("xband", xband, 1.5, [1.1, 1.9], 0.6),
+                                     ("unreported", agnostic, None, None, 0.9)):
+        meta = models.save_weights(net, tmp_path / name, trained=True, training={"sensors": ["sentinel-2"]},
+                                   metrics={"psnr_gain": val})
         if gain is not None:
             (tmp_path / f"{name}.test.json").write_text(json.dumps(
                 {"weights_sha256": meta.sha256, "summary": {"baseline": "bicubic", "mean_gain": gain,
                                                             "mean_gain_ci": ci}}))
+    # "better" wins on validation over "test-best", whose larger test gain does not count
     assert models.default_model("sentinel-2", 4, bands=["B04", "B08"]) == "better"
     assert models.default_model("sentinel-2", 4, bands=["B02", "B03", "B04", "B08"]) == "xband"
     assert models.default_model("sentinel-2", 2) == "bicubic"  # no x2 weights
@@ -312,7 +319,8 @@ def test_default_model_needs_a_test_split_win_over_bicubic(tmp_path, monkeypatch
     # a report of other weights (retrained since) does not count
     with torch.no_grad():
         xband.tail.bias += 0.01
-    models.save_weights(xband, tmp_path / "xband", trained=True, training={"sensors": ["sentinel-2"]})
+    models.save_weights(xband, tmp_path / "xband", trained=True, training={"sensors": ["sentinel-2"]},
+                        metrics={"psnr_gain": 0.6})
     assert models.default_model("sentinel-2", 4, bands=["B02", "B03", "B04", "B08"]) == "better"
 
 

@@ -59,7 +59,7 @@ def test_run_region_sends_sr_to_gpu_workers(gpu_cluster, sample_url, tmp_path):
     client, gpu_worker = gpu_cluster
     with get_task_stream(client) as ts:
         ds = run_region((4.48, 51.41, 4.495, 51.42), "2024-06-12", bands=["B04"], out=str(tmp_path / "g.zarr"),
-                        client=client, tile=32)
+                        client=client, tile=32, model="bicubic")
     assert ds.attrs["gpu_resources"] is True
     assert _workers_of(ts.data, "super-resolve") == {gpu_worker}
     with pytest.raises(InvalidOptionError, match="no Dask worker declares a GPU"):
