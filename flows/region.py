@@ -3,8 +3,9 @@
 search (retried) -> plan frames (retried) -> start the cube (template or resume) ->
 write chunk batches (retried on I/O errors, cached on inputs) -> finalize (retried) -> artifact.
 
-Tasks pass only plain JSON between them (the request, STAC items, frame decisions, chunk lists):
-each task re-creates the :class:`pipeline.region.RegionJob` and its lazy graph where it runs, and
+Tasks pass only data between them (the frozen :class:`srcube.pipeline.request.RunRequest`, STAC items,
+frame decisions, chunk lists): each task plans its :class:`srcube.pipeline.region.RegionJob` from the
+request and re-creates its lazy graph where it runs, and
 computes on the flow's Dask cluster through ``worker_client`` (the task's worker thread secedes
 while the chunks run on the cluster).
 
@@ -36,9 +37,9 @@ from srcube.pipeline.errors import is_transient
 from srcube.pipeline.options import RunOptions
 from srcube.pipeline.params import BBox, DateRange
 from srcube.pipeline.region import RegionJob
+from srcube.pipeline.request import RunRequest
 from srcube.pipeline.write.store import CubeStore
 
-Request = dict[str, Any]
 Found = dict[str, list[dict[str, Any]]]  # {"items": STAC item dicts, "excluded": asset problems}
 Write = tuple[str, tuple[int, ...]]
 
@@ -91,13 +92,11 @@ def _cluster_client() -> Iterator[Any]:
         BaseTransaction.__var__.reset(token)
 
 
-def _prepare(req: Request) -> RegionJob:
-    return RegionJob.prepare(req["bbox"], req["dates"], catalog=req["catalog"], collection=req["collection"],
-                             bands=req["bands"], model=req["model"], scale=req["scale"], out=req["out"],
-                             **req["options"])
+def _prepare(req: RunRequest) -> RegionJob:
+    return RegionJob.plan(req)
 
 
-def _job(req: Request, client: Any, found: Found | None = None, decisions: dict[str, Any] | None = None,
+def _job(req: RunRequest, client: Any, found: Found | None = None, decisions: dict[str, Any] | None = None,
          build: bool = True) -> RegionJob:
     """The run's job, re-created where the task runs: loaded, decided and (``build``) built."""
     job = _prepare(req)
@@ -117,7 +116,7 @@ def _job(req: Request, client: Any, found: Found | None = None, decisions: dict[
 
 @task(name="search", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_jitter_factor=RETRY_JITTER,
       retry_condition_fn=_retry_if_transient)
-def search_items(req: Request) -> Found | None:
+def search_items(req: RunRequest) -> Found | None:
     """The STAC items of the request whose assets can be used, and the problems of the others
     (None for a Kelvins imgset, which needs no search)."""
     job = _prepare(req)
@@ -125,7 +124,7 @@ def search_items(req: Request) -> Found | None:
         return None
     good = job.find()  # unsigned items, each with its harmonisation decision attached
     logger = get_run_logger()
-    logger.info("%d items in %s for %s %s", job.run.items_found, job.collection, req["bbox"], req["dates"])
+    logger.info("%d items in %s for %s %s", job.run.items_found, job.collection, list(req.bbox), req.dates)
     if job.run.excluded:
         logger.warning("%d items left out for unusable assets: %s", job.run.items_found - len(good),
                        "; ".join(f"{p['item']} {p['asset']}: {p['reason']}" for p in job.run.excluded))
@@ -134,7 +133,7 @@ def search_items(req: Request) -> Found | None:
 
 @task(name="plan-frames", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_jitter_factor=RETRY_JITTER,
       retry_condition_fn=_retry_if_transient)
-def plan_frames(req: Request, items: Found | None) -> dict[str, Any]:
+def plan_frames(req: RunRequest, items: Found | None) -> dict[str, Any]:
     """Clearance of every frame, the kept frames and (multi-frame) the composite windows."""
     with _cluster_client() as client:
         job = _job(req, client, items, build=False)
@@ -147,7 +146,7 @@ def plan_frames(req: Request, items: Found | None) -> dict[str, Any]:
 
 @task(name="start-cube", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_jitter_factor=RETRY_JITTER,
       retry_condition_fn=_retry_if_transient)
-def start_cube(req: Request, items: Found | None, decisions: dict[str, Any],
+def start_cube(req: RunRequest, items: Found | None, decisions: dict[str, Any],
                batch_chunks: int) -> dict[str, Any]:
     """Write the cube's template (or keep the unfinished cube of the same request); plan batches."""
     with _cluster_client() as client:
@@ -159,7 +158,7 @@ def start_cube(req: Request, items: Found | None, decisions: dict[str, Any],
     total = sum(job.store.expected().values())
     pending = len(job.pending())
     get_run_logger().info("%s cube %s: %d of %d chunks to write, in %d batches",
-                          "resuming" if resumed else "new", req["out"], pending, total, len(batches))
+                          "resuming" if resumed else "new", req.out, pending, total, len(batches))
     return {"resumed": resumed, "template_id": attrs["template_id"], "request_hash": attrs["request_hash"],
             "batches": [[[name, list(idx)] for name, idx in b] for b in batches], "total_chunks": total,
             "pending_chunks": pending}
@@ -169,7 +168,7 @@ def start_cube(req: Request, items: Found | None, decisions: dict[str, Any],
       retry_condition_fn=_retry_if_transient,
       cache_policy=INPUTS - "items" - "fail" + TASK_SOURCE, cache_expiration=dt.timedelta(days=7),
       persist_result=True, task_run_name="write-batch-{index}")
-def write_batch(req: Request, items: Found | None, decisions: dict[str, Any], template_id: str,
+def write_batch(req: RunRequest, items: Found | None, decisions: dict[str, Any], template_id: str,
                 index: int, batch: list[list[Any]], fail: bool = False) -> dict[str, Any]:
     """Super-resolve and write one batch of chunks (those already in the manifest are skipped)."""
     t0 = time.perf_counter()
@@ -178,7 +177,7 @@ def write_batch(req: Request, items: Found | None, decisions: dict[str, Any], te
         job = _job(req, client, items, decisions)
         assert job.cube is not None
         if job.store.attrs().get("template_id") != template_id:
-            raise RuntimeError(f"{req['out']} was re-created by another run (template id changed); "
+            raise RuntimeError(f"{req.out} was re-created by another run (template id changed); "
                                "re-run the flow to start over")
         done = {name: job.store.done(name) for name in {n for n, _ in writes}}
         todo = [w for w in writes if w[1] not in done[w[0]]]
@@ -193,9 +192,9 @@ def write_batch(req: Request, items: Found | None, decisions: dict[str, Any], te
 
 @task(name="finalize-cube", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_jitter_factor=RETRY_JITTER,
       retry_condition_fn=_retry_if_transient)
-def finalize_cube(req: Request, summary: dict[str, Any]) -> dict[str, Any]:
+def finalize_cube(req: RunRequest, summary: dict[str, Any]) -> dict[str, Any]:
     """Check the manifest, consolidate, mark the cube complete; return its summary attributes."""
-    store = CubeStore(req["out"], req["options"].get("storage_options"))
+    store = CubeStore(req.out, req.options.storage_options)
     store.finalize({"last_run": summary})
     attrs = store.attrs()
     return {k: attrs.get(k) for k in ("model", "scale", "sensor", "collection", "bbox", "dates", "bands", "crs",
@@ -231,17 +230,16 @@ def reference_day() -> dt.date:
 
 def build_request(bbox: Sequence[float] | str, dates: str | Sequence[str], catalog: str, collection: str | None,
                   bands: Sequence[str] | None, model: str, scale: int | None, out: str,
-                  options: Mapping[str, Any] | None, today: dt.date | None = None) -> Request:
+                  options: Mapping[str, Any] | None, today: dt.date | None = None) -> RunRequest:
     """The flow's parameters as a concrete, validated request: relative dates resolved, ``{start}``,
     ``{end}`` and ``{bbox}`` in ``out`` filled in. Raises srcube's typed errors on bad input."""
     from srcube.pipeline.errors import InvalidOptionError
 
-    box = BBox.parse(bbox)
-    days = DateRange.parse(dates, today=today or reference_day())
     if not isinstance(out, str):
         raise InvalidOptionError(f"out must be the path or URL of the output zarr, got {out!r}")
-    if options is not None and not isinstance(options, Mapping):
-        raise InvalidOptionError(f"options must be a dict of run_region options, got {options!r}")
+    req = RunRequest.make(bbox, dates, catalog=catalog, collection=collection, bands=bands, model=model, scale=scale,
+                          out=out, options=options, today=today or reference_day())
+    days, box = DateRange.parse(req.dates), BBox.parse(req.bbox)
     try:
         fields = {f for _, f, _, _ in string.Formatter().parse(out) if f is not None}
         if fields - {"start", "end", "bbox"}:
@@ -251,20 +249,16 @@ def build_request(bbox: Sequence[float] | str, dates: str | Sequence[str], catal
     except (KeyError, IndexError, ValueError) as exc:
         raise InvalidOptionError(f"out {out!r} may use the placeholders {{start}}, {{end}} and {{bbox}} only: "
                                  f"{exc!r}") from None
-    req: Request = {"bbox": list(box.as_tuple()), "dates": str(days), "catalog": catalog, "collection": collection,
-           "bands": ([bands] if isinstance(bands, str) else list(bands)) if bands else None, "model": model,
-           "scale": scale, "out": target, "options": dict(options or {})}
-    # every check that needs only the arguments, before any task runs (typed errors)
-    RegionJob.prepare(req["bbox"], req["dates"], catalog=catalog, collection=collection, bands=req["bands"],
-                      model=model, scale=scale, out=target, **req["options"])
+    req = req.model_copy(update={"out": target})
+    RegionJob.plan(req)  # every check that needs only the request, before any task runs (typed errors)
     return req
 
 
-def _markdown(req: Request, final: dict[str, Any], start: dict[str, Any], summary: dict[str, Any], seconds: float,
+def _markdown(req: RunRequest, final: dict[str, Any], start: dict[str, Any], summary: dict[str, Any], seconds: float,
               quicklook: bytes | None) -> str:
-    rows = [("output", f"`{redact.redact(req['out'])}`"),
-            ("region (lon/lat)", ", ".join(f"{v:.4f}" for v in req["bbox"])),
-            ("dates", req["dates"]), ("catalog / collection", f"{req['catalog']} / {final.get('collection')}"),
+    rows = [("output", f"`{redact.redact(req.out)}`"),
+            ("region (lon/lat)", ", ".join(f"{v:.4f}" for v in list(req.bbox))),
+            ("dates", req.dates), ("catalog / collection", f"{req.catalog} / {final.get('collection')}"),
             ("sensor", final.get("sensor")), ("bands", ", ".join(final.get("bands") or [])),
             ("model", f"{final.get('model')} x{final.get('scale')}"),
             ("CRS / resolution", f"{final.get('crs')} / {final.get('resolution')} m"),
@@ -300,7 +294,7 @@ def region_flow(bbox: list[float] | str, dates: str | list[str] = "last 30 days"
     logger = get_run_logger()
     req = build_request(bbox, dates, catalog, collection, bands, model, scale, out,
                         options.given() if isinstance(options, RunOptions) else options)
-    logger.info("request %s %s on %s with %s -> %s", req["bbox"], req["dates"], catalog, model, req["out"])
+    logger.info("request %s %s on %s with %s -> %s", list(req.bbox), req.dates, catalog, model, req.out)
     # one writer per store: the flow process holds the output's lock while its tasks write
     with _prepare(req).locked():
         items = search_items.submit(req).result()
@@ -321,14 +315,14 @@ def region_flow(bbox: list[float] | str, dates: str | list[str] = "last 30 days"
     try:
         from srcube.pipeline.write.quicklook import quicklook_png
 
-        quicklook = quicklook_png(CubeStore(req["out"], req["options"].get("storage_options")).open())
+        quicklook = quicklook_png(CubeStore(req.out, req.options.storage_options).open())
     except Exception as exc:  # the quicklook is a courtesy; the cube is complete either way
         logger.warning("no quicklook: %s", exc)
     seconds = time.perf_counter() - t0
     create_markdown_artifact(_markdown(req, final, start, summary, seconds, quicklook),
-                             key="srcube-region", description=f"srcube cube {req['out']}")
-    logger.info("cube %s complete: %d chunks written by this run, %d batches from cache", req["out"],
+                             key="srcube-region", description=f"srcube cube {req.out}")
+    logger.info("cube %s complete: %d chunks written by this run, %d batches from cache", req.out,
                 summary["chunk_writes"], cached)
-    return {**summary, "out": req["out"], "total_chunks": start["total_chunks"], "complete": final["complete"],
+    return {**summary, "out": req.out, "total_chunks": start["total_chunks"], "complete": final["complete"],
             "seconds": round(seconds, 2)}
 

@@ -43,6 +43,7 @@ from srcube.pipeline.params import (
     safe_name,
 )
 from srcube.pipeline.redact import redact
+from srcube.pipeline.request import RunRequest
 from srcube.pipeline.search import catalog as cat
 from srcube.pipeline.search.access import AssetAccess, ReadSettings, access_for, register_on_workers
 from srcube.pipeline.sensors import SensorProfile, get_sensor, sensor_for_items
@@ -136,6 +137,7 @@ class RegionJob:
     on_step: Callable[[str, RunLog], None] | None = None
     consistency: bool = False  # the consistency projection runs (resolved from opts.consistency and the model)
     sharpener: SharpenChoice = field(default_factory=lambda: SharpenChoice("bilinear", "bilinear", None))
+    request: RunRequest | None = None  # what the job was planned from
 
     # --- 1. everything that needs only the arguments ---------------------------------------------
 
@@ -144,16 +146,25 @@ class RegionJob:
                 bands: Sequence[str] | None = None, model: Any = "auto", scale: int | None = None,
                 out: str = "srcube.zarr", on_step: Callable[[str, RunLog], None] | None = None,
                 **options: Any) -> RegionJob:
-        """Validate the request (typed errors, nothing searched or written)."""
+        """:meth:`plan` for a call's arguments."""
         redact_mod.install()  # no credentials in any log record of the run (idempotent)
-        opts = RunOptions.from_kwargs(options)
+        req = RunRequest.make(bbox, dates, catalog=catalog, collection=collection, bands=bands, model=model,
+                              scale=scale, out=out, options=options)
+        return cls.plan(req, on_step=on_step)
+
+    @classmethod
+    def plan(cls, req: RunRequest, *, on_step: Callable[[str, RunLog], None] | None = None) -> RegionJob:
+        """The job of a request: everything that needs only the request, checked (typed errors, nothing
+        searched or written)."""
+        redact_mod.install()
+        opts = req.options
         redact_mod.register(redact_mod.option_secrets(opts.storage_options))  # keys given as options, not env
-        region = BBox.parse(bbox)
-        days = DateRange.parse(dates)
+        region = BBox.parse(req.bbox)
+        days = DateRange.parse(req.dates)
+        catalog, collection, model, scale, out = req.catalog, req.collection, req.model, req.scale, req.out
+        bands = list(req.bands) if req.bands is not None else None
         profile = cat.resolve_catalog(catalog)
         coll = safe_name(collection or profile.collection, "collection", UnknownCollectionError)
-        if isinstance(bands, str):
-            bands = [bands]
         for band in bands or ():
             safe_name(band, "band", UnknownBandError)
         twice = sorted({b for b in bands or () if list(bands or ()).count(b) > 1})
@@ -162,8 +173,10 @@ class RegionJob:
                                      "holds each band once; ask for each band once")
         if scale is not None and (not isinstance(scale, numbers.Integral) or isinstance(scale, bool)):
             raise InvalidOptionError(f"scale must be an integer such as 2, 3 or 4, got {scale!r}")
+        scale = int(scale) if scale is not None else None
         if not isinstance(out, (str, os.PathLike)) or not str(out).strip():
             raise InvalidOptionError(f"out must be the path or URL of the output zarr, got {out!r}")
+        out = os.fspath(out)
         sensor = get_sensor(opts.sensor) if opts.sensor else profile.sensor_for(coll)
         if sensor is not None and (bands is not None or profile.kind != "kelvins"):
             band_names: tuple[str, ...] | None = sensor.vocabulary.validate(bands)
@@ -200,7 +213,7 @@ class RegionJob:
             access.check()  # credentials the catalog's assets need: missing ones fail now, not at the first read
         return cls(region, days, profile, coll, sensor, band_names, opts, model_ref, local_model, multi, n_views,
                    tiles, store, access, ReadSettings.capture(), on_step=on_step, consistency=consistency,
-                   sharpener=sharpener)
+                   sharpener=sharpener, request=req)
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:

@@ -154,8 +154,8 @@ def test_out_placeholders_and_bad_ones(tmp_path):
 
     req = build_request([4.465, 51.401, 4.487, 51.414], "2024-05-01/2024-05-31", "sample", None, None, "bicubic",
                         None, str(tmp_path / "{bbox}" / "{start}_{end}.zarr"), {"min_clear": 0.4})
-    assert req["out"] == str(tmp_path / "4.4650_51.4010_4.4870_51.4140" / "2024-05-01_2024-05-31.zarr")
-    assert req["options"] == {"min_clear": 0.4}
+    assert req.out == str(tmp_path / "4.4650_51.4010_4.4870_51.4140" / "2024-05-01_2024-05-31.zarr")
+    assert req.options.given() == {"min_clear": 0.4} and req.to_json()["options"] == {"min_clear": 0.4}
     with pytest.raises(InvalidOptionError, match="placeholders"):
         build_request([4.465, 51.401, 4.487, 51.414], "2024-05-01/2024-05-31", "sample", None, None, "bicubic",
                       None, "cubes/{region}.zarr", None)

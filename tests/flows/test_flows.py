@@ -214,8 +214,8 @@ def test_relative_dates_end_on_the_scheduled_day():
 
     req = build_request(BBOX, "last 30 days", "sample", None, None, "bicubic", None, "cubes/{start}_{end}.zarr",
                         None, today=dt.date(2024, 6, 30))
-    assert req["dates"] == "2024-06-01/2024-06-30" == str(DateRange.parse("last 30 days", today=dt.date(2024, 6, 30)))
-    assert req["out"] == "cubes/2024-06-01_2024-06-30.zarr"
+    assert req.dates == "2024-06-01/2024-06-30" == str(DateRange.parse("last 30 days", today=dt.date(2024, 6, 30)))
+    assert req.out == "cubes/2024-06-01_2024-06-30.zarr"
 
 
 def _wait_for_deployment(name: str, proc: subprocess.Popen, timeout: float = 120):
