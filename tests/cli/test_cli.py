@@ -83,7 +83,7 @@ def test_demo_command_end_to_end(sample_dir, tmp_path):
 
 
 RUN_ARGS = ("run", "--bbox", BBOX, "--dates", "2024-06-12/2024-06-22", "--bands", "B04,B08", "--tile", "128",
-            "--workers", "1")
+            "--model", "bicubic", "--workers", "1")
 
 
 def _start_run(out: Path) -> subprocess.Popen[str]:

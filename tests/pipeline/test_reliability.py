@@ -29,7 +29,7 @@ from tests.support.faultproxy import FaultProxy
 
 BBOX = sample.DEFAULT_BBOX
 SHORT = "2024-06-12/2024-06-22"  # two clear days: a small, fast cube
-FAST = {"tile": 64}  # small tiles: many chunks, so a run is surely mid-way when disturbed
+FAST = {"tile": 64, "model": "bicubic"}  # small tiles: many chunks, so a run is surely mid-way when disturbed
 
 
 def _chunk_bytes(root: Path) -> dict[str, bytes]:
@@ -209,7 +209,8 @@ def test_lock_of_a_dead_run_is_taken_over(tmp_path):
 @pytest.mark.integration
 def test_two_runs_into_one_store_never_interleave(sample_dir, dask_client, reference, tmp_path):
     out = tmp_path / "shared.zarr"
-    args = ["run", "--bbox", ",".join(map(str, BBOX)), "--dates", SHORT, "--tile", "64", "--workers", "1",
+    args = ["run", "--bbox", ",".join(map(str, BBOX)), "--dates", SHORT, "--tile", "64", "--model", "bicubic",
+            "--workers", "1",
             "--out", str(out)]
     proc = subprocess.Popen([sys.executable, "-m", "srcube.cli", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "SRCUBE_SAMPLE_DIR": str(sample_dir)})

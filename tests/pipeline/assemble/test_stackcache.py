@@ -19,7 +19,7 @@ def test_second_run_reads_the_cache_not_the_network(tmp_path, dask_client):
     archive = tmp_path / "archive"
     sample.generate(archive)
     cache = tmp_path / "stacks"
-    kwargs = dict(bands=["B04", "B08"], client=dask_client, stack_cache=str(cache), tile=128)
+    kwargs = dict(bands=["B04", "B08"], client=dask_client, stack_cache=str(cache), tile=128, model="bicubic")
     with StacServer(archive) as server:
         first = run_region(sample.DEFAULT_BBOX, sample.DEFAULT_DATES, catalog=server.url, out=str(tmp_path / "a.zarr"),
                            **kwargs)

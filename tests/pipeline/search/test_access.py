@@ -32,7 +32,7 @@ from tests.support.servers import BearerService, BlobService, free_port, rehoste
 pytestmark = pytest.mark.integration
 BBOX = sample.DEFAULT_BBOX
 SHORT = "2024-06-12/2024-06-22"  # two clear days
-FAST = {"tile": 64}  # many small reads, so a run lasts longer than a token
+FAST = {"tile": 64, "model": "bicubic"}  # many small reads, so a run lasts longer than a token
 
 
 @pytest.fixture(scope="module")
