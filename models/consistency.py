@@ -206,7 +206,7 @@ def _impulse_response(proj: Projection, axis: int, n: int) -> np.ndarray:
 def _axis_inverse(scale: int, sigma: float, decimation: str, phase: tuple[float, float], order: int, axis: int,
                   n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | np.ndarray:
     """The approximate inverse of ``D B`` along ``axis`` for an axis of ``n`` input pixels: banded
-    (kernel, top rows, bottom rows) when ``n >= 2 order``, else the exact dense inverse."""
+    (kernel, top rows, bottom rows) when ``n > 2 order``, else the exact dense inverse."""
     proj = Projection(scale, Degradation(sigma, decimation, 0.0, phase), order)
     # A_y (x) A_x = resp_y (x) resp_x / P, P = the product of the two axes' central values
     w = 2 * (2 * proj.reach + 1) + 1
@@ -214,7 +214,7 @@ def _axis_inverse(scale: int, sigma: float, decimation: str, phase: tuple[float,
     impulse[0, w // 2, w // 2] = 1.0
     central = float(proj.degrade(proj.spread(impulse, (w * scale, w * scale)))[0, w // 2, w // 2])
     factor = central if axis == 0 else 1.0
-    if n < 2 * order:
+    if n <= 2 * order:  # too short for the band's 2 order + 1 taps
         return factor * np.linalg.inv(_impulse_response(proj, axis, n))
     size = max(64, 8 * order)
     inv = factor * np.linalg.inv(_impulse_response(proj, axis, size))

@@ -3,58 +3,11 @@
 >>> import srcube
 >>> cube = srcube.run_region((4.465, 51.401, 4.509, 51.427), "2024-05-01/2024-06-30", out="demo.zarr")
 
-The layers, top to bottom (imports go downwards only; an import-linter contract checks it):
-``srcube.cli`` -> ``srcube.flows`` / ``srcube.training`` -> ``srcube.pipeline`` -> ``srcube.models``.
+The public API is :mod:`srcube.pipeline`'s (``run_region``, ``super_resolve``, ``sharpen``, ``open_cube``,
+``RunOptions`` and the typed errors), re-exported here. The layers, top to bottom (imports go downwards
+only; an import-linter contract checks it): ``srcube.cli`` -> ``srcube.flows`` / ``srcube.training`` ->
+``srcube.pipeline`` -> ``srcube.models``.
 """
 
-from srcube.pipeline import (
-    AllCloudyError,
-    CatalogUnavailableError,
-    EmptySearchError,
-    IncompleteCubeError,
-    InvalidBBoxError,
-    InvalidDatesError,
-    InvalidOptionError,
-    NotACubeError,
-    OutputExistsError,
-    OutputNotWritableError,
-    RegionTooLargeError,
-    RunOptions,
-    SrcubeError,
-    UnknownBandError,
-    UnknownCatalogError,
-    UnknownCollectionError,
-    UnknownModelError,
-    UnsupportedScaleError,
-    __version__,
-    open_cube,
-    run_region,
-    sharpen,
-    super_resolve,
-)
-
-__all__ = [
-    "AllCloudyError",
-    "CatalogUnavailableError",
-    "EmptySearchError",
-    "IncompleteCubeError",
-    "InvalidBBoxError",
-    "InvalidDatesError",
-    "InvalidOptionError",
-    "NotACubeError",
-    "OutputExistsError",
-    "OutputNotWritableError",
-    "RegionTooLargeError",
-    "RunOptions",
-    "SrcubeError",
-    "UnknownBandError",
-    "UnknownCatalogError",
-    "UnknownCollectionError",
-    "UnknownModelError",
-    "UnsupportedScaleError",
-    "__version__",
-    "open_cube",
-    "run_region",
-    "sharpen",
-    "super_resolve",
-]
+from srcube.pipeline import *  # noqa: F403  (the public API, listed once in srcube.pipeline.__all__)
+from srcube.pipeline import __all__ as __all__

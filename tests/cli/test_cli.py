@@ -153,7 +153,7 @@ def test_interrupted_run_leaves_no_complete_cube(sample_dir, dask_client, tmp_pa
         from srcube.pipeline import run_region
 
         reference = run_region(sample.DEFAULT_BBOX, "2024-06-12/2024-06-22", bands=["B04", "B08"], tile=128,
-                               out=str(tmp_path / "fresh.zarr"), client=dask_client)
+                               model="bicubic", out=str(tmp_path / "fresh.zarr"), client=dask_client)
         for name in ("reflectance", "clear", "clear_count"):
             assert resumed[name].equals(reference[name]), name
         assert not (out / ".srcube").exists()

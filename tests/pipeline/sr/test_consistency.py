@@ -277,3 +277,15 @@ def test_fast_degradation_operators_equal_the_reference_ones(scale, phase, shape
         y = torch.rand(2, 3, shape[0] // scale, shape[1] // scale, generator=g, dtype=torch.float64)
         ref = gaussian_blur(decimate_adjoint(y, scale, shape, "point", phase), sigma)
         torch.testing.assert_close(spread_blur(y, sigma, scale, shape, "point", phase), ref, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("n", [11, 12, 13])
+def test_projection_on_axes_around_twice_the_band_order(n):
+    """An axis of exactly 2 x order input pixels is too short for the banded inverse's 2 order + 1 taps: the
+    exact dense inverse serves it (a hypothesis example once found the crash at 12)."""
+    proj = Projection.for_sensor("sentinel-2", 2)
+    g = torch.Generator().manual_seed(n)
+    lr = torch.rand(1, 1, 1, n, generator=g, dtype=torch.float64)
+    sr = torch.rand(1, 1, 2, 2 * n, generator=g, dtype=torch.float64)
+    out, err = proj.project(lr, sr)
+    assert out.shape == sr.shape and torch.isfinite(out).all() and float(err.max()) < 1e-2
