@@ -1,8 +1,9 @@
 """Tiled, seam-free super-resolution of georeferenced arrays over Dask.
 
-``super_resolve`` builds one blockwise graph: each input tile (a Dask chunk) borrows ``margin``
-pixels from its neighbours (``dask.array.overlap``, none beyond the scene edge), goes through the
-model once, and is cropped to exactly ``scale x`` its own extent. The output grid is the input
+``super_resolve`` (single-image) and ``super_resolve_views`` (multi-frame) check their inputs and the
+model, then run it through :func:`~srcube.pipeline.sr.engine.tiled_map`: each input tile (a Dask chunk)
+borrows ``margin`` pixels from its neighbours (none beyond the scene edge), goes through the model once,
+and is cropped to exactly ``scale x`` its own extent. The output grid is the input
 grid with pixels ``scale`` times smaller and the same outer edges, so each input pixel maps to
 ``scale x scale`` output pixels. Models enter the graph as a small ``ModelSpec`` and are built once
 per worker process (or, for a model object, as one shared graph key).
@@ -15,8 +16,6 @@ degradation of it gives back the tile's input, and the per-pixel consistency err
 
 from __future__ import annotations
 
-import contextlib
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +36,6 @@ from srcube.models import ModelSpec, SRModel
 from srcube.models.consistency import Projection
 from srcube.models.interp import Interpolation, Lanczos
 from srcube.pipeline.assemble.grid import finer_geobox
-from srcube.pipeline.cluster import usable_cores
 from srcube.pipeline.errors import (
     IncompatibleWeightsError,
     InvalidDataError,
@@ -47,86 +45,20 @@ from srcube.pipeline.errors import (
     as_pipeline_error,
 )
 from srcube.pipeline.params import safe_name
-from srcube.pipeline.sr.tiling import TileSpec, choose_tile, crop_bounds
-
-DEFAULT_TILE = 256
-BOUNDARIES = ("none", "reflect", "edge")
-PRECISIONS = ("fp32", "bf16", "fp16")
-
-
-@dataclass(frozen=True)
-class InferenceSpec:
-    """How each tile task runs: borrowed margin, scale, torch threads, scene-edge handling, precision.
-
-    ``boundary="none"``: at the scene edge the model sees the edge as a whole-image pass does (its
-    own zero padding), so tiled == whole image. ``"reflect"``/``"edge"``: the scene is padded by the
-    margin first (numpy modes), as a whole-image pass on the padded scene would be.
-    ``precision``: ``"bf16"``/``"fp16"`` autocast (fp16 runs as bf16 on a CPU, which has no fp16
-    convolutions); ``"fp32"`` otherwise. ``projection``: the consistency projection applied to each tile
-    (in fp32, before cropping), or None.
-    """
-
-    margin: int
-    scale: int
-    threads: int = 1
-    boundary: str = "none"
-    precision: str = "fp32"
-    #: torch threads per task on each worker host, where known (see :func:`host_threads`)
-    per_host: tuple[tuple[str, int], ...] = ()
-    projection: Projection | None = None
-
-    def __post_init__(self) -> None:
-        if self.boundary not in BOUNDARIES:
-            raise ValueError(f"boundary must be one of {BOUNDARIES}, got {self.boundary!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if self.margin < 0 or self.scale < 1 or self.threads < 1:
-            raise ValueError(f"bad inference spec {self}")
-
-    def threads_here(self) -> int:
-        """Torch threads for a task in this process: the value for this worker's host, else ``threads``."""
-        if self.per_host:
-            with contextlib.suppress(ImportError, ValueError):
-                from distributed import get_worker
-
-                host = _host(get_worker().address)
-                return dict(self.per_host).get(host, self.threads)
-        return self.threads
-
-    def autocast(self, device: str) -> Any:
-        if self.precision == "fp32":
-            return torch.autocast(device, enabled=False)
-        dtype = torch.float16 if self.precision == "fp16" and device == "cuda" else torch.bfloat16
-        return torch.autocast(device, dtype=dtype)
-
-    def pad_edges(self, x: np.ndarray, sides: tuple[int, int, int, int]
-                  ) -> tuple[np.ndarray, tuple[int, int, int, int]]:
-        """Pad the sides that lie on the scene edge (margin 0) when boundary is reflect/edge."""
-        if self.boundary == "none" or not self.margin:
-            return x, sides
-        top, bottom, left, right = sides
-        pads = [self.margin if v == 0 else 0 for v in sides]
-        width = [(0, 0)] * (x.ndim - 2) + [(pads[0], pads[1]), (pads[2], pads[3])]
-        padded = np.pad(x, width, mode="symmetric") if self.boundary == "reflect" else np.pad(x, width, mode="edge")
-        return padded, (top + pads[0], bottom + pads[1], left + pads[2], right + pads[3])
-
-_MODEL_CACHE: dict[tuple[ModelSpec, str], SRModel] = {}
-_CACHE_LOCK = threading.Lock()
-
-
-def _device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def cached_model(spec: ModelSpec, device: str) -> SRModel:
-    """The model of ``spec`` on ``device``, built once per process."""
-    key = (spec, device)
-    with _CACHE_LOCK:
-        model = _MODEL_CACHE.get(key)
-        if model is None:
-            model = spec.build().to(device)
-            _MODEL_CACHE[key] = model
-        return model
+from srcube.pipeline.sr.engine import (
+    DEFAULT_TILE,
+    InferenceSpec,
+    TiledInput,
+    _inference_spec,
+    _tile_context,
+    crop,
+    forward,
+    graph_model,
+    materialise,
+    nodata,
+    tiled_map,
+)
+from srcube.pipeline.sr.tiling import TileSpec, choose_tile
 
 
 @dataclass(frozen=True)
@@ -196,18 +128,6 @@ def _check_model_name(model: str) -> None:
             f"({', '.join(sorted(models.shipped_weights())) or 'none'}) or the path of a .safetensors file") from None
 
 
-def _tile_context(ref: ModelSpec | SRModel, spec: InferenceSpec, block_info: dict[Any, Any]
-                  ) -> tuple[SRModel, str, tuple[int, int, int, int]]:
-    """The worker's model on its device, and the (top, bottom, left, right) margins this tile carries."""
-    loc, num = block_info[0]["chunk-location"], block_info[0]["num-chunks"]
-    top, bottom = crop_bounds(loc[-2], num[-2], spec.margin)
-    left, right = crop_bounds(loc[-1], num[-1], spec.margin)
-    device = _device()
-    model = cached_model(ref, device) if isinstance(ref, ModelSpec) else ref.to(device).eval()
-    if device == "cpu":
-        torch.set_num_threads(spec.threads_here())
-    return model, device, (top, bottom, left, right)
-
 
 def _sr_block(block: np.ndarray, ref: ModelSpec | SRModel, spec: InferenceSpec,
               block_info: dict[Any, Any] | None = None) -> np.ndarray:
@@ -218,30 +138,20 @@ def _sr_block(block: np.ndarray, ref: ModelSpec | SRModel, spec: InferenceSpec,
     appended as one more band."""
     assert block_info is not None  # supplied by map_blocks
     model, device, sides = _tile_context(ref, spec, block_info)
-    scale = spec.scale
     finite = np.isfinite(block)
-    x, (top, bottom, left, right) = spec.pad_edges(np.where(finite, block, 0.0).astype(np.float32, copy=False),
-                                                   sides)
-    xt = torch.from_numpy(np.ascontiguousarray(x)).to(device)
-    with torch.inference_mode(), spec.autocast(device):
-        yt = model(xt).float()
+    x, padded = spec.pad_edges(np.where(finite, block, 0.0).astype(np.float32, copy=False), sides)
+    yt = forward(model, device, spec, x)
     err = None
     if spec.projection is not None:
         # the model saw invalid pixels filled; the projection gives them no target (zero residual)
         ok = spec.pad_edges(finite.all(axis=1, keepdims=True).astype(np.float32), sides)[0][:, 0] > 0.5
         with torch.inference_mode():
-            yt, et = spec.projection.project(xt, yt, torch.from_numpy(ok).to(device))
-        err = et.cpu().numpy()[:, top : et.shape[-2] - bottom, left : et.shape[-1] - right]
-    y = yt.cpu().numpy()
-    h, w = y.shape[-2:]
-    y = y[..., top * scale : h - bottom * scale, left * scale : w - right * scale]
-    top, bottom, left, right = sides
-    valid = finite.all(axis=1)[:, top : finite.shape[-2] - bottom, left : finite.shape[-1] - right]
-    if not valid.all():
-        invalid = ~np.repeat(np.repeat(valid, scale, axis=-2), scale, axis=-1)
-        y = np.where(invalid[:, None], np.float32(np.nan), y)
+            yt, et = spec.projection.project(torch.from_numpy(x).to(device), yt, torch.from_numpy(ok).to(device))
+        err = crop(et.cpu().numpy(), padded, 1)
+    y = nodata(crop(yt.cpu().numpy(), padded, spec.scale), finite.all(axis=1), sides, spec.scale)
     if err is not None:
-        y = np.concatenate([y, np.repeat(np.repeat(err, scale, axis=-2), scale, axis=-1)[:, None]], axis=1)
+        s = spec.scale
+        y = np.concatenate([y, np.repeat(np.repeat(err, s, axis=-2), s, axis=-1)[:, None]], axis=1)
     return np.ascontiguousarray(y, dtype=np.float32)
 
 
@@ -308,44 +218,6 @@ def grid_coords(gbox: GeoBox) -> dict[str, Any]:
     return out
 
 
-def _host(address: str) -> str:
-    from urllib.parse import urlparse
-
-    return urlparse(address).hostname or address
-
-
-def host_threads(client: Any) -> tuple[tuple[str, int], ...]:
-    """Torch threads per task for each worker host: the cores the host's workers may use, shared
-    among all the Dask threads running there (several worker processes of a LocalCluster share
-    one machine; a Kubernetes worker pod has its CPU limit)."""
-    nthreads = client.nthreads()
-    cores = client.run(usable_cores)
-    per_host_threads: dict[str, int] = {}
-    per_host_cores: dict[str, int] = {}
-    for address, n in nthreads.items():
-        host = _host(address)
-        per_host_threads[host] = per_host_threads.get(host, 0) + int(n)
-        # worker processes on one host see the same machine; their limits do not add up
-        per_host_cores[host] = max(per_host_cores.get(host, 1), int(cores.get(address, 1)))
-    return tuple(sorted((h, max(1, per_host_cores[h] // max(1, t))) for h, t in per_host_threads.items()))
-
-
-def default_threads(client: Any | None) -> int:
-    """Torch CPU threads per task where the worker's host is unknown: the cores left for each Dask
-    thread of the cluster (at least one)."""
-    if client is None:
-        return 1  # the threaded scheduler already runs one task per core
-    total = sum(client.nthreads().values()) or 1
-    return max(1, usable_cores() // total)
-
-
-def _inference_spec(client: Any | None, torch_threads: int | None, margin: int, scale: int, boundary: str,
-                    precision: str, projection: Projection | None = None) -> InferenceSpec:
-    """The tile tasks' spec: torch threads as given, else per worker host (fallback: cluster-wide)."""
-    if torch_threads is not None:
-        return InferenceSpec(margin, scale, torch_threads, boundary, precision, projection=projection)
-    per_host = host_threads(client) if client is not None else ()
-    return InferenceSpec(margin, scale, default_threads(client), boundary, precision, per_host, projection)
 
 
 def is_interpolation(model: SRModel) -> bool:
@@ -383,6 +255,7 @@ def tile_spec(tile: int | None, m: int, scale: int, projection: Projection | Non
         raise InvalidOptionError(f"tile {t} is smaller than the margin each tile borrows, {m} input pixels{extra}; "
                                  f"use tile >= {m}" + (" or consistency=False" if projection else ""))
     return TileSpec(tile=t, margin=m, scale=scale)
+
 
 
 def super_resolve(data: xr.DataArray, model: str | Path | ModelSpec | SRModel, *, client: Any | None = None,
@@ -430,26 +303,14 @@ def super_resolve(data: xr.DataArray, model: str | Path | ModelSpec | SRModel, *
             raise InvalidOptionError(str(exc)) from None
     m = tile_margin(local, projection, margin)
     spec = tile_spec(tile, m, s, projection)
-    lazy = dask.is_dask_collection(data.data)
-    arr = data.data if lazy else da.from_array(np.asarray(data.data))
     if frames_per_task < 1:
         raise InvalidDataError(f"frames_per_task must be >= 1, got {frames_per_task}")
-    arr = arr.astype(np.float32).rechunk((frames_per_task, -1, spec.chunks(data.sizes["y"]),
-                                          spec.chunks(data.sizes["x"])))
-    # borrow margins only along axes that have neighbouring tiles
-    depth = {0: 0, 1: 0, 2: m if len(arr.chunks[2]) > 1 else 0, 3: m if len(arr.chunks[3]) > 1 else 0}
-    ov = da.overlap.overlap(arr, depth=depth, boundary="none") if any(depth.values()) else arr
-    graph_ref: Any = ref if isinstance(ref, ModelSpec) else dask.delayed(ref, pure=True, traverse=False)
+    lazy = dask.is_dask_collection(data.data)
+    arr = (data.data if lazy else da.from_array(np.asarray(data.data))).astype(np.float32)
     run = _inference_spec(client, torch_threads, m, s, boundary, precision, projection)
     n_out = data.sizes["band"] + (1 if projection is not None else 0)  # + the consistency layer
-    with dask.annotate(resources=resources) if resources else contextlib.nullcontext():
-        out = da.map_blocks(
-            _sr_block, ov, graph_ref, run,
-            chunks=(arr.chunks[0], (n_out,), spec.out_chunks(data.sizes["y"]), spec.out_chunks(data.sizes["x"])),
-            dtype=np.float32, meta=np.empty((0, 0, 0, 0), np.float32),
-            # unique per input and model (a fixed name would make two arrays share keys on one cluster)
-            name=f"super-resolve-{local.name}-{dask.base.tokenize(ov, graph_ref, run)}",
-        )
+    out = tiled_map(_sr_block, [TiledInput(arr, (frames_per_task, -1))], [graph_model(ref), run], tiles=spec,
+                    out_lead=(0, (n_out,)), name=f"super-resolve-{local.name}", resources=resources)
     gbox = output_geobox(input_geobox(data), s)
     coords: dict[str, Any] = {"time": data.time, "band": data.band, **grid_coords(gbox)}
     for name, coord in data.coords.items():
@@ -462,10 +323,9 @@ def super_resolve(data: xr.DataArray, model: str | Path | ModelSpec | SRModel, *
     result = xr.DataArray(out, dims=("time", "band", "y", "x"), coords=coords, name=data.name,
                           attrs={**data.attrs, "sr_model": local.name, "sr_scale": s,
                                  "sr_consistency": projection is not None})
-    if not lazy:
-        opt = {"optimize_graph": False} if resources else {}
-        result = client.compute(result, **opt).result() if client is not None else result.compute(**opt)
+    result = materialise(result, lazy, client, resources)
     return result.isel(time=0) if squeeze else result
+
 
 
 def consistency_attrs(projection: Projection) -> dict[str, Any]:
@@ -477,29 +337,21 @@ def consistency_attrs(projection: Projection) -> dict[str, Any]:
                        "consistency projection; NaN where the input has no data"}
 
 
+
 def _mf_block(views: np.ndarray, masks: np.ndarray, ref: ModelSpec | SRModel, present: np.ndarray,
               spec: InferenceSpec, block_info: dict[Any, Any] | None = None) -> np.ndarray:
     """Fuse one (window, view, band, y, x) tile with its (window, view, 1, y, x) masks."""
     assert block_info is not None
     iw = block_info[0]["chunk-location"][0]
-    model, device, (top, bottom, left, right) = _tile_context(ref, spec, block_info)
-    scale = spec.scale
+    model, device, sides = _tile_context(ref, spec, block_info)
     finite = np.isfinite(views)
     x = np.where(finite, views, 0.0).astype(np.float32, copy=False)
-    m = (masks[:, :, 0] > 0) & finite.all(axis=2)
+    m = ((masks[:, :, 0] > 0) & finite.all(axis=2)).astype(np.float32)
     windows = present[iw : iw + views.shape[0]]
-    with torch.inference_mode(), spec.autocast(device):
-        y = model(torch.from_numpy(np.ascontiguousarray(x)).to(device),
-                  torch.from_numpy(m.astype(np.float32)).to(device),
-                  torch.from_numpy(windows).to(device)).float().cpu().numpy()
-    h, w = y.shape[-2:]
-    y = y[..., top * scale : h - bottom * scale, left * scale : w - right * scale]
+    y = crop(forward(model, device, spec, x, m, windows).cpu().numpy(), sides, spec.scale)
     # no data where no real view has data
-    has = (finite.all(axis=2) & windows[:, :, None, None]).any(axis=1)
-    has = has[:, top : has.shape[-2] - bottom, left : has.shape[-1] - right]
-    if not has.all():
-        y = np.where(~np.repeat(np.repeat(has, scale, -2), scale, -1)[:, None], np.float32(np.nan), y)
-    return np.ascontiguousarray(y, dtype=np.float32)
+    return np.ascontiguousarray(nodata(y, (finite.all(axis=2) & windows[:, :, None, None]).any(axis=1), sides,
+                                       spec.scale), dtype=np.float32)
 
 
 def super_resolve_views(views: xr.DataArray, masks: xr.DataArray, present: np.ndarray,
@@ -530,30 +382,16 @@ def super_resolve_views(views: xr.DataArray, masks: xr.DataArray, present: np.nd
     s = int(local.scale)
     m = tile_margin(local, None, margin)
     spec = tile_spec(tile, m, s, None)
-    ny, nx = views.sizes["y"], views.sizes["x"]
     lazy = dask.is_dask_collection(views.data)
     v = views.data if lazy else da.from_array(np.asarray(views.data))
     k = masks.data if dask.is_dask_collection(masks.data) else da.from_array(np.asarray(masks.data))
-    v = v.astype(np.float32).rechunk((1, -1, -1, spec.chunks(ny), spec.chunks(nx)))
-    k = k.astype(np.uint8)[:, :, None].rechunk((1, -1, 1, spec.chunks(ny), spec.chunks(nx)))
-    depth = {0: 0, 1: 0, 2: 0, 3: m if len(v.chunks[3]) > 1 else 0, 4: m if len(v.chunks[4]) > 1 else 0}
-    if any(depth.values()):
-        v = da.overlap.overlap(v, depth=depth, boundary="none")
-        k = da.overlap.overlap(k, depth=depth, boundary="none")
-    graph_ref: Any = ref if isinstance(ref, ModelSpec) else dask.delayed(ref, pure=True, traverse=False)
     run = _inference_spec(client, torch_threads, m, s, "none", precision)
-    with dask.annotate(resources=resources) if resources else contextlib.nullcontext():
-        out = da.map_blocks(
-            _mf_block, v, k, graph_ref, present, run, drop_axis=1,
-            chunks=(v.chunks[0], v.chunks[2], spec.out_chunks(ny), spec.out_chunks(nx)),
-            dtype=np.float32, meta=np.empty((0, 0, 0, 0), np.float32),
-            name=f"fuse-{local.name}-{dask.base.tokenize(v, k, graph_ref, present, run)}",
-        )
+    out = tiled_map(_mf_block, [TiledInput(v.astype(np.float32), (1, -1, -1)),
+                                TiledInput(k.astype(np.uint8)[:, :, None], (1, -1, 1))],
+                    [graph_model(ref), present, run], tiles=spec, out_lead=(0, 2), drop_axis=1,
+                    name=f"fuse-{local.name}", resources=resources)
     gbox = output_geobox(input_geobox(views.isel(window=0, view=0)), s)
     coords: dict[str, Any] = {"window": views.window, "band": views.band, **grid_coords(gbox)}
     result = xr.DataArray(out, dims=("window", "band", "y", "x"), coords=coords, name="reflectance",
                           attrs={"sr_model": local.name, "sr_scale": s})
-    if not lazy:
-        opt = {"optimize_graph": False} if resources else {}
-        result = client.compute(result, **opt).result() if client is not None else result.compute(**opt)
-    return result
+    return materialise(result, lazy, client, resources)

@@ -2,13 +2,13 @@
 
 ``sharpen(low, guide)`` takes the 20 m bands of a Sentinel-2 acquisition (``low``) and its 10 m bands
 (``guide``) and returns the 20 m bands on the 10 m grid, computed by a sharpener model
-(:mod:`models.sharpen`: ``forward(low, guide)``). It tiles the way :func:`pipeline.infer.super_resolve`
-does: tiles are chunks of the low grid that borrow ``margin >= receptive_field`` low pixels from
-their neighbours (none beyond the scene edge); the guide's tiles are the matching ``ratio x`` windows,
-with ``ratio x margin`` borrowed guide pixels. Each tile goes through the model once and is cropped
-back to its own extent, so for a model whose output depends on the input only within its receptive
-field, the tiled result equals a whole-image pass. Models enter the graph as a ``ModelSpec`` and are
-built once per worker process.
+(:mod:`models.sharpen`: ``forward(low, guide)``). It runs on the engine of ``super_resolve``
+(:func:`~srcube.pipeline.sr.engine.tiled_map`): tiles are chunks of the low grid that borrow
+``margin >= receptive_field`` low pixels from their neighbours (none beyond the scene edge); the
+guide's tiles are the matching ``ratio x`` windows, with ``ratio x margin`` borrowed guide pixels.
+Each tile goes through the model once and is cropped back to its own extent, so for a model whose
+output depends on the input only within its receptive field, the tiled result equals a whole-image
+pass. Models enter the graph as a ``ModelSpec`` and are built once per worker process.
 
 :func:`choose_sharpener` turns the run option ``sharpen`` (``"auto"``, ``"bilinear"``, a sharpener
 name or a weights path) into what the cube path uses and records.
@@ -16,7 +16,6 @@ name or a weights path) into what the cube path uses and records.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,6 @@ from typing import Any
 import dask
 import dask.array as da
 import numpy as np
-import torch
 import xarray as xr
 from odc.geo.geobox import GeoBox
 
@@ -39,16 +37,20 @@ from srcube.pipeline.errors import (
     UnknownModelError,
     as_pipeline_error,
 )
-from srcube.pipeline.sr.infer import (
+from srcube.pipeline.sr.engine import (
     DEFAULT_TILE,
     InferenceSpec,
+    TiledInput,
     _inference_spec,
-    _normalise,
     _tile_context,
-    grid_coords,
-    input_geobox,
-    resolve_model,
+    crop,
+    forward,
+    graph_model,
+    materialise,
+    nodata,
+    tiled_map,
 )
+from srcube.pipeline.sr.infer import _normalise, grid_coords, input_geobox, resolve_model
 from srcube.pipeline.sr.tiling import TileSpec, choose_tile
 
 #: registry kinds of band sharpeners: learned ones need weights, baselines build from the data's bands
@@ -154,7 +156,7 @@ def _sharpen_block(low: np.ndarray, guide: np.ndarray, ref: ModelSpec | SRModel,
                    block_info: dict[Any, Any] | None = None) -> np.ndarray:
     """Sharpen one (time, band, y, x) low tile and its guide tile, both carrying borrowed margins."""
     assert block_info is not None  # supplied by map_blocks
-    model, device, (top, bottom, left, right) = _tile_context(ref, spec, block_info)
+    model, device, sides = _tile_context(ref, spec, block_info)
     r = spec.scale
     low_ok, guide_ok = np.isfinite(low), np.isfinite(guide)
     if sharpener_of(model).nodata_aware:
@@ -162,16 +164,11 @@ def _sharpen_block(low: np.ndarray, guide: np.ndarray, ref: ModelSpec | SRModel,
     else:  # as super_resolve: holes are zeros for the model and NaN again in the output
         x = np.where(low_ok, low, 0.0).astype(np.float32, copy=False)
         g = np.where(guide_ok, guide, 0.0).astype(np.float32, copy=False)
-    with torch.inference_mode(), spec.autocast(device):
-        y = model(torch.from_numpy(np.ascontiguousarray(x)).to(device),
-                  torch.from_numpy(np.ascontiguousarray(g)).to(device)).float().cpu().numpy()
-    h, w = y.shape[-2:]
-    y = y[..., top * r : h - bottom * r, left * r : w - right * r]
-    lv = low_ok.all(axis=1)[:, top : low.shape[-2] - bottom, left : low.shape[-1] - right]
-    gv = guide_ok.all(axis=1)[:, top * r : guide.shape[-2] - bottom * r, left * r : guide.shape[-1] - right * r]
-    valid = np.repeat(np.repeat(lv, r, axis=-2), r, axis=-1) & gv
-    if not valid.all():
-        y = np.where(valid[:, None], y, np.float32(np.nan))
+    y = crop(forward(model, device, spec, x, g).cpu().numpy(), sides, r)
+    y = nodata(y, low_ok.all(axis=1), sides, r)  # NaN under no-data low pixels and (below) guide pixels
+    gv = crop(guide_ok.all(axis=1), sides, r)
+    if not gv.all():
+        y = np.where(gv[:, None], y, np.float32(np.nan))
     return np.ascontiguousarray(y, dtype=np.float32)
 
 
@@ -232,29 +229,15 @@ def sharpen(low: xr.DataArray, guide: xr.DataArray, model: str | Path | ModelSpe
         raise InvalidDataError(f"frames_per_task must be >= 1, got {frames_per_task}")
     m = max(int(inner.receptive_field), int(margin or 0))
     spec = TileSpec(tile=choose_tile(tile, m, DEFAULT_TILE), margin=m, scale=r)
-    hl, wl = low.sizes["y"], low.sizes["x"]
     lazy = dask.is_dask_collection(low.data) or dask.is_dask_collection(guide.data)
     la = low.data if dask.is_dask_collection(low.data) else da.from_array(np.asarray(low.data))
     ga = guide.data if dask.is_dask_collection(guide.data) else da.from_array(np.asarray(guide.data))
-    la = la.astype(np.float32).rechunk((frames_per_task, -1, spec.chunks(hl), spec.chunks(wl)))
-    ga = ga.astype(np.float32).rechunk((frames_per_task, -1, spec.out_chunks(hl), spec.out_chunks(wl)))
-    # borrow margins only along axes that have neighbouring tiles; the guide borrows r x as many pixels
-    # (map_blocks pairs the two arrays block by block: same number of blocks, guide blocks r x larger)
-    tiled = {2: len(la.chunks[2]) > 1, 3: len(la.chunks[3]) > 1}
-    if any(tiled.values()):
-        la = da.overlap.overlap(la, depth={0: 0, 1: 0, **{k: m if v else 0 for k, v in tiled.items()}},
-                                boundary="none")
-        ga = da.overlap.overlap(ga, depth={0: 0, 1: 0, **{k: r * m if v else 0 for k, v in tiled.items()}},
-                                boundary="none")
-    graph_ref: Any = ref if isinstance(ref, ModelSpec) else dask.delayed(ref, pure=True, traverse=False)
     run = _inference_spec(client, torch_threads, m, r, "none", precision)
-    out_chunks = (la.chunks[0], la.chunks[1], spec.out_chunks(hl), spec.out_chunks(wl))
-    with dask.annotate(resources=resources) if resources else contextlib.nullcontext():
-        out = da.map_blocks(
-            _sharpen_block, la, ga, graph_ref, run, chunks=out_chunks, dtype=np.float32,
-            meta=np.empty((0, 0, 0, 0), np.float32),
-            name=f"sharpen-{local.name}-{dask.base.tokenize(la, ga, graph_ref, run)}",
-        )
+    # the guide's tiles are the matching r x larger windows, borrowing r x as many pixels
+    out = tiled_map(_sharpen_block, [TiledInput(la.astype(np.float32), (frames_per_task, -1)),
+                                     TiledInput(ga.astype(np.float32), (frames_per_task, -1), ratio=r)],
+                    [graph_model(ref), run], tiles=spec, out_lead=(0, 1), name=f"sharpen-{local.name}",
+                    resources=resources)
     coords: dict[str, Any] = {"band": low.band} if "band" in low.coords else {}
     if "time" in low.coords:
         coords["time"] = low.time
@@ -265,10 +248,8 @@ def sharpen(low: xr.DataArray, guide: xr.DataArray, model: str | Path | ModelSpe
     meta = getattr(local, "weights_meta", None)
     attrs = {**low.attrs, "sharpen_model": local.name, "sharpen_ratio": r,
              "sharpen_weights_sha256": meta.sha256 if meta is not None else "none"}
-    result = xr.DataArray(out, dims=("time", "band", "y", "x"), coords=coords, name=low.name, attrs=attrs)
-    if not lazy:
-        opt = {"optimize_graph": False} if resources else {}
-        result = client.compute(result, **opt).result() if client is not None else result.compute(**opt)
+    result = materialise(xr.DataArray(out, dims=("time", "band", "y", "x"), coords=coords, name=low.name,
+                                      attrs=attrs), lazy, client, resources)
     return result.isel(time=0) if squeeze_low else result
 
 

@@ -12,7 +12,7 @@ from srcube import models
 from srcube.models.consistency import Projection
 from srcube.pipeline import run_region, super_resolve
 from srcube.pipeline.errors import InvalidOptionError
-from srcube.pipeline.sr.infer import InferenceSpec
+from srcube.pipeline.sr.engine import InferenceSpec
 from tests.support.helpers import TINY, georef, randomize
 
 
@@ -100,7 +100,7 @@ def test_batched_frames_and_bf16_fidelity():
 
 
 def test_torch_threads_share_each_hosts_cores_among_its_dask_threads(gpu_cluster):
-    from srcube.pipeline.sr.infer import host_threads, usable_cores
+    from srcube.pipeline.sr.engine import host_threads, usable_cores
 
     client, _ = gpu_cluster
     cores = usable_cores()

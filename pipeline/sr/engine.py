@@ -1,0 +1,244 @@
+"""The tiled-map engine of srcube's inference: one way to run a model over georeferenced tiles on Dask.
+
+Every inference in srcube (single-image :func:`~srcube.pipeline.sr.infer.super_resolve`, multi-frame
+:func:`~srcube.pipeline.sr.infer.super_resolve_views`, band :func:`~srcube.pipeline.sr.sharpening.sharpen`)
+is :func:`tiled_map`: its inputs (leading axes, then y, x) are cut into tiles of the input grid; each tile
+borrows ``margin`` pixels from its neighbours (``dask.array.overlap``; none beyond the scene edge, where the
+model sees the edge as a whole-image pass does); a block function runs the model once per tile and crops
+its output back to ``scale x`` the tile's own extent (:func:`crop`, :func:`nodata`). With
+``margin >= receptive_field`` the tiled result equals a whole-image pass. Models enter the graph as a
+small ``ModelSpec`` and are built once per worker process (:func:`cached_model`), or, for a model object,
+as one shared graph key (:func:`graph_model`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+import torch
+
+from srcube.models import ModelSpec, SRModel
+from srcube.models.consistency import Projection
+from srcube.pipeline.cluster import usable_cores
+from srcube.pipeline.sr.tiling import TileSpec, crop_bounds
+
+DEFAULT_TILE = 256
+BOUNDARIES = ("none", "reflect", "edge")
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class InferenceSpec:
+    """How each tile task runs: borrowed margin, scale, torch threads, scene-edge handling, precision.
+
+    ``boundary="none"``: at the scene edge the model sees the edge as a whole-image pass does (its
+    own zero padding), so tiled == whole image. ``"reflect"``/``"edge"``: the scene is padded by the
+    margin first (numpy modes), as a whole-image pass on the padded scene would be.
+    ``precision``: ``"bf16"``/``"fp16"`` autocast (fp16 runs as bf16 on a CPU, which has no fp16
+    convolutions); ``"fp32"`` otherwise. ``projection``: the consistency projection applied to each tile
+    (in fp32, before cropping), or None.
+    """
+
+    margin: int
+    scale: int
+    threads: int = 1
+    boundary: str = "none"
+    precision: str = "fp32"
+    #: torch threads per task on each worker host, where known (see :func:`host_threads`)
+    per_host: tuple[tuple[str, int], ...] = ()
+    projection: Projection | None = None
+
+    def __post_init__(self) -> None:
+        if self.boundary not in BOUNDARIES:
+            raise ValueError(f"boundary must be one of {BOUNDARIES}, got {self.boundary!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.margin < 0 or self.scale < 1 or self.threads < 1:
+            raise ValueError(f"bad inference spec {self}")
+
+    def threads_here(self) -> int:
+        """Torch threads for a task in this process: the value for this worker's host, else ``threads``."""
+        if self.per_host:
+            with contextlib.suppress(ImportError, ValueError):
+                from distributed import get_worker
+
+                host = _host(get_worker().address)
+                return dict(self.per_host).get(host, self.threads)
+        return self.threads
+
+    def autocast(self, device: str) -> Any:
+        if self.precision == "fp32":
+            return torch.autocast(device, enabled=False)
+        dtype = torch.float16 if self.precision == "fp16" and device == "cuda" else torch.bfloat16
+        return torch.autocast(device, dtype=dtype)
+
+    def pad_edges(self, x: np.ndarray, sides: tuple[int, int, int, int]
+                  ) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+        """Pad the sides that lie on the scene edge (margin 0) when boundary is reflect/edge."""
+        if self.boundary == "none" or not self.margin:
+            return x, sides
+        top, bottom, left, right = sides
+        pads = [self.margin if v == 0 else 0 for v in sides]
+        width = [(0, 0)] * (x.ndim - 2) + [(pads[0], pads[1]), (pads[2], pads[3])]
+        padded = np.pad(x, width, mode="symmetric") if self.boundary == "reflect" else np.pad(x, width, mode="edge")
+        return padded, (top + pads[0], bottom + pads[1], left + pads[2], right + pads[3])
+
+_MODEL_CACHE: dict[tuple[ModelSpec, str], SRModel] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def _device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def cached_model(spec: ModelSpec, device: str) -> SRModel:
+    """The model of ``spec`` on ``device``, built once per process."""
+    key = (spec, device)
+    with _CACHE_LOCK:
+        model = _MODEL_CACHE.get(key)
+        if model is None:
+            model = spec.build().to(device)
+            _MODEL_CACHE[key] = model
+        return model
+
+
+
+def graph_model(ref: ModelSpec | SRModel) -> Any:
+    """What a model is in the graph: its (small, hashable) spec, or the object as one shared key."""
+    return ref if isinstance(ref, ModelSpec) else dask.delayed(ref, pure=True, traverse=False)
+
+
+def _tile_context(ref: ModelSpec | SRModel, spec: InferenceSpec, block_info: dict[Any, Any]
+                  ) -> tuple[SRModel, str, tuple[int, int, int, int]]:
+    """The worker's model on its device, and the (top, bottom, left, right) margins this tile carries."""
+    loc, num = block_info[0]["chunk-location"], block_info[0]["num-chunks"]
+    top, bottom = crop_bounds(loc[-2], num[-2], spec.margin)
+    left, right = crop_bounds(loc[-1], num[-1], spec.margin)
+    device = _device()
+    model = cached_model(ref, device) if isinstance(ref, ModelSpec) else ref.to(device).eval()
+    if device == "cpu":
+        torch.set_num_threads(spec.threads_here())
+    return model, device, (top, bottom, left, right)
+
+
+
+def forward(model: SRModel, device: str, spec: InferenceSpec, *arrays: np.ndarray) -> torch.Tensor:
+    """One pass of ``model`` over a tile's arrays on ``device``, in the spec's precision (fp32 out)."""
+    with torch.inference_mode(), spec.autocast(device):
+        return model(*(torch.from_numpy(np.ascontiguousarray(a)).to(device) for a in arrays)).float()
+
+
+def crop(y: np.ndarray, sides: tuple[int, int, int, int], scale: int) -> np.ndarray:
+    """A tile's output without the output pixels of the input pixels it borrowed (``sides``)."""
+    top, bottom, left, right = sides
+    h, w = y.shape[-2:]
+    return y[..., top * scale : h - bottom * scale, left * scale : w - right * scale]
+
+
+def nodata(y: np.ndarray, valid: np.ndarray, sides: tuple[int, int, int, int], scale: int) -> np.ndarray:
+    """NaN in ``y`` (n, band, Y, X: a cropped output) on the output pixels of the input pixels where
+    ``valid`` (n, y, x: the input tile with its borrowed sides) is False."""
+    top, bottom, left, right = sides
+    valid = valid[:, top : valid.shape[-2] - bottom, left : valid.shape[-1] - right]
+    if valid.all():
+        return y
+    invalid = ~np.repeat(np.repeat(valid, scale, axis=-2), scale, axis=-1)
+    return np.where(invalid[:, None], np.float32(np.nan), y)
+
+
+@dataclass(frozen=True)
+class TiledInput:
+    """One input of :func:`tiled_map`: an array (leading axes, then y, x), the chunks of its leading axes
+    (``-1``: whole), and ``ratio``: its grid is that many times finer than the tile grid (a guide's 10 m
+    pixels under 20 m tiles), so its tiles and borrowed margins are ``ratio`` times larger."""
+
+    data: da.Array
+    lead: tuple[Any, ...]
+    ratio: int = 1
+
+
+def tiled_map(block: Callable[..., np.ndarray], inputs: Sequence[TiledInput], args: Sequence[Any], *,
+              tiles: TileSpec, out_lead: Sequence[int | tuple[int, ...]], name: str,
+              resources: dict[str, float] | None = None, drop_axis: int | None = None) -> da.Array:
+    """``block(*input_tiles, *args, block_info=...)`` over the tiles of ``inputs``: float32, lazily.
+
+    The tile grid is that of the first input's last two axes (``tiles.chunks``); margins are borrowed
+    only along axes that have neighbouring tiles. ``out_lead`` gives the output's leading chunks: an int
+    copies that axis of the first (cut) input, a tuple is taken as it is; the output's y/x chunks are
+    ``tiles.out_chunks``. ``resources`` annotates the tasks (compute with ``optimize_graph=False``:
+    blockwise fusion drops annotations). ``name`` prefixes a key unique to inputs and arguments.
+    """
+    ny, nx = inputs[0].data.shape[-2:]
+    yc, xc = tiles.chunks(ny), tiles.chunks(nx)
+    borrow = (tiles.margin if len(yc) > 1 else 0, tiles.margin if len(xc) > 1 else 0)
+    cut = []
+    for inp in inputs:
+        r = inp.ratio
+        a = inp.data.rechunk((*inp.lead, tuple(c * r for c in yc), tuple(c * r for c in xc)))
+        if any(borrow):
+            depth = {i: 0 for i in range(a.ndim - 2)} | {a.ndim - 2: r * borrow[0], a.ndim - 1: r * borrow[1]}
+            a = da.overlap.overlap(a, depth=depth, boundary="none")
+        cut.append(a)
+    lead = tuple(cut[0].chunks[o] if isinstance(o, int) else tuple(o) for o in out_lead)
+    chunks = (*lead, tiles.out_chunks(ny), tiles.out_chunks(nx))
+    with dask.annotate(resources=resources) if resources else contextlib.nullcontext():
+        return da.map_blocks(block, *cut, *args, chunks=chunks, drop_axis=drop_axis, dtype=np.float32,
+                             meta=np.empty((0,) * len(chunks), np.float32),
+                             # unique per input and model (a fixed name would make two arrays share keys)
+                             name=f"{name}-{dask.base.tokenize(*cut, *args)}")
+
+
+def materialise(result: Any, lazy: bool, client: Any | None, resources: dict[str, float] | None) -> Any:
+    """``result`` as it is for lazy inputs; computed here (on ``client`` if given) for in-memory ones."""
+    if lazy:
+        return result
+    opt = {"optimize_graph": False} if resources else {}
+    return client.compute(result, **opt).result() if client is not None else result.compute(**opt)
+
+
+def _host(address: str) -> str:
+    from urllib.parse import urlparse
+
+    return urlparse(address).hostname or address
+
+
+def host_threads(client: Any) -> tuple[tuple[str, int], ...]:
+    """Torch threads per task for each worker host: the cores the host's workers may use, shared
+    among all the Dask threads running there (several worker processes of a LocalCluster share
+    one machine; a Kubernetes worker pod has its CPU limit)."""
+    nthreads = client.nthreads()
+    cores = client.run(usable_cores)
+    per_host_threads: dict[str, int] = {}
+    per_host_cores: dict[str, int] = {}
+    for address, n in nthreads.items():
+        host = _host(address)
+        per_host_threads[host] = per_host_threads.get(host, 0) + int(n)
+        # worker processes on one host see the same machine; their limits do not add up
+        per_host_cores[host] = max(per_host_cores.get(host, 1), int(cores.get(address, 1)))
+    return tuple(sorted((h, max(1, per_host_cores[h] // max(1, t))) for h, t in per_host_threads.items()))
+
+
+def default_threads(client: Any | None) -> int:
+    """Torch CPU threads per task where the worker's host is unknown: the cores left for each Dask
+    thread of the cluster (at least one)."""
+    if client is None:
+        return 1  # the threaded scheduler already runs one task per core
+    total = sum(client.nthreads().values()) or 1
+    return max(1, usable_cores() // total)
+
+
+def _inference_spec(client: Any | None, torch_threads: int | None, margin: int, scale: int, boundary: str,
+                    precision: str, projection: Projection | None = None) -> InferenceSpec:
+    """The tile tasks' spec: torch threads as given, else per worker host (fallback: cluster-wide)."""
+    if torch_threads is not None:
+        return InferenceSpec(margin, scale, torch_threads, boundary, precision, projection=projection)
+    per_host = host_threads(client) if client is not None else ()
+    return InferenceSpec(margin, scale, default_threads(client), boundary, precision, per_host, projection)
+
