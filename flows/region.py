@@ -93,17 +93,14 @@ def _cluster_client() -> Iterator[Any]:
 
 
 def _prepare(req: RunRequest) -> RegionJob:
-    return RegionJob.plan(req)
+    return RegionJob.from_request(req)
 
 
 def _job(req: RunRequest, client: Any, found: Found | None = None, decisions: dict[str, Any] | None = None,
          build: bool = True) -> RegionJob:
     """The run's job, re-created where the task runs: loaded, decided and (``build``) built."""
     job = _prepare(req)
-    if found is None:
-        job.load(client)
-    else:
-        job.load(client, found["items"], found["excluded"])
+    job.load(client, found)
     if decisions is not None or build:
         job.decide(client, decisions)
     if build:
@@ -120,15 +117,15 @@ def search_items(req: RunRequest) -> Found | None:
     """The STAC items of the request whose assets can be used, and the problems of the others
     (None for a Kelvins imgset, which needs no search)."""
     job = _prepare(req)
-    if job.profile.kind == "kelvins":
+    if job.plan.profile.kind == "kelvins":
         return None
-    good = job.find()  # unsigned items, each with its harmonisation decision attached
+    found = job.find()  # unsigned items, each with its harmonisation decision attached
     logger = get_run_logger()
-    logger.info("%d items in %s for %s %s", job.run.items_found, job.collection, list(req.bbox), req.dates)
-    if job.run.excluded:
-        logger.warning("%d items left out for unusable assets: %s", job.run.items_found - len(good),
-                       "; ".join(f"{p['item']} {p['asset']}: {p['reason']}" for p in job.run.excluded))
-    return {"items": [it.to_dict() for it in good], "excluded": job.run.excluded}
+    logger.info("%d items in %s for %s %s", found.items_found, job.plan.collection, list(req.bbox), req.dates)
+    if found.excluded:
+        logger.warning("%d items left out for unusable assets: %s", found.items_found - len(found.items),
+                       "; ".join(f"{p['item']} {p['asset']}: {p['reason']}" for p in found.excluded))
+    return found.to_json()
 
 
 @task(name="plan-frames", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_jitter_factor=RETRY_JITTER,
@@ -154,8 +151,8 @@ def start_cube(req: RunRequest, items: Found | None, decisions: dict[str, Any],
         resumed = job.start()
         batches = job.batches(batch_chunks)
     assert job.cube is not None
-    attrs = job.store.attrs()
-    total = sum(job.store.expected().values())
+    attrs = job.plan.store.attrs()
+    total = sum(job.plan.store.expected().values())
     pending = len(job.pending())
     get_run_logger().info("%s cube %s: %d of %d chunks to write, in %d batches",
                           "resuming" if resumed else "new", req.out, pending, total, len(batches))
@@ -176,10 +173,10 @@ def write_batch(req: RunRequest, items: Found | None, decisions: dict[str, Any],
     with _cluster_client() as client:
         job = _job(req, client, items, decisions)
         assert job.cube is not None
-        if job.store.attrs().get("template_id") != template_id:
+        if job.plan.store.attrs().get("template_id") != template_id:
             raise RuntimeError(f"{req.out} was re-created by another run (template id changed); "
                                "re-run the flow to start over")
-        done = {name: job.store.done(name) for name in {n for n, _ in writes}}
+        done = {name: job.plan.store.done(name) for name in {n for n, _ in writes}}
         todo = [w for w in writes if w[1] not in done[w[0]]]
         if fail:  # the drill: write half of the batch, then fail as a crashed worker would
             n = job.write(client, only=todo[: len(todo) // 2]) if todo else 0
@@ -250,7 +247,7 @@ def build_request(bbox: Sequence[float] | str, dates: str | Sequence[str], catal
         raise InvalidOptionError(f"out {out!r} may use the placeholders {{start}}, {{end}} and {{bbox}} only: "
                                  f"{exc!r}") from None
     req = req.model_copy(update={"out": target})
-    RegionJob.plan(req)  # every check that needs only the request, before any task runs (typed errors)
+    RegionJob.from_request(req)  # every check that needs only the request, before any task runs (typed errors)
     return req
 
 

@@ -15,7 +15,7 @@ Per frame: ``clear_fraction`` (share of the region's pixels that are clear) and
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -86,6 +86,10 @@ class WindowPlan:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> WindowPlan:
+        return cls(**{**doc, "views": tuple(doc["views"]), "view_times": tuple(doc.get("view_times", ()))})
 
 
 def plan_windows(times: Sequence[Any], fractions: Sequence[float] | np.ndarray, scores: Sequence[float] | np.ndarray,

@@ -176,7 +176,7 @@ def test_write_batches_cover_every_chunk_once_and_keep_locations_together(sample
     job.start()
     batches = job.batches(3)
     flat = [w for b in batches for w in b]
-    assert len(flat) == len(set(flat)) == len(job.pending()) == sum(job.store.expected().values())
+    assert len(flat) == len(set(flat)) == len(job.pending()) == sum(job.plan.store.expected().values())
     assert job.batches(3) == batches  # deterministic: re-runs recognise finished batches
     for b in batches:  # at most 3 (time, y, x) locations; a location's layers travel with its reflectance
         where = {(n, dict(zip(job.cube[n].dims, i, strict=True)).get("time", -1), i[-2], i[-1]) for n, i in b}

@@ -425,7 +425,7 @@ def test_region_too_large_runs_with_yes(tmp_path: Path, guard: dict[str, int]) -
     big = CASES["region-too-large"].kwargs["bbox"]
     out = str(tmp_path / "big.zarr")
     job = region_mod.RegionJob.prepare(big, DATES, out=out, yes=True)
-    assert job.region.as_tuple() == big
+    assert job.plan.region.as_tuple() == big
     region_mod.RegionJob.prepare(big, DATES, out=out, max_pixels=None)
     region_mod.RegionJob.prepare(big, DATES, out=out, max_pixels=1e10)
     with pytest.raises(errors.RegionTooLargeError, match=r"about [\d.,]+ GB per date for 1 band"):
