@@ -160,6 +160,10 @@ class HarmonizationWarning(SrcubeWarning):
     catalog's rule (the pixels win); the cube's ``frames`` attribute records what was applied and why."""
 
 
+class StaleLockWarning(SrcubeWarning):
+    """A lock left by a dead run (its process gone or its heartbeat old) was taken over."""
+
+
 class FramesDroppedWarning(SrcubeWarning):
     """Some frames were dropped because they were not clear enough."""
 

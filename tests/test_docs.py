@@ -11,7 +11,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 README_MAX_BYTES = 12288  # a newcomer reads it in five minutes; reference material lives in the documents below
-DOCS = ["README.md", "ARCHITECTURE.md", "flows/README.md", "k8s/README.md", "training/README.md"]
+DOCS = ["README.md", "ARCHITECTURE.md", "REFERENCE.md", "flows/README.md", "k8s/README.md", "training/README.md"]
 PACKAGES = ["pipeline", "models", "training", "flows", "cli"]  # installed as srcube.<name>
 
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
@@ -81,7 +81,7 @@ def test_docs_relative_links_resolve(rel):
 
 def test_readme_and_architecture_link_each_other_and_the_reference_docs():
     readme = _text("README.md")
-    for rel in ["ARCHITECTURE.md", "flows/README.md", "k8s/README.md", "training/README.md"]:
+    for rel in ["ARCHITECTURE.md", "REFERENCE.md", "flows/README.md", "k8s/README.md", "training/README.md"]:
         assert f"]({rel}" in readme, f"README.md does not link {rel}"
     cards = sorted(p.name for p in (REPO / "models/weights").glob("*.md"))
     missing = [c for c in cards if f"](models/weights/{c})" not in readme]
@@ -141,3 +141,33 @@ def test_readme_python_example_uses_the_public_namespace():
     names = set(re.findall(r"\bsrcube\.(\w+)", code))
     assert "run_region" in names
     assert names <= set(srcube.__all__), f"not in srcube's public API: {sorted(names - set(srcube.__all__))}"
+
+
+def test_reference_tables_are_generated_from_the_code():
+    """REFERENCE.md's option and error tables are what the code gives now (regenerate, do not edit)."""
+    from srcube.pipeline import errors
+    from srcube.pipeline.options import RunOptions
+    from srcube.pipeline.reference import rewrite
+
+    text = _text("REFERENCE.md")
+    assert rewrite(text) == text, "REFERENCE.md is stale: run python -m srcube.pipeline.reference REFERENCE.md"
+    for name in RunOptions.model_fields:
+        assert f"| `{name}` |" in text, name
+    for name, cls in vars(errors).items():
+        if isinstance(cls, type) and issubclass(cls, errors.SrcubeError) and cls is not errors.SrcubeError:
+            assert f"| `{name}` |" in text, name
+
+
+def test_error_names_in_the_docs_exist():
+    """Every ``SomethingError``/``SomethingWarning`` the documents name in code spans is one srcube has (or
+    a Python built-in)."""
+    import builtins
+
+    import srcube
+    from srcube.pipeline import errors
+
+    known = {n for n in vars(errors) if n.endswith(("Error", "Warning"))} | set(dir(srcube)) | set(dir(builtins))
+    for rel in DOCS:
+        named = set(re.findall(r"`(?:srcube\.)?([A-Z]\w*(?:Error|Warning))`", _text(rel)))
+        unknown = sorted(named - known)
+        assert not unknown, f"{rel} names errors that srcube does not have: {unknown}"

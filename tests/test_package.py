@@ -36,6 +36,16 @@ def test_the_public_api_is_the_pipeline_api():
     assert all(getattr(srcube, n) is getattr(pipeline, n) for n in srcube.__all__)
 
 
+def test_every_typed_error_and_warning_is_public():
+    """Users catch srcube's errors as ``srcube.<Name>``: every one the code defines is exported."""
+    import srcube
+    from srcube.pipeline import errors
+
+    typed = {n for n, c in vars(errors).items()
+             if isinstance(c, type) and issubclass(c, (errors.SrcubeError, errors.SrcubeWarning))}
+    assert typed - set(srcube.__all__) == set()
+
+
 def _test_modules():
     return sorted((REPO / "tests").rglob("test_*.py"))
 

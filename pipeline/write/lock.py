@@ -27,13 +27,9 @@ from typing import Any
 
 from fsspec.implementations.local import LocalFileSystem
 
-from srcube.pipeline.errors import SrcubeWarning, StoreLockedError
+from srcube.pipeline.errors import StaleLockWarning, StoreLockedError
 
 log = logging.getLogger(__name__)
-
-
-class StaleLockWarning(SrcubeWarning):
-    """A lock left by a dead run was taken over."""
 
 
 def _alive(pid: int) -> bool:
