@@ -26,7 +26,7 @@ DATES = "2024-06-12/2024-06-22"  # two clear days
 RUN = """
 import json, sys
 from srcube.flows.region import region_flow
-state = region_flow(bbox={bbox}, dates={dates!r}, out={out!r}, batch_chunks=1,
+state = region_flow(bbox={bbox}, dates={dates!r}, out={out!r}, model="bicubic", batch_chunks=1,
                     inject_failure_at_batch={fail}, return_state=True)
 print("RESULT " + json.dumps({{"failed": state.is_failed(),
                               "result": state.result() if state.is_completed() else None}}))
@@ -42,6 +42,7 @@ def _flow_process(home: Path, env: dict[str, str], out: str, fail: int | None) -
     return json.loads(lines[-1][len("RESULT "):])
 
 
+@pytest.mark.slow  # two flow processes, each with its own Dask cluster (~75 s); -m slow runs it
 @pytest.mark.timeout(600)
 def test_retry_in_another_process_skips_finished_batches(prefect_api, s3_endpoint, sample_dir, tmp_path):
     import fsspec

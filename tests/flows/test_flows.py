@@ -29,6 +29,8 @@ from tests.support.helpers import REPO
 pytestmark = pytest.mark.integration
 # a corner of the sample region: a few chunks per frame, quick to run several times
 BBOX = [4.465, 51.401, 4.487, 51.414]
+#: the flows are under test, not the model: the bicubic baseline keeps each run a few seconds of compute
+MODEL = "bicubic"
 DATES = sample.DEFAULT_DATES
 
 
@@ -47,7 +49,7 @@ def reference_cube(tmp_path_factory: pytest.TempPathFactory, prefect_api: str, d
     from srcube.pipeline import run_region
 
     out = tmp_path_factory.mktemp("reference") / "ref.zarr"
-    return run_region(BBOX, DATES, out=str(out), client=dask_client)
+    return run_region(BBOX, DATES, out=str(out), client=dask_client, model=MODEL)
 
 
 def _runner(address: str):
@@ -88,7 +90,8 @@ def test_flow_end_to_end_on_local_cluster(prefect_api, reference_cube, tmp_path)
 
     out = tmp_path / "flow.zarr"
     runner = DaskSettings.from_env({"SRCUBE_DASK_WORKERS": "2"}).task_runner()
-    state = region_flow.with_options(task_runner=runner)(bbox=BBOX, dates=DATES, out=str(out), batch_chunks=2,
+    state = region_flow.with_options(task_runner=runner)(bbox=BBOX, dates=DATES, out=str(out), model=MODEL,
+                                                          batch_chunks=2,
                                                           return_state=True)
     assert state.is_completed(), state.message
     result = state.result()
@@ -120,7 +123,7 @@ def test_failed_flow_rerun_recomputes_only_missing_chunks(prefect_api, cluster_a
 
     out = tmp_path / "drill.zarr"
     flow = region_flow.with_options(task_runner=_runner(cluster_address))
-    failed = flow(bbox=BBOX, dates=DATES, out=str(out), batch_chunks=1, inject_failure_at_batch=1,
+    failed = flow(bbox=BBOX, dates=DATES, out=str(out), model=MODEL, batch_chunks=1, inject_failure_at_batch=1,
                   return_state=True)
     assert failed.is_failed()
     with pytest.raises(InjectedFailure):
@@ -136,7 +139,7 @@ def test_failed_flow_rerun_recomputes_only_missing_chunks(prefect_api, cluster_a
     assert next(t for t in batches if t.state.is_failed()).run_count == 1
     completed_batches = sum(t.state.is_completed() for t in batches)
 
-    again = flow(bbox=BBOX, dates=DATES, out=str(out), batch_chunks=1, return_state=True)
+    again = flow(bbox=BBOX, dates=DATES, out=str(out), model=MODEL, batch_chunks=1, return_state=True)
     assert again.is_completed(), again.message
     result = again.result()
     # only the chunks missing from the manifest were computed; finished batches came from the cache
@@ -149,6 +152,7 @@ def test_failed_flow_rerun_recomputes_only_missing_chunks(prefect_api, cluster_a
     _same(cube, reference_cube)
 
 
+@pytest.mark.slow  # two flow runs through a 1 s token service (~50 s); test_access covers signing in the default run
 def test_flow_retry_outlives_expiring_signed_urls(prefect_api, cluster_address, sample_dir, tmp_path, monkeypatch):
     """Planetary-Computer-style signing: the flow and its retry read through a blob service whose tokens
     die 1 s after they are issued. Nothing signed reaches the flow's parameters, task results or the cube."""
@@ -160,7 +164,7 @@ def test_flow_retry_outlives_expiring_signed_urls(prefect_api, cluster_address, 
     from tests.support.servers import BlobService, rehosted_catalog
 
     dates = "2024-06-12/2024-06-22"
-    reference = run_region(BBOX, dates, catalog="sample", out=str(tmp_path / "ref.zarr"), tile=64)
+    reference = run_region(BBOX, dates, catalog="sample", out=str(tmp_path / "ref.zarr"), tile=64, model=MODEL)
     with BlobService(sample_dir, ttl=1.0) as blob, Client(cluster_address) as workers:
         root = rehosted_catalog(sample_dir, tmp_path / "blob-catalog", blob.href)
         # the environment of the flow process and of the Dask workers, as a ConfigMap gives it on Kubernetes:
@@ -173,7 +177,7 @@ def test_flow_retry_outlives_expiring_signed_urls(prefect_api, cluster_address, 
             with StacServer(root) as stac:
                 flow = region_flow.with_options(task_runner=_runner(cluster_address))
                 params = {"bbox": BBOX, "dates": dates, "catalog": stac.url, "out": str(tmp_path / "pc.zarr"),
-                          "options": {"auth": "planetary-computer", "tile": 64}, "batch_chunks": 1}
+                          "model": MODEL, "options": {"auth": "planetary-computer", "tile": 64}, "batch_chunks": 1}
                 failed = flow(**params, inject_failure_at_batch=1, return_state=True)
                 assert failed.is_failed()
                 with pytest.raises(InjectedFailure):
@@ -248,7 +252,7 @@ def _stop(proc: subprocess.Popen) -> None:
 def test_served_deployment_run_deployment_completes(prefect_api, cluster_address, reference_cube, tmp_path):
     from prefect.deployments import run_deployment
 
-    params = {"bbox": BBOX, "dates": DATES, "out": str(tmp_path / "served-{start}.zarr")}
+    params = {"bbox": BBOX, "dates": DATES, "out": str(tmp_path / "served-{start}.zarr"), "model": MODEL}
     env = {**os.environ, "SRCUBE_DASK_ADDRESS": cluster_address, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-m", "srcube.flows.serve", "--name", "served",
                              "--params", json.dumps(params)], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
@@ -268,8 +272,7 @@ def _prefect(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
                           text=True, timeout=120)
 
 
-def test_prefect_yaml_deploys_schedules_and_a_process_worker_runs_it(prefect_api, cluster_address,
-                                                                      reference_cube, tmp_path):
+def test_prefect_yaml_deploys_and_schedules(prefect_api, cluster_address):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
         DeploymentFilter,
@@ -279,7 +282,6 @@ def test_prefect_yaml_deploys_schedules_and_a_process_worker_runs_it(prefect_api
         FlowRunFilterStateType,
     )
     from prefect.client.schemas.objects import StateType
-    from prefect.deployments import run_deployment
 
     env = {**os.environ, "SRCUBE_DASK_ADDRESS": cluster_address, "PYTHONPATH": str(REPO)}
     spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
@@ -331,9 +333,22 @@ def test_prefect_yaml_deploys_schedules_and_a_process_worker_runs_it(prefect_api
     first = first if first > now else first + dt.timedelta(days=7)
     assert [t.astimezone(dt.UTC) for t in next_runs] == [first + dt.timedelta(weeks=i) for i in range(len(next_runs))]
 
-    # a manual run of the sample deployment, picked up and run by a real process worker
+
+
+@pytest.mark.slow  # about 30 s of process start-up (a worker, then the flow-run process); -m slow runs it
+def test_a_process_worker_runs_the_sample_deployment(prefect_api, cluster_address, reference_cube, tmp_path):
+    """A manual run of prefect.yaml's sample deployment, picked up and run by a real process worker."""
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+
+    env = {**os.environ, "SRCUBE_DASK_ADDRESS": cluster_address, "PYTHONPATH": str(REPO)}
+    res = _prefect("work-pool", "create", "srcube-local", "--type", "process", "--overwrite", env=env)
+    assert res.returncode == 0, res.stderr
+    res = _prefect("--no-prompt", "deploy", "--name", "sample-demo", env=env)
+    assert res.returncode == 0, res.stdout + res.stderr
     out = tmp_path / "worker-{start}.zarr"
-    run = run_deployment("srcube-region/sample-demo", parameters={"bbox": BBOX, "out": str(out)}, timeout=0)
+    run = run_deployment("srcube-region/sample-demo", parameters={"bbox": BBOX, "out": str(out), "model": MODEL},
+                         timeout=0)
     worker = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", "srcube-local",
                                "--type", "process", "--limit", "1"], cwd=REPO, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

@@ -289,7 +289,7 @@ def test_secrets_never_reach_logs_errors_or_attrs(sample_url, dask_client, tmp_p
     with_userinfo = f"http://srcube:{token}@{host}"  # credentials in the catalog URL too
     caplog.set_level(logging.DEBUG)
     out = tmp_path / "secret.zarr"
-    cube = run_region(BBOX, SHORT, catalog=with_userinfo, out=str(out), client=dask_client)
+    cube = run_region(BBOX, SHORT, catalog=with_userinfo, out=str(out), client=dask_client, **FAST)
     attrs_text = json.dumps(dict(cube.attrs), default=str) + json.dumps(
         {k: dict(v.attrs) for k, v in cube.variables.items()}, default=str)
     meta_text = "".join(p.read_text(errors="replace") for p in out.rglob("zarr.json"))

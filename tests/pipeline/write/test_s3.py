@@ -14,6 +14,7 @@ from tests.support.helpers import S3_CREDS as CREDS
 pytestmark = pytest.mark.integration
 BBOX = [4.465, 51.401, 4.487, 51.414]
 DATES = "2024-05-01/2024-06-30"
+MODEL = "bicubic"  # the object store is under test, not the model
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,8 @@ def storage_options(s3_endpoint: str) -> dict:
 def local_reference(tmp_path_factory, sample_dir, dask_client):
     from srcube.pipeline import run_region
 
-    return run_region(BBOX, DATES, out=str(tmp_path_factory.mktemp("s3ref") / "ref.zarr"), client=dask_client)
+    return run_region(BBOX, DATES, model=MODEL, out=str(tmp_path_factory.mktemp("s3ref") / "ref.zarr"),
+                      client=dask_client)
 
 
 def _same(cube, reference) -> None:
@@ -42,11 +44,12 @@ def test_cube_to_s3_with_storage_options(storage_options, local_reference, dask_
 
     url = "s3://cubes/prefix/opts.zarr"
     cache = "s3://cubes/stack-cache"
-    cube = run_region(BBOX, DATES, out=url, client=dask_client, storage_options=storage_options, stack_cache=cache)
+    cube = run_region(BBOX, DATES, model=MODEL, out=url, client=dask_client, storage_options=storage_options,
+                      stack_cache=cache)
     assert cube.attrs["complete"] is True and cube.attrs["stack_from_cache"] is False
     _same(open_cube(url, storage_options=storage_options), local_reference)
     # the stack cache in the object store serves the next run of the same request
-    again = run_region(BBOX, DATES, out="s3://cubes/prefix/opts-again.zarr", client=dask_client,
+    again = run_region(BBOX, DATES, model=MODEL, out="s3://cubes/prefix/opts-again.zarr", client=dask_client,
                        storage_options=storage_options, stack_cache=cache)
     assert again.attrs["stack_from_cache"] is True
     _same(again, local_reference)
@@ -75,7 +78,7 @@ def test_partial_s3_cube_resumes_only_missing_chunks(storage_options, local_refe
     with pytest.raises(IncompleteCubeError):
         open_cube(url, storage_options=storage_options)
 
-    cube = run_region(BBOX, DATES, out=url, client=dask_client, storage_options=storage_options)
+    cube = run_region(BBOX, DATES, model=MODEL, out=url, client=dask_client, storage_options=storage_options)
     assert cube.attrs["last_run"] == {"resumed": True, "chunk_writes": len(pending) - written}
     _same(cube, local_reference)
 
@@ -92,6 +95,6 @@ def test_cube_to_s3_with_credentials_from_the_environment(s3_endpoint, storage_o
 
     fsspec.config.conf.pop("s3", None)
     url = "s3://cubes/prefix/env.zarr"
-    cube = run_region(BBOX, DATES, out=url, n_workers=1)
+    cube = run_region(BBOX, DATES, model=MODEL, out=url, n_workers=1)
     assert cube.attrs["complete"] is True
     _same(open_cube(url, storage_options=storage_options), local_reference)
