@@ -73,9 +73,10 @@ def rewrite(text: str) -> str:
     """``text`` with each generated block replaced by what the code gives now."""
     for tag, make in BLOCKS.items():
         pattern = re.compile(rf"(<!-- {tag} -->\n).*?(<!-- /{tag} -->)", re.S)
-        if not pattern.search(text):
+        match = pattern.search(text)
+        if not match:
             raise ValueError(f"no <!-- {tag} --> ... <!-- /{tag} --> block in the file")
-        text = pattern.sub(lambda m, make=make: m.group(1) + make() + "\n" + m.group(2), text)
+        text = text[: match.start()] + match.group(1) + make() + "\n" + match.group(2) + text[match.end():]
     return text
 
 
