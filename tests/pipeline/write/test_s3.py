@@ -65,7 +65,7 @@ def test_partial_s3_cube_resumes_only_missing_chunks(storage_options, local_refe
     from srcube.pipeline.region import RegionJob
 
     url = "s3://cubes/prefix/partial.zarr"
-    job = RegionJob.prepare(BBOX, DATES, out=url, storage_options=storage_options)
+    job = RegionJob.prepare(BBOX, DATES, model=MODEL, out=url, storage_options=storage_options)
     job.load(dask_client)
     job.decide(dask_client)
     job.build(dask_client)
