@@ -121,6 +121,11 @@ class StoreLockedError(SrcubeError, RuntimeError):
     """Another run is writing the same output (its lock is held)."""
 
 
+class DeviceMemoryError(SrcubeError, MemoryError):
+    """The device ran out of memory for a tile even after halving its batch and splitting it down to the
+    smallest piece (the message names the tile, the batch, the margin and the free memory)."""
+
+
 class InvalidDataError(SrcubeError, ValueError):
     """An array handed to srcube lacks what it needs (dims, CRS, finite values)."""
 

@@ -27,6 +27,7 @@ import torch
 from srcube.models import ModelSpec, SRModel
 from srcube.models.consistency import Projection
 from srcube.pipeline.cluster import usable_cores
+from srcube.pipeline.errors import DeviceMemoryError
 from srcube.pipeline.sr.tiling import TileSpec, crop_bounds
 
 DEFAULT_TILE = 256
@@ -125,14 +126,77 @@ def _tile_context(ref: ModelSpec | SRModel, spec: InferenceSpec, block_info: dic
     model = cached_model(ref, device) if isinstance(ref, ModelSpec) else ref.to(device).eval()
     if device == "cpu":
         torch.set_num_threads(spec.threads_here())
+    else:
+        exact_cuda(spec.precision == "fp32")
     return model, device, (top, bottom, left, right)
 
 
+def exact_cuda(exact: bool = True) -> None:
+    """fp32 on CUDA as the tests check it: no TF32 in matmuls and convolutions, deterministic cuDNN
+    algorithms (no autotuning), so a tiled result equals a whole-image pass there too. ``exact=False``
+    (bf16/fp16 autocast) lets cuDNN autotune."""
+    torch.backends.cuda.matmul.allow_tf32 = not exact
+    torch.backends.cudnn.allow_tf32 = not exact
+    torch.backends.cudnn.deterministic = exact
+    torch.backends.cudnn.benchmark = not exact
+
+
+
+#: the smallest core (pixels, per axis, without borrowed margins) a tile is split down to on device OOM
+MIN_SPLIT_CORE = 16
+
 
 def forward(model: SRModel, device: str, spec: InferenceSpec, *arrays: np.ndarray) -> torch.Tensor:
-    """One pass of ``model`` over a tile's arrays on ``device``, in the spec's precision (fp32 out)."""
-    with torch.inference_mode(), spec.autocast(device):
-        return model(*(torch.from_numpy(np.ascontiguousarray(a)).to(device) for a in arrays)).float()
+    """One pass of ``model`` over a tile's arrays on ``device``, in the spec's precision (fp32 out).
+
+    On a device out-of-memory error the pass is redone in pieces with the same result: the batch (axis 0
+    of every array) is halved first, then the tile is split in two along its longer axis, each half
+    borrowing ``spec.margin`` pixels of the other (as tiles do, so with ``margin >= receptive_field``
+    the pieces join exactly), recursively down to cores of :data:`MIN_SPLIT_CORE` pixels; below that it
+    is :class:`~srcube.pipeline.errors.DeviceMemoryError` naming the tile, batch and free memory."""
+    try:
+        with torch.inference_mode(), spec.autocast(device):
+            return model(*(torch.from_numpy(np.ascontiguousarray(a)).to(device) for a in arrays)).float()
+    except torch.cuda.OutOfMemoryError as exc:
+        oom = exc
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    n = arrays[0].shape[0]
+    if n > 1:
+        h = n // 2
+        return torch.cat([forward(model, device, spec, *(a[:h] for a in arrays)),
+                          forward(model, device, spec, *(a[h:] for a in arrays))])
+    size_hw = arrays[0].shape[-2:]
+    axis = -2 if size_hw[0] >= size_hw[1] else -1
+    size, m, s = size_hw[axis], spec.margin, spec.scale
+    half = size // 2
+    if half - m < MIN_SPLIT_CORE // 2 or size - half < MIN_SPLIT_CORE // 2 or half + m >= size:
+        raise DeviceMemoryError(
+            f"the {device} device ran out of memory for one tile of {size_hw[0]} x {size_hw[1]} input pixels "
+            f"(batch {n}, margin {m}) even split down to the smallest piece; free memory: "
+            f"{_free_memory(device)}. Use a smaller tile (tile=), frames_per_task=1, precision='bf16', or a "
+            f"device with more memory") from oom
+
+    def cut(a: np.ndarray, lo: int, hi: int) -> np.ndarray:
+        r = a.shape[-2] // size_hw[0] if a.ndim >= 3 else 0
+        if not r or a.shape[-2:] != (size_hw[0] * r, size_hw[1] * r):
+            return a  # not a spatial input (e.g. which views are present)
+        index = [slice(None)] * a.ndim
+        index[axis] = slice(lo * r, hi * r)  # a finer input (a sharpener's guide): r x as many pixels
+        return a[tuple(index)]
+
+    first = forward(model, device, spec, *(cut(a, 0, half + m) for a in arrays))
+    second = forward(model, device, spec, *(cut(a, half - m, size) for a in arrays))
+    first = first.narrow(axis, 0, half * s)
+    second = second.narrow(axis, m * s, (size - half) * s)
+    return torch.cat([first, second], dim=axis)
+
+
+def _free_memory(device: str) -> str:
+    if device != "cuda":
+        return "unknown"
+    free, total = torch.cuda.mem_get_info()
+    return f"{free / 2**30:.2f} of {total / 2**30:.2f} GiB"
 
 
 def crop(y: np.ndarray, sides: tuple[int, int, int, int], scale: int) -> np.ndarray:

@@ -40,6 +40,15 @@ def georef(a: np.ndarray, res: float = 10.0, x0: float = 600000.0, y0: float = 5
 
 
 
+def georef_views(views: np.ndarray, masks: np.ndarray, res: float = 10.0) -> tuple[xr.DataArray, xr.DataArray]:
+    """(window, view, band, y, x) views and (window, view, y, x) clear masks on one georeferenced grid, as
+    :func:`srcube.super_resolve_views` takes them."""
+    grid = georef(np.zeros((1, 1, *views.shape[-2:]), np.float32), res=res).isel(time=0, band=0, drop=True)
+    bands = [f"B{i}" for i in range(views.shape[2])]
+    return (xr.DataArray(views, dims=("window", "view", "band", "y", "x"), coords={"band": bands, **grid.coords}),
+            xr.DataArray(masks, dims=("window", "view", "y", "x"), coords=grid.coords))
+
+
 # tiny widths so every architecture runs in milliseconds on a CPU
 TINY = {
     "srcnn": {"features": (8, 4)},

@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 
 from srcube import models
 from srcube.models.consistency import Projection
-from srcube.pipeline import super_resolve
+from srcube.pipeline import super_resolve, super_resolve_views
 from srcube.pipeline.errors import InvalidDataError, UnknownModelError, UnsupportedScaleError
-from tests.support.helpers import georef
+from tests.support.helpers import georef, georef_views
 
 
 def whole_image(a: np.ndarray, name: str, scale: int) -> np.ndarray:
@@ -63,6 +63,37 @@ def test_tiled_equals_whole_image_with_the_consistency_projection(h, w, extra_ti
     np.testing.assert_allclose(out.values, sr, rtol=0, atol=1e-5)
     np.testing.assert_allclose(out.consistency.values, err, rtol=0, atol=1e-6)
     assert np.isnan(out.consistency.values).sum() == (scale * scale if nan else 0)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    h=st.integers(1, 64), w=st.integers(1, 64), n_views=st.integers(1, 5), padded=st.integers(0, 2),
+    extra_margin=st.integers(0, 4), extra_tile=st.integers(0, 30), seed=st.integers(0, 2**16), nan=st.booleans(),
+)
+def test_tiled_fusion_equals_a_whole_image_pass(h, w, n_views, padded, extra_margin, extra_tile, seed, nan):
+    """HighRes-net with random weights: tiled fusion (any tile, any margin >= its receptive field, any number
+    of real and padding views) equals the model run once on the whole windows."""
+    torch.manual_seed(seed)
+    net = models.build("highresnet", scale=3).eval()
+    rng = np.random.default_rng(seed)
+    views = rng.random((2, n_views + padded, 1, h, w), dtype=np.float32)
+    masks = rng.random((2, n_views + padded, h, w)) > 0.3
+    present = np.zeros((2, n_views + padded), bool)
+    present[:, :n_views] = True
+    if nan:
+        views[1, 0, 0, h // 2, w // 3] = np.nan
+    v, m = georef_views(views, masks)
+    margin = net.receptive_field + extra_margin
+    got = super_resolve_views(v.chunk({"y": 11, "x": 13}), m, present, net, tile=margin + extra_tile,
+                              margin=margin).compute().values
+    finite = np.isfinite(views)
+    with torch.inference_mode():
+        whole = net(torch.from_numpy(np.where(finite, views, 0.0)),
+                    torch.from_numpy((masks & finite.all(axis=2)).astype(np.float32)),
+                    torch.from_numpy(present)).numpy()
+    has = (finite.all(axis=2) & present[:, :, None, None]).any(axis=1)
+    whole[np.broadcast_to(~has.repeat(3, -2).repeat(3, -1)[:, None], whole.shape)] = np.nan
+    np.testing.assert_allclose(got, whole, rtol=0, atol=1e-5)
 
 
 def test_output_grid_is_aligned_and_keeps_outer_edges():
