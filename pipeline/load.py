@@ -123,6 +123,7 @@ def _cache_params(plan: RunPlan, bands: Sequence[str], sensor: SensorProfile) ->
         "bbox": plan.region.as_tuple(), "dates": str(plan.days), "bands": list(bands), "sensor": sensor.name,
         "harmonize": opts.harmonize, "resolution": opts.resolution, "max_cloud_cover": opts.max_cloud_cover,
         "max_items": opts.max_items, "sharpen": [plan.sharpener.method, plan.sharpener.weights_sha256],
+        "halo": plan.tiles.margin,
     }
     if p.kind == "sample":
         params["sample"] = f"v{sample.SAMPLE_VERSION}-{sample.SEED}"
@@ -152,7 +153,7 @@ def _assemble(plan: RunPlan, client: Any, found: Found, cache: StackCache | None
     stack = assemble(found.items, plan.region, bands, sensor=sensor, resolution=opts.resolution,
                      chunk=plan.tiles.tile, harmonize=opts.harmonize, georef_check=opts.georef_check,
                      catalog=harmonization_catalog(plan), access=plan.access, settings=plan.read_settings,
-                     sharpen=plan.sharpener.model)
+                     sharpen=plan.sharpener.model, halo=plan.tiles.margin)
     stack.attrs["excluded_items"] = json.dumps(found.excluded)
     key = ""
     if cache is not None:

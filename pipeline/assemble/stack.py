@@ -269,8 +269,13 @@ def assemble(items: Sequence[pystac.Item], bbox: BBox, bands: Sequence[str], *,
              sensor: SensorProfile = SENTINEL2, resolution: float | None = None, chunk: int = 256,
              harmonize: str | None = None, georef_check: str = "first", catalog: str | None = None,
              access: AssetAccess | None = None, settings: ReadSettings | None = None,
-             sharpen: str | ModelSpec | SRModel | None = "auto") -> xr.Dataset:
+             sharpen: str | ModelSpec | SRModel | None = "auto", halo: int = 0) -> xr.Dataset:
     """Lazy stack of ``items`` over ``bbox`` on the sensor's grid, one frame per solar day.
+
+    ``halo``: grid pixels read beyond ``bbox`` on each side (where the items have them; NaN elsewhere), so
+    that super-resolution sees the real neighbours of the region's edge pixels. Band sharpening reads its
+    own receptive field beyond that. The attribute ``halo`` says how many pixels the stack carries (the
+    requested ones, rounded up to whole pixels of the sharpened bands); clearance is the region's only.
 
     Returns ``reflectance`` (time, band, y, x) float32 (DN scaled per item by the sensor's rules,
     no data as NaN) and ``qa`` (time, y, x): the sensor's raw quality band (SCL, status map), from
@@ -318,13 +323,14 @@ def assemble(items: Sequence[pystac.Item], bbox: BBox, bands: Sequence[str], *,
         items = harm.annotate(items, sensor, [b.name for b in infos], catalog=catalog, access=access,
                               settings=settings)
     grid = native_grid(items, [keys[b.name] for b in infos], bbox, resolution, sensor.grid)
-    geobox = grid.geobox(bbox)
+    geobox = grid.geobox(bbox).pad(halo) if halo else grid.geobox(bbox)
     groups = group_by_solar_day(items)
     res_of = {b.name: _native_resolution(items[0], keys[b.name]) for b in (*infos, *guides)}
 
     # sharpened: coarser by the sensor's ratio than a grid that is the guide bands' own resolution (as
     # the assets declare it: without a proj:transform the bands' grids cannot be aligned)
     ratio = sensor.sharpen_ratio
+    extra = 0  # grid pixels read beyond the halo for the sharpener alone
     low: list[BandInfo] = []
     if guides and all(_same(res_of[g.name], grid.resolution) for g in guides):
         low = [b for b in infos if _same(res_of[b.name], ratio * grid.resolution)]
@@ -336,8 +342,15 @@ def assemble(items: Sequence[pystac.Item], bbox: BBox, bands: Sequence[str], *,
         low_grid = (GridSpec.aligned_to(epsg, ratio * grid.resolution, (float(tr[2]), float(tr[5])))
                     if tr is not None and _item_epsg(items[0], keys[low[0].name]) == epsg
                     else GridSpec(epsg, ratio * grid.resolution))
-        low_geobox = low_grid.geobox(bbox)
+        assert sharpen is not None  # sharpening_plan found no guide bands otherwise
+        ref, local, inner = resolve_sharpener(sharpen, ratio, [b.name for b in low], [g.name for g in guides],
+                                              len(low), len(guides))
+        low_halo = -(-halo // ratio)  # whole coarse pixels
+        # the sharpened pixels of the halo see their own receptive field of coarse pixels (cropped after)
+        extra = inner.receptive_field if halo else 0
+        low_geobox = low_grid.geobox(bbox).pad(low_halo + extra) if halo else low_grid.geobox(bbox)
         geobox = finer_geobox(low_geobox, ratio)
+        halo, extra = low_halo * ratio, extra * ratio
         snapped = GridSpec.aligned_to(epsg, grid.resolution, (geobox.affine.c, geobox.affine.f)).anchor
         if any(min(abs(a - b), 1 - abs(a - b)) > 1e-6 for a, b in zip(snapped, grid.anchor, strict=True)):
             log.warning("the %s m bands' pixel edges are not on the %s m bands' grid: the %s m bands are "
@@ -372,9 +385,6 @@ def assemble(items: Sequence[pystac.Item], bbox: BBox, bands: Sequence[str], *,
         low_da = _stack_bands([_reflectance(low_ds, keys[b.name], groups, sensor, harmonize) for b in low],
                               [b.name for b in low])
         guide_da = _stack_bands([frames[g.name] for g in guides], [g.name for g in guides])
-        assert sharpen is not None  # sharpening_plan found no guide bands otherwise
-        ref, local, inner = resolve_sharpener(sharpen, ratio, [b.name for b in low], [g.name for g in guides],
-                                              len(low), len(guides))
         # tiles of the stack's chunks where the receptive field allows: the result needs no rechunk
         tile = chunk // ratio if chunk // ratio >= inner.receptive_field else None
         sharp = sharpen_bands(low_da, guide_da, ref, tile=tile)
@@ -394,7 +404,10 @@ def assemble(items: Sequence[pystac.Item], bbox: BBox, bands: Sequence[str], *,
     qa_da.attrs = {"long_name": f"{sensor.name} quality band {qa.name}", "classes": sensor.describe_qa()}
     out = xr.Dataset({"reflectance": reflectance, "qa": qa_da})
     out = out.assign_coords(items=("time", [",".join(it.id for it in g) for g in groups]))
+    if extra:
+        out = out.isel(y=slice(extra, out.sizes["y"] - extra), x=slice(extra, out.sizes["x"] - extra))
     out.attrs.update(sensor=sensor.name, grid_epsg=grid.epsg, resolution=grid.resolution, harmonize=harmonize,
+                     halo=halo,
                      sharpened_bands=json.dumps([b.name for b in low]),
                      interpolated_bands=json.dumps([b for b in interpolated if b in {i.name for i in infos}]),
                      **sharpen_attrs)
@@ -403,13 +416,20 @@ def assemble(items: Sequence[pystac.Item], bbox: BBox, bands: Sequence[str], *,
     return out
 
 
+def region_only(stack: xr.Dataset) -> dict[str, slice]:
+    """The ``isel`` of a stack's region: without the ``halo`` pixels it carries on each side."""
+    h = int(stack.attrs.get("halo", 0))
+    return {"y": slice(h, stack.sizes["y"] - h), "x": slice(h, stack.sizes["x"] - h)}
+
+
 def with_clearance(stack: xr.Dataset, sensor: SensorProfile, classes: Sequence[int] | None = None) -> xr.Dataset:
     """Add ``clear`` (time, y, x), ``clear_fraction`` and ``clearance_score`` (time) to a stack, lazily.
 
     ``clear_fraction``: share of the region's pixels that the QA band calls clear (no data counts
     as not clear). ``clearance_score``: mean per-pixel clearance weight (1 clear, partial for
     doubtful classes such as thin cirrus or "undefined"), used to rank frames. Both read only the
-    QA band; the cube's ``clear`` layer also requires data in every band.
+    QA band, inside the stack's ``halo`` (the region's pixels); the cube's ``clear`` layer also requires
+    data in every band.
     """
     classes = sensor.validate_clear_classes(classes)
     bands = [str(b) for b in stack.band.values]
@@ -417,7 +437,8 @@ def with_clearance(stack: xr.Dataset, sensor: SensorProfile, classes: Sequence[i
     clear.attrs = {"long_name": "clear pixel", "clear_classes": list(classes)}
     weight = sensor.clearance_weight(stack.qa, classes)
     out = stack.assign(clear=clear)
-    out["clear_fraction"] = clear.mean(("y", "x"), dtype=np.float64).rename("clear_fraction")
-    out["clearance_score"] = weight.mean(("y", "x"), dtype=np.float64).rename("clearance_score")
+    core = region_only(stack)
+    out["clear_fraction"] = clear.isel(core).mean(("y", "x"), dtype=np.float64).rename("clear_fraction")
+    out["clearance_score"] = weight.isel(core).mean(("y", "x"), dtype=np.float64).rename("clearance_score")
     out.attrs["clear_classes"] = list(classes)
     return out

@@ -259,6 +259,15 @@ def tiled_map(block: Callable[..., np.ndarray], inputs: Sequence[TiledInput], ar
                              name=f"{name}-{dask.base.tokenize(*cut, *args)}")
 
 
+def drop_halo(out: da.Array, tiles: TileSpec) -> da.Array:
+    """``out`` (a :func:`tiled_map` result) without the output pixels of the halo: its first and last
+    chunks on y and x, so the chunks left are the region's tiles."""
+    if not tiles.halo:
+        return out
+    h = tiles.halo * tiles.scale
+    return out[..., h : out.shape[-2] - h, h : out.shape[-1] - h]
+
+
 def materialise(result: Any, lazy: bool, client: Any | None, resources: dict[str, float] | None) -> Any:
     """``result`` as it is for lazy inputs; computed here (on ``client`` if given) for in-memory ones."""
     if lazy:

@@ -16,6 +16,7 @@ degradation of it gives back the tile's input, and the per-pixel consistency err
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,7 @@ from srcube.pipeline.sr.engine import (
     _inference_spec,
     _tile_context,
     crop,
+    drop_halo,
     forward,
     graph_model,
     materialise,
@@ -258,12 +260,36 @@ def tile_spec(tile: int | None, m: int, scale: int, projection: Projection | Non
 
 
 
+def with_halo(spec: TileSpec, halo: int, data: xr.DataArray) -> TileSpec:
+    """``spec`` for an array that carries ``halo`` context pixels on each side (InvalidDataError when the
+    halo is not an integer, is smaller than the margin tiles borrow, or leaves nothing inside)."""
+    if isinstance(halo, bool) or not isinstance(halo, (int, np.integer)) or halo < 0:
+        raise InvalidDataError(f"halo must be a number of input pixels >= 0, got {halo!r}")
+    if not halo:
+        return spec
+    if halo < spec.margin:
+        raise InvalidDataError(f"halo {halo} is smaller than the {spec.margin} input pixels each tile borrows; "
+                               f"read at least {spec.margin} pixels beyond the region")
+    if min(data.sizes["y"], data.sizes["x"]) <= 2 * halo:
+        raise InvalidDataError(f"an array of {data.sizes['y']} x {data.sizes['x']} pixels has nothing inside a "
+                               f"halo of {halo} on each side")
+    return dataclasses.replace(spec, halo=int(halo))
+
+
+def core_geobox(gbox: GeoBox, halo: int) -> GeoBox:
+    """The grid of an array without ``halo`` pixels on each side."""
+    if not halo:
+        return gbox
+    ny, nx = gbox.shape
+    return gbox[halo : ny - halo, halo : nx - halo]
+
+
 def super_resolve(data: xr.DataArray, model: str | Path | ModelSpec | SRModel, *, client: Any | None = None,
                   scale: int | None = None, tile: int | None = None, margin: int | None = None,
                   torch_threads: int | None = None, allow_untrained: bool = False, boundary: str = "none",
                   precision: str = "fp32", resources: dict[str, float] | None = None,
                   frames_per_task: int = 1, consistency: bool | None = None,
-                  sensor: str = "sentinel-2") -> xr.DataArray:
+                  sensor: str = "sentinel-2", halo: int = 0) -> xr.DataArray:
     """Super-resolve a georeferenced ``(time, band, y, x)`` or ``(band, y, x)`` reflectance array.
 
     Returns the array on the finer aligned grid. A Dask-backed input gives a lazy result (compute
@@ -282,6 +308,11 @@ def super_resolve(data: xr.DataArray, model: str | Path | ModelSpec | SRModel, *
     ``consistency`` coordinate (time, y, x): the mean absolute difference over bands between the
     degraded output and the input per input pixel, on its ``scale x scale`` output pixels, NaN where
     the input has no data. The tiles then borrow the projection's reach too.
+
+    ``halo``: input pixels on each side that are context only (read beyond the region, e.g. by
+    ``run_region``): the edge tiles borrow their real neighbours from it, and the output covers the
+    array without it. With ``halo >= margin``, two arrays that share pixels give the same output
+    wherever both have them inside their halos: neighbouring cubes join without seams.
     """
     data, squeeze = _normalise(data)
     band_names = [str(b) for b in data.band.values] if "band" in data.coords else None
@@ -302,7 +333,7 @@ def super_resolve(data: xr.DataArray, model: str | Path | ModelSpec | SRModel, *
         except ValueError as exc:
             raise InvalidOptionError(str(exc)) from None
     m = tile_margin(local, projection, margin)
-    spec = tile_spec(tile, m, s, projection)
+    spec = with_halo(tile_spec(tile, m, s, projection), halo, data)
     if frames_per_task < 1:
         raise InvalidDataError(f"frames_per_task must be >= 1, got {frames_per_task}")
     lazy = dask.is_dask_collection(data.data)
@@ -311,7 +342,8 @@ def super_resolve(data: xr.DataArray, model: str | Path | ModelSpec | SRModel, *
     n_out = data.sizes["band"] + (1 if projection is not None else 0)  # + the consistency layer
     out = tiled_map(_sr_block, [TiledInput(arr, (frames_per_task, -1))], [graph_model(ref), run], tiles=spec,
                     out_lead=(0, (n_out,)), name=f"super-resolve-{local.name}", resources=resources)
-    gbox = output_geobox(input_geobox(data), s)
+    out = drop_halo(out, spec)
+    gbox = output_geobox(core_geobox(input_geobox(data), spec.halo), s)
     coords: dict[str, Any] = {"time": data.time, "band": data.band, **grid_coords(gbox)}
     for name, coord in data.coords.items():
         if name not in coords and set(coord.dims) <= {"time", "band"}:
@@ -358,12 +390,13 @@ def super_resolve_views(views: xr.DataArray, masks: xr.DataArray, present: np.nd
                         model: str | Path | ModelSpec | SRModel, *, client: Any | None = None,
                         scale: int | None = None, tile: int | None = None, margin: int | None = None,
                         torch_threads: int | None = None, allow_untrained: bool = False, precision: str = "fp32",
-                        resources: dict[str, float] | None = None) -> xr.DataArray:
+                        resources: dict[str, float] | None = None, halo: int = 0) -> xr.DataArray:
     """Multi-frame super-resolution of composite windows.
 
     ``views`` (window, view, band, y, x) reflectance, ``masks`` (window, view, y, x) clear masks and
     ``present`` (window, view) bool saying which views are real (others are padding). Returns
-    (window, band, y, x) on the finer aligned grid, lazily if the input is Dask-backed.
+    (window, band, y, x) on the finer aligned grid, lazily if the input is Dask-backed. ``halo``: as
+    :func:`super_resolve`.
     """
     if tuple(views.dims) != ("window", "view", "band", "y", "x"):
         raise InvalidDataError(f"views must be (window, view, band, y, x), got {views.dims}")
@@ -381,7 +414,7 @@ def super_resolve_views(views: xr.DataArray, masks: xr.DataArray, present: np.nd
         raise InvalidDataError(f"{views.sizes['view']} views per window, model {local.name} fuses at most {n_model}")
     s = int(local.scale)
     m = tile_margin(local, None, margin)
-    spec = tile_spec(tile, m, s, None)
+    spec = with_halo(tile_spec(tile, m, s, None), halo, views)
     lazy = dask.is_dask_collection(views.data)
     v = views.data if lazy else da.from_array(np.asarray(views.data))
     k = masks.data if dask.is_dask_collection(masks.data) else da.from_array(np.asarray(masks.data))
@@ -390,7 +423,8 @@ def super_resolve_views(views: xr.DataArray, masks: xr.DataArray, present: np.nd
                                 TiledInput(k.astype(np.uint8)[:, :, None], (1, -1, 1))],
                     [graph_model(ref), present, run], tiles=spec, out_lead=(0, 2), drop_axis=1,
                     name=f"fuse-{local.name}", resources=resources)
-    gbox = output_geobox(input_geobox(views.isel(window=0, view=0)), s)
+    out = drop_halo(out, spec)
+    gbox = output_geobox(core_geobox(input_geobox(views.isel(window=0, view=0)), spec.halo), s)
     coords: dict[str, Any] = {"window": views.window, "band": views.band, **grid_coords(gbox)}
     result = xr.DataArray(out, dims=("window", "band", "y", "x"), coords=coords, name="reflectance",
                           attrs={"sr_model": local.name, "sr_scale": s})

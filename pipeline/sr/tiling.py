@@ -33,11 +33,14 @@ def chunk_sizes(n: int, tile: int, min_size: int = 1) -> tuple[int, ...]:
 
 @dataclass(frozen=True)
 class TileSpec:
-    """Tile size (input pixels), margin (input pixels) and scale of a tiled inference."""
+    """Tile size (input pixels), margin (input pixels) and scale of a tiled inference, and the ``halo``:
+    input pixels on each side of the array that are context only (read beyond the region so that its
+    edge pixels see their real neighbours; one chunk each, dropped from the output)."""
 
     tile: int
     margin: int
     scale: int
+    halo: int = 0
 
     def __post_init__(self) -> None:
         if self.tile < 1:
@@ -48,9 +51,16 @@ class TileSpec:
             raise ValueError(f"scale must be >= 1, got {self.scale}")
         if self.margin > self.tile:
             raise ValueError(f"margin {self.margin} is larger than the tile {self.tile}; use larger tiles")
+        if self.halo and self.halo < self.margin:
+            raise ValueError(f"a halo of {self.halo} pixels is smaller than the margin {self.margin} tiles borrow")
 
     def chunks(self, n: int) -> tuple[int, ...]:
-        return chunk_sizes(n, self.tile, max(self.margin, 1))
+        """The tiles of an axis of ``n`` input pixels (with the halo: one chunk of it at each end)."""
+        if not self.halo:
+            return chunk_sizes(n, self.tile, max(self.margin, 1))
+        if n <= 2 * self.halo:
+            raise ValueError(f"an axis of {n} pixels has nothing inside its halo of {self.halo} on each side")
+        return (self.halo, *chunk_sizes(n - 2 * self.halo, self.tile, max(self.margin, 1)), self.halo)
 
     def out_chunks(self, n: int) -> tuple[int, ...]:
         return tuple(c * self.scale for c in self.chunks(n))

@@ -15,6 +15,7 @@ import xarray as xr
 
 from srcube import models
 from srcube.pipeline.assemble.clearance import FrameDecision, WindowPlan
+from srcube.pipeline.assemble.stack import region_only
 from srcube.pipeline.options import RunOptions
 from srcube.pipeline.sr.infer import super_resolve, super_resolve_views
 from srcube.pipeline.sr.tiling import TileSpec
@@ -49,6 +50,8 @@ def cube_attrs(stack: xr.Dataset, model_ref: Any, local_model: Any, *, multi: bo
         "input_resolution": float(stack.attrs["resolution"]),
         "resolution": float(stack.attrs["resolution"]) / int(local_model.scale),
         "stac_items_found": items_found,
+        # input pixels read beyond the bbox on each side so that neighbouring cubes join without seams
+        "halo_pixels": int(stack.attrs.get("halo", 0)),
         "stack_cache": stack_cache,
         "stack_from_cache": from_cache,
         "min_clear": min_clear,
@@ -114,8 +117,8 @@ def encoding(cube: xr.Dataset, tiles: TileSpec, dtype: str) -> dict[str, Any]:
 #: attributes that identify what a cube holds (not when or how fast it was made)
 _IDENTITY = ("srcube_version", "model", "weights_sha256", "mode", "scale", "sensor", "catalog", "collection", "bbox",
              "dates", "bands", "crs", "input_resolution", "stac_item_ids", "min_clear", "clear_classes", "harmonize",
-             "windows", "n_views", "window", "consistency_projection", "consistency_psf", "sharpen", "sharpen_model",
-             "sharpen_weights_sha256", "sharpened_bands")
+             "windows", "n_views", "window", "consistency_projection", "halo_pixels", "consistency_psf", "sharpen",
+             "sharpen_model", "sharpen_weights_sha256", "sharpened_bands")
 
 
 def request_hash(attrs: Mapping[str, Any], opts: RunOptions) -> str:
@@ -149,7 +152,8 @@ def single_image_cube(stack: xr.Dataset, frames: list[FrameDecision], ref: Any, 
     sr = super_resolve(kept.reflectance, ref, client=dc, tile=tiles.tile, margin=tiles.margin,
                        torch_threads=opts.torch_threads, allow_untrained=opts.allow_untrained, boundary=opts.boundary,
                        precision=opts.precision, resources=resources, frames_per_task=opts.frames_per_task,
-                       consistency=consistency, sensor=sensor)
+                       consistency=consistency, sensor=sensor, halo=int(stack.attrs.get("halo", 0)))
+    kept = kept.isel(region_only(stack))  # the QA layers: the region's pixels, as the output
     layers: dict[str, xr.DataArray] = {}
     if "consistency" in sr.coords:  # the QA layer of the projection: a variable of the cube, not a coordinate
         layers["consistency"] = sr["consistency"].reset_coords(drop=True).rename("consistency").astype(np.float32)
@@ -202,8 +206,9 @@ def multi_frame_cube(stack: xr.Dataset, windows: list[WindowPlan], n_views: int,
     masks_da = xr.DataArray(da.stack(masks), dims=("window", "view", "y", "x"), coords={"window": starts, **spatial})
     sr = super_resolve_views(views_da, masks_da, present, ref, client=dc, tile=tiles.tile,
                              torch_threads=opts.torch_threads, allow_untrained=opts.allow_untrained,
-                             precision=opts.precision, resources=resources)
+                             precision=opts.precision, resources=resources, halo=int(stack.attrs.get("halo", 0)))
     sr = sr.rename({"window": "time"})
+    masks_da = masks_da.isel(region_only(stack))  # the QA layers: the region's pixels, as the output
     count_lr = (masks_da * xr.DataArray(present, dims=("window", "view"))).sum("view").astype(np.uint8)
     count_lr = count_lr.rename({"window": "time"})
     count = _upsample(count_lr, tiles, sr, "clear_count",

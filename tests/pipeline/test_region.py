@@ -11,7 +11,7 @@ import xarray as xr
 
 from srcube import models
 from srcube.pipeline import run_region
-from srcube.pipeline.assemble.stack import assemble, with_clearance
+from srcube.pipeline.assemble.stack import assemble, region_only, with_clearance
 from srcube.pipeline.errors import (
     AllCloudyError,
     EmptySearchError,
@@ -83,17 +83,21 @@ def test_cube_provenance_attrs(cube):
 
 
 def test_cube_values_are_the_model_applied_to_the_stack(cube, sample_url):
+    """The cube is the model over the stack read with its halo (the bbox's real neighbours), cropped to the
+    bbox; the clear layer is the bbox's LR clear mask, each pixel repeated 4 x 4."""
     _, ds = cube
+    halo = ds.attrs["halo_pixels"]
+    assert halo >= models.build("bicubic", scale=4).receptive_field
     client = cat.open_catalog(cat.resolve_catalog("sample"))
     items = cat.search(client, "sentinel-2-l2a", BBox(*BBOX), DateRange.parse(DATES))
-    stack = with_clearance(assemble(items, BBox(*BBOX), ["B02", "B03", "B04", "B08"]), SENTINEL2)
+    stack = with_clearance(assemble(items, BBox(*BBOX), ["B02", "B03", "B04", "B08"], halo=halo), SENTINEL2)
     stack = stack.isel(time=[0, 2, 4, 5])
     lr = stack.reflectance.isel(time=2).values  # 2024-06-12
     with torch.inference_mode():
         ref = models.build("bicubic", scale=4)(torch.from_numpy(lr[None]))[0].numpy()
-    np.testing.assert_allclose(ds.reflectance.isel(time=2).values, ref, atol=1e-5)
-    # clear layer: the LR clear mask, each pixel repeated 4 x 4
-    clear_lr = stack.clear.isel(time=0).values.astype(np.uint8)
+    h = 4 * halo
+    np.testing.assert_allclose(ds.reflectance.isel(time=2).values, ref[:, h:-h, h:-h], atol=1e-5)
+    clear_lr = stack.clear.isel(time=0).isel(region_only(stack)).values.astype(np.uint8)
     np.testing.assert_array_equal(ds.clear.isel(time=0).values, clear_lr.repeat(4, 0).repeat(4, 1))
 
 

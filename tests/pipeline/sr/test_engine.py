@@ -4,6 +4,7 @@ to do. Run on the CPU with models that raise CUDA's out-of-memory error above a 
 
 from __future__ import annotations
 
+import dask
 import numpy as np
 import pytest
 import torch
@@ -47,6 +48,13 @@ def _limited(model: models.SRModel, max_pixels: int) -> models.SRModel:
     model.max_pixels = max_pixels  # type: ignore[attr-defined]
     SEEN.clear()
     return model
+
+
+@pytest.fixture(autouse=True)
+def _in_this_process():
+    """The models count their calls in this process: compute on threads here, not on a session cluster."""
+    with dask.config.set(scheduler="threads"):
+        yield
 
 
 def _srcnn(seed: int = 0) -> models.SRModel:

@@ -437,13 +437,16 @@ def test_run_region_sharpens_20m_bands_into_the_cube(sample_url, dask_client, tm
     np.testing.assert_allclose(common[0, :-4, :-4], other[0, :-4, :-4], atol=1e-6)
     for i in (1, 2):
         assert np.nanmean(np.abs(common[i] - other[i])) > 1e-3
-    # the cube is the bicubic x2 of the sharpened stack (assembled as the run does: chunk = tile)
+    # the cube is the bicubic x2 of the sharpened stack (assembled as the run does: chunk = tile, with the
+    # run's halo), cropped to the bbox
     items = cat.search(cat.open_catalog(cat.resolve_catalog("sample")), "sentinel-2-l2a", BBox(*sample.DEFAULT_BBOX),
                        DateRange.parse("2024-06-12"))
     stack = assemble(items, BBox(*sample.DEFAULT_BBOX), ["B04", "B8A", "B11"], chunk=128,
-                     sharpen=choose_sharpener("auto", bands=["B04", "B8A", "B11"]).model)
+                     sharpen=choose_sharpener("auto", bands=["B04", "B8A", "B11"]).model, halo=a["halo_pixels"])
+    assert stack.attrs["halo"] == a["halo_pixels"] > 0 and a["halo_pixels"] % 2 == 0  # whole 20 m pixels
     with dask.config.set(scheduler="threads"):
         lr = stack.reflectance.isel(time=0).values
     with torch.inference_mode():
         ref = models.build("bicubic", scale=2)(torch.from_numpy(lr[None]))[0].numpy()
-    np.testing.assert_allclose(auto.reflectance.isel(time=0).values, ref, atol=1e-5)
+    h = 2 * a["halo_pixels"]
+    np.testing.assert_allclose(auto.reflectance.isel(time=0).values, ref[:, h:-h, h:-h], atol=1e-5)
