@@ -159,3 +159,26 @@ def test_errors_before_work():
         super_resolve(one.rio.write_crs("EPSG:32631"), "bicubic")
     with pytest.raises(InvalidDataError, match="DataArray"):
         super_resolve(np.zeros((1, 8, 8)), "bicubic")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("consistency", [False, True])
+def test_halo_is_context_only_and_gives_the_whole_image_result(consistency):
+    """An array read with a halo gives, on the region, exactly a whole-image pass over the array cropped to
+    it (the edge tiles see their real neighbours); the output grid is the region's."""
+    torch.manual_seed(0)
+    net = models.build("srcnn", scale=2).eval()
+    a = np.random.default_rng(0).random((2, 1, 90, 77), dtype=np.float32)
+    whole = super_resolve(georef(a), net, scale=2, tile=32, consistency=consistency)
+    halo = net.receptive_field + (Projection.for_sensor("sentinel-2", 2).margin if consistency else 0)  # the margin
+    region = super_resolve(georef(a).chunk({"y": 20}), net, scale=2, tile=32, halo=halo, consistency=consistency)
+    assert region.data.chunks[-2][0] == 64 and region.shape[-2:] == (2 * (90 - 2 * halo), 2 * (77 - 2 * halo))
+    h = 2 * halo
+    expected = whole.isel(y=slice(h, -h), x=slice(h, -h))
+    np.testing.assert_allclose(region.values, expected.values, rtol=0, atol=1e-6)
+    assert region.odc.geobox == expected.odc.geobox
+    if consistency:
+        np.testing.assert_allclose(region.consistency.values, expected.consistency.values, rtol=0, atol=1e-6)
+    with pytest.raises(InvalidDataError, match="smaller than the"):
+        super_resolve(georef(a), net, scale=2, tile=32, halo=halo - 1, consistency=consistency)
+    with pytest.raises(InvalidDataError, match="nothing inside"):
+        super_resolve(georef(a), net, scale=2, tile=40, halo=40, consistency=consistency)
