@@ -55,6 +55,8 @@ class InferenceSpec:
     #: torch threads per task on each worker host, where known (see :func:`host_threads`)
     per_host: tuple[tuple[str, int], ...] = ()
     projection: Projection | None = None
+    #: context pixels beyond the region that the edge tiles hold on their outer sides (cropped)
+    halo: int = 0
 
     def __post_init__(self) -> None:
         if self.boundary not in BOUNDARIES:
@@ -120,8 +122,8 @@ def _tile_context(ref: ModelSpec | SRModel, spec: InferenceSpec, block_info: dic
                   ) -> tuple[SRModel, str, tuple[int, int, int, int]]:
     """The worker's model on its device, and the (top, bottom, left, right) margins this tile carries."""
     loc, num = block_info[0]["chunk-location"], block_info[0]["num-chunks"]
-    top, bottom = crop_bounds(loc[-2], num[-2], spec.margin)
-    left, right = crop_bounds(loc[-1], num[-1], spec.margin)
+    top, bottom = crop_bounds(loc[-2], num[-2], spec.margin, spec.halo)
+    left, right = crop_bounds(loc[-1], num[-1], spec.margin, spec.halo)
     device = _device()
     model = cached_model(ref, device) if isinstance(ref, ModelSpec) else ref.to(device).eval()
     if device == "cpu":
@@ -259,15 +261,6 @@ def tiled_map(block: Callable[..., np.ndarray], inputs: Sequence[TiledInput], ar
                              name=f"{name}-{dask.base.tokenize(*cut, *args)}")
 
 
-def drop_halo(out: da.Array, tiles: TileSpec) -> da.Array:
-    """``out`` (a :func:`tiled_map` result) without the output pixels of the halo: its first and last
-    chunks on y and x, so the chunks left are the region's tiles."""
-    if not tiles.halo:
-        return out
-    h = tiles.halo * tiles.scale
-    return out[..., h : out.shape[-2] - h, h : out.shape[-1] - h]
-
-
 def materialise(result: Any, lazy: bool, client: Any | None, resources: dict[str, float] | None) -> Any:
     """``result`` as it is for lazy inputs; computed here (on ``client`` if given) for in-memory ones."""
     if lazy:
@@ -308,10 +301,10 @@ def default_threads(client: Any | None) -> int:
 
 
 def _inference_spec(client: Any | None, torch_threads: int | None, margin: int, scale: int, boundary: str,
-                    precision: str, projection: Projection | None = None) -> InferenceSpec:
+                    precision: str, projection: Projection | None = None, halo: int = 0) -> InferenceSpec:
     """The tile tasks' spec: torch threads as given, else per worker host (fallback: cluster-wide)."""
     if torch_threads is not None:
-        return InferenceSpec(margin, scale, torch_threads, boundary, precision, projection=projection)
+        return InferenceSpec(margin, scale, torch_threads, boundary, precision, projection=projection, halo=halo)
     per_host = host_threads(client) if client is not None else ()
-    return InferenceSpec(margin, scale, default_threads(client), boundary, precision, per_host, projection)
+    return InferenceSpec(margin, scale, default_threads(client), boundary, precision, per_host, projection, halo)
 

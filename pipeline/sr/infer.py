@@ -53,7 +53,6 @@ from srcube.pipeline.sr.engine import (
     _inference_spec,
     _tile_context,
     crop,
-    drop_halo,
     forward,
     graph_model,
     materialise,
@@ -338,11 +337,10 @@ def super_resolve(data: xr.DataArray, model: str | Path | ModelSpec | SRModel, *
         raise InvalidDataError(f"frames_per_task must be >= 1, got {frames_per_task}")
     lazy = dask.is_dask_collection(data.data)
     arr = (data.data if lazy else da.from_array(np.asarray(data.data))).astype(np.float32)
-    run = _inference_spec(client, torch_threads, m, s, boundary, precision, projection)
+    run = _inference_spec(client, torch_threads, m, s, boundary, precision, projection, spec.halo)
     n_out = data.sizes["band"] + (1 if projection is not None else 0)  # + the consistency layer
     out = tiled_map(_sr_block, [TiledInput(arr, (frames_per_task, -1))], [graph_model(ref), run], tiles=spec,
                     out_lead=(0, (n_out,)), name=f"super-resolve-{local.name}", resources=resources)
-    out = drop_halo(out, spec)
     gbox = output_geobox(core_geobox(input_geobox(data), spec.halo), s)
     coords: dict[str, Any] = {"time": data.time, "band": data.band, **grid_coords(gbox)}
     for name, coord in data.coords.items():
@@ -418,12 +416,11 @@ def super_resolve_views(views: xr.DataArray, masks: xr.DataArray, present: np.nd
     lazy = dask.is_dask_collection(views.data)
     v = views.data if lazy else da.from_array(np.asarray(views.data))
     k = masks.data if dask.is_dask_collection(masks.data) else da.from_array(np.asarray(masks.data))
-    run = _inference_spec(client, torch_threads, m, s, "none", precision)
+    run = _inference_spec(client, torch_threads, m, s, "none", precision, halo=spec.halo)
     out = tiled_map(_mf_block, [TiledInput(v.astype(np.float32), (1, -1, -1)),
                                 TiledInput(k.astype(np.uint8)[:, :, None], (1, -1, 1))],
                     [graph_model(ref), present, run], tiles=spec, out_lead=(0, 2), drop_axis=1,
                     name=f"fuse-{local.name}", resources=resources)
-    out = drop_halo(out, spec)
     gbox = output_geobox(core_geobox(input_geobox(views.isel(window=0, view=0)), spec.halo), s)
     coords: dict[str, Any] = {"window": views.window, "band": views.band, **grid_coords(gbox)}
     result = xr.DataArray(out, dims=("window", "band", "y", "x"), coords=coords, name="reflectance",

@@ -35,7 +35,7 @@ def chunk_sizes(n: int, tile: int, min_size: int = 1) -> tuple[int, ...]:
 class TileSpec:
     """Tile size (input pixels), margin (input pixels) and scale of a tiled inference, and the ``halo``:
     input pixels on each side of the array that are context only (read beyond the region so that its
-    edge pixels see their real neighbours; one chunk each, dropped from the output)."""
+    edge pixels see their real neighbours; held by the edge tiles and cropped from their output)."""
 
     tile: int
     margin: int
@@ -55,15 +55,24 @@ class TileSpec:
             raise ValueError(f"a halo of {self.halo} pixels is smaller than the margin {self.margin} tiles borrow")
 
     def chunks(self, n: int) -> tuple[int, ...]:
-        """The tiles of an axis of ``n`` input pixels (with the halo: one chunk of it at each end)."""
+        """The tiles of an axis of ``n`` input pixels; with a halo, the first and last tiles also hold the
+        halo's pixels (context for the region's edge, cropped from their output: no extra tasks)."""
+        core = chunk_sizes(n - 2 * self.halo, self.tile, max(self.margin, 1)) if self._inside(n) else ()
         if not self.halo:
-            return chunk_sizes(n, self.tile, max(self.margin, 1))
-        if n <= 2 * self.halo:
-            raise ValueError(f"an axis of {n} pixels has nothing inside its halo of {self.halo} on each side")
-        return (self.halo, *chunk_sizes(n - 2 * self.halo, self.tile, max(self.margin, 1)), self.halo)
+            return core
+        if len(core) == 1:
+            return (core[0] + 2 * self.halo,)
+        return (core[0] + self.halo, *core[1:-1], core[-1] + self.halo)
 
     def out_chunks(self, n: int) -> tuple[int, ...]:
-        return tuple(c * self.scale for c in self.chunks(n))
+        """The output chunks of an axis of ``n`` input pixels: the region's tiles, ``scale`` x."""
+        core = chunk_sizes(n - 2 * self.halo, self.tile, max(self.margin, 1)) if self._inside(n) else ()
+        return tuple(c * self.scale for c in core)
+
+    def _inside(self, n: int) -> bool:
+        if n <= 2 * self.halo:
+            raise ValueError(f"an axis of {n} pixels has nothing inside its halo of {self.halo} on each side")
+        return True
 
     def overhead(self) -> float:
         """Input pixels processed per useful pixel for interior tiles: ((T + 2m) / T)^2."""
@@ -81,9 +90,9 @@ def choose_tile(tile: int | None, margin: int, default: int = 256, max_overhead:
     return min(-(-t // 16) * 16, largest)
 
 
-def crop_bounds(index: int, count: int, margin: int) -> tuple[int, int]:
-    """(before, after) margins present around tile ``index`` of ``count`` of ``size`` pixels:
-    zero at the scene edges, ``margin`` elsewhere."""
-    before = margin if index > 0 else 0
-    after = margin if index < count - 1 else 0
+def crop_bounds(index: int, count: int, margin: int, halo: int = 0) -> tuple[int, int]:
+    """(before, after) pixels around tile ``index`` of ``count`` that are not its own: ``margin``
+    borrowed from a neighbour, or at the array's edges the ``halo`` it holds (zero without one)."""
+    before = margin if index > 0 else halo
+    after = margin if index < count - 1 else halo
     return before, after
