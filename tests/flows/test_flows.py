@@ -249,6 +249,7 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
+@pytest.mark.slow  # 25-60 s of serve-process start and polling; the deploy and end-to-end tests stay in the default run
 def test_served_deployment_run_deployment_completes(prefect_api, cluster_address, reference_cube, tmp_path):
     from prefect.deployments import run_deployment
 
