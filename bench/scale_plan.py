@@ -48,6 +48,7 @@ from srcube import models  # noqa: E402
 from srcube.models import SRModel  # noqa: E402
 from srcube.models.consistency import Projection  # noqa: E402
 from srcube.pipeline.assemble.clearance import FrameDecision  # noqa: E402
+from srcube.pipeline.cluster import culled  # noqa: E402
 from srcube.pipeline.options import RunOptions  # noqa: E402
 from srcube.pipeline.sr.infer import ResolvedModel, tile_margin, tile_spec, wants_consistency  # noqa: E402
 from srcube.pipeline.write.cube import encoding, single_image_cube, write_batches  # noqa: E402
@@ -131,7 +132,7 @@ def one_batch(run: dict, workers: int) -> dict:
     cube, enc, store, batches = run["cube"], run["enc"], run["store"], run["batch_list"]
     mid = batches[len(batches) // 2]  # an interior batch: tiles with neighbours on every side
     t0 = time.perf_counter()
-    writes = store.chunk_writes(cube, enc, only=mid)
+    writes = culled(store.chunk_writes(cube, enc, only=mid))  # as run_region and the flow compute them
     tasks = len(dask.base.collections_to_expr(writes, optimize_graph=False).__dask_graph__())
     build_s = time.perf_counter() - t0
 
@@ -144,7 +145,7 @@ def one_batch(run: dict, workers: int) -> dict:
         client.run(lambda: torch.set_num_threads(1))
         before = client.run_on_scheduler(sched_rss)
         t0 = time.perf_counter()
-        futures = client.compute(writes, optimize_graph=False)
+        futures = client.compute(writes, optimize_graph=False)  # as pipeline.cluster.compute does
         time.sleep(0.5)
         during = client.run_on_scheduler(sched_rss)
         client.gather(futures)

@@ -18,6 +18,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import dask.array as da
+from dask.core import flatten
+from dask.highlevelgraph import HighLevelGraph
+
 from srcube.pipeline.errors import ClusterStartError, InvalidOptionError
 
 log = logging.getLogger(__name__)
@@ -131,11 +135,27 @@ def gpu_resources(client: Any, wanted: bool | None) -> dict[str, float] | None:
     return {"GPU": 1} if (declared if wanted is None else wanted) else None
 
 
+def culled(collection: Any) -> Any:
+    """``collection`` (a Dask array, or a list of them and other objects) with each array's graph cut to
+    what its own keys need. ``HighLevelGraph.cull`` keeps the layers' annotations, which graph optimisation
+    (fusion) drops; without it, a batch of a few chunks would ship the graph of the whole cube."""
+    if isinstance(collection, (list, tuple)):
+        return type(collection)(culled(c) for c in collection)
+    if not isinstance(collection, da.Array):
+        return collection
+    graph = collection.__dask_graph__()
+    if not isinstance(graph, HighLevelGraph):
+        return collection
+    keys = set(flatten(collection.__dask_keys__()))
+    return da.Array(graph.cull(keys), collection.name, collection.chunks, meta=collection._meta)
+
+
 def compute(client: Any, collection: Any, progress: bool, label: str) -> Any:
     # No graph optimisation: annotations (GPU resources) survive only without it (fusion drops
     # them), and fused keys depend on which chunks a graph culls, so two batches of the same cube
     # computed at once (flow tasks) would submit one key with two run_specs (dask/dask#9888).
-    futures = client.compute(collection, optimize_graph=False)
+    # Culled, though: only the tasks the wanted chunks need go to the scheduler.
+    futures = client.compute(culled(collection), optimize_graph=False)
     if progress:
         from distributed import progress as show_progress
 
