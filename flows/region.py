@@ -176,8 +176,8 @@ def write_batch(req: RunRequest, items: Found | None, decisions: dict[str, Any],
         if job.plan.store.attrs().get("template_id") != template_id:
             raise RuntimeError(f"{req.out} was re-created by another run (template id changed); "
                                "re-run the flow to start over")
-        done = {name: job.plan.store.done(name) for name in {n for n, _ in writes}}
-        todo = [w for w in writes if w[1] not in done[w[0]]]
+        done = job.plan.store.written(writes)  # this batch's entries only, not the whole manifest
+        todo = [w for w in writes if w not in done]
         if fail:  # the drill: write half of the batch, then fail as a crashed worker would
             n = job.write(client, only=todo[: len(todo) // 2]) if todo else 0
             raise InjectedFailure(f"injected failure in batch {index} after writing {n} of {len(todo)} chunks")

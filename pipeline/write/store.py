@@ -179,6 +179,17 @@ class CubeStore:
             return set()
         return {tuple(int(i) for i in p.rsplit("/", 1)[-1].split(".")) for p in self.fs.ls(folder, detail=False)}
 
+    def written(self, writes: Iterable[tuple[str, tuple[int, ...]]]) -> set[tuple[str, tuple[int, ...]]]:
+        """Which of these (variable, chunk) writes the manifest records: one existence check per entry, so a
+        batch of a large cube costs what the batch holds, not a listing of the whole manifest."""
+        out = set()
+        for name, idx in writes:
+            marker = f"{self.path}/{MANIFEST}/{name}/{'.'.join(map(str, idx))}"
+            self.fs.invalidate_cache(marker)
+            if self.fs.exists(marker):
+                out.add((str(name), tuple(idx)))
+        return out
+
     def write_template(self, cube: xr.Dataset, encoding: Mapping[str, Any], *, template_only: bool = False,
                        resume: bool = False) -> list[Any]:
         """Write the template (metadata, coordinates, in-memory variables; ``complete = false``).
