@@ -253,7 +253,7 @@ def test_the_cli_passes_the_option(tmp_path):
     models.save_weights(models.build("highresnet", scale=4, **TINY["highresnet"]), hrn, trained=False)
     out = tmp_path / "never.zarr"
     base = ["run", "--bbox", ",".join(map(str, SMALL_BBOX)), "--dates", DAY, "--out", str(out), "--model", str(hrn),
-            "--allow-untrained", "--catalog", "http://127.0.0.1:9"]
+            "--allow-untrained", "--catalog", "http://127.0.0.1:9", "--catalog-retries", "0"]
     asked = CliRunner().invoke(app, [*base, "--consistency"], env={"COLUMNS": "200"})
     assert asked.exit_code == 2 and "multi-frame" in asked.output
     default = CliRunner().invoke(app, base, env={"COLUMNS": "200"})  # None: off for multi-frame, so on to the search
