@@ -262,7 +262,13 @@ def test_weights_that_do_not_fit_their_architecture(tmp_path):
 # --- ONNX --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["bicubic", "lanczos", "elsr", "srcnn", "srgan", "esrgan", "highresnet", "lrnet"])
+# one interpolation baseline, one single-image and one multi-frame network in the default run; the rest with -m slow
+_SLOW_ONNX = pytest.mark.slow  # each export + onnxruntime session costs seconds
+
+
+@pytest.mark.parametrize("name", ["lanczos", "esrgan", "highresnet",
+                                  *(pytest.param(n, marks=_SLOW_ONNX) for n in ("bicubic", "elsr", "srcnn", "srgan",
+                                                                                 "lrnet"))])
 def test_onnx_parity(tmp_path, name):
     pytest.importorskip("onnxruntime", reason="onnx extra not installed")
     from srcube.models.onnx import export_onnx

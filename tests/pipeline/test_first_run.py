@@ -51,6 +51,7 @@ def test_readme_example_as_a_script_without_a_main_guard(sample_dir, tmp_path):
     _check(_run(["analysis.py"], tmp_path, sample_dir), tmp_path)
 
 
+@pytest.mark.slow  # the same example as the script test above, read from stdin (~17 s of interpreter start and run)
 def test_readme_example_piped_to_python(sample_dir, tmp_path):
     _check(_run(["-"], tmp_path, sample_dir, stdin=readme_example()), tmp_path)
 

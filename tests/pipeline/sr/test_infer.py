@@ -65,7 +65,7 @@ def test_tiled_equals_whole_image_with_the_consistency_projection(h, w, extra_ti
     assert np.isnan(out.consistency.values).sum() == (scale * scale if nan else 0)
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     h=st.integers(1, 64), w=st.integers(1, 64), n_views=st.integers(1, 5), padded=st.integers(0, 2),
     extra_margin=st.integers(0, 4), extra_tile=st.integers(0, 30), seed=st.integers(0, 2**16), nan=st.booleans(),
