@@ -40,7 +40,7 @@ from srcube.pipeline.region import RegionJob
 from srcube.pipeline.request import RunRequest
 from srcube.pipeline.write.store import CubeStore
 
-Found = dict[str, list[dict[str, Any]]]  # {"items": STAC item dicts, "excluded": asset problems}
+FoundJSON = dict[str, list[dict[str, Any]]]  # load.Found.to_json(): {"items": item dicts, "excluded": problems}
 Write = tuple[str, tuple[int, ...]]
 
 #: retries of the I/O tasks (catalog, asset reads, object store): 4 tries, 2, 4 and 8 s apart, +-50 %
@@ -96,7 +96,7 @@ def _prepare(req: RunRequest) -> RegionJob:
     return RegionJob.from_request(req)
 
 
-def _job(req: RunRequest, client: Any, found: Found | None = None, decisions: dict[str, Any] | None = None,
+def _job(req: RunRequest, client: Any, found: FoundJSON | None = None, decisions: dict[str, Any] | None = None,
          build: bool = True) -> RegionJob:
     """The run's job, re-created where the task runs: loaded, decided and (``build``) built."""
     job = _prepare(req)
@@ -113,7 +113,7 @@ def _job(req: RunRequest, client: Any, found: Found | None = None, decisions: di
 
 @task(name="search", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_jitter_factor=RETRY_JITTER,
       retry_condition_fn=_retry_if_transient)
-def search_items(req: RunRequest) -> Found | None:
+def search_items(req: RunRequest) -> FoundJSON | None:
     """The STAC items of the request whose assets can be used, and the problems of the others
     (None for a Kelvins imgset, which needs no search)."""
     job = _prepare(req)
@@ -130,7 +130,7 @@ def search_items(req: RunRequest) -> Found | None:
 
 @task(name="plan-frames", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_jitter_factor=RETRY_JITTER,
       retry_condition_fn=_retry_if_transient)
-def plan_frames(req: RunRequest, items: Found | None) -> dict[str, Any]:
+def plan_frames(req: RunRequest, items: FoundJSON | None) -> dict[str, Any]:
     """Clearance of every frame, the kept frames and (multi-frame) the composite windows."""
     with _cluster_client() as client:
         job = _job(req, client, items, build=False)
@@ -143,7 +143,7 @@ def plan_frames(req: RunRequest, items: Found | None) -> dict[str, Any]:
 
 @task(name="start-cube", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_jitter_factor=RETRY_JITTER,
       retry_condition_fn=_retry_if_transient)
-def start_cube(req: RunRequest, items: Found | None, decisions: dict[str, Any],
+def start_cube(req: RunRequest, items: FoundJSON | None, decisions: dict[str, Any],
                batch_chunks: int) -> dict[str, Any]:
     """Write the cube's template (or keep the unfinished cube of the same request); plan batches."""
     with _cluster_client() as client:
@@ -165,7 +165,7 @@ def start_cube(req: RunRequest, items: Found | None, decisions: dict[str, Any],
       retry_condition_fn=_retry_if_transient,
       cache_policy=INPUTS - "items" - "fail" + TASK_SOURCE, cache_expiration=dt.timedelta(days=7),
       persist_result=True, task_run_name="write-batch-{index}")
-def write_batch(req: RunRequest, items: Found | None, decisions: dict[str, Any], template_id: str,
+def write_batch(req: RunRequest, items: FoundJSON | None, decisions: dict[str, Any], template_id: str,
                 index: int, batch: list[list[Any]], fail: bool = False) -> dict[str, Any]:
     """Super-resolve and write one batch of chunks (those already in the manifest are skipped)."""
     t0 = time.perf_counter()

@@ -323,7 +323,7 @@ def assemble(items: Sequence[pystac.Item], bbox: BBox, bands: Sequence[str], *,
         items = harm.annotate(items, sensor, [b.name for b in infos], catalog=catalog, access=access,
                               settings=settings)
     grid = native_grid(items, [keys[b.name] for b in infos], bbox, resolution, sensor.grid)
-    geobox = grid.geobox(bbox).pad(halo) if halo else grid.geobox(bbox)
+    geobox = grid.geobox(bbox).pad(halo)
     groups = group_by_solar_day(items)
     res_of = {b.name: _native_resolution(items[0], keys[b.name]) for b in (*infos, *guides)}
 
@@ -348,7 +348,7 @@ def assemble(items: Sequence[pystac.Item], bbox: BBox, bands: Sequence[str], *,
         low_halo = -(-halo // ratio)  # whole coarse pixels
         # the sharpened pixels of the halo see their own receptive field of coarse pixels (cropped after)
         extra = inner.receptive_field if halo else 0
-        low_geobox = low_grid.geobox(bbox).pad(low_halo + extra) if halo else low_grid.geobox(bbox)
+        low_geobox = low_grid.geobox(bbox).pad(low_halo + extra)
         geobox = finer_geobox(low_geobox, ratio)
         halo, extra = low_halo * ratio, extra * ratio
         snapped = GridSpec.aligned_to(epsg, grid.resolution, (geobox.affine.c, geobox.affine.f)).anchor

@@ -93,6 +93,7 @@ class InferenceSpec:
         padded = np.pad(x, width, mode="symmetric") if self.boundary == "reflect" else np.pad(x, width, mode="edge")
         return padded, (top + pads[0], bottom + pads[1], left + pads[2], right + pads[3])
 
+
 _MODEL_CACHE: dict[tuple[ModelSpec, str], SRModel] = {}
 _CACHE_LOCK = threading.Lock()
 
@@ -112,13 +113,12 @@ def cached_model(spec: ModelSpec, device: str) -> SRModel:
         return model
 
 
-
 def graph_model(ref: ModelSpec | SRModel) -> Any:
     """What a model is in the graph: its (small, hashable) spec, or the object as one shared key."""
     return ref if isinstance(ref, ModelSpec) else dask.delayed(ref, pure=True, traverse=False)
 
 
-def _tile_context(ref: ModelSpec | SRModel, spec: InferenceSpec, block_info: dict[Any, Any]
+def tile_context(ref: ModelSpec | SRModel, spec: InferenceSpec, block_info: dict[Any, Any]
                   ) -> tuple[SRModel, str, tuple[int, int, int, int]]:
     """The worker's model on its device, and the (top, bottom, left, right) margins this tile carries."""
     loc, num = block_info[0]["chunk-location"], block_info[0]["num-chunks"]
@@ -141,7 +141,6 @@ def exact_cuda(exact: bool = True) -> None:
     torch.backends.cudnn.allow_tf32 = not exact
     torch.backends.cudnn.deterministic = exact
     torch.backends.cudnn.benchmark = not exact
-
 
 
 #: the smallest core (pixels, per axis, without borrowed margins) a tile is split down to on device OOM
@@ -300,7 +299,7 @@ def default_threads(client: Any | None) -> int:
     return max(1, usable_cores() // total)
 
 
-def _inference_spec(client: Any | None, torch_threads: int | None, margin: int, scale: int, boundary: str,
+def inference_spec(client: Any | None, torch_threads: int | None, margin: int, scale: int, boundary: str,
                     precision: str, projection: Projection | None = None, halo: int = 0) -> InferenceSpec:
     """The tile tasks' spec: torch threads as given, else per worker host (fallback: cluster-wide)."""
     if torch_threads is not None:

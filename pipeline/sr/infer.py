@@ -50,13 +50,13 @@ from srcube.pipeline.sr.engine import (
     DEFAULT_TILE,
     InferenceSpec,
     TiledInput,
-    _inference_spec,
-    _tile_context,
     crop,
     forward,
     graph_model,
+    inference_spec,
     materialise,
     nodata,
+    tile_context,
     tiled_map,
 )
 from srcube.pipeline.sr.tiling import TileSpec, choose_tile
@@ -129,7 +129,6 @@ def _check_model_name(model: str) -> None:
             f"({', '.join(sorted(models.shipped_weights())) or 'none'}) or the path of a .safetensors file") from None
 
 
-
 def _sr_block(block: np.ndarray, ref: ModelSpec | SRModel, spec: InferenceSpec,
               block_info: dict[Any, Any] | None = None) -> np.ndarray:
     """Super-resolve one (time, band, y, x) tile that carries ``margin`` borrowed pixels.
@@ -138,7 +137,7 @@ def _sr_block(block: np.ndarray, ref: ModelSpec | SRModel, spec: InferenceSpec,
     the input has no data, each input pixel's value on its ``scale x scale`` output pixels) is
     appended as one more band."""
     assert block_info is not None  # supplied by map_blocks
-    model, device, sides = _tile_context(ref, spec, block_info)
+    model, device, sides = tile_context(ref, spec, block_info)
     finite = np.isfinite(block)
     x, padded = spec.pad_edges(np.where(finite, block, 0.0).astype(np.float32, copy=False), sides)
     yt = forward(model, device, spec, x)
@@ -219,8 +218,6 @@ def grid_coords(gbox: GeoBox) -> dict[str, Any]:
     return out
 
 
-
-
 def is_interpolation(model: SRModel) -> bool:
     """Whether ``model`` is one of the interpolation baselines (nearest, bilinear, bicubic, Lanczos)."""
     return isinstance(model, (Interpolation, Lanczos))
@@ -256,7 +253,6 @@ def tile_spec(tile: int | None, m: int, scale: int, projection: Projection | Non
         raise InvalidOptionError(f"tile {t} is smaller than the margin each tile borrows, {m} input pixels{extra}; "
                                  f"use tile >= {m}" + (" or consistency=False" if projection else ""))
     return TileSpec(tile=t, margin=m, scale=scale)
-
 
 
 def with_halo(spec: TileSpec, halo: int, data: xr.DataArray) -> TileSpec:
@@ -337,7 +333,7 @@ def super_resolve(data: xr.DataArray, model: str | Path | ModelSpec | SRModel, *
         raise InvalidDataError(f"frames_per_task must be >= 1, got {frames_per_task}")
     lazy = dask.is_dask_collection(data.data)
     arr = (data.data if lazy else da.from_array(np.asarray(data.data))).astype(np.float32)
-    run = _inference_spec(client, torch_threads, m, s, boundary, precision, projection, spec.halo)
+    run = inference_spec(client, torch_threads, m, s, boundary, precision, projection, spec.halo)
     n_out = data.sizes["band"] + (1 if projection is not None else 0)  # + the consistency layer
     out = tiled_map(_sr_block, [TiledInput(arr, (frames_per_task, -1))], [graph_model(ref), run], tiles=spec,
                     out_lead=(0, (n_out,)), name=f"super-resolve-{local.name}", resources=resources)
@@ -357,7 +353,6 @@ def super_resolve(data: xr.DataArray, model: str | Path | ModelSpec | SRModel, *
     return result.isel(time=0) if squeeze else result
 
 
-
 def consistency_attrs(projection: Projection) -> dict[str, Any]:
     """Attributes of the ``consistency`` layer made with ``projection``."""
     return {"long_name": "consistency error: mean absolute difference over bands between the super-resolved "
@@ -367,13 +362,12 @@ def consistency_attrs(projection: Projection) -> dict[str, Any]:
                        "consistency projection; NaN where the input has no data"}
 
 
-
 def _mf_block(views: np.ndarray, masks: np.ndarray, ref: ModelSpec | SRModel, present: np.ndarray,
               spec: InferenceSpec, block_info: dict[Any, Any] | None = None) -> np.ndarray:
     """Fuse one (window, view, band, y, x) tile with its (window, view, 1, y, x) masks."""
     assert block_info is not None
     iw = block_info[0]["chunk-location"][0]
-    model, device, sides = _tile_context(ref, spec, block_info)
+    model, device, sides = tile_context(ref, spec, block_info)
     finite = np.isfinite(views)
     x = np.where(finite, views, 0.0).astype(np.float32, copy=False)
     m = ((masks[:, :, 0] > 0) & finite.all(axis=2)).astype(np.float32)
@@ -416,7 +410,7 @@ def super_resolve_views(views: xr.DataArray, masks: xr.DataArray, present: np.nd
     lazy = dask.is_dask_collection(views.data)
     v = views.data if lazy else da.from_array(np.asarray(views.data))
     k = masks.data if dask.is_dask_collection(masks.data) else da.from_array(np.asarray(masks.data))
-    run = _inference_spec(client, torch_threads, m, s, "none", precision, halo=spec.halo)
+    run = inference_spec(client, torch_threads, m, s, "none", precision, halo=spec.halo)
     out = tiled_map(_mf_block, [TiledInput(v.astype(np.float32), (1, -1, -1)),
                                 TiledInput(k.astype(np.uint8)[:, :, None], (1, -1, 1))],
                     [graph_model(ref), present, run], tiles=spec, out_lead=(0, 2), drop_axis=1,

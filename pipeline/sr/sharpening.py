@@ -41,13 +41,13 @@ from srcube.pipeline.sr.engine import (
     DEFAULT_TILE,
     InferenceSpec,
     TiledInput,
-    _inference_spec,
-    _tile_context,
     crop,
     forward,
     graph_model,
+    inference_spec,
     materialise,
     nodata,
+    tile_context,
     tiled_map,
 )
 from srcube.pipeline.sr.infer import _normalise, grid_coords, input_geobox, resolve_model
@@ -156,7 +156,7 @@ def _sharpen_block(low: np.ndarray, guide: np.ndarray, ref: ModelSpec | SRModel,
                    block_info: dict[Any, Any] | None = None) -> np.ndarray:
     """Sharpen one (time, band, y, x) low tile and its guide tile, both carrying borrowed margins."""
     assert block_info is not None  # supplied by map_blocks
-    model, device, sides = _tile_context(ref, spec, block_info)
+    model, device, sides = tile_context(ref, spec, block_info)
     r = spec.scale
     low_ok, guide_ok = np.isfinite(low), np.isfinite(guide)
     if sharpener_of(model).nodata_aware:
@@ -232,7 +232,7 @@ def sharpen(low: xr.DataArray, guide: xr.DataArray, model: str | Path | ModelSpe
     lazy = dask.is_dask_collection(low.data) or dask.is_dask_collection(guide.data)
     la = low.data if dask.is_dask_collection(low.data) else da.from_array(np.asarray(low.data))
     ga = guide.data if dask.is_dask_collection(guide.data) else da.from_array(np.asarray(guide.data))
-    run = _inference_spec(client, torch_threads, m, r, "none", precision)
+    run = inference_spec(client, torch_threads, m, r, "none", precision)
     # the guide's tiles are the matching r x larger windows, borrowing r x as many pixels
     out = tiled_map(_sharpen_block, [TiledInput(la.astype(np.float32), (frames_per_task, -1)),
                                      TiledInput(ga.astype(np.float32), (frames_per_task, -1), ratio=r)],

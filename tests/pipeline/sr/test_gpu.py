@@ -26,7 +26,7 @@ def _threads_here():
 
 def _model() -> models.SRModel:
     torch.manual_seed(0)
-    return models.build("esrgan", scale=4, **{"features": 32, "blocks": 2}).eval()
+    return models.build("esrgan", scale=4, features=32, blocks=2).eval()
 
 
 def _input(size: int = 300) -> np.ndarray:
