@@ -4,14 +4,15 @@ All in one run, same model, same input (a valid window of the real 10 m T33UUU S
 one band, reflectance), output written to zarr by every method except the bare forward:
 
 * bare: one forward pass of the whole in-memory tensor (the device's ceiling; no tiling, no I/O);
-* srcube: ``super_resolve`` (pad-and-crop tiles, margin = receptive field, default tile size) on a
-  LocalCluster, streamed to zarr;
+* srcube: ``super_resolve`` (pad-and-crop tiles, margin = receptive field, default tile and pass tile
+  sizes) on a LocalCluster, streamed to zarr;
 * SEN2SR-style: a Python loop over 128 px input windows overlapping by 32 px (stride 96, as
   SEN2SR's ``define_iteration(chunk_size=128, overlap=32)``), batch 1, the centre 96 px of each
   window pasted into the output;
 * CESBIO-style: a loop over 1000 px output tiles with margin = receptive field, batch 1.
 
-Also: peak worker RSS of srcube at 1x and 4x area (fresh clusters), 1 vs 2 workers, the largest
+Also: the cost of one forward pass per pixel at several pass tiles (what the per-device default rests
+on), peak worker RSS of srcube at 1x and 4x area (fresh clusters), 1 vs 2 workers, the largest
 difference of each method from the bare pass, the autocast fidelity (bf16; fp16 too on CUDA; PSNR
 against the fp32 output's own peak), and the projected time of a full Sentinel-2 tile (10980^2 px,
 4 bands) from the measured throughput.
@@ -128,6 +129,28 @@ def loop(model, a: np.ndarray, window: int, overlap: int, out_dir: Path) -> tupl
     return time.perf_counter() - t0, out
 
 
+def pass_sweep(model, margin: int) -> dict[str, float]:
+    """Nanoseconds per output-core input pixel of one forward pass at several pass tiles (cores, with
+    ``margin`` borrowed on each side), one torch thread on a CPU: what the per-device default of
+    ``pass_tile`` rests on."""
+    torch.set_num_threads(1)
+    model.to(DEVICE)
+    costs = {}
+    with torch.inference_mode():
+        for core in (96, 128, 192, 256, 384, 512, 768):
+            n = core + 2 * margin
+            x = torch.rand(1, model.channels, n, n, device=DEVICE)
+            model(x)
+            sync()
+            reps = max(1, int((4e6 if DEVICE.type == "cuda" else 1e6) / (n * n)))
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                model(x)
+            sync()
+            costs[str(core)] = round((time.perf_counter() - t0) / reps / (core * core) * 1e9, 1)
+    return costs
+
+
 def pipeline(model_name: str, a: np.ndarray, workers: int, out_dir: Path) -> tuple[float, np.ndarray, float]:
     """srcube on a fresh LocalCluster: (seconds, output, peak worker RSS MB)."""
     from srcube.pipeline import super_resolve
@@ -169,6 +192,10 @@ def main() -> None:
     a4 = input_array(2 * args.size)
     mpix = a1.size * s * s / 1e6
 
+    from srcube.pipeline.sr.engine import pass_tile
+
+    sweep = pass_sweep(model, rf)
+    default_pass = pass_tile(DEVICE.type, rf)
     t_bare, ref = bare(model, a1)
     t_pipe, out_pipe, rss1 = pipeline(args.model, a1, 2, tmp)
     t_sen2sr, out_sen2sr = loop(model, a1, 128, 16, tmp)  # 128 px windows, 32 px overlap between neighbours
@@ -207,6 +234,8 @@ def main() -> None:
     # a full Sentinel-2 tile (10980 x 10980 px, 4 bands) at this run's measured per-band throughput (4x area run)
     full_tile_s = S2_TILE_PX**2 * 4 / ((2 * args.size) ** 2 / t_pipe4)
     print(f"  projected full Sentinel-2 tile (10980^2 px, 4 bands, x{s}) on this device: {full_tile_s / 60:.1f} min")
+    print(f"  forward pass cost by pass tile (ns per core input px, margin {rf}): {sweep}; default on "
+          f"{DEVICE.type}: {default_pass}")
     for name, (err, db) in fidelity.items():
         print(f"  {name} autocast on {DEVICE.type} vs fp32: max abs diff {err:.2e}, PSNR {db:.1f} dB")
     figures = {
@@ -221,6 +250,7 @@ def main() -> None:
         "rss_1x_mb": round(rss1, 1), "rss_4x_mb": round(rss4, 1), "rss_4x_over_1x": round(rss4 / rss1, 3),
         "two_workers_over_one": round(t_pipe1 / t_pipe, 3),
         "projected_full_s2_tile_4_bands_s": round(full_tile_s, 1),
+        "pass_tile_default": default_pass, "pass_cost_ns_per_core_px": sweep,
         "max_diff_pipeline": diff(out_pipe), "max_diff_sen2sr_style": diff(out_sen2sr),
         "max_diff_cesbio_style": diff(out_cesbio), "bf16_max_abs_diff": bf16_err, "bf16_psnr_db": round(bf16_psnr, 2),
         **({"fp16_max_abs_diff": fidelity["fp16"][0], "fp16_psnr_db": round(fidelity["fp16"][1], 2)}

@@ -23,7 +23,10 @@ class SRModel(nn.Module):
     * ``multi_frame``: ``False`` for ``(B, C, H, W) -> (B, C, sH, sW)``; ``True`` for
       ``(B, T, C, H, W)`` + clear masks ``(B, T, H, W)`` -> ``(B, C, sH, sW)``;
     * ``receptive_field``: how many input pixels on each side an output pixel depends on; tiled
-      inference pads each tile by at least this margin, so tiles join without seams.
+      inference pads each tile by at least this margin, so tiles join without seams;
+    * ``tile_local``: ``True`` when that is all an output pixel depends on, so a tile may be cut into
+      smaller forward passes with the same result; ``False`` for a model that fits something to the
+      whole tile it is given (the high-pass sharpener without a window).
 
     Single-image subclasses implement :meth:`sr` on ``(N, channels, H, W)``; ``forward`` checks the
     input and does the band folding.
@@ -34,6 +37,7 @@ class SRModel(nn.Module):
     channels: int = 1
     bands: tuple[str, ...] | None = None
     multi_frame: bool = False
+    tile_local: bool = True
 
     def __init__(self, *, scale: int, channels: int = 1, bands: Sequence[str] | None = None) -> None:
         super().__init__()

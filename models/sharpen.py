@@ -118,6 +118,10 @@ class HighPassInjection(Sharpener):
         self.ridge, self.window = ridge, window
 
     @property
+    def tile_local(self) -> bool:  # type: ignore[override]
+        return self.window is not None  # without a window, the weights are fitted to the whole tile
+
+    @property
     def receptive_field(self) -> int:
         # the guide's blur (3 sigma at the low grid), the window's half, bicubic of the weights and bands
         blur = int(3 * SENSOR_PSF["sentinel-2"] * self.scale / self.scale + 1.5)

@@ -80,7 +80,11 @@ class RunOptions(BaseModel):
                             "an integer >= 16", ge=16)
     precision: Literal["fp32", "bf16", "fp16"] = _opt("fp32", "model precision (bf16/fp16: autocast on CUDA)")
     boundary: Literal["none", "reflect", "edge"] = _opt("none", "scene-edge handling of the model")
-    frames_per_task: int = _opt(1, "frames batched in one forward pass", ">= 1", ge=1)
+    frames_per_task: int = _opt(1, "frames (or composite windows) per SR task", ">= 1", ge=1)
+    pass_tile: int | None = _opt(None, "input pixels per side of one forward pass's tile (default per device: "
+                                       "small on a CPU, large on a GPU)", "an integer >= 16", ge=16)
+    batch: int | None = _opt(None, "frames x tiles per forward pass (default: 1 on a CPU, from the free "
+                                   "memory on a GPU)", ">= 1", ge=1)
     consistency: bool | None = _opt(
         None, "project each SR tile so the sensor PSF degradation gives back the input, and write the "
               "consistency layer (default: on for learned single-image models, off otherwise)")

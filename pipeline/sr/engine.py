@@ -27,7 +27,7 @@ import torch
 from srcube.models import ModelSpec, SRModel
 from srcube.models.consistency import Projection
 from srcube.pipeline.cluster import usable_cores
-from srcube.pipeline.errors import DeviceMemoryError
+from srcube.pipeline.errors import DeviceMemoryError, InvalidOptionError
 from srcube.pipeline.sr.tiling import TileSpec, crop_bounds
 
 DEFAULT_TILE = 256
@@ -57,13 +57,17 @@ class InferenceSpec:
     projection: Projection | None = None
     #: context pixels beyond the region that the edge tiles hold on their outer sides (cropped)
     halo: int = 0
+    #: core size of one forward pass's tile (0: per device, :func:`pass_tile`)
+    pass_tile: int = 0
+    #: items (frames x pass tiles) per forward pass (0: 1 on a CPU, from the free memory on CUDA)
+    batch: int = 0
 
     def __post_init__(self) -> None:
         if self.boundary not in BOUNDARIES:
             raise ValueError(f"boundary must be one of {BOUNDARIES}, got {self.boundary!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if self.margin < 0 or self.scale < 1 or self.threads < 1:
+        if self.margin < 0 or self.scale < 1 or self.threads < 1 or self.pass_tile < 0 or self.batch < 0:
             raise ValueError(f"bad inference spec {self}")
 
     def threads_here(self) -> int:
@@ -146,9 +150,132 @@ def exact_cuda(exact: bool = True) -> None:
 #: the smallest core (pixels, per axis, without borrowed margins) a tile is split down to on device OOM
 MIN_SPLIT_CORE = 16
 
+#: per device: the largest overhead ((T + 2m) / T)^2 of a forward pass's tile, and its smallest and largest
+#: core T. A task's tile is cut into pass tiles of this size (each borrowing ``margin`` of its neighbours, so
+#: the result is the same). On a CPU small passes win: their activations stay in the caches. Measured on
+#: this project's 2-core machine (s2-sisr-x4, margin 24, one thread): 8.1 us per output-core input pixel at
+#: T=192 (overhead 1.56), 8.5 at 128, 8.8 at 256, 12.1 at 512, 12.2 at 672 (``bench/inference.py`` prints
+#: the pass-tile sweep). A GPU wants large passes and few borrowed pixels.
+PASS_TILE = {"cpu": (1.6, 128, 512), "cuda": (1.15, 512, 2048)}
+#: tiles per forward pass on a CPU: batching measured 1.7-2x slower per pixel there (larger activations)
+CPU_BATCH = 1
+#: the share of the device's free memory a batch may take (CUDA), the rest left for the allocator
+BATCH_MEMORY_SHARE = 0.5
+#: most tiles in one forward pass (CUDA)
+MAX_BATCH = 64
+
+
+def pass_tile(device: str, margin: int) -> int:
+    """The core size (input pixels) of one forward pass's tile on ``device``, by :data:`PASS_TILE`."""
+    from srcube.pipeline.sr.tiling import choose_tile
+
+    over, smallest, largest = PASS_TILE.get(device, PASS_TILE["cuda"])
+    return choose_tile(None, margin, smallest, over, largest)
+
+
+@dataclass(frozen=True)
+class _Window:
+    """One pass tile along an axis: its core [start, stop) and the window read around it."""
+
+    start: int
+    stop: int
+    lo: int  # window start (start - borrowed)
+    hi: int  # window stop (stop + borrowed)
+
+
+def _windows(n: int, core: int, margin: int) -> list[_Window]:
+    from srcube.pipeline.sr.tiling import chunk_sizes
+
+    out, at = [], 0
+    for size in chunk_sizes(n, core, max(1, core // 2)):  # a short last piece joins the one before
+        out.append(_Window(at, at + size, max(0, at - margin), min(n, at + size + margin)))
+        at += size
+    return out
+
+
+def _ratio(a: np.ndarray, size_hw: tuple[int, int]) -> int:
+    """How many times finer than the tile grid ``a``'s last two axes are (0: not a spatial input)."""
+    r = a.shape[-2] // size_hw[0] if a.ndim >= 3 else 0
+    return r if r and a.shape[-2:] == (size_hw[0] * r, size_hw[1] * r) else 0
+
+
+_ITEM_BYTES: dict[tuple[int, tuple[int, ...], str], float] = {}
+
 
 def forward(model: SRModel, device: str, spec: InferenceSpec, *arrays: np.ndarray) -> torch.Tensor:
-    """One pass of ``model`` over a tile's arrays on ``device``, in the spec's precision (fp32 out).
+    """``model`` over a tile's arrays on ``device``, in the spec's precision (fp32 out), as one pass over the
+    whole tile would give.
+
+    The tile is cut into pass tiles (``spec.pass_tile``, default per device: :func:`pass_tile`), each
+    borrowing ``spec.margin`` pixels of its neighbours inside the tile; tiles of one shape go through the
+    model several at a time (``spec.batch`` items per pass; default: 1 on a CPU, on CUDA as many as half
+    the free device memory holds, measured on the first pass), one pinned host-to-device copy per batch.
+    Arrays whose last two axes are ``r`` times the first's (a sharpener's guide) are cut ``r`` times larger;
+    others (which views are present) go with every piece. A model that is not ``tile_local`` gets the
+    whole tile in one pass. A device out-of-memory error is survived as :func:`forward_pass` says."""
+    n = arrays[0].shape[0]
+    size_hw = (int(arrays[0].shape[-2]), int(arrays[0].shape[-1]))
+    core = spec.pass_tile or pass_tile(device, spec.margin)
+    ys, xs = _windows(size_hw[0], core, spec.margin), _windows(size_hw[1], core, spec.margin)
+    whole = not getattr(getattr(model, "inner", model), "tile_local", True)  # fits itself to the tile
+    if whole or (len(ys) == 1 and len(xs) == 1 and (spec.batch or n) >= n):
+        return forward_pass(model, device, spec, *arrays)
+    ratios = [_ratio(a, size_hw) for a in arrays]
+    groups: dict[tuple[int, int], list[tuple[_Window, _Window]]] = {}
+    for wy in ys:
+        for wx in xs:
+            groups.setdefault((wy.hi - wy.lo, wx.hi - wx.lo), []).append((wy, wx))
+    s, out = spec.scale, None
+    for shape, pieces in groups.items():
+        at = 0
+        while at < len(pieces):
+            k = max(1, _batch_items(model, device, spec, n, shape, arrays[0].shape[1:-2]) // n)
+            chunk = pieces[at : at + k]
+            at += len(chunk)
+            batch = [np.concatenate([a[..., wy.lo * r : wy.hi * r, wx.lo * r : wx.hi * r] for wy, wx in chunk])
+                     if r else np.concatenate([a] * len(chunk)) for a, r in zip(arrays, ratios, strict=True)]
+            key = (id(model), (*shape, *arrays[0].shape[1:-2]), device)
+            measure = device == "cuda" and not spec.batch and key not in _ITEM_BYTES
+            if measure:
+                torch.cuda.reset_peak_memory_stats()
+                before = torch.cuda.memory_allocated()
+            y = forward_pass(model, device, spec, *batch)
+            if measure:
+                _ITEM_BYTES[key] = max(1.0, (torch.cuda.max_memory_allocated() - before) / (len(chunk) * n))
+            if out is None:
+                out = torch.empty((n, y.shape[1], size_hw[0] * s, size_hw[1] * s), dtype=y.dtype, device=y.device)
+            for j, (wy, wx) in enumerate(chunk):
+                piece = y[j * n : (j + 1) * n, :, (wy.start - wy.lo) * s : (wy.stop - wy.lo) * s,
+                          (wx.start - wx.lo) * s : (wx.stop - wx.lo) * s]
+                out[:, :, wy.start * s : wy.stop * s, wx.start * s : wx.stop * s] = piece
+    assert out is not None
+    return out
+
+
+def _batch_items(model: SRModel, device: str, spec: InferenceSpec, n: int, shape: tuple[int, int],
+                 lead: tuple[int, ...]) -> int:
+    """Items (frames x pass tiles) per forward pass: the setting; 1 on a CPU; on CUDA, from the free
+    memory and the peak memory per item measured on the first pass of this shape (one tile before that)."""
+    if spec.batch:
+        return spec.batch
+    if device != "cuda":
+        return CPU_BATCH
+    per_item = _ITEM_BYTES.get((id(model), (*shape, *lead), device))
+    if per_item is None:
+        return n  # the first pass: one tile, measured
+    free, _ = torch.cuda.mem_get_info()
+    return int(min(MAX_BATCH * n, max(n, BATCH_MEMORY_SHARE * free // per_item)))
+
+
+def _to_device(a: np.ndarray, device: str) -> torch.Tensor:
+    t = torch.from_numpy(np.ascontiguousarray(a))
+    if device == "cuda":  # one pinned copy per batch, asynchronous to the host
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
+def forward_pass(model: SRModel, device: str, spec: InferenceSpec, *arrays: np.ndarray) -> torch.Tensor:
+    """One pass of ``model`` over the arrays on ``device``, in the spec's precision (fp32 out).
 
     On a device out-of-memory error the pass is redone in pieces with the same result: the batch (axis 0
     of every array) is halved first, then the tile is split in two along its longer axis, each half
@@ -157,7 +284,7 @@ def forward(model: SRModel, device: str, spec: InferenceSpec, *arrays: np.ndarra
     is :class:`~srcube.pipeline.errors.DeviceMemoryError` naming the tile, batch and free memory."""
     try:
         with torch.inference_mode(), spec.autocast(device):
-            return model(*(torch.from_numpy(np.ascontiguousarray(a)).to(device) for a in arrays)).float()
+            return model(*(_to_device(a, device) for a in arrays)).float()
     except torch.cuda.OutOfMemoryError as exc:
         oom = exc
     if device == "cuda":
@@ -165,29 +292,30 @@ def forward(model: SRModel, device: str, spec: InferenceSpec, *arrays: np.ndarra
     n = arrays[0].shape[0]
     if n > 1:
         h = n // 2
-        return torch.cat([forward(model, device, spec, *(a[:h] for a in arrays)),
-                          forward(model, device, spec, *(a[h:] for a in arrays))])
-    size_hw = arrays[0].shape[-2:]
+        return torch.cat([forward_pass(model, device, spec, *(a[:h] for a in arrays)),
+                          forward_pass(model, device, spec, *(a[h:] for a in arrays))])
+    size_hw = (int(arrays[0].shape[-2]), int(arrays[0].shape[-1]))
     axis = -2 if size_hw[0] >= size_hw[1] else -1
     size, m, s = size_hw[axis], spec.margin, spec.scale
     half = size // 2
-    if half - m < MIN_SPLIT_CORE // 2 or size - half < MIN_SPLIT_CORE // 2 or half + m >= size:
+    local = getattr(getattr(model, "inner", model), "tile_local", True)  # else a split would change the result
+    if not local or half - m < MIN_SPLIT_CORE // 2 or size - half < MIN_SPLIT_CORE // 2 or half + m >= size:
         raise DeviceMemoryError(
             f"the {device} device ran out of memory for one tile of {size_hw[0]} x {size_hw[1]} input pixels "
             f"(batch {n}, margin {m}) even split down to the smallest piece; free memory: "
-            f"{_free_memory(device)}. Use a smaller tile (tile=), frames_per_task=1, precision='bf16', or a "
-            f"device with more memory") from oom
+            f"{_free_memory(device)}. Use a smaller tile (tile=, pass_tile=), frames_per_task=1, "
+            f"precision='bf16', or a device with more memory") from oom
 
     def cut(a: np.ndarray, lo: int, hi: int) -> np.ndarray:
-        r = a.shape[-2] // size_hw[0] if a.ndim >= 3 else 0
-        if not r or a.shape[-2:] != (size_hw[0] * r, size_hw[1] * r):
+        r = _ratio(a, size_hw)
+        if not r:
             return a  # not a spatial input (e.g. which views are present)
         index = [slice(None)] * a.ndim
         index[axis] = slice(lo * r, hi * r)  # a finer input (a sharpener's guide): r x as many pixels
         return a[tuple(index)]
 
-    first = forward(model, device, spec, *(cut(a, 0, half + m) for a in arrays))
-    second = forward(model, device, spec, *(cut(a, half - m, size) for a in arrays))
+    first = forward_pass(model, device, spec, *(cut(a, 0, half + m) for a in arrays))
+    second = forward_pass(model, device, spec, *(cut(a, half - m, size) for a in arrays))
     first = first.narrow(axis, 0, half * s)
     second = second.narrow(axis, m * s, (size - half) * s)
     return torch.cat([first, second], dim=axis)
@@ -299,11 +427,28 @@ def default_threads(client: Any | None) -> int:
     return max(1, usable_cores() // total)
 
 
-def inference_spec(client: Any | None, torch_threads: int | None, margin: int, scale: int, boundary: str,
-                    precision: str, projection: Projection | None = None, halo: int = 0) -> InferenceSpec:
-    """The tile tasks' spec: torch threads as given, else per worker host (fallback: cluster-wide)."""
-    if torch_threads is not None:
-        return InferenceSpec(margin, scale, torch_threads, boundary, precision, projection=projection, halo=halo)
-    per_host = host_threads(client) if client is not None else ()
-    return InferenceSpec(margin, scale, default_threads(client), boundary, precision, per_host, projection, halo)
+def checked_pass_tile(pass_tile: int | None) -> int | None:
+    """``pass_tile`` checked (None: per device)."""
+    if pass_tile is None:
+        return None
+    if isinstance(pass_tile, bool) or not isinstance(pass_tile, (int, np.integer)) or pass_tile < 16:
+        raise InvalidOptionError(f"pass_tile must be an integer >= 16 (input pixels), got {pass_tile!r}")
+    return int(pass_tile)
 
+
+def checked_batch(batch: int | None) -> int | None:
+    """``batch`` checked (None: per device)."""
+    if batch is not None and (isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1):
+        raise InvalidOptionError(f"batch must be an integer >= 1 (items per forward pass), got {batch!r}")
+    return batch
+
+
+def inference_spec(client: Any | None, torch_threads: int | None, margin: int, scale: int, boundary: str,
+                   precision: str, projection: Projection | None = None, halo: int = 0, *,
+                   pass_tile: int | None = None, batch: int | None = None) -> InferenceSpec:
+    """The tile tasks' spec: torch threads as given, else per worker host (fallback: cluster-wide);
+    ``pass_tile`` and ``batch`` as given, else chosen on the worker for its device (see :func:`forward`)."""
+    per_host = host_threads(client) if client is not None and torch_threads is None else ()
+    threads = torch_threads if torch_threads is not None else default_threads(client)
+    return InferenceSpec(margin, scale, threads, boundary, precision, per_host, projection, halo,
+                         pass_tile=int(pass_tile or 0), batch=int(batch or 0))

@@ -50,6 +50,8 @@ from srcube.pipeline.sr.engine import (
     DEFAULT_TILE,
     InferenceSpec,
     TiledInput,
+    checked_batch,
+    checked_pass_tile,
     crop,
     forward,
     graph_model,
@@ -284,7 +286,8 @@ def super_resolve(data: xr.DataArray, model: str | Path | ModelSpec | SRModel, *
                   torch_threads: int | None = None, allow_untrained: bool = False, boundary: str = "none",
                   precision: str = "fp32", resources: dict[str, float] | None = None,
                   frames_per_task: int = 1, consistency: bool | None = None,
-                  sensor: str = "sentinel-2", halo: int = 0) -> xr.DataArray:
+                  sensor: str = "sentinel-2", halo: int = 0, pass_tile: int | None = None,
+                  batch: int | None = None) -> xr.DataArray:
     """Super-resolve a georeferenced ``(time, band, y, x)`` or ``(band, y, x)`` reflectance array.
 
     Returns the array on the finer aligned grid. A Dask-backed input gives a lazy result (compute
@@ -303,6 +306,10 @@ def super_resolve(data: xr.DataArray, model: str | Path | ModelSpec | SRModel, *
     ``consistency`` coordinate (time, y, x): the mean absolute difference over bands between the
     degraded output and the input per input pixel, on its ``scale x scale`` output pixels, NaN where
     the input has no data. The tiles then borrow the projection's reach too.
+
+    ``pass_tile`` (input pixels) and ``batch`` (frames x tiles per forward pass): how each task runs its
+    tile through the model (default: chosen on the worker for its device; see
+    :func:`~srcube.pipeline.sr.engine.forward`). They change the speed and memory, not the result.
 
     ``halo``: input pixels on each side that are context only (read beyond the region, e.g. by
     ``run_region``): the edge tiles borrow their real neighbours from it, and the output covers the
@@ -333,7 +340,8 @@ def super_resolve(data: xr.DataArray, model: str | Path | ModelSpec | SRModel, *
         raise InvalidDataError(f"frames_per_task must be >= 1, got {frames_per_task}")
     lazy = dask.is_dask_collection(data.data)
     arr = (data.data if lazy else da.from_array(np.asarray(data.data))).astype(np.float32)
-    run = inference_spec(client, torch_threads, m, s, boundary, precision, projection, spec.halo)
+    run = inference_spec(client, torch_threads, m, s, boundary, precision, projection, spec.halo,
+                         pass_tile=checked_pass_tile(pass_tile), batch=checked_batch(batch))
     n_out = data.sizes["band"] + (1 if projection is not None else 0)  # + the consistency layer
     out = tiled_map(_sr_block, [TiledInput(arr, (frames_per_task, -1))], [graph_model(ref), run], tiles=spec,
                     out_lead=(0, (n_out,)), name=f"super-resolve-{local.name}", resources=resources)
@@ -382,13 +390,14 @@ def super_resolve_views(views: xr.DataArray, masks: xr.DataArray, present: np.nd
                         model: str | Path | ModelSpec | SRModel, *, client: Any | None = None,
                         scale: int | None = None, tile: int | None = None, margin: int | None = None,
                         torch_threads: int | None = None, allow_untrained: bool = False, precision: str = "fp32",
-                        resources: dict[str, float] | None = None, halo: int = 0) -> xr.DataArray:
+                        resources: dict[str, float] | None = None, halo: int = 0, pass_tile: int | None = None,
+                        batch: int | None = None) -> xr.DataArray:
     """Multi-frame super-resolution of composite windows.
 
     ``views`` (window, view, band, y, x) reflectance, ``masks`` (window, view, y, x) clear masks and
     ``present`` (window, view) bool saying which views are real (others are padding). Returns
-    (window, band, y, x) on the finer aligned grid, lazily if the input is Dask-backed. ``halo``: as
-    :func:`super_resolve`.
+    (window, band, y, x) on the finer aligned grid, lazily if the input is Dask-backed. ``halo``,
+    ``pass_tile``, ``batch``: as :func:`super_resolve`.
     """
     if tuple(views.dims) != ("window", "view", "band", "y", "x"):
         raise InvalidDataError(f"views must be (window, view, band, y, x), got {views.dims}")
@@ -410,7 +419,8 @@ def super_resolve_views(views: xr.DataArray, masks: xr.DataArray, present: np.nd
     lazy = dask.is_dask_collection(views.data)
     v = views.data if lazy else da.from_array(np.asarray(views.data))
     k = masks.data if dask.is_dask_collection(masks.data) else da.from_array(np.asarray(masks.data))
-    run = inference_spec(client, torch_threads, m, s, "none", precision, halo=spec.halo)
+    run = inference_spec(client, torch_threads, m, s, "none", precision, halo=spec.halo,
+                         pass_tile=checked_pass_tile(pass_tile), batch=checked_batch(batch))
     out = tiled_map(_mf_block, [TiledInput(v.astype(np.float32), (1, -1, -1)),
                                 TiledInput(k.astype(np.uint8)[:, :, None], (1, -1, 1))],
                     [graph_model(ref), present, run], tiles=spec, out_lead=(0, 2), drop_axis=1,

@@ -41,6 +41,8 @@ from srcube.pipeline.sr.engine import (
     DEFAULT_TILE,
     InferenceSpec,
     TiledInput,
+    checked_batch,
+    checked_pass_tile,
     crop,
     forward,
     graph_model,
@@ -179,7 +181,8 @@ def _band_names(data: xr.DataArray) -> list[str] | None:
 def sharpen(low: xr.DataArray, guide: xr.DataArray, model: str | Path | ModelSpec | SRModel = "auto", *,
             client: Any | None = None, tile: int | None = None, margin: int | None = None,
             torch_threads: int | None = None, allow_untrained: bool = False, precision: str = "fp32",
-            resources: dict[str, float] | None = None, frames_per_task: int = 1) -> xr.DataArray:
+            resources: dict[str, float] | None = None, frames_per_task: int = 1, pass_tile: int | None = None,
+            batch: int | None = None) -> xr.DataArray:
     """The ``low`` bands on the ``guide``'s grid, sharpened with the guide's detail.
 
     ``low`` and ``guide`` are georeferenced ``(band, y, x)`` or ``(time, band, y, x)`` reflectance
@@ -206,7 +209,8 @@ def sharpen(low: xr.DataArray, guide: xr.DataArray, model: str | Path | ModelSpe
     borrowed border in low pixels (at least the model's receptive field). NaN is no data: an output
     pixel is NaN where its low pixel (any band) or its guide pixel (any band) is; models that do not
     take NaN themselves (``nodata_aware``) see holes as zeros, as in :func:`super_resolve`.
-    ``precision``, ``resources``, ``frames_per_task``, ``torch_threads``: as :func:`super_resolve`.
+    ``precision``, ``resources``, ``frames_per_task``, ``torch_threads``, ``pass_tile``, ``batch``: as
+    :func:`super_resolve`.
     """
     low, squeeze_low = _normalise(low, "sharpen (low)", "sharpen")
     guide, squeeze_guide = _normalise(guide, "sharpen (guide)", "sharpen")
@@ -232,7 +236,8 @@ def sharpen(low: xr.DataArray, guide: xr.DataArray, model: str | Path | ModelSpe
     lazy = dask.is_dask_collection(low.data) or dask.is_dask_collection(guide.data)
     la = low.data if dask.is_dask_collection(low.data) else da.from_array(np.asarray(low.data))
     ga = guide.data if dask.is_dask_collection(guide.data) else da.from_array(np.asarray(guide.data))
-    run = inference_spec(client, torch_threads, m, r, "none", precision)
+    run = inference_spec(client, torch_threads, m, r, "none", precision, pass_tile=checked_pass_tile(pass_tile),
+                         batch=checked_batch(batch))
     # the guide's tiles are the matching r x larger windows, borrowing r x as many pixels
     out = tiled_map(_sharpen_block, [TiledInput(la.astype(np.float32), (frames_per_task, -1)),
                                      TiledInput(ga.astype(np.float32), (frames_per_task, -1), ratio=r)],

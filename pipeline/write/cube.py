@@ -150,7 +150,8 @@ def single_image_cube(stack: xr.Dataset, frames: list[FrameDecision], ref: Any, 
     keep = [i for i, f in enumerate(frames) if f.kept]
     kept = stack.isel(time=keep)
     sr = super_resolve(kept.reflectance, ref, client=dc, tile=tiles.tile, margin=tiles.margin,
-                       torch_threads=opts.torch_threads, allow_untrained=opts.allow_untrained, boundary=opts.boundary,
+                       torch_threads=opts.torch_threads, pass_tile=opts.pass_tile, batch=opts.batch,
+                       allow_untrained=opts.allow_untrained, boundary=opts.boundary,
                        precision=opts.precision, resources=resources, frames_per_task=opts.frames_per_task,
                        consistency=consistency, sensor=sensor, halo=int(stack.attrs.get("halo", 0)))
     kept = kept.isel(region_only(stack))  # the QA layers: the region's pixels, as the output
@@ -205,8 +206,9 @@ def multi_frame_cube(stack: xr.Dataset, windows: list[WindowPlan], n_views: int,
                             coords={"window": starts, "band": stack.band, **spatial})
     masks_da = xr.DataArray(da.stack(masks), dims=("window", "view", "y", "x"), coords={"window": starts, **spatial})
     sr = super_resolve_views(views_da, masks_da, present, ref, client=dc, tile=tiles.tile,
-                             torch_threads=opts.torch_threads, allow_untrained=opts.allow_untrained,
-                             precision=opts.precision, resources=resources, halo=int(stack.attrs.get("halo", 0)))
+                             torch_threads=opts.torch_threads, pass_tile=opts.pass_tile, batch=opts.batch,
+                             allow_untrained=opts.allow_untrained, precision=opts.precision, resources=resources,
+                             halo=int(stack.attrs.get("halo", 0)))
     sr = sr.rename({"window": "time"})
     masks_da = masks_da.isel(region_only(stack))  # the QA layers: the region's pixels, as the output
     count_lr = (masks_da * xr.DataArray(present, dims=("window", "view"))).sum("view").astype(np.uint8)

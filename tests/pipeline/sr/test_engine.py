@@ -107,3 +107,56 @@ def test_multi_frame_out_of_memory_splits_and_gives_the_unsplit_result():
     got = super_resolve_views(v, m, present, model(60 * w), tile=96).values  # the 72-row tile does not fit
     np.testing.assert_allclose(got, reference, rtol=0, atol=1e-5)
     assert any(s[-2] < h for s in SEEN)  # the tile was split
+
+
+# --- pass tiles and batches: a task's tile cut into smaller forward passes, several per pass -------------
+
+
+def test_pass_tile_defaults_per_device():
+    from srcube.pipeline.sr.engine import pass_tile
+
+    # CPU: the smallest core with ((T + 2m) / T)^2 <= 1.6, at least 128; CUDA: <= 1.15, at least 512
+    assert pass_tile("cpu", 24) == 192 and pass_tile("cpu", 0) == 128
+    assert pass_tile("cuda", 24) == 672 and pass_tile("cuda", 0) == 512
+    assert ((192 + 48) / 192) ** 2 <= 1.6 < ((176 + 48) / 176) ** 2
+
+
+@pytest.mark.parametrize(("pass_tile", "batch", "frames_per_task"), [(16, 1, 1), (16, 5, 2), (24, 64, 3)])
+def test_pass_tiles_and_batches_give_the_whole_tile_result(pass_tile, batch, frames_per_task):
+    a = np.random.default_rng(8).random((3, 2, 150, 97), dtype=np.float32)
+    a[1, :, 30:33, 5:9] = np.nan
+    data = georef(a)
+    kw = dict(scale=2, tile=128, frames_per_task=frames_per_task, consistency=True)
+    reference = super_resolve(data, _srcnn(), **kw)
+    model = _limited(_srcnn(), 10**9)  # nothing is out of memory: it only records the passes
+    got = super_resolve(data, model, pass_tile=pass_tile, batch=batch, **kw)
+    seen = list(SEEN)
+    np.testing.assert_allclose(got.values, reference.values, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(got.consistency.values, reference.consistency.values, rtol=0, atol=1e-5)
+    assert np.isnan(got.values).sum() == np.isnan(reference.values).sum() > 0
+    assert max(s[-2] for s in seen) < 128  # passes smaller than the task's tile
+    assert max(s[0] for s in seen) <= max(batch, frames_per_task)  # items per pass: frames x pass tiles
+    if batch >= 2 * frames_per_task:  # several tiles went through one pass
+        assert max(s[0] for s in seen) >= 2 * frames_per_task
+
+
+def test_multi_frame_pass_tiles_and_batches_give_the_whole_tile_result():
+    rng = np.random.default_rng(9)
+    v, m = georef_views(rng.random((2, 4, 1, 100, 70), dtype=np.float32), rng.random((2, 4, 100, 70)) > 0.3)
+    present = np.array([[True, True, True, False], [True, False, True, True]])
+
+    def model() -> models.SRModel:
+        torch.manual_seed(11)
+        return models.build("highresnet", scale=3).eval()
+
+    reference = super_resolve_views(v, m, present, model(), tile=128).values
+    got = super_resolve_views(v, m, present, _limited(model(), 10**9), tile=128, pass_tile=24, batch=6).values
+    np.testing.assert_allclose(got, reference, rtol=0, atol=1e-5)
+    assert max(s[-2] for s in SEEN) < 128 and max(s[0] for s in SEEN) > 1
+
+
+def test_a_model_fitted_to_its_tile_gets_the_whole_tile():
+    from srcube.models.sharpen import HighPassInjection
+
+    assert not HighPassInjection().tile_local and HighPassInjection(window=5).tile_local
+    assert _srcnn().tile_local

@@ -131,6 +131,9 @@ def test_tiled_equals_whole_image_for_a_random_dsen2(tile):
     assert np.abs(whole - bic).max() > 1e-2  # the random network adds detail of its own
     got = sharpen(low.chunk({"y": 9, "x": 13}), guide, net, tile=tile).compute().values
     np.testing.assert_allclose(got, whole, rtol=0, atol=1e-5)
+    if tile == 40:  # the task's tile cut into forward passes of 16 low pixels, three per pass
+        passes = sharpen(low, guide, net, tile=tile, pass_tile=16, batch=3).values
+        np.testing.assert_allclose(passes, whole, rtol=0, atol=1e-5)
 
 
 def test_tiling_that_ignores_the_receptive_field_would_show():
