@@ -13,7 +13,14 @@ from srcube.models.consistency import Projection
 from srcube.pipeline.assemble.clearance import FrameDecision, WindowPlan
 from srcube.pipeline.load import Loaded
 from srcube.pipeline.plan import RunPlan
-from srcube.pipeline.write.cube import cube_attrs, encoding, multi_frame_cube, request_hash, single_image_cube
+from srcube.pipeline.write.cube import (
+    chunk_shape,
+    cube_attrs,
+    encoding,
+    multi_frame_cube,
+    request_hash,
+    single_image_cube,
+)
 
 
 def build_cube(plan: RunPlan, loaded: Loaded, frames: list[FrameDecision], windows: list[WindowPlan], client: Any,
@@ -42,7 +49,7 @@ def build_cube(plan: RunPlan, loaded: Loaded, frames: list[FrameDecision], windo
                                  loaded.sensor.name)
         used = [i for i, f in enumerate(frames) if f.kept]
     attrs["stac_item_ids"] = sorted({i for t in used for i in str(stack["items"].values[t]).split(",")})
-    attrs["request_hash"] = request_hash(attrs, opts)
+    attrs["request_hash"] = request_hash(attrs, opts, chunk_shape(cube, plan.tiles))
     cube.attrs = {**attrs, "Conventions": "CF-1.8"}
     return cube, encoding(cube, plan.tiles, opts.dtype)
 

@@ -13,16 +13,22 @@ from dataclasses import dataclass
 
 
 def chunk_sizes(n: int, tile: int, min_size: int = 1) -> tuple[int, ...]:
-    """Split ``n`` pixels into tiles of ``tile``; a last tile smaller than ``min_size`` joins the
-    one before it (a tile must be at least as large as the margin its neighbours borrow)."""
+    """Split ``n`` pixels into as few tiles of at most ``tile`` as there must be, of balanced size: all
+    ``ceil(n / count)`` but a last one that may be smaller (a regular grid, so the tiles are zarr chunks).
+    Balanced, the tasks of a small region take about as long as each other (1024 px in tiles of at most
+    672: 512 + 512, not 672 + 352). A last tile smaller than ``min_size`` joins the one before it (a tile
+    must be at least as large as the margin its neighbours borrow)."""
     if n <= 0:
         raise ValueError(f"cannot tile an axis of {n} pixels")
     if tile <= 0:
         raise ValueError(f"tile size must be positive, got {tile}")
     if min_size > tile:
         raise ValueError(f"min_size {min_size} exceeds the tile size {tile}")
-    sizes = [tile] * (n // tile)
-    rest = n - tile * len(sizes)
+    size = -(-n // -(-n // tile))
+    if size < min_size:  # only where the margin is over half the tile: full tiles, a short rest merged
+        size = tile
+    sizes = [size] * (n // size)
+    rest = n - size * len(sizes)
     if rest:
         if sizes and rest < min_size:
             sizes[-1] += rest

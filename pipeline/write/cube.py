@@ -98,9 +98,17 @@ def _upsample(mask: xr.DataArray, tiles: TileSpec, like: xr.DataArray, name: str
     return xr.DataArray(up, dims=(dim0, "y", "x"), coords=coords, name=name, attrs=attrs)
 
 
+def chunk_shape(cube: xr.Dataset, tiles: TileSpec) -> tuple[int, int]:
+    """The (y, x) zarr chunk of the cube's layers: its SR tiles' output (a regular grid but for a last,
+    smaller or merged, tile: only that tile writes the chunks it spans)."""
+    data = cube.reflectance.data
+    if isinstance(data, da.Array):
+        return int(data.chunks[-2][0]), int(data.chunks[-1][0])
+    return min(tiles.tile * tiles.scale, cube.sizes["y"]), min(tiles.tile * tiles.scale, cube.sizes["x"])
+
+
 def encoding(cube: xr.Dataset, tiles: TileSpec, dtype: str) -> dict[str, Any]:
-    ty = min(tiles.tile * tiles.scale, cube.sizes["y"])
-    tx = min(tiles.tile * tiles.scale, cube.sizes["x"])
+    ty, tx = chunk_shape(cube, tiles)
     enc: dict[str, Any] = {"reflectance": {"chunks": (1, 1, ty, tx)}}
     for name, var in cube.data_vars.items():
         if var.dims == ("time", "y", "x"):
@@ -121,9 +129,11 @@ _IDENTITY = ("srcube_version", "model", "weights_sha256", "mode", "scale", "sens
              "sharpen_model", "sharpen_weights_sha256", "sharpened_bands")
 
 
-def request_hash(attrs: Mapping[str, Any], opts: RunOptions) -> str:
-    """A hash of everything that decides a cube's content and chunking; equal hashes may resume."""
+def request_hash(attrs: Mapping[str, Any], opts: RunOptions, chunks: tuple[int, int] | None = None) -> str:
+    """A hash of everything that decides a cube's content and chunking (``chunks``: the (y, x) chunk);
+    equal hashes may resume."""
     doc = {k: attrs.get(k) for k in _IDENTITY}
+    doc["chunks"] = list(chunks) if chunks else None
     doc["frames"] = [(f["time"], f["kept"]) for f in json.loads(attrs.get("frames", "[]"))]
     doc["options"] = {k: getattr(opts, k) for k in ("tile", "resolution", "dtype", "boundary", "precision",
                                                     "frames_per_task")}

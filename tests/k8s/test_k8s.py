@@ -247,7 +247,7 @@ def test_gpu_worker_group():
         assert container["resources"]["requests"][GPU] == "1"
         args = container["args"]
         assert has_flag(args, "--resources", "GPU=1"), args
-        assert has_flag(args, "--nthreads", "1"), args
+        assert has_flag(args, "--nthreads", "4"), args  # one SR task on the GPU (GPU=1), I/O beside it
         assert {"key": GPU, "operator": "Exists", "effect": "NoSchedule"} in worker["spec"]["tolerations"]
         assert worker["spec"]["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
         env_from = container["envFrom"]

@@ -51,7 +51,9 @@ def test_cube_layout(cube):
     assert ds.clear.dims == ("time", "y", "x") and ds.clear.dtype == np.uint8
     assert list(ds.band.values) == ["B02", "B03", "B04", "B08"]
     assert ds.sizes["time"] == 4  # 2 of 6 solar days dropped as too cloudy
-    assert ds.reflectance.chunks[2][0] == 512 and ds.reflectance.chunks[1][0] == 1  # SR tile = zarr chunk
+    # SR tile = zarr chunk: the 297 input rows in three balanced tiles of at most 128 (99, x4)
+    assert ds.sizes["y"] == 4 * 297 and ds.reflectance.chunks[2] == (396, 396, 396)
+    assert ds.reflectance.chunks[1][0] == 1 and ds.reflectance.encoding["chunks"] == (1, 1, 396, 4 * 105)
     assert ds.attrs["complete"] is True
 
 

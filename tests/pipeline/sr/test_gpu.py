@@ -70,3 +70,17 @@ def test_a_real_out_of_memory_error_is_split_around():
         del block
         torch.cuda.empty_cache()
     np.testing.assert_allclose(got, unsplit, rtol=0, atol=1e-5)
+
+
+def test_batched_pass_tiles_sized_from_free_memory_equal_one_pass_on_cuda():
+    from srcube.pipeline.sr import engine
+
+    net, a = _model(), _input(300)
+    one_pass = super_resolve(georef(a), net, tile=300, pass_tile=512, consistency=False).values
+    engine._ITEM_BYTES.clear()
+    got = super_resolve(georef(a), net, tile=300, pass_tile=48, consistency=False).values
+    np.testing.assert_allclose(got, one_pass, rtol=0, atol=1e-5)
+    assert engine._ITEM_BYTES  # the first pass of each shape measured the device memory per item
+    free, _ = torch.cuda.mem_get_info()
+    per_item = max(engine._ITEM_BYTES.values())
+    print(f"pass tiles of 48 px: {per_item / 2**20:.1f} MiB per item, {free / 2**30:.1f} GiB free")
