@@ -18,7 +18,8 @@ against the fp32 output's own peak), and the projected time of a full Sentinel-2
 4 bands) from the measured throughput.
 Every method runs on one device: CUDA when torch sees one (the pipeline's workers pick it too), else
 the CPU.
-Ends with one JSON line. Usage: ``python bench/inference.py [--size 1024] [--model s2-sisr-x4]``.
+Each method runs ``--repeats`` times (medians; this machine's timings vary by a third from run to run).
+Ends with one JSON line. Usage: ``python bench/inference.py [--size 1024] [--model s2-sisr-x4] [--repeats 3]``.
 """
 
 from __future__ import annotations
@@ -151,8 +152,17 @@ def pass_sweep(model, margin: int) -> dict[str, float]:
     return costs
 
 
-def pipeline(model_name: str, a: np.ndarray, workers: int, out_dir: Path) -> tuple[float, np.ndarray, float]:
-    """srcube on a fresh LocalCluster: (seconds, output, peak worker RSS MB)."""
+def median_of(repeats: int, run):
+    """(median seconds, last output) of ``repeats`` calls of ``run() -> (seconds, output)``."""
+    import statistics
+
+    results = [run() for _ in range(max(1, repeats))]
+    return statistics.median(t for t, _ in results), results[-1][1]
+
+
+def pipeline(model_name: str, a: np.ndarray, workers: int, out_dir: Path, repeats: int = 1
+             ) -> tuple[float, np.ndarray, float]:
+    """srcube on a fresh LocalCluster: (median seconds of ``repeats`` runs, output, peak worker RSS MB)."""
     from srcube.pipeline import super_resolve
     from srcube.pipeline.cluster import dask_client
     from srcube.pipeline.write.store import CubeStore
@@ -167,14 +177,17 @@ def pipeline(model_name: str, a: np.ndarray, workers: int, out_dir: Path) -> tup
         # load the model on every worker before timing (several small tiles)
         super_resolve(as_dataarray(a[:256, :256]).chunk({"y": 64, "x": 64}), model_name, client=client, tile=64,
                       consistency=False)
-        store = CubeStore(str(out_dir / f"srcube-{workers}-{a.shape[0]}.zarr"))
-        t0 = time.perf_counter()
-        # the model alone, as the bare pass and the loops run it (no consistency projection)
-        sr = super_resolve(as_dataarray(a).chunk({"y": 2048, "x": 2048}), model_name, client=client,
-                           consistency=False)
-        cube = sr.to_dataset(name="reflectance").assign_attrs(srcube_version="bench")
-        client.gather(client.compute(store.write_template(cube, {})))
-        seconds = time.perf_counter() - t0
+        times = []
+        for r in range(max(1, repeats)):
+            store = CubeStore(str(out_dir / f"srcube-{workers}-{a.shape[0]}-{r}.zarr"))
+            t0 = time.perf_counter()
+            # the model alone, as the bare pass and the loops run it (no consistency projection)
+            sr = super_resolve(as_dataarray(a).chunk({"y": 2048, "x": 2048}), model_name, client=client,
+                               consistency=False)
+            cube = sr.to_dataset(name="reflectance").assign_attrs(srcube_version="bench")
+            client.gather(client.compute(store.write_template(cube, {})))
+            times.append(time.perf_counter() - t0)
+        seconds = float(np.median(times))
         peak = max(client.run(rss).values())
     out = xr.open_zarr(store.url, consolidated=False).reflectance.values[0, 0]
     return seconds, out, peak
@@ -184,6 +197,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=1024, help="input side in pixels for 1x area")
     parser.add_argument("--model", default="s2-sisr-x4")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of each method (medians reported)")
     args = parser.parse_args()
     model, label = load_model(args.model)
     rf, s = model.receptive_field, model.scale
@@ -196,11 +210,12 @@ def main() -> None:
 
     sweep = pass_sweep(model, rf)
     default_pass = pass_tile(DEVICE.type, rf)
-    t_bare, ref = bare(model, a1)
-    t_pipe, out_pipe, rss1 = pipeline(args.model, a1, 2, tmp)
-    t_sen2sr, out_sen2sr = loop(model, a1, 128, 16, tmp)  # 128 px windows, 32 px overlap between neighbours
-    t_cesbio, out_cesbio = loop(model, a1, 1000 // s + 2 * rf, rf, tmp)
-    t_pipe1, out_pipe1, _ = pipeline(args.model, a1, 1, tmp)
+    n = args.repeats
+    t_bare, ref = median_of(n, lambda: bare(model, a1))
+    t_pipe, out_pipe, rss1 = pipeline(args.model, a1, 2, tmp, n)
+    t_sen2sr, out_sen2sr = median_of(n, lambda: loop(model, a1, 128, 16, tmp))  # 128 px windows, 32 px overlap
+    t_cesbio, out_cesbio = median_of(n, lambda: loop(model, a1, 1000 // s + 2 * rf, rf, tmp))
+    t_pipe1, out_pipe1, _ = pipeline(args.model, a1, 1, tmp, n)
     t_pipe4, _, rss4 = pipeline(args.model, a4, 2, tmp)
 
     model.to(DEVICE)
@@ -227,7 +242,7 @@ def main() -> None:
             ("CESBIO-style 1000 px loop -> zarr", t_cesbio, diff(out_cesbio)),
             ("srcube pipeline, 1 worker -> zarr", t_pipe1, diff(out_pipe1))]
     print(f"model {label}: x{s}, receptive field {rf} px; input {args.size}^2 px -> {mpix:.1f} Mpix out; "
-          f"device {device_name()}")
+          f"device {device_name()}; medians of {n} runs")
     for name, t, d in rows:
         print(f"  {name:38s} {t:7.2f} s  {mpix / t:7.2f} Mpix/s  max |diff from bare| {d:.2e}")
     print(f"  srcube at 4x area: {t_pipe4:.2f} s; peak worker RSS {rss1:.0f} MB (1x) -> {rss4:.0f} MB (4x)")
@@ -240,7 +255,7 @@ def main() -> None:
         print(f"  {name} autocast on {DEVICE.type} vs fp32: max abs diff {err:.2e}, PSNR {db:.1f} dB")
     figures = {
         "bench": "inference", "device": device_name(), "model": label, "scale": s, "receptive_field": rf,
-        "input_px": args.size, "out_mpix": round(mpix, 2),
+        "input_px": args.size, "out_mpix": round(mpix, 2), "repeats": n,
         "bare_s": round(t_bare, 3), "pipeline_s": round(t_pipe, 3), "sen2sr_style_s": round(t_sen2sr, 3),
         "cesbio_style_s": round(t_cesbio, 3), "pipeline_1_worker_s": round(t_pipe1, 3),
         "pipeline_4x_area_s": round(t_pipe4, 3),
