@@ -14,6 +14,7 @@ from srcube.pipeline.assemble.clearance import FrameDecision, WindowPlan
 from srcube.pipeline.load import Loaded
 from srcube.pipeline.plan import RunPlan
 from srcube.pipeline.write.cube import (
+    CODEC_NOTE,
     chunk_shape,
     cube_attrs,
     encoding,
@@ -50,7 +51,7 @@ def build_cube(plan: RunPlan, loaded: Loaded, frames: list[FrameDecision], windo
         used = [i for i, f in enumerate(frames) if f.kept]
     attrs["stac_item_ids"] = sorted({i for t in used for i in str(stack["items"].values[t]).split(",")})
     attrs["request_hash"] = request_hash(attrs, opts, chunk_shape(cube, plan.tiles))
-    cube.attrs = {**attrs, "Conventions": "CF-1.8"}
+    cube.attrs = {**attrs, "Conventions": "CF-1.8", "codec": CODEC_NOTE}
     return cube, encoding(cube, plan.tiles, opts.dtype)
 
 

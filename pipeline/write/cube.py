@@ -22,6 +22,12 @@ from srcube.pipeline.sr.tiling import TileSpec
 
 INT16_SCALE = 1e-4
 INT16_FILL = -32768
+#: every array's codec: Blosc with zstd at level 5 after a bit shuffle (neighbouring reflectances share their
+#: high bits; shuffled, zstd finds the runs). Stated in the cube's ``codec`` attribute.
+CODEC = {"cname": "zstd", "clevel": 5, "shuffle": "bitshuffle"}
+CODEC_NOTE = f"blosc {CODEC['cname']} level {CODEC['clevel']}, {CODEC['shuffle']}"
+#: CF standard names (CF standard name table) of the cube's variables that have one
+STANDARD_NAMES = {"reflectance": "surface_bidirectional_reflectance"}
 
 
 def cube_attrs(stack: xr.Dataset, model_ref: Any, local_model: Any, *, multi: bool, sensor: str, profile: Any,
@@ -107,6 +113,13 @@ def chunk_shape(cube: xr.Dataset, tiles: TileSpec) -> tuple[int, int]:
     return min(tiles.tile * tiles.scale, cube.sizes["y"]), min(tiles.tile * tiles.scale, cube.sizes["x"])
 
 
+def codec() -> Any:
+    """The zarr v3 compressor of every array of a cube (:data:`CODEC`)."""
+    from zarr.codecs import BloscCodec
+
+    return BloscCodec(**CODEC)
+
+
 def encoding(cube: xr.Dataset, tiles: TileSpec, dtype: str) -> dict[str, Any]:
     ty, tx = chunk_shape(cube, tiles)
     enc: dict[str, Any] = {"reflectance": {"chunks": (1, 1, ty, tx)}}
@@ -115,6 +128,8 @@ def encoding(cube: xr.Dataset, tiles: TileSpec, dtype: str) -> dict[str, Any]:
             enc[str(name)] = {"chunks": (1, ty, tx)}
         elif var.dims == ("y", "x"):
             enc[str(name)] = {"chunks": (ty, tx)}
+    for name in cube.data_vars:
+        enc.setdefault(str(name), {})["compressors"] = [codec()]
     if dtype == "int16":
         # float32 packing attributes make readers unpack to float32 (CF: their type is the unpacked type)
         enc["reflectance"].update(dtype="int16", scale_factor=np.float32(INT16_SCALE), add_offset=np.float32(0.0),
@@ -149,8 +164,16 @@ def _finish(cube: xr.Dataset, dtype: str) -> xr.Dataset:
     for coord in ("items", "window_end"):
         if coord in cube.coords:
             cube = cube.assign_coords({coord: ("time", np.array([str(v) for v in cube[coord].values], dtype=object))})
-    for var in cube.data_vars.values():
+    for name, var in cube.data_vars.items():
         var.encoding["coordinates"] = "spatial_ref"  # keep spatial_ref a coordinate on read
+        if {"y", "x"} <= set(var.dims):
+            var.attrs["grid_mapping"] = "spatial_ref"  # CF: where readers that follow it find the CRS
+        if str(name) in STANDARD_NAMES:
+            var.attrs["standard_name"] = STANDARD_NAMES[str(name)]
+        if np.issubdtype(var.dtype, np.number) and "flag_values" not in var.attrs:
+            var.attrs.setdefault("units", "1")
+    cube["time"].attrs.update(standard_name="time", long_name="acquisition time" if "window_end" not in cube.coords
+                              else "start of the composite window")
     return cube
 
 
@@ -239,6 +262,11 @@ def multi_frame_cube(stack: xr.Dataset, windows: list[WindowPlan], n_views: int,
     })
     items = [",".join(str(stack["items"].values[i]) for i in p.views) for p in plans]
     cube = cube.assign_coords(items=("time", items), window_end=("time", [p.end for p in plans]))
+    # CF time bounds of the windows: [start, end) of each composite
+    ends = np.array([np.datetime64(p.end[:19], "ns") for p in plans])
+    cube["time_bounds"] = xr.DataArray(np.stack([starts, ends], axis=1), dims=("time", "nv"),
+                                       attrs={"long_name": "composite window bounds"})
+    cube["time"].attrs["bounds"] = "time_bounds"
     return _finish(cube, opts.dtype)
 
 

@@ -57,6 +57,27 @@ def test_cube_layout(cube):
     assert ds.attrs["complete"] is True
 
 
+def test_cube_follows_cf_conventions_and_states_its_codec(cube):
+    import zarr
+
+    out, ds = cube
+    for name, var in ds.data_vars.items():
+        if {"y", "x"} <= set(var.dims):  # CF readers follow grid_mapping to the CRS
+            assert var.attrs["grid_mapping"] == "spatial_ref", name
+        assert "long_name" in var.attrs, name
+    assert ds.reflectance.attrs["standard_name"] == "surface_bidirectional_reflectance"
+    assert ds.reflectance.attrs["units"] == "1" and ds.time.attrs["standard_name"] == "time"
+    # a CF reader that decodes every coordinate attribute finds the grid mapping and its CRS
+    cf = xr.open_zarr(out, decode_coords="all")
+    assert "spatial_ref" in cf.reflectance.coords and cf.reflectance.rio.crs == ds.odc.crs
+    # every array is Blosc zstd level 5 with bit shuffle, as the cube says
+    store = zarr.open_group(str(out), mode="r")
+    for name in ("reflectance", "clear", "clear_count"):
+        blosc = store[name].metadata.codecs[-1]
+        assert (blosc.cname.value, blosc.clevel, blosc.shuffle.value) == ("zstd", 5, "bitshuffle"), name
+    assert ds.attrs["codec"] == "blosc zstd level 5, bitshuffle"
+
+
 def test_cube_georeferencing(cube):
     out, _ = cube
     ds = xr.open_zarr(out)  # plain xarray, no srcube

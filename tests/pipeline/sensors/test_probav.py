@@ -119,6 +119,10 @@ def test_multi_frame_windows_through_run_region(sample_url, tmp_path, dask_clien
     assert all(len(w["views"]) >= 3 for w in kept)
     assert [str(t)[:10] for t in ds.time.values] == [w["start"][:10] for w in kept]
     assert ds.reflectance.dims == ("time", "band", "y", "x") and ds.clear_count.dims == ("time", "y", "x")
+    # CF time bounds: each window's [start, end), named by the time coordinate
+    assert ds.time.attrs["bounds"] == "time_bounds" and ds.time_bounds.dims == ("time", "nv")
+    assert [str(b)[:10] for b in ds.time_bounds.values[:, 1]] == [w["end"][:10] for w in kept]
+    np.testing.assert_array_equal(ds.time_bounds.values[:, 0], ds.time.values)
     # the same windows padded instead of dropped: every window with a usable frame stays
     padded = run_region(sample_probav.DEFAULT_BBOX, "2024-06-01/2024-06-12", collection="proba-v-s1-toc-333m",
                         bands=["NIR"], model=weights, allow_untrained=True, window="4D", min_views=4,
