@@ -1,5 +1,5 @@
 """Reading a cube: one pixel's time series and one full date, with zarr's default codec (before) and srcube's
-(after: Blosc zstd level 5 with bit shuffle, ``write.cube.CODEC``).
+(after: Blosc zstd level 5 with bit shuffle, ``write.cube.codec``).
 
 The data: the sample region's cube (``run_region``, bicubic x4, 4 bands), its dates repeated to
 ``--dates``, rewritten with each codec in srcube's chunking (one chunk per date, band and SR tile). Each read

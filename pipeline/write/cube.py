@@ -24,8 +24,8 @@ INT16_SCALE = 1e-4
 INT16_FILL = -32768
 #: every array's codec: Blosc with zstd at level 5 after a bit shuffle (neighbouring reflectances share their
 #: high bits; shuffled, zstd finds the runs). Stated in the cube's ``codec`` attribute.
-CODEC = {"cname": "zstd", "clevel": 5, "shuffle": "bitshuffle"}
-CODEC_NOTE = f"blosc {CODEC['cname']} level {CODEC['clevel']}, {CODEC['shuffle']}"
+CODEC_LEVEL = 5
+CODEC_NOTE = f"blosc zstd level {CODEC_LEVEL}, bitshuffle"
 #: CF standard names (CF standard name table) of the cube's variables that have one
 STANDARD_NAMES = {"reflectance": "surface_bidirectional_reflectance"}
 
@@ -114,10 +114,10 @@ def chunk_shape(cube: xr.Dataset, tiles: TileSpec) -> tuple[int, int]:
 
 
 def codec() -> Any:
-    """The zarr v3 compressor of every array of a cube (:data:`CODEC`)."""
+    """The zarr v3 compressor of every array of a cube (:data:`CODEC_NOTE`)."""
     from zarr.codecs import BloscCodec
 
-    return BloscCodec(**CODEC)
+    return BloscCodec(cname="zstd", clevel=CODEC_LEVEL, shuffle="bitshuffle")
 
 
 def encoding(cube: xr.Dataset, tiles: TileSpec, dtype: str) -> dict[str, Any]:
