@@ -190,9 +190,13 @@ def write_batch(req: RunRequest, items: FoundJSON | None, decisions: dict[str, A
 @task(name="finalize-cube", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_jitter_factor=RETRY_JITTER,
       retry_condition_fn=_retry_if_transient)
 def finalize_cube(req: RunRequest, summary: dict[str, Any]) -> dict[str, Any]:
-    """Check the manifest, consolidate, mark the cube complete; return its summary attributes."""
+    """Check the manifest, consolidate, mark the cube complete, write its STAC Collection and Item beside it;
+    return its summary attributes."""
+    from srcube.pipeline.write.stac import write_stac
+
     store = CubeStore(req.out, req.options.storage_options)
     store.finalize({"last_run": summary})
+    write_stac(store.open(), store)
     attrs = store.attrs()
     return {k: attrs.get(k) for k in ("model", "scale", "sensor", "collection", "bbox", "dates", "bands", "crs",
                                       "resolution", "stac_items_found", "request_hash", "complete")}

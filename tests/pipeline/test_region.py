@@ -78,6 +78,40 @@ def test_cube_follows_cf_conventions_and_states_its_codec(cube):
     assert ds.attrs["codec"] == "blosc zstd level 5, bitshuffle"
 
 
+def test_complete_cube_has_a_valid_stac_collection_and_item_that_open_it(cube):
+    import json
+
+    import pystac
+    from pystac.extensions.datacube import DatacubeExtension
+    from pystac.extensions.projection import ProjectionExtension
+
+    from srcube.pipeline.write.stac import validate
+
+    out, ds = cube
+    folder = out.parent / f"{out.name}.stac"
+    item_path = next(p for p in folder.glob("*.json") if p.name != "collection.json")
+    for path in (folder / "collection.json", item_path):
+        validate(json.loads(path.read_text()))  # STAC core schemas, offline
+    broken = json.loads(item_path.read_text())
+    del broken["geometry"]
+    with pytest.raises(pystac.errors.STACValidationError):
+        validate(broken)
+    collection = pystac.Collection.from_file(str(folder / "collection.json"))
+    item = next(iter(collection.get_items()))
+    assert item.collection_id == collection.id and item.properties["srcube:request_hash"] == ds.attrs["request_hash"]
+    assert ProjectionExtension.ext(item).code == ds.attrs["crs"] and ProjectionExtension.ext(item).shape == [
+        ds.sizes["y"], ds.sizes["x"]]
+    cube_ext = DatacubeExtension.ext(item)
+    assert cube_ext.dimensions["band"].values == list(ds.band.values)
+    assert cube_ext.dimensions["time"].to_dict()["values"][0].startswith(str(ds.time.values[0])[:19])
+    assert {"reflectance", "clear", "clear_count"} <= set(cube_ext.variables)
+    assert item.properties["processing:software"] == {"srcube": ds.attrs["srcube_version"]}
+    # the Item alone opens the cube
+    asset = item.assets["zarr"]
+    opened = xr.open_dataset(asset.href, **asset.extra_fields["xarray:open_kwargs"])
+    assert opened.reflectance.shape == ds.reflectance.shape and opened.reflectance.rio.crs == ds.odc.crs
+
+
 def test_cube_georeferencing(cube):
     out, _ = cube
     ds = xr.open_zarr(out)  # plain xarray, no srcube
