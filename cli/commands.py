@@ -295,6 +295,54 @@ def info(cube: Annotated[str, typer.Argument(help="path or URL of an srcube cube
         console.print(_windows_table(json.loads(attrs["windows"])))
 
 
+def _open_complete(cube: str) -> Any:
+    from srcube.pipeline.write.store import CubeStore
+
+    store = CubeStore(cube)
+    status = store.status()
+    if status != "complete":
+        _fail(FileNotFoundError(f"{cube}: no complete srcube cube here ({status})"))
+    return store.open()
+
+
+@app.command()
+def export(
+    cube: Annotated[str, typer.Argument(help="path or URL of a complete srcube cube")],
+    cog: Annotated[Path, typer.Option("--cog", help="folder for one Cloud-Optimized GeoTIFF per date")],
+    date: Annotated[list[str] | None, typer.Option("--date", help="only this day (YYYY-MM-DD; repeatable)")] = None,
+) -> None:
+    """Write the cube's dates as COGs (every band, the cube's CRS and transform) for QGIS/GDAL users."""
+    from srcube.pipeline.errors import SrcubeError
+    from srcube.pipeline.write.export import export_cogs
+
+    ds = _open_complete(cube)
+    try:
+        paths = export_cogs(ds, cog, dates=date, name=Path(cube.rstrip("/")).name.removesuffix(".zarr"))
+    except SrcubeError as exc:
+        _fail(exc)
+    for path in paths:
+        console.print(str(path))
+
+
+@app.command()
+def quicklook(
+    cube: Annotated[str, typer.Argument(help="path or URL of a complete srcube cube")],
+    out: Annotated[Path, typer.Argument(help="the PNG to write")],
+    date: Annotated[str | None, typer.Option("--date", help="the day to show (YYYY-MM-DD; default: the last)")] = None,
+    size: Annotated[int, typer.Option(help="longest side of the PNG in pixels")] = 512,
+) -> None:
+    """A small true-colour PNG of one date, read decimated chunk by chunk (never a full frame in memory)."""
+    from srcube.pipeline.errors import SrcubeError
+    from srcube.pipeline.write.quicklook import quicklook_png
+
+    ds = _open_complete(cube)
+    try:
+        out.write_bytes(quicklook_png(ds, max_side=size, date=date))
+    except SrcubeError as exc:
+        _fail(exc)
+    console.print(str(out))
+
+
 @app.command()
 def catalogs() -> None:
     """List the catalog profiles."""

@@ -1,4 +1,4 @@
-"""A small PNG quicklook of a cube: the last frame, true colour when the bands allow, 2-98 % stretch.
+"""A small PNG quicklook of a cube: the last frame (or a given date), true colour when the bands allow, 2-98 % stretch.
 
 The frame is read decimated: every ``step``-th pixel of each row and column, chunk by chunk, one chunk at
 a time, so memory stays at about one chunk plus the small result, whatever the size of the frame (an
@@ -15,9 +15,15 @@ import xarray as xr
 from rasterio.io import MemoryFile
 
 
-def quicklook_png(cube: xr.Dataset, max_side: int = 512) -> bytes:
-    """PNG bytes of the cube's last time step (B04/B03/B02 or RED/NIR/NIR as RGB, else band 0)."""
-    refl = cube.reflectance.isel(time=-1)
+def quicklook_png(cube: xr.Dataset, max_side: int = 512, date: str | None = None) -> bytes:
+    """PNG bytes of the cube's last time step, or of ``date`` (YYYY-MM-DD) (B04/B03/B02 or RED/NIR/NIR as RGB,
+    else band 0)."""
+    t = -1
+    if date is not None:
+        from srcube.pipeline.write.export import select_dates
+
+        t = select_dates(cube, [date])[0]
+    refl = cube.reflectance.isel(time=t)
     bands = [str(b) for b in refl.band.values]
     pick = next((want for want in (["B04", "B03", "B02"], ["RED", "NIR", "NIR"]) if set(want) <= set(bands)),
                 [bands[0]] * 3)
