@@ -66,3 +66,19 @@ def test_quicklook_of_any_date(cube, tmp_path):
     assert not np.array_equal(pngs[0], pngs[1])  # two dates, two pictures
     missing = runner.invoke(app, ["quicklook", str(tmp_path / "nothing.zarr"), str(tmp_path / "x.png")])
     assert missing.exit_code == 2 and "no complete srcube cube" in missing.output
+
+
+def test_gdal_zarr_driver_reads_the_cube_where_it_knows_zarr_v3(cube):
+    out, ds = cube
+    with rasterio.Env() as env:
+        if "Zarr" not in env.drivers():
+            pytest.skip(f"GDAL {rasterio.__gdal_version__} has no Zarr driver")
+    try:
+        src = rasterio.open(f'ZARR:"{out}":/reflectance')
+    except rasterio.errors.RasterioIOError as exc:
+        if "Unsupported codec" not in str(exc):
+            raise
+        pytest.skip(f"GDAL {rasterio.__gdal_version__}'s Zarr driver predates the final zarr v3 codecs ({exc})")
+    with src:
+        assert src.crs.to_epsg() == ds.odc.geobox.crs.epsg
+        assert src.transform.almost_equals(ds.odc.geobox.affine)
