@@ -149,6 +149,11 @@ class IncompleteCubeError(SrcubeError, RuntimeError):
     """The cube was not finished (it lacks ``complete = true``)."""
 
 
+class CubeMismatchError(SrcubeError, ValueError):
+    """``mode="append"``: the request would not make the existing cube's kind of cube (grid, bands, model,
+    scale, mode); the message names what differs."""
+
+
 # --- warnings --------------------------------------------------------------------------------
 
 

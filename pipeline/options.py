@@ -101,6 +101,9 @@ class RunOptions(BaseModel):
     # --- the output -----------------------------------------------------------------------------
     dtype: Literal["float32", "int16"] = _opt("float32", "float32, or int16 (CF scale_factor 1e-4)")
     overwrite: bool = _opt(False, "replace a complete cube at the output")
+    mode: Literal["write", "append"] = _opt(
+        "write", "write a new cube, or append: add the request's new dates to the complete cube at the output "
+                 "(same grid, bands, model and scale; dates it has are skipped)")
     max_pixels: float | None = _opt(1e9, "refuse outputs above this many pixels per band and date without yes",
                                     "a positive number (or None for no limit)", gt=0)
     yes: bool = _opt(False, "run a region above max_pixels anyway")

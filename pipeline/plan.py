@@ -99,7 +99,7 @@ def plan(req: RunRequest) -> RunPlan:
         raise InvalidOptionError(f"n_views={n_views} but model {local.name} fuses at most {n_model}")
     _check_size(region, profile, sensor, band_names, opts, int(local.scale))
     store = CubeStore(os.fspath(req.out), opts.storage_options)
-    store.check_writable(overwrite=opts.overwrite)
+    store.check_writable(overwrite=opts.overwrite or opts.mode == "append")  # append: a complete cube is the point
     consistency = wants_consistency(local, opts.consistency)
     projection = widest_projection(sensor, int(local.scale)) if consistency else None
     tiles = tile_spec(opts.tile, tile_margin(local, projection), int(local.scale), projection)

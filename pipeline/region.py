@@ -234,10 +234,20 @@ def run_region(bbox: BBoxLike, dates: DatesLike, *, catalog: str = "sample", col
     Every check that needs only the arguments runs before the search; the search, the band
     mapping and the clearance run before anything is written. The cube says ``complete = true``
     only after every chunk is in. An unfinished cube of the same request is resumed: only the
-    chunks missing from its manifest are computed.
+    chunks missing from its manifest are computed. ``mode="append"`` grows the complete cube at ``out``
+    by the request's new dates (see :func:`~srcube.pipeline.append.append_region`).
     """
     job = RegionJob.prepare(bbox, dates, catalog=catalog, collection=collection, bands=bands, model=model,
                             scale=scale, out=out, on_step=on_step, yes=yes, **options)
+    if job.opts.mode == "append" and job.plan.store.status() not in ("absent", "empty"):
+        from srcube.pipeline.append import append_region
+
+        return append_region(job, client)
+    return write_region(job, client)
+
+
+def write_region(job: RegionJob, client: Any | None) -> xr.Dataset:
+    """Run ``job`` into a new cube (or resume its unfinished one), under the output's lock."""
     with job.locked():
         with dask_client(client, n_workers=job.opts.n_workers, processes=job.opts.processes) as dc:
             job.step("cluster")

@@ -130,6 +130,12 @@ def encoding(cube: xr.Dataset, tiles: TileSpec, dtype: str) -> dict[str, Any]:
             enc[str(name)] = {"chunks": (ty, tx)}
     for name in cube.data_vars:
         enc.setdefault(str(name), {})["compressors"] = [codec()]
+    # integer milliseconds since the epoch: any later date appends exactly (xarray's default, whole days since
+    # the first date, cannot hold a later acquisition's time of day)
+    for name in ("time", "time_bounds"):
+        if name in cube.variables:
+            enc.setdefault(name, {}).update(units="milliseconds since 1970-01-01", calendar="proleptic_gregorian",
+                                            dtype="int64")
     if dtype == "int16":
         # float32 packing attributes make readers unpack to float32 (CF: their type is the unpacked type)
         enc["reflectance"].update(dtype="int16", scale_factor=np.float32(INT16_SCALE), add_offset=np.float32(0.0),

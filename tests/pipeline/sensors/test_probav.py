@@ -138,3 +138,20 @@ def test_multi_frame_on_sentinel2(sample_url, tmp_path, dask_client):
     assert ds.sizes["time"] == 1 and ds.attrs["window"] == "all" and int(ds.views[0]) == 4
     # an untrained residual HighRes-net is the bicubic clear-median composite: cloud-free
     assert float(ds.reflectance.sel(band="B04").quantile(0.99)) < 0.2
+
+
+@pytest.mark.integration
+def test_multi_frame_cube_grows_by_whole_windows(sample_url, tmp_path, dask_client):
+    """Appending the next windows' dates to a multi-frame cube gives the cube of the whole range (windows aligned
+    to the first request's start)."""
+    kw = dict(collection="proba-v-s1-toc-333m", bands=["NIR"], model=_hrn_weights(tmp_path), allow_untrained=True,
+              window="4D", min_views=3, short_windows="drop", client=dask_client)
+    whole = run_region(sample_probav.DEFAULT_BBOX, "2024-06-01/2024-06-12", out=str(tmp_path / "w.zarr"), **kw)
+    out = str(tmp_path / "grown.zarr")
+    run_region(sample_probav.DEFAULT_BBOX, "2024-06-01/2024-06-08", out=out, mode="append", **kw)
+    grown = run_region(sample_probav.DEFAULT_BBOX, "2024-06-09/2024-06-12", out=out, mode="append", **kw)
+    np.testing.assert_array_equal(grown.time.values, whole.time.values)
+    np.testing.assert_array_equal(grown.time_bounds.values, whole.time_bounds.values)
+    np.testing.assert_array_equal(grown.reflectance.values, whole.reflectance.values)
+    assert list(grown.views.values) == list(whole.views.values)
+    assert len(json.loads(grown.attrs["windows"])) >= len(whole.time)
