@@ -202,6 +202,21 @@ def finalize_cube(req: RunRequest, summary: dict[str, Any]) -> dict[str, Any]:
                                       "resolution", "stac_items_found", "request_hash", "complete")}
 
 
+@task(name="append-cube", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_jitter_factor=RETRY_JITTER,
+      retry_condition_fn=_retry_if_transient)
+def append_cube(req: RunRequest) -> dict[str, Any]:
+    """``options.mode = "append"`` onto an existing cube: add the request's new dates to it (one task: a weekly
+    append is small; it holds the cube's lock, resumes its staging cube and finishes a cut-short append)."""
+    from srcube.pipeline.append import append_region
+
+    with _cluster_client() as client:
+        cube = append_region(RegionJob.from_request(req), client)
+    attrs = cube.attrs
+    return {"time_steps": int(cube.sizes["time"]), "appends": len(attrs.get("appended", [])),
+            **{k: attrs.get(k) for k in ("model", "scale", "sensor", "collection", "bbox", "dates", "bands", "crs",
+                                         "resolution", "stac_items_found", "request_hash", "complete")}}
+
+
 # --- the flow --------------------------------------------------------------------------------
 
 
@@ -296,6 +311,11 @@ def region_flow(bbox: list[float] | str, dates: str | list[str] = "last 30 days"
     req = build_request(bbox, dates, catalog, collection, bands, model, scale, out,
                         options.given() if isinstance(options, RunOptions) else options)
     logger.info("request %s %s on %s with %s -> %s", list(req.bbox), req.dates, catalog, model, req.out)
+    if req.options.mode == "append" and CubeStore(req.out, req.options.storage_options).status() not in (
+            "absent", "empty"):  # grow the cube (the first run of a growing cube writes it as any run does)
+        grown = append_cube.submit(req).result()
+        logger.info("cube %s: %d time steps after %d append(s)", req.out, grown["time_steps"], grown["appends"])
+        return {"out": req.out, "appended": True, **grown, "seconds": round(time.perf_counter() - t0, 2)}
     # one writer per store: the flow process holds the output's lock while its tasks write
     with _prepare(req).locked():
         items = search_items.submit(req).result()

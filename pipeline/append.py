@@ -3,8 +3,8 @@
 Under the cube's writer lock (a second writer is refused, as for any run):
 
 1. the request is run up to its frame decisions; dates (or composite windows) the cube already has, kept or
-   dropped, are left out; a new date before the cube's last one is refused (the time axis stays sorted);
-   nothing new is not an error: the cube is returned as it is;
+   dropped, are left out, and so are new ones before the cube's last time step (the time axis only grows at
+   its end; warned); nothing new is not an error: the cube is returned as it is;
 2. the new dates are written as a normal cube at ``<out>.append`` (resumable like any run), after checking
    that it is the same kind of cube as ``out`` (grid, bands, model and weights, scale, mode, sensor, dtype,
    chunks: :class:`~srcube.pipeline.errors.CubeMismatchError` naming what differs, before any pixel);
@@ -36,7 +36,6 @@ from srcube.pipeline.errors import (
     AllCloudyError,
     CubeMismatchError,
     IncompleteCubeError,
-    InvalidOptionError,
     NotACubeError,
 )
 from srcube.pipeline.write.stac import write_stac
@@ -113,20 +112,29 @@ def append_region(job: RegionJob, client: Any | None) -> xr.Dataset:
 
 
 def _leave_out_what_the_cube_has(stage: RegionJob, have: set[str], last: str) -> list[str]:
-    """Mark the frames (or windows) the cube has as not kept; return the times that stay."""
+    """Mark the frames (or windows) the cube has as not kept, and new ones before its last time step (a cube's
+    time axis only grows at its end: a late-published acquisition of an earlier date belongs in a new cube;
+    warned); return the times that stay."""
     run = stage.run
+
+    def why(t: str) -> str | None:
+        if t in have:
+            return "already in the cube"
+        return f"before the cube's last time step {last}: append adds later dates only" if t < last else None
+
     if stage.plan.multi:
-        run.windows = [w if w.start[:19] not in have else
-                       dataclasses.replace(w, status="dropped", reason="already in the cube") for w in run.windows]
+        run.windows = [w if not why(w.start[:19]) or not w.kept else
+                       dataclasses.replace(w, status="dropped", reason=str(why(w.start[:19]))) for w in run.windows]
         new = [w.start[:19] for w in run.windows if w.kept]
     else:
-        run.frames = [f if f.time[:19] not in have else
-                      dataclasses.replace(f, kept=False, reason="already in the cube") for f in run.frames]
+        run.frames = [f if not why(f.time[:19]) or not f.kept else
+                      dataclasses.replace(f, kept=False, reason=str(why(f.time[:19]))) for f in run.frames]
         new = [f.time[:19] for f in run.frames if f.kept]
-    early = [t for t in new if t < last]
+    early = [f.time for f in run.frames if f.reason.startswith("before the cube's last")] + [
+        w.start for w in run.windows if w.reason.startswith("before the cube's last")]
     if early:
-        raise InvalidOptionError(f"mode='append' adds dates after the cube's last one ({last}); {', '.join(early)} "
-                                 "would fall before it: make a new cube for earlier dates")
+        log.warning("append: %s left out: before the cube's last time step %s (append adds later dates only)",
+                    ", ".join(early), last)
     return new
 
 

@@ -109,7 +109,7 @@ class RegionJob:
         lock = p.store.lock(note=f"{p.model.local.name} {p.days} {p.region.as_tuple()}")
         lock.acquire(wait=self.opts.lock_wait)
         try:
-            p.store.check_writable(overwrite=self.opts.overwrite)
+            p.store.check_writable(overwrite=self.opts.overwrite or self.opts.mode == "append")
             yield
         finally:
             lock.release()

@@ -83,6 +83,26 @@ async def _flow_run_details(flow_run_id):
     return run, tasks, artifacts, logs
 
 
+def test_weekly_append_deployment_run_twice_grows_one_cube(prefect_api, reference_cube, cluster_address, tmp_path):
+    """The scheduled deployments' way (options.mode = append, one cube per region): two runs of consecutive
+    periods give one cube with both periods' dates, equal to the cube of the whole range."""
+    from srcube.flows.region import region_flow
+
+    weekly = yaml.safe_load((REPO / "prefect.yaml").read_text())
+    deployment = next(d for d in weekly["deployments"] if d["name"] == "antwerp-s2-weekly")
+    assert deployment["parameters"]["options"]["mode"] == "append" and "{" not in deployment["parameters"]["out"]
+    flow = region_flow.with_options(task_runner=_runner(cluster_address))
+    out = str(tmp_path / "antwerp.zarr")
+    first, second = DateRange.parse(DATES).start, DateRange.parse(DATES).end
+    middle = first + (second - first) / 2
+    runs = [flow(bbox=BBOX, dates=f"{first}/{middle}", out=out, model=MODEL, options={"mode": "append"}),
+            flow(bbox=BBOX, dates=f"{middle}/{second}", out=out, model=MODEL, options={"mode": "append"})]
+    assert runs[0]["complete"] is True and runs[1]["appended"] is True and runs[1]["appends"] == 1
+    grown = open_cube(out)
+    assert grown.sizes["time"] == reference_cube.sizes["time"] == runs[1]["time_steps"]
+    _same(grown, reference_cube)
+
+
 def test_flow_end_to_end_on_local_cluster(prefect_api, reference_cube, tmp_path):
     """Default task runner (a LocalCluster per flow run): tasks, artifact and logs on the server."""
     from srcube.flows.region import region_flow
