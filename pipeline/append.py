@@ -39,7 +39,7 @@ from srcube.pipeline.errors import (
     NotACubeError,
 )
 from srcube.pipeline.write.stac import write_stac
-from srcube.pipeline.write.store import CubeStore, _quiet_consolidated, _zarr_store
+from srcube.pipeline.write.store import CubeStore, quiet_consolidated
 
 if TYPE_CHECKING:
     from srcube.pipeline.region import RegionJob
@@ -167,9 +167,9 @@ def _finish_append(main: CubeStore, staging: CubeStore) -> xr.Dataset:
     if staging.status() != "complete":
         raise IncompleteCubeError(f"{main.url} is being appended to from {staging.url}, which is not complete; "
                                   "run the same append again")
-    group = zarr.open_group(_zarr_store(main.url, main._so), mode="r+", use_consolidated=False)
+    group = main.group(consolidated=False)
     base = int(_arr(group, "time").shape[0])
-    stage_group = zarr.open_group(_zarr_store(staging.url, staging._so), mode="r+", use_consolidated=False)
+    stage_group = staging.group(consolidated=False)
     single = "clear_count" in group and _arr(group, "clear_count").ndim == 2
     if single and "clear_count_before" not in stage_group:
         before = _arr(group, "clear_count")[...]
@@ -179,14 +179,14 @@ def _finish_append(main: CubeStore, staging: CubeStore) -> xr.Dataset:
     old, add = main.attrs(), staging.attrs()
     during = {**old, "complete": False, "appending": staging.url, "append_base": base}
     group.attrs.update(during)
-    new = xr.open_zarr(staging.url, consolidated=False, storage_options=staging._so)
+    new = xr.open_zarr(staging.url, consolidated=False, storage_options=dict(staging.storage_options or {}) or None)
     new.attrs = during  # xarray writes these as the cube's attributes: still the cube's, still unfinished
     with_time = new[[n for n in new.data_vars if "time" in new[n].dims]]
     with_time = with_time.drop_vars([c for c in with_time.coords if "time" not in with_time[c].dims])
     for var in with_time.variables.values():
         var.encoding = {}  # the cube's own encoding (chunks, codec, time units) applies
-    with _quiet_consolidated():
-        with_time.to_zarr(_zarr_store(main.url, main._so), append_dim="time", zarr_format=3, consolidated=False,
+    with quiet_consolidated():
+        with_time.to_zarr(main.zarr_store(), append_dim="time", zarr_format=3, consolidated=False,
                           mode="a")
     if single:
         total = _arr(stage_group, "clear_count_before")[...] + _arr(stage_group, "clear_count")[...]
@@ -204,9 +204,8 @@ def _finish_append(main: CubeStore, staging: CubeStore) -> xr.Dataset:
     group.attrs.update(merged)
     for key in ("appending", "append_base"):
         group.attrs.pop(key, None)
-    with _quiet_consolidated():
-        zarr.consolidate_metadata(_zarr_store(main.url, main._so))
-    group = zarr.open_group(_zarr_store(main.url, main._so), mode="r+")  # keeps the consolidated metadata
+    main.consolidate()
+    group = main.group()  # keeps the consolidated metadata
     group.attrs.update({"complete": True})
     cube = main.open()
     write_stac(cube, main)
@@ -223,12 +222,12 @@ def _recover(main: CubeStore, staging: CubeStore, attrs: dict[str, Any]) -> None
                                   "cube is gone or unfinished; the cube cannot be repaired here: rerun the requests "
                                   "into a new cube")
     base = int(attrs["append_base"])
-    group = zarr.open_group(_zarr_store(main.url, main._so), mode="r+", use_consolidated=False)
+    group = main.group(consolidated=False)
     for name in _time_arrays(group):
         arr = _arr(group, name)
         if arr.shape[0] != base:
             arr.resize((base, *arr.shape[1:]))
-    stage_group = zarr.open_group(_zarr_store(staging.url, staging._so), mode="r", use_consolidated=False)
+    stage_group = staging.group(consolidated=False)
     if "clear_count_before" in stage_group:
         _arr(group, "clear_count")[...] = _arr(stage_group, "clear_count_before")[...]
     log.warning("%s: an append was cut short; the cube is back at %d time steps and the append is done again",

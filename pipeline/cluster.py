@@ -12,6 +12,7 @@ instead of a Nanny traceback. Its dashboard link is logged and printed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -204,13 +205,12 @@ def compute(client: Any, collection: Any, progress: bool, label: str) -> Any:
     # them), and fused keys depend on which chunks a graph culls, so two batches of the same cube
     # computed at once (flow tasks) would submit one key with two run_specs (dask/dask#9888).
     # Culled, though: only the tasks the wanted chunks need go to the scheduler.
-    if isinstance(client, LocalThreads):
-        if not progress:
-            return client.gather(client.compute(culled(collection), optimize_graph=False))
+    if isinstance(client, LocalThreads):  # computes eagerly: the progress bar wraps the computation
         from dask.diagnostics import ProgressBar
 
-        print(label, flush=True)
-        with ProgressBar():
+        if progress:
+            print(label, flush=True)
+        with ProgressBar() if progress else contextlib.nullcontext():
             return client.gather(client.compute(culled(collection), optimize_graph=False))
     futures = client.compute(culled(collection), optimize_graph=False)
     if progress:

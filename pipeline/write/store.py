@@ -61,7 +61,7 @@ def _root_attrs(fs: fsspec.AbstractFileSystem, path: str) -> dict[str, Any] | No
 
 
 @contextlib.contextmanager
-def _quiet_consolidated() -> Iterator[None]:
+def quiet_consolidated() -> Iterator[None]:
     with warnings.catch_warnings():
         # consolidated metadata is a zarr-python extension to v3; srcube relies on it knowingly
         warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part",
@@ -107,6 +107,20 @@ class CubeStore:
     @property
     def _so(self) -> dict[str, Any] | None:
         return dict(self.storage_options) if self.storage_options else None
+
+    def zarr_store(self) -> Any:
+        """The store as zarr-python takes it: a local path, or an FsspecStore with the storage options."""
+        return _zarr_store(self.url, self._so)
+
+    def group(self, *, consolidated: bool | None = None) -> zarr.Group:
+        """The cube's zarr group, writable; ``consolidated=False`` reads each array's own metadata (current
+        shapes while arrays grow) instead of the consolidated copy."""
+        return zarr.open_group(self.zarr_store(), mode="r+", use_consolidated=consolidated)
+
+    def consolidate(self) -> None:
+        """Rewrite the consolidated metadata from the arrays' own."""
+        with quiet_consolidated():
+            zarr.consolidate_metadata(self.zarr_store())
 
     def status(self) -> Status:
         if not self.fs.exists(self.path):
@@ -281,7 +295,7 @@ class CubeStore:
         swept = self.sweep_partial_writes()
         if swept:
             log.info("%s: removed %d unfinished chunk write(s) of killed writers", self.url, swept)
-        with _quiet_consolidated():
+        with quiet_consolidated():
             zarr.consolidate_metadata(_zarr_store(self.url, self._so))
         group = zarr.open_group(_zarr_store(self.url, self._so), mode="r+")
         group.attrs.update({**dict(extra_attrs or {}), "complete": True})
@@ -293,7 +307,7 @@ class CubeStore:
         if st != "complete" and require_complete:
             raise IncompleteCubeError(f"the cube at {self.url} is not complete (the run that wrote it "
                                       "did not finish); run the same command again to finish it")
-        with _quiet_consolidated():
+        with quiet_consolidated():
             ds = xr.open_zarr(self.url, consolidated=(st == "complete"), storage_options=self._so)
         # coordinates are small: load them, so strings (items, band) are not lazy object arrays
         # (here, not on whichever Dask cluster happens to be the default: it may lack this store's credentials)
