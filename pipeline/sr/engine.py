@@ -214,11 +214,14 @@ def forward(model: SRModel, device: str, spec: InferenceSpec, *arrays: np.ndarra
     others (which views are present) go with every piece. A model that is not ``tile_local`` gets the
     whole tile in one pass. A device out-of-memory error is survived as :func:`forward_pass` says."""
     n = arrays[0].shape[0]
+    if spec.batch and n > spec.batch:  # more frames than a pass may take: a few at a time (axis 0 of every array)
+        return torch.cat([forward(model, device, spec, *(a[i : i + spec.batch] for a in arrays))
+                          for i in range(0, n, spec.batch)])
     size_hw = (int(arrays[0].shape[-2]), int(arrays[0].shape[-1]))
     core = spec.pass_tile or pass_tile(device, spec.margin)
     ys, xs = _windows(size_hw[0], core, spec.margin), _windows(size_hw[1], core, spec.margin)
     whole = not getattr(getattr(model, "inner", model), "tile_local", True)  # fits itself to the tile
-    if whole or (len(ys) == 1 and len(xs) == 1 and (spec.batch or n) >= n):
+    if whole or (len(ys) == 1 and len(xs) == 1):
         return forward_pass(model, device, spec, *arrays)
     ratios = [_ratio(a, size_hw) for a in arrays]
     groups: dict[tuple[int, int], list[tuple[_Window, _Window]]] = {}

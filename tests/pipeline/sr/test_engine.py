@@ -121,7 +121,7 @@ def test_pass_tile_defaults_per_device():
     assert ((192 + 48) / 192) ** 2 <= 1.6 < ((176 + 48) / 176) ** 2
 
 
-@pytest.mark.parametrize(("pass_tile", "batch", "frames_per_task"), [(16, 1, 1), (16, 5, 2), (24, 64, 3)])
+@pytest.mark.parametrize(("pass_tile", "batch", "frames_per_task"), [(16, 1, 1), (16, 5, 2), (24, 64, 3), (24, 2, 3)])
 def test_pass_tiles_and_batches_give_the_whole_tile_result(pass_tile, batch, frames_per_task):
     a = np.random.default_rng(8).random((3, 2, 150, 97), dtype=np.float32)
     a[1, :, 30:33, 5:9] = np.nan
@@ -135,7 +135,7 @@ def test_pass_tiles_and_batches_give_the_whole_tile_result(pass_tile, batch, fra
     np.testing.assert_allclose(got.consistency.values, reference.consistency.values, rtol=0, atol=1e-5)
     assert np.isnan(got.values).sum() == np.isnan(reference.values).sum() > 0
     assert max(s[-2] for s in seen) < 128  # passes smaller than the task's tile
-    assert max(s[0] for s in seen) <= max(batch, frames_per_task)  # items per pass: frames x pass tiles
+    assert max(s[0] for s in seen) <= batch  # items per pass: frames x pass tiles, never more than the batch
     if batch >= 2 * frames_per_task:  # several tiles went through one pass
         assert max(s[0] for s in seen) >= 2 * frames_per_task
 
