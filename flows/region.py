@@ -192,12 +192,9 @@ def write_batch(req: RunRequest, items: FoundJSON | None, decisions: dict[str, A
 def finalize_cube(req: RunRequest, summary: dict[str, Any]) -> dict[str, Any]:
     """Check the manifest, consolidate, mark the cube complete, write its STAC Collection and Item beside it;
     return its summary attributes."""
-    from srcube.pipeline.write.stac import write_stac
+    from srcube.pipeline.write.stac import finalize
 
-    store = CubeStore(req.out, req.options.storage_options)
-    store.finalize({"last_run": summary})
-    write_stac(store.open(), store)
-    attrs = store.attrs()
+    attrs = finalize(CubeStore(req.out, req.options.storage_options), {"last_run": summary}).attrs
     return {k: attrs.get(k) for k in ("model", "scale", "sensor", "collection", "bbox", "dates", "bands", "crs",
                                       "resolution", "stac_items_found", "request_hash", "complete")}
 

@@ -94,6 +94,10 @@ class Normalized(SRModel):
     def receptive_field(self) -> int:
         return self.inner.receptive_field
 
+    @property
+    def tile_local(self) -> bool:  # type: ignore[override]
+        return self.inner.tile_local
+
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         o, s = self.norm.offset, self.norm.scale
         if isinstance(self.inner, Sharpener):  # a sharpener's guide is reflectance too

@@ -98,10 +98,10 @@ def append_region(job: RegionJob, client: Any | None) -> xr.Dataset:
                 return cube
             stage.build(dc)  # the new dates only
             assert stage.cube is not None
-            done = staging.status() == "complete" and staging.attrs().get("request_hash") == stage.cube.attrs[
-                "request_hash"]  # written by an append cut short before it touched the cube
-            if not done:
-                if staging.status() == "complete":
+            staged = staging.status()
+            # complete and of this request: written by an append cut short before it touched the cube
+            if staged != "complete" or staging.attrs().get("request_hash") != stage.cube.attrs["request_hash"]:
+                if staged == "complete":
                     staging.fs.rm(staging.path, recursive=True)
                 stage.start()  # an unfinished staging cube of the same request is resumed
                 stage.write(dc)

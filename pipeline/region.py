@@ -32,8 +32,8 @@ from srcube.pipeline.params import BBoxLike, DatesLike
 from srcube.pipeline.plan import RunPlan, plan
 from srcube.pipeline.request import RunRequest
 from srcube.pipeline.search.access import register_on_workers
+from srcube.pipeline.write import stac
 from srcube.pipeline.write.cube import write_batches
-from srcube.pipeline.write.stac import write_stac
 
 __all__ = ["RegionJob", "RunLog", "RunOptions", "run_region"]
 
@@ -205,11 +205,8 @@ class RegionJob:
 
     def finalize(self) -> xr.Dataset:
         """Mark the cube complete (after checking every chunk is in), then describe it in STAC beside it."""
-        self.plan.store.finalize({"timings_s": dict(self.run.steps),
-                                  "last_run": {"resumed": self.run.resumed, "chunk_writes": self.run.chunk_writes}})
-        cube = self.plan.store.open()
-        write_stac(cube, self.plan.store)
-        return cube
+        return stac.finalize(self.plan.store, {"timings_s": dict(self.run.steps), "last_run": {
+            "resumed": self.run.resumed, "chunk_writes": self.run.chunk_writes}})
 
 
 def run_region(bbox: BBoxLike, dates: DatesLike, *, catalog: str = "sample", collection: str | None = None,

@@ -28,7 +28,7 @@ from srcube.models import ModelSpec, SRModel
 from srcube.models.consistency import Projection
 from srcube.pipeline.cluster import usable_cores
 from srcube.pipeline.errors import DeviceMemoryError, InvalidOptionError
-from srcube.pipeline.sr.tiling import TileSpec, crop_bounds
+from srcube.pipeline.sr.tiling import TileSpec, choose_tile, chunk_sizes, crop_bounds
 
 DEFAULT_TILE = 256
 BOUNDARIES = ("none", "reflect", "edge")
@@ -167,8 +167,6 @@ MAX_BATCH = 64
 
 def pass_tile(device: str, margin: int) -> int:
     """The core size (input pixels) of one forward pass's tile on ``device``, by :data:`PASS_TILE`."""
-    from srcube.pipeline.sr.tiling import choose_tile
-
     over, smallest, largest = PASS_TILE.get(device, PASS_TILE["cuda"])
     return choose_tile(None, margin, smallest, over, largest)
 
@@ -184,8 +182,6 @@ class _Window:
 
 
 def _windows(n: int, core: int, margin: int) -> list[_Window]:
-    from srcube.pipeline.sr.tiling import chunk_sizes
-
     out, at = [], 0
     for size in chunk_sizes(n, core, max(1, core // 2)):  # a short last piece joins the one before
         out.append(_Window(at, at + size, max(0, at - margin), min(n, at + size + margin)))
@@ -220,8 +216,7 @@ def forward(model: SRModel, device: str, spec: InferenceSpec, *arrays: np.ndarra
     size_hw = (int(arrays[0].shape[-2]), int(arrays[0].shape[-1]))
     core = spec.pass_tile or pass_tile(device, spec.margin)
     ys, xs = _windows(size_hw[0], core, spec.margin), _windows(size_hw[1], core, spec.margin)
-    whole = not getattr(getattr(model, "inner", model), "tile_local", True)  # fits itself to the tile
-    if whole or (len(ys) == 1 and len(xs) == 1):
+    if not model.tile_local or (len(ys) == 1 and len(xs) == 1):  # not tile_local: it fits itself to the tile
         return forward_pass(model, device, spec, *arrays)
     ratios = [_ratio(a, size_hw) for a in arrays]
     groups: dict[tuple[int, int], list[tuple[_Window, _Window]]] = {}
@@ -230,14 +225,14 @@ def forward(model: SRModel, device: str, spec: InferenceSpec, *arrays: np.ndarra
             groups.setdefault((wy.hi - wy.lo, wx.hi - wx.lo), []).append((wy, wx))
     s, out = spec.scale, None
     for shape, pieces in groups.items():
+        key = (id(model), (*shape, *arrays[0].shape[1:-2]), device)
         at = 0
         while at < len(pieces):
-            k = max(1, _batch_items(model, device, spec, n, shape, arrays[0].shape[1:-2]) // n)
+            k = max(1, _batch_items(spec, device, n, key) // n)
             chunk = pieces[at : at + k]
             at += len(chunk)
             batch = [np.concatenate([a[..., wy.lo * r : wy.hi * r, wx.lo * r : wx.hi * r] for wy, wx in chunk])
                      if r else np.concatenate([a] * len(chunk)) for a, r in zip(arrays, ratios, strict=True)]
-            key = (id(model), (*shape, *arrays[0].shape[1:-2]), device)
             measure = device == "cuda" and not spec.batch and key not in _ITEM_BYTES
             if measure:
                 torch.cuda.reset_peak_memory_stats()
@@ -255,15 +250,15 @@ def forward(model: SRModel, device: str, spec: InferenceSpec, *arrays: np.ndarra
     return out
 
 
-def _batch_items(model: SRModel, device: str, spec: InferenceSpec, n: int, shape: tuple[int, int],
-                 lead: tuple[int, ...]) -> int:
+def _batch_items(spec: InferenceSpec, device: str, n: int, key: tuple[int, tuple[int, ...], str]) -> int:
     """Items (frames x pass tiles) per forward pass: the setting; 1 on a CPU; on CUDA, from the free
-    memory and the peak memory per item measured on the first pass of this shape (one tile before that)."""
+    memory and the peak memory per item measured on the first pass of this shape, ``key`` (one tile before
+    that)."""
     if spec.batch:
         return spec.batch
     if device != "cuda":
         return CPU_BATCH
-    per_item = _ITEM_BYTES.get((id(model), (*shape, *lead), device))
+    per_item = _ITEM_BYTES.get(key)
     if per_item is None:
         return n  # the first pass: one tile, measured
     free, _ = torch.cuda.mem_get_info()
@@ -301,8 +296,8 @@ def forward_pass(model: SRModel, device: str, spec: InferenceSpec, *arrays: np.n
     axis = -2 if size_hw[0] >= size_hw[1] else -1
     size, m, s = size_hw[axis], spec.margin, spec.scale
     half = size // 2
-    local = getattr(getattr(model, "inner", model), "tile_local", True)  # else a split would change the result
-    if not local or half - m < MIN_SPLIT_CORE // 2 or size - half < MIN_SPLIT_CORE // 2 or half + m >= size:
+    too_small = half - m < MIN_SPLIT_CORE // 2 or size - half < MIN_SPLIT_CORE // 2 or half + m >= size
+    if too_small or not model.tile_local:  # a model fitted to its tile would give another result split
         raise DeviceMemoryError(
             f"the {device} device ran out of memory for one tile of {size_hw[0]} x {size_hw[1]} input pixels "
             f"(batch {n}, margin {m}) even split down to the smallest piece; free memory: "

@@ -173,6 +173,15 @@ def write_stac(ds: xr.Dataset, store: CubeStore) -> dict[str, str]:
     return paths
 
 
+def finalize(store: CubeStore, extra_attrs: dict[str, Any] | None = None) -> xr.Dataset:
+    """Mark the cube complete (:meth:`CubeStore.finalize`: every chunk checked first), then describe it in STAC
+    beside it; return the cube, opened."""
+    store.finalize(extra_attrs)
+    cube = store.open()
+    write_stac(cube, store)
+    return cube
+
+
 def validate(doc: dict[str, Any]) -> None:
     """Validate a STAC Item or Collection document against the core JSON schemas bundled with pystac
     (raises ``pystac.errors.STACValidationError``)."""
