@@ -157,7 +157,7 @@ MIN_SPLIT_CORE = 16
 #: T=192 (overhead 1.56), 8.5 at 128, 8.8 at 256, 12.1 at 512, 12.2 at 672 (``bench/inference.py`` prints
 #: the pass-tile sweep). A GPU wants large passes and few borrowed pixels.
 PASS_TILE = {"cpu": (1.6, 128, 512), "cuda": (1.15, 512, 2048)}
-#: tiles per forward pass on a CPU: batching measured 1.7-2x slower per pixel there (larger activations)
+#: tiles per forward pass on a CPU: batch 4 measured 1.5-2x slower per pixel than batch 1 there
 CPU_BATCH = 1
 #: the share of the device's free memory a batch may take (CUDA), the rest left for the allocator
 BATCH_MEMORY_SHARE = 0.5
