@@ -1,4 +1,4 @@
-"""The ``srcube`` command line: run, demo, info, catalogs, models."""
+"""The ``srcube`` command line: run, demo, info, export, quicklook, publish, catalogs, models."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import enum
 import inspect
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -341,6 +342,43 @@ def quicklook(
     except SrcubeError as exc:
         _fail(exc)
     console.print(str(out))
+
+
+def _headers(pairs: list[str] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    token = os.environ.get("SRCUBE_STAC_TOKEN")
+    if token:
+        out["Authorization"] = f"Bearer {token}"
+    for pair in pairs or []:
+        key, sep, value = pair.partition(":")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"--header takes 'Name: value', got {pair!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+@app.command()
+def publish(
+    cube: Annotated[str, typer.Argument(help="path or URL of a complete srcube cube")],
+    to: Annotated[str, typer.Option("--to", help="the STAC API (with the Transactions extension) to add it to")],
+    asset_href: Annotated[str | None, typer.Option(
+        help="the cube's address for catalog users (default: its URL, or its absolute path if local)")] = None,
+    header: Annotated[list[str] | None, typer.Option(
+        "--header", help="'Name: value' sent with every request (repeatable); SRCUBE_STAC_TOKEN=<token> "
+                         "sends 'Authorization: Bearer <token>'")] = None,
+    storage_option: Annotated[list[str] | None, typer.Option(help="KEY=VALUE fsspec option of the cube")] = None,
+) -> None:
+    """Add the cube's STAC Collection and Item to a STAC API (created, or updated when they exist)."""
+    from srcube.pipeline.errors import SrcubeError
+    from srcube.pipeline.write.publish import publish as publish_cube
+
+    try:
+        done = publish_cube(cube, to, asset_href=asset_href, headers=_headers(header),
+                            storage_options=_storage_options(storage_option))
+    except SrcubeError as exc:
+        _fail(exc)
+    console.print(f"collection {done.collection}: {done.collection_url}")
+    console.print(f"item {done.item}: {done.item_url}")
 
 
 @app.command()

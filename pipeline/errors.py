@@ -154,6 +154,11 @@ class CubeMismatchError(SrcubeError, ValueError):
     scale, mode); the message names what differs."""
 
 
+class PublishError(SrcubeError, RuntimeError):
+    """``srcube publish``: the STAC API cannot be reached, does not take transactions, or refused a document;
+    the message names the request, the answer and what to change."""
+
+
 # --- warnings --------------------------------------------------------------------------------
 
 

@@ -9,3 +9,5 @@ common=(-c constraints.txt --generate-hashes --no-emit-package torch --python-ve
 if [ -n "${PIP_FIND_LINKS:-}" ]; then common+=(--find-links "$PIP_FIND_LINKS"); fi
 "$uv" pip compile pyproject.toml "${common[@]}" -o requirements/base.lock
 "$uv" pip compile pyproject.toml --extra test "${common[@]}" -o requirements/test.lock
+"$uv" pip compile requirements/stac-api.in --generate-hashes --python-version 3.11 \
+    --python-platform x86_64-manylinux_2_28 -q -o requirements/stac-api.lock
