@@ -143,7 +143,8 @@ def _check_same_kind(cube: xr.Dataset, new: xr.Dataset, url: str) -> None:
               if json.dumps(cube.attrs.get(k), default=str) != json.dumps(new.attrs.get(k), default=str)]
     if cube.reflectance.dtype != new.reflectance.dtype:
         differ.append(f"dtype: cube {cube.reflectance.dtype}, request {new.reflectance.dtype}")
-    chunks = tuple(cube.reflectance.encoding.get("chunks", ()))[-2:]
+    enc = cube.reflectance.encoding
+    chunks = tuple(enc.get("shards") or enc.get("chunks", ()))[-2:]  # a write task's tile
     if chunks and tuple(c[0] for c in new.reflectance.chunks[-2:]) != chunks:
         differ.append(f"chunks: cube {chunks}, request {tuple(c[0] for c in new.reflectance.chunks[-2:])}")
     if differ:
@@ -183,8 +184,11 @@ def _finish_append(main: CubeStore, staging: CubeStore) -> xr.Dataset:
     new.attrs = during  # xarray writes these as the cube's attributes: still the cube's, still unfinished
     with_time = new[[n for n in new.data_vars if "time" in new[n].dims]]
     with_time = with_time.drop_vars([c for c in with_time.coords if "time" not in with_time[c].dims])
-    for var in with_time.variables.values():
-        var.encoding = {}  # the cube's own encoding (chunks, codec, time units) applies
+    for name, var in with_time.variables.items():
+        var.encoding = {}  # the cube's own encoding (chunks, shards, codec, time units) applies
+        if name in with_time.data_vars:  # one Dask chunk per shard of the cube: one writer per shard
+            target = _arr(group, str(name))
+            with_time[name] = var.chunk(dict(zip(var.dims, target.shards or target.chunks, strict=True)))
     with quiet_consolidated():
         with_time.to_zarr(main.zarr_store(), append_dim="time", zarr_format=3, consolidated=False,
                           mode="a")

@@ -26,6 +26,12 @@ INT16_FILL = -32768
 #: high bits; shuffled, zstd finds the runs). Stated in the cube's ``codec`` attribute.
 CODEC_LEVEL = 5
 CODEC_NOTE = f"blosc zstd level {CODEC_LEVEL}, bitshuffle"
+#: zarr v3 sharding: one shard is what one write task writes (a date's SR tile, every band), so every shard
+#: has one writer and the chunk manifest stays exact. Inside it, one chunk per band of at most INNER_CHUNK px
+#: a side (a divisor of the tile; float32: at most 4 MB) is what a reader decompresses for one pixel. Smaller
+#: inner chunks compress worse and slow full-date reads (bench/cube_read.py); the learned models' 2688 px
+#: output tiles (29 MB a band) are cut in 3 x 3.
+INNER_CHUNK = 1024
 #: CF standard names (CF standard name table) of the cube's variables that have one
 STANDARD_NAMES = {"reflectance": "surface_bidirectional_reflectance"}
 
@@ -120,14 +126,26 @@ def codec() -> Any:
     return BloscCodec(cname="zstd", clevel=CODEC_LEVEL, shuffle="bitshuffle")
 
 
+def inner_chunk(n: int, most: int = INNER_CHUNK) -> int:
+    """The inner chunk (px) of a shard ``n`` px long: its largest divisor up to ``most``, or ``n`` itself when
+    every such divisor is under a quarter of ``most`` (tiny chunks cost more in index and calls than they save)."""
+    if n <= most:
+        return n
+    best = max(d for d in range(1, most + 1) if n % d == 0)
+    return best if best >= most // 4 else n
+
+
 def encoding(cube: xr.Dataset, tiles: TileSpec, dtype: str) -> dict[str, Any]:
     ty, tx = chunk_shape(cube, tiles)
-    enc: dict[str, Any] = {"reflectance": {"chunks": (1, 1, ty, tx)}}
+    iy, ix = inner_chunk(ty), inner_chunk(tx)
+    data = cube.reflectance.data
+    bands = int(data.chunks[1][0]) if isinstance(data, da.Array) else int(cube.sizes.get("band", 1))
+    enc: dict[str, Any] = {"reflectance": {"chunks": (1, 1, iy, ix), "shards": (1, bands, ty, tx)}}
     for name, var in cube.data_vars.items():
         if var.dims == ("time", "y", "x"):
-            enc[str(name)] = {"chunks": (1, ty, tx)}
+            enc[str(name)] = {"chunks": (1, iy, ix), "shards": (1, ty, tx)}
         elif var.dims == ("y", "x"):
-            enc[str(name)] = {"chunks": (ty, tx)}
+            enc[str(name)] = {"chunks": (iy, ix), "shards": (ty, tx)}
     for name in cube.data_vars:
         enc.setdefault(str(name), {})["compressors"] = [codec()]
     # integer milliseconds since the epoch: any later date appends exactly (xarray's default, whole days since

@@ -51,10 +51,25 @@ def test_cube_layout(cube):
     assert ds.clear.dims == ("time", "y", "x") and ds.clear.dtype == np.uint8
     assert list(ds.band.values) == ["B02", "B03", "B04", "B08"]
     assert ds.sizes["time"] == 4  # 2 of 6 solar days dropped as too cloudy
-    # SR tile = zarr chunk: the 297 input rows in three balanced tiles of at most 128 (99, x4)
-    assert ds.sizes["y"] == 4 * 297 and ds.reflectance.chunks[2] == (396, 396, 396)
-    assert ds.reflectance.chunks[1][0] == 1 and ds.reflectance.encoding["chunks"] == (1, 1, 396, 4 * 105)
+    # SR tile = zarr shard: the 297 input rows in three balanced tiles of at most 128 (99, x4), every band of a
+    # date's tile in one shard (one write task, one writer); inside it chunks of one band and at most 1024 px
+    # a side, which are what readers get as Dask chunks
+    assert ds.sizes["y"] == 4 * 297
+    assert ds.reflectance.encoding["shards"] == (1, 4, 396, 4 * 105)
+    assert ds.reflectance.encoding["chunks"] == (1, 1, 396, 420) and ds.reflectance.chunks[2] == (396,) * 3
+    assert ds.clear.encoding["shards"] == (1, 396, 420) and ds.clear_count.encoding["chunks"] == (396, 420)
     assert ds.attrs["complete"] is True
+
+
+def test_one_shard_object_per_write_task_and_inner_chunks_divide_it(cube):
+    from srcube.pipeline.write.cube import inner_chunk
+
+    out, ds = cube
+    keys = sorted(p.relative_to(out / "reflectance" / "c").parts for p in (out / "reflectance" / "c").rglob("*")
+                  if p.is_file())
+    # (time, band, y, x) shard keys: every band in one object per date and tile, 4 dates x 3 x 3 tiles
+    assert len(keys) == 4 * 3 * 3 and {k[1] for k in keys} == {"0"}
+    assert [inner_chunk(n) for n in (396, 1024, 2688, 2052, 4096, 2062)] == [396, 1024, 896, 684, 1024, 2062]
 
 
 def test_cube_follows_cf_conventions_and_states_its_codec(cube):
@@ -73,7 +88,7 @@ def test_cube_follows_cf_conventions_and_states_its_codec(cube):
     # every array is Blosc zstd level 5 with bit shuffle, as the cube says
     store = zarr.open_group(str(out), mode="r")
     for name in ("reflectance", "clear", "clear_count"):
-        blosc = store[name].metadata.codecs[-1]
+        blosc = store[name].compressors[0]  # inside the sharding codec
         assert (blosc.cname.value, blosc.clevel, blosc.shuffle.value) == ("zstd", 5, "bitshuffle"), name
     assert ds.attrs["codec"] == "blosc zstd level 5, bitshuffle"
 
