@@ -64,7 +64,7 @@ def test_cube_layout(cube):
 def test_one_shard_object_per_write_task_and_inner_chunks_divide_it(cube):
     from srcube.pipeline.write.cube import inner_chunk
 
-    out, ds = cube
+    out, _ = cube
     keys = sorted(p.relative_to(out / "reflectance" / "c").parts for p in (out / "reflectance" / "c").rglob("*")
                   if p.is_file())
     # (time, band, y, x) shard keys: every band in one object per date and tile, 4 dates x 3 x 3 tiles
