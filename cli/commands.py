@@ -332,13 +332,14 @@ def quicklook(
     date: Annotated[str | None, typer.Option("--date", help="the day to show (YYYY-MM-DD; default: the last)")] = None,
     size: Annotated[int, typer.Option(help="longest side of the PNG in pixels")] = 512,
 ) -> None:
-    """A small true-colour PNG of one date, read decimated chunk by chunk (never a full frame in memory)."""
+    """A small true-colour PNG of one date, read from the cube's overviews (never a full frame in memory)."""
     from srcube.pipeline.errors import SrcubeError
-    from srcube.pipeline.write.quicklook import quicklook_png
+    from srcube.pipeline.write.quicklook import cube_quicklook
+    from srcube.pipeline.write.store import CubeStore
 
-    ds = _open_complete(cube)
+    _open_complete(cube)
     try:
-        out.write_bytes(quicklook_png(ds, max_side=size, date=date))
+        out.write_bytes(cube_quicklook(CubeStore(cube), max_side=size, date=date))
     except SrcubeError as exc:
         _fail(exc)
     console.print(str(out))

@@ -331,9 +331,9 @@ def region_flow(bbox: list[float] | str, dates: str | list[str] = "last 30 days"
         final = finalize_cube.submit(req, summary).result()
     quicklook = None
     try:
-        from srcube.pipeline.write.quicklook import quicklook_png
+        from srcube.pipeline.write.quicklook import cube_quicklook
 
-        quicklook = quicklook_png(CubeStore(req.out, req.options.storage_options).open())
+        quicklook = cube_quicklook(CubeStore(req.out, req.options.storage_options))
     except Exception as exc:  # the quicklook is a courtesy; the cube is complete either way
         logger.warning("no quicklook: %s", exc)
     seconds = time.perf_counter() - t0

@@ -38,6 +38,7 @@ from srcube.pipeline.errors import (
     IncompleteCubeError,
     NotACubeError,
 )
+from srcube.pipeline.write.overviews import write_overviews
 from srcube.pipeline.write.stac import write_stac
 from srcube.pipeline.write.store import CubeStore, quiet_consolidated
 
@@ -208,6 +209,8 @@ def _finish_append(main: CubeStore, staging: CubeStore) -> xr.Dataset:
     group.attrs.update(merged)
     for key in ("appending", "append_base"):
         group.attrs.pop(key, None)
+    if old.get("overviews"):  # extend them by the new time steps (the same region again if run again)
+        write_overviews(main, start=base)
     main.consolidate()
     group = main.group()  # keeps the consolidated metadata
     group.attrs.update({"complete": True})

@@ -1,8 +1,10 @@
 """A small PNG quicklook of a cube: the last frame (or a given date), true colour when the bands allow, 2-98 % stretch.
 
-The frame is read decimated: every ``step``-th pixel of each row and column, chunk by chunk, one chunk at
-a time, so memory stays at about one chunk plus the small result, whatever the size of the frame (an
-orchestrating pod with little memory makes quicklooks of cubes it could never hold).
+It is read from the cube's overviews (:mod:`pipeline.write.overviews`) when it has them: the coarsest level
+that still has ``max_side`` px, a few small chunks. A cube without overviews is read decimated: every
+``step``-th pixel of each row and column, chunk by chunk, one chunk at a time. Either way memory stays at about
+one chunk plus the small result, whatever the size of the frame (an orchestrating pod with little memory makes
+quicklooks of cubes it could never hold).
 """
 
 from __future__ import annotations
@@ -14,16 +16,27 @@ import rasterio
 import xarray as xr
 from rasterio.io import MemoryFile
 
+from srcube.pipeline.write.store import CubeStore
 
-def quicklook_png(cube: xr.Dataset, max_side: int = 512, date: str | None = None) -> bytes:
+
+def cube_quicklook(store: CubeStore, max_side: int = 512, date: str | None = None) -> bytes:
+    """:func:`quicklook_png` of the complete cube at ``store``, from its overviews when it has them."""
+    from srcube.pipeline.write.overviews import open_level
+
+    return quicklook_png(store.open(), max_side, date, overview=open_level(store, max_side))
+
+
+def quicklook_png(cube: xr.Dataset, max_side: int = 512, date: str | None = None,
+                  overview: xr.Dataset | None = None) -> bytes:
     """PNG bytes of the cube's last time step, or of ``date`` (YYYY-MM-DD) (B04/B03/B02 or RED/NIR/NIR as RGB,
-    else band 0)."""
+    else band 0), from ``overview`` (an overview level of the cube: :func:`overviews.open_level`) when given."""
     t = -1
     if date is not None:
         from srcube.pipeline.write.export import select_dates
 
         t = select_dates(cube, [date])[0]
-    refl = cube.reflectance.isel(time=t)
+    source = cube if overview is None else overview
+    refl = source.reflectance.isel(time=t)
     bands = [str(b) for b in refl.band.values]
     pick = next((want for want in (["B04", "B03", "B02"], ["RED", "NIR", "NIR"]) if set(want) <= set(bands)),
                 [bands[0]] * 3)

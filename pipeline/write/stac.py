@@ -174,9 +174,10 @@ def write_stac(ds: xr.Dataset, store: CubeStore) -> dict[str, str]:
 
 
 def finalize(store: CubeStore, extra_attrs: dict[str, Any] | None = None) -> xr.Dataset:
-    """Mark the cube complete (:meth:`CubeStore.finalize`: every chunk checked first), then describe it in STAC
+    """Mark the cube complete (:meth:`CubeStore.finalize`: every chunk checked, the overviews written), then
+    describe it in STAC
     beside it; return the cube, opened."""
-    store.finalize(extra_attrs)
+    store.finalize(extra_attrs, overviews=True)
     cube = store.open()
     write_stac(cube, store)
     return cube

@@ -282,8 +282,9 @@ class CubeStore:
             self.fs.rm_file(p)
         return len(stray)
 
-    def finalize(self, extra_attrs: Mapping[str, Any] | None = None) -> None:
-        """Check the manifest, consolidate the metadata, then (last) mark the cube complete."""
+    def finalize(self, extra_attrs: Mapping[str, Any] | None = None, *, overviews: bool = False) -> None:
+        """Check the manifest, write the overviews (with ``overviews``: :mod:`pipeline.write.overviews`),
+        consolidate the metadata, then (last) mark the cube complete."""
         for name, n in self.expected().items():
             got = len(self.done(name))
             if got != n:
@@ -295,6 +296,10 @@ class CubeStore:
         swept = self.sweep_partial_writes()
         if swept:
             log.info("%s: removed %d unfinished chunk write(s) of killed writers", self.url, swept)
+        if overviews:
+            from srcube.pipeline.write.overviews import write_overviews  # it reads the cube through this store
+
+            write_overviews(self)
         with quiet_consolidated():
             zarr.consolidate_metadata(_zarr_store(self.url, self._so))
         group = zarr.open_group(_zarr_store(self.url, self._so), mode="r+")

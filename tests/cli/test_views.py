@@ -1,5 +1,6 @@
 """Looking at a cube without Python: ``srcube export --cog`` (one COG per date that rasterio/GDAL open with the
-cube's CRS and transform) and ``srcube quicklook`` (a PNG of any date)."""
+cube's CRS and transform), the overviews inside the cube, and ``srcube quicklook`` (a PNG of any date, from
+the overviews)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from typer.testing import CliRunner
 from srcube.cli.commands import app
 from srcube.pipeline import run_region
 from srcube.pipeline.testing import sample
+from srcube.pipeline.write.overviews import factors
+from srcube.pipeline.write.quicklook import quicklook_png
 
 pytestmark = pytest.mark.integration
 runner = CliRunner()
@@ -66,6 +69,44 @@ def test_quicklook_of_any_date(cube, tmp_path):
     assert not np.array_equal(pngs[0], pngs[1])  # two dates, two pictures
     missing = runner.invoke(app, ["quicklook", str(tmp_path / "nothing.zarr"), str(tmp_path / "x.png")])
     assert missing.exit_code == 2 and "no complete srcube cube" in missing.output
+
+
+def test_the_cube_holds_overviews_of_every_date_on_their_own_grids(cube):
+    import xarray as xr
+
+    out, ds = cube
+    info = ds.attrs["overviews"]
+    assert info["factors"] == factors(ds.sizes["y"], ds.sizes["x"]) == [4] and info["time_steps"] == ds.sizes["time"]
+    level = xr.open_zarr(out, group="overviews/4", decode_coords="all")
+    assert level.sizes == {"time": ds.sizes["time"], "band": 3, "y": ds.sizes["y"] // 4, "x": ds.sizes["x"] // 4}
+    assert (level.time.values == ds.time.values).all()
+    # the mean of each 4 x 4 block of valid pixels, on the cube's grid coarsened 4 times, with its CRS
+    expected = ds.reflectance.coarsen(y=4, x=4, boundary="trim").mean()
+    np.testing.assert_allclose(level.reflectance.values, expected.values, rtol=1e-6, equal_nan=True)
+    assert level.rio.crs.to_epsg() == ds.odc.geobox.crs.epsg
+    assert level.odc.geobox.affine.almost_equals(ds.odc.geobox.affine @ ds.odc.geobox.affine.scale(4))
+    assert level.odc.geobox.crs == ds.odc.geobox.crs
+    assert factors(10980 * 2, 10980 * 2) == [4, 8, 16, 32, 64] and factors(100, 100) == [4]
+
+
+def test_quicklook_reads_the_overviews_not_the_full_frames(cube, tmp_path):
+    import shutil
+
+    out, ds = cube
+    day = str(ds.time.values[-1])[:10]
+    first = tmp_path / "a.png"
+    assert runner.invoke(app, ["quicklook", str(out), str(first), "--date", day, "--size", "200"]).exit_code == 0
+    copy = tmp_path / "copy.zarr"
+    shutil.copytree(out, copy)
+    shutil.rmtree(copy / "reflectance" / "c" / str(ds.sizes["time"] - 1))  # the date's full-resolution shards
+    again = tmp_path / "b.png"
+    result = runner.invoke(app, ["quicklook", str(copy), str(again), "--date", day, "--size", "200"])
+    assert result.exit_code == 0, result.output
+    assert first.read_bytes() == again.read_bytes()
+    assert max(Image.open(again).size) == -(-(max(ds.sizes["y"], ds.sizes["x"]) // 4) // 2)  # the x4 level, halved
+    # without overviews (a cube made before them) the quicklook reads the frame decimated
+    png = quicklook_png(ds, max_side=200, date=day)
+    assert max(Image.open(io.BytesIO(png)).size) <= 200
 
 
 def test_gdal_zarr_driver_reads_the_cube_where_it_knows_zarr_v3(cube):

@@ -32,6 +32,12 @@ def _same(grown: xr.Dataset, whole: xr.Dataset) -> None:
     np.testing.assert_array_equal(grown.time.values, whole.time.values)
     for name in ("reflectance", "clear", "clear_count", "clear_fraction"):
         np.testing.assert_array_equal(grown[name].values, whole[name].values, err_msg=name)
+    # the overviews grew with it (their new time steps only), to those of the whole range
+    assert grown.attrs["overviews"] == whole.attrs["overviews"]
+    for f in whole.attrs["overviews"]["factors"]:
+        levels = [xr.open_zarr(ds.encoding["source"], group=f"overviews/{f}") for ds in (grown, whole)]
+        np.testing.assert_array_equal(levels[0].time.values, levels[1].time.values)
+        np.testing.assert_array_equal(levels[0].reflectance.values, levels[1].reflectance.values)
 
 
 def test_append_grows_one_cube_equal_to_the_whole_range(whole, tmp_path):

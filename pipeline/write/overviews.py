@@ -1,0 +1,129 @@
+"""Multiscale overviews inside the cube, for viewers and quicklooks: every date's reflectance averaged over
+``f x f`` blocks, for ``f`` = 4, 8, 16, ... until the longest side is under :data:`SMALLEST` px.
+
+Each level is a group ``overviews/<f>`` of the cube (xarray: ``xr.open_zarr(cube, group="overviews/8")``):
+``reflectance`` (time, band, y, x) float32, NaN where a block has no value, with its own ``x``/``y`` (block
+centres), ``spatial_ref`` and ``grid_mapping``, so rioxarray and odc-geo read each level on its own grid.
+Level ``2f`` is made from level ``f`` (each level reads the one before, not the full frame). The cube's
+``overviews`` attribute lists the factors, the resampling and how many time steps the levels hold.
+
+They are written before the cube is marked complete (:meth:`CubeStore.finalize`), and an append extends them
+by its new time steps only: the levels' arrays are resized to the cube's length and the new steps written
+into that region, so an interrupted append that is run again rewrites the same region.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import dask
+import numpy as np
+import xarray as xr
+import zarr
+
+from srcube.pipeline.write.cube import codec
+from srcube.pipeline.write.store import CubeStore, quiet_consolidated
+
+log = logging.getLogger(__name__)
+
+#: the first level's factor, and the longest side (px) under which no coarser level is made
+FIRST = 4
+SMALLEST = 256
+GROUP = "overviews"
+
+
+def factors(ny: int, nx: int) -> list[int]:
+    """The overview factors of a ``ny x nx`` frame: 4, 8, ... while the level's longest side is at least
+    :data:`SMALLEST` (one level at least, however small the frame)."""
+    out = [FIRST]
+    while max(ny, nx) // (out[-1] * 2) >= SMALLEST:
+        out.append(out[-1] * 2)
+    return out
+
+
+def _level(prev: xr.DataArray, k: int, crs_var: xr.DataArray | None) -> xr.Dataset:
+    lvl = prev.coarsen(y=k, x=k, boundary="trim").mean()  # NaN-skipping.astype(np.float32)
+    lvl = lvl.reset_coords(drop=True)  # the per-frame coordinates (items, scores) stay in the cube
+    lvl.attrs = {k2: v for k2, v in prev.attrs.items() if k2 in ("long_name", "units", "standard_name")}
+    ds = lvl.to_dataset(name="reflectance")
+    if crs_var is not None:
+        ds = ds.assign_coords(spatial_ref=crs_var.reset_coords(drop=True))
+        ds["reflectance"].attrs["grid_mapping"] = "spatial_ref"
+    for var in ds.variables.values():
+        var.encoding = {}
+    return ds
+
+
+def write_overviews(store: CubeStore, start: int = 0) -> dict[str, Any]:
+    """Write the overview levels of the cube at ``store`` for its time steps ``start`` and later (0: all,
+    replacing any); return the ``overviews`` attribute, also set on the cube."""
+    with quiet_consolidated():
+        cube = xr.open_zarr(store.zarr_store(), consolidated=False)
+    refl = cube.reflectance
+    if refl.dtype != np.float32:  # int16 packing unpacks to float64
+        refl = refl.astype(np.float32)
+    n = cube.sizes["time"]
+    crs_var = cube["spatial_ref"] if "spatial_ref" in cube.variables else None
+    steps = factors(cube.sizes["y"], cube.sizes["x"])
+    prev = refl.isel(time=slice(start, None))
+    root = zarr.open_group(store.zarr_store(), mode="r+")
+    # computed here, in threads: not on whichever Dask cluster is the default (it may lack the store's credentials)
+    with dask.config.set(scheduler="threads"):
+        for i, f in enumerate(steps):
+            _write_level(store, root, prev, i, f, start, n, crs_var)
+            with quiet_consolidated():
+                prev = xr.open_zarr(store.zarr_store(), group=f"{GROUP}/{f}", consolidated=False).reflectance.isel(
+                    time=slice(start, None))
+    attr = {"factors": steps, "resampling": "mean of the valid pixels of each block", "group": GROUP,
+            "time_steps": n}
+    root.attrs["overviews"] = attr
+    log.info("%s: overviews x%s for time steps %d-%d", store.url, ",".join(map(str, steps)), start, n - 1)
+    return attr
+
+
+def _write_level(store: CubeStore, root: zarr.Group, prev: xr.DataArray, i: int, f: int, start: int, n: int,
+                 crs_var: xr.DataArray | None) -> None:
+    """Write level ``f`` (the ``i``-th) from ``prev`` (the cube, or the level before) for time steps ``start:n``."""
+    level = _level(prev, FIRST if i == 0 else 2, crs_var)
+    path = f"{GROUP}/{f}"
+    cy, cx = min(level.sizes["y"], 1024), min(level.sizes["x"], 1024)
+    with quiet_consolidated():
+        if start == 0 or path not in root:
+            enc = {"reflectance": {"chunks": (1, 1, cy, cx), "compressors": [codec()]},
+                   "time": {"units": "milliseconds since 1970-01-01", "calendar": "proleptic_gregorian",
+                            "dtype": "int64"}}
+            level.chunk({"time": 1, "band": -1, "y": cy, "x": cx}).to_zarr(
+                store.zarr_store(), group=path, mode="w", zarr_format=3, consolidated=False, encoding=enc)
+            return
+        # grow the level to the cube's length, then fill the new steps' region (the same region if run again)
+        group = root[path]
+        assert isinstance(group, zarr.Group)
+        arrays = {name: group[name] for name in ("reflectance", "time")}
+        for arr in arrays.values():
+            assert isinstance(arr, zarr.Array)
+            arr.resize((n, *arr.shape[1:]))
+        region = level.drop_vars([v for v in level.variables if "time" not in level[v].dims])
+        region.chunk({"time": 1, "band": -1, "y": cy, "x": cx}).to_zarr(
+            store.zarr_store(), group=path, region={"time": slice(start, n)}, zarr_format=3, consolidated=False)
+        # xarray leaves the index out of a region write: the new times, as the level stores them
+        arrays["time"][start:n] = level.time.values.astype("datetime64[ms]").astype(np.int64)  # type: ignore[index]
+
+
+def open_level(store: CubeStore, max_side: int) -> xr.Dataset | None:
+    """The coarsest overview level whose longest side still has ``max_side`` px (else the finest level), or
+    None when the cube has no overviews."""
+    info = store.attrs().get("overviews")
+    if not info:
+        return None
+    root = zarr.open_group(store.zarr_store(), mode="r")
+    shapes = {}
+    for f in info["factors"]:
+        arr = root[f"{info['group']}/{f}/reflectance"]
+        assert isinstance(arr, zarr.Array)
+        shapes[f] = arr.shape[-2:]
+    fits = [f for f in info["factors"] if max(shapes[f]) >= max_side]
+    f = max(fits) if fits else min(info["factors"])
+    with quiet_consolidated():
+        return xr.open_zarr(store.zarr_store(), group=f"{info['group']}/{f}", consolidated=False,
+                            storage_options=None, decode_coords="all")
