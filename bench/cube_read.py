@@ -58,6 +58,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dates", type=int, default=24)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--keepbits", type=int, default=10, help="mantissa bits of the bit-rounded layout")
     parser.add_argument("--no-s3", action="store_true", help="skip the reads from an S3-compatible server")
     args = parser.parse_args()
 
@@ -67,7 +68,7 @@ def main() -> None:
 
     from srcube.pipeline import run_region
     from srcube.pipeline.testing import sample
-    from srcube.pipeline.write.cube import CODEC_NOTE, codec, inner_chunk
+    from srcube.pipeline.write.cube import CODEC_NOTE, bitround, codec, inner_chunk
 
     tmp = Path(tempfile.mkdtemp(prefix="srcube-bench-read-"))
     os.environ.setdefault("SRCUBE_SAMPLE_DIR", str(tmp / "sample"))
@@ -88,13 +89,18 @@ def main() -> None:
                {"chunks": chunks, "compressors": [ZstdCodec(level=0)]},
                f"codec: {CODEC_NOTE}, chunk per date+band+tile": {"chunks": chunks, "compressors": [codec()]},
                f"after: {CODEC_NOTE}, shard per date+tile, inner {inner[2]}x{inner[3]}":
-               {"chunks": inner, "shards": shards, "compressors": [codec()]}}
+               {"chunks": inner, "shards": shards, "compressors": [codec()]},
+               f"optional: the same, reflectance bit-rounded to {args.keepbits} mantissa bits":
+               {"chunks": inner, "shards": shards, "compressors": [codec()], "keepbits": args.keepbits}}
     y, x = refl.sizes["y"] // 2, refl.sizes["x"] // 2
     s3 = s3_server(tmp) if not args.no_s3 else None
     figures: dict[str, dict[str, float]] = {}
     for label, enc in layouts.items():
         path = tmp / f"{len(figures)}.zarr"
-        ds.to_zarr(path, zarr_format=3, consolidated=False, encoding={"reflectance": enc})
+        enc = dict(enc)
+        keepbits = enc.pop("keepbits", None)
+        data = ds if keepbits is None else ds.copy(data={"reflectance": bitround(ds.reflectance.values, keepbits)})
+        data.to_zarr(path, zarr_format=3, consolidated=False, encoding={"reflectance": enc})
 
         def timed(read, url: str, so: dict | None = None) -> float:
             out = []

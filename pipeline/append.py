@@ -49,7 +49,8 @@ log = logging.getLogger(__name__)
 
 #: attributes that must be equal for two cubes to be one time series
 SAME = ("model", "weights_sha256", "scale", "mode", "sensor", "collection", "bands", "crs", "resolution",
-        "input_resolution", "bbox", "halo_pixels", "consistency_projection", "sharpen_weights_sha256")
+        "input_resolution", "bbox", "halo_pixels", "consistency_projection", "sharpen_weights_sha256",
+        "bitround_keepbits")
 
 
 def _staging(store: CubeStore) -> CubeStore:

@@ -51,7 +51,11 @@ def build_cube(plan: RunPlan, loaded: Loaded, frames: list[FrameDecision], windo
         used = [i for i, f in enumerate(frames) if f.kept]
     attrs["stac_item_ids"] = sorted({i for t in used for i in str(stack["items"].values[t]).split(",")})
     attrs["request_hash"] = request_hash(attrs, opts, chunk_shape(cube, plan.tiles))
-    cube.attrs = {**attrs, "Conventions": "CF-1.8", "codec": CODEC_NOTE}
+    codec = CODEC_NOTE if opts.keepbits is None else f"{CODEC_NOTE}; reflectance bit-rounded to {opts.keepbits} " \
+                                                       "mantissa bits (numcodecs BitRound)"
+    cube.attrs = {**attrs, "Conventions": "CF-1.8", "codec": codec}
+    if opts.keepbits is not None:
+        cube.attrs["bitround_keepbits"] = opts.keepbits
     return cube, encoding(cube, plan.tiles, opts.dtype)
 
 

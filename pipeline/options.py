@@ -100,6 +100,9 @@ class RunOptions(BaseModel):
     progress: bool = _opt(False, "text progress bars for the long steps")
     # --- the output -----------------------------------------------------------------------------
     dtype: Literal["float32", "int16"] = _opt("float32", "float32, or int16 (CF scale_factor 1e-4)")
+    keepbits: int | None = _opt(
+        None, "bit-round float32 reflectance to this many mantissa bits (lossy: relative error <= 2^-(keepbits+1); "
+              "the cube compresses better and says keepbits in its attributes)", "an integer from 1 to 23", ge=1, le=23)
     overwrite: bool = _opt(False, "replace a complete cube at the output")
     mode: Literal["write", "append"] = _opt(
         "write", "write a new cube, or append: add the request's new dates to the complete cube at the output "
@@ -156,6 +159,8 @@ class RunOptions(BaseModel):
     def _views(self) -> RunOptions:
         if self.n_views is not None and self.min_views > self.n_views:
             raise ValueError(f"need 1 <= min_views <= n_views, got {self.min_views} and {self.n_views}")
+        if self.keepbits is not None and self.dtype != "float32":
+            raise ValueError(f"keepbits rounds float32 mantissas; dtype {self.dtype!r} has none (drop one of them)")
         return self
 
     # --- construction ----------------------------------------------------------------------------

@@ -175,14 +175,27 @@ def request_hash(attrs: Mapping[str, Any], opts: RunOptions, chunks: tuple[int, 
     doc["chunks"] = list(chunks) if chunks else None
     doc["frames"] = [(f["time"], f["kept"]) for f in json.loads(attrs.get("frames", "[]"))]
     doc["options"] = {k: getattr(opts, k) for k in ("tile", "resolution", "dtype", "boundary", "precision",
-                                                    "frames_per_task")}
+                                                    "frames_per_task", "keepbits")}
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
-def _finish(cube: xr.Dataset, dtype: str) -> xr.Dataset:
-    if dtype == "int16":  # keep values representable: int16 would wrap
+def bitround(block: np.ndarray, keepbits: int) -> np.ndarray:
+    """``block`` (float32) rounded to ``keepbits`` mantissa bits, to nearest, ties to even (numcodecs BitRound)."""
+    from numcodecs import BitRound
+
+    return np.asarray(BitRound(keepbits).encode(np.ascontiguousarray(block))).view(block.dtype).reshape(block.shape)
+
+
+def _finish(cube: xr.Dataset, opts: RunOptions) -> xr.Dataset:
+    if opts.dtype == "int16":  # keep values representable: int16 would wrap
         lim = 32767 * INT16_SCALE
         cube["reflectance"] = cube.reflectance.clip(-lim, lim)
+    if opts.keepbits is not None:  # round to nearest, ties to even, on keepbits mantissa bits (numcodecs BitRound)
+        refl = cube.reflectance
+        data = refl.data.map_blocks(bitround, opts.keepbits, dtype=np.float32) if isinstance(refl.data, da.Array) \
+            else bitround(np.asarray(refl.values), opts.keepbits)
+        cube["reflectance"] = refl.copy(data=data)
+        cube["reflectance"].attrs["bitround_keepbits"] = opts.keepbits
     # variable-length strings have a zarr v3 data type; fixed-width numpy unicode has none
     cube = cube.assign_coords(band=np.array([str(b) for b in cube.band.values], dtype=object))
     for coord in ("items", "window_end"):
@@ -238,7 +251,7 @@ def single_image_cube(stack: xr.Dataset, frames: list[FrameDecision], ref: Any, 
         **layers,
     })
     cube = cube.assign_coords(items=("time", [str(v) for v in kept["items"].values]))
-    return _finish(cube, opts.dtype)
+    return _finish(cube, opts)
 
 
 def multi_frame_cube(stack: xr.Dataset, windows: list[WindowPlan], n_views: int, ref: Any, tiles: TileSpec,
@@ -291,7 +304,7 @@ def multi_frame_cube(stack: xr.Dataset, windows: list[WindowPlan], n_views: int,
     cube["time_bounds"] = xr.DataArray(np.stack([starts, ends], axis=1), dims=("time", "nv"),
                                        attrs={"long_name": "composite window bounds"})
     cube["time"].attrs["bounds"] = "time_bounds"
-    return _finish(cube, opts.dtype)
+    return _finish(cube, opts)
 
 
 def write_batches(cube: xr.Dataset, size: int) -> list[list[tuple[str, tuple[int, ...]]]]:

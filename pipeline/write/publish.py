@@ -132,11 +132,11 @@ def publish(cube: str, api: str, *, asset_href: str | None = None, headers: Mapp
                                   "published (run it to the end first)")
     collection, item = _documents(store)
     check_transactions(api, headers=headers, timeout=timeout)
-    href = asset_href or item["assets"]["zarr"]["href"]
-    if "://" not in href:
-        href = os.path.abspath(href)
+    written = item["assets"]["zarr"]["href"]
+    href = asset_href or (written if "://" in written else os.path.abspath(written))
     item = _for_api(item)
-    item["assets"] = {**item["assets"], "zarr": {**item["assets"]["zarr"], "href": href}}
+    # the cube and its overview levels (groups of the same store) move together
+    item["assets"] = {k: {**a, "href": href} if a["href"] == written else a for k, a in item["assets"].items()}
     item["collection"] = collection["id"]
     collection = _for_api(collection)
     root = api.rstrip("/")

@@ -8,7 +8,8 @@ The Item carries
 * the processing extension: ``processing:software`` (srcube's version), and srcube's own fields
   (``srcube:*``: model, weights sha256, scale, harmonisation, request hash);
 * the ``zarr`` asset (media type ``application/vnd+zarr``) with ``xarray:open_kwargs`` (xarray-assets
-  extension): ``xr.open_dataset(asset.href, **asset.extra_fields["xarray:open_kwargs"])`` opens it.
+  extension): ``xr.open_dataset(asset.href, **asset.extra_fields["xarray:open_kwargs"])`` opens it;
+  one ``overview-<f>`` asset (role ``overview``) per overview level, whose open options name its group.
 
 Files (fsspec, beside the store ``<name>``): ``<name>.stac/collection.json`` and
 ``<name>.stac/<item id>.json``; links between them are relative, the zarr asset's href is the store's URL.
@@ -135,6 +136,12 @@ def cube_item(ds: xr.Dataset, url: str) -> pystac.Item:
     item.add_asset("zarr", pystac.Asset(href=url, media_type=ZARR_MEDIA_TYPE, roles=["data"],
                                         title="the cube (zarr v3, consolidated metadata)",
                                         extra_fields={"xarray:open_kwargs": dict(OPEN_KWARGS)}))
+    for f in (attrs.get("overviews") or {}).get("factors", []):  # each level opens on its own grid
+        group = f"{attrs['overviews']['group']}/{f}"
+        item.add_asset(f"overview-{f}", pystac.Asset(
+            href=url, media_type=ZARR_MEDIA_TYPE, roles=["overview"],
+            title=f"overview: {f} x {f} block means of every date (zarr group {group})",
+            extra_fields={"xarray:open_kwargs": {**OPEN_KWARGS, "group": group}}))
     return item
 
 

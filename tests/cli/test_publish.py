@@ -61,6 +61,10 @@ def test_publish_then_a_plain_stac_search_finds_the_cube_and_xarray_opens_it(api
     opened = xr.open_dataset(asset.href, **asset.extra_fields["xarray:open_kwargs"])
     assert opened.rio.crs.to_epsg() == ds.odc.geobox.crs.epsg
     np.testing.assert_array_equal(opened.reflectance.isel(time=-1).values, ds.reflectance.isel(time=-1).values)
+    level = item.assets["overview-4"]
+    assert level.href == asset.href and "overview" in (level.roles or [])
+    small = xr.open_dataset(level.href, **level.extra_fields["xarray:open_kwargs"])
+    assert small.sizes["x"] == ds.sizes["x"] // 4 and small.rio.crs.to_epsg() == ds.odc.geobox.crs.epsg
     # nothing outside the cube's place and time
     assert not list(client.search(collections=[coll_id], bbox=[10, 10, 11, 11]).items())
     assert not list(client.search(collections=[coll_id], datetime="1999-01-01/1999-12-31").items())
@@ -75,6 +79,7 @@ def test_publishing_again_updates_in_place_and_a_new_href_is_what_users_get(api,
     coll_id = first.collection_url.rsplit("/", 1)[-1]
     items = requests.get(f"{first.collection_url}/items", timeout=10).json()["features"]
     assert len(items) == 1 and items[0]["assets"]["zarr"]["href"] == "s3://cubes/antwerp.zarr"
+    assert items[0]["assets"]["overview-4"]["href"] == "s3://cubes/antwerp.zarr"
     assert items[0]["collection"] == coll_id
     assert items[0]["properties"]["start_datetime"].startswith(sample.DEFAULT_DATES[:7])
 

@@ -72,6 +72,29 @@ def test_one_shard_object_per_write_task_and_inner_chunks_divide_it(cube):
     assert [inner_chunk(n) for n in (396, 1024, 2688, 2052, 4096, 2062)] == [396, 1024, 896, 684, 1024, 2062]
 
 
+def test_bit_rounding_keeps_the_stated_mantissa_bits_and_compresses_better(cube, tmp_path):
+    out, ds = cube
+    rounded_out = tmp_path / "rounded.zarr"
+    rounded = run_region(BBOX, DATES, out=str(rounded_out), tile=128, model="bicubic", keepbits=7)
+    assert rounded.attrs["bitround_keepbits"] == 7 == rounded.reflectance.attrs["bitround_keepbits"]
+    assert "bit-rounded to 7 mantissa bits" in rounded.attrs["codec"]
+    a, b = ds.reflectance.values, rounded.reflectance.values
+    assert np.array_equal(np.isnan(a), np.isnan(b))
+    ok = np.isfinite(a) & (a != 0)
+    assert np.all(np.abs(b[ok] - a[ok]) <= np.abs(a[ok]) * 2.0**-8)  # round to nearest on 7 of 23 bits
+    assert np.all(b[ok].view(np.uint32) & np.uint32(2**16 - 1) == 0)  # the 16 dropped bits are zero
+    assert rounded.attrs["request_hash"] != ds.attrs["request_hash"]
+
+    def size(path):
+        return sum(p.stat().st_size for p in (path / "reflectance").rglob("*") if p.is_file())
+
+    assert size(rounded_out) < 0.8 * size(out)
+    with pytest.raises(InvalidOptionError, match="keepbits rounds float32 mantissas"):
+        run_region(BBOX, DATES, out=str(tmp_path / "x.zarr"), model="bicubic", keepbits=7, dtype="int16")
+    with pytest.raises(InvalidOptionError, match="keepbits"):
+        run_region(BBOX, DATES, out=str(tmp_path / "x.zarr"), model="bicubic", keepbits=24)
+
+
 def test_cube_follows_cf_conventions_and_states_its_codec(cube):
     import zarr
 
