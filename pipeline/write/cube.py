@@ -192,8 +192,8 @@ def _finish(cube: xr.Dataset, opts: RunOptions) -> xr.Dataset:
         cube["reflectance"] = cube.reflectance.clip(-lim, lim)
     if opts.keepbits is not None:  # round to nearest, ties to even, on keepbits mantissa bits (numcodecs BitRound)
         refl = cube.reflectance
-        data = refl.data.map_blocks(bitround, opts.keepbits, dtype=np.float32) if isinstance(refl.data, da.Array) \
-            else bitround(np.asarray(refl.values), opts.keepbits)
+        data = da.map_blocks(bitround, refl.data, opts.keepbits, dtype=np.float32) \
+            if isinstance(refl.data, da.Array) else bitround(np.asarray(refl.values), opts.keepbits)
         cube["reflectance"] = refl.copy(data=data)
         cube["reflectance"].attrs["bitround_keepbits"] = opts.keepbits
     # variable-length strings have a zarr v3 data type; fixed-width numpy unicode has none
