@@ -17,6 +17,12 @@ import pytest
 
 from tests.support.helpers import REPO, S3_CREDS, shared_path  # noqa: F401
 
+# the CLI's tables are read by the tests: one width whatever runs them (a terminal, a pipe, an xdist worker)
+os.environ["COLUMNS"] = "200"
+# pytest-xdist: each worker process gets a Prefect home of its own (its local database and result storage)
+if os.environ.get("PYTEST_XDIST_WORKER") and os.environ.get("PREFECT_HOME"):
+    os.environ["PREFECT_HOME"] = os.path.join(os.environ["PREFECT_HOME"], os.environ["PYTEST_XDIST_WORKER"])
+
 # --- no network except loopback --------------------------------------------------------------
 
 _real_connect = socket.socket.connect

@@ -290,16 +290,16 @@ class CubeStore:
             if got != n:
                 raise IncompleteCubeError(f"{self.url}: {got} of {n} chunks of {name} are written; "
                                           "run the same command again to finish it")
+        if overviews:  # while the manifest still says every chunk is in: a rerun after a crash here only redoes them
+            from srcube.pipeline.write.overviews import write_overviews  # it reads the cube through this store
+
+            write_overviews(self)
         manifest = f"{self.path}/{MANIFEST.split('/')[0]}"
         if self.fs.exists(manifest):  # every chunk is in: the manifest has done its job
             self.fs.rm(manifest, recursive=True)
         swept = self.sweep_partial_writes()
         if swept:
             log.info("%s: removed %d unfinished chunk write(s) of killed writers", self.url, swept)
-        if overviews:
-            from srcube.pipeline.write.overviews import write_overviews  # it reads the cube through this store
-
-            write_overviews(self)
         with quiet_consolidated():
             zarr.consolidate_metadata(_zarr_store(self.url, self._so))
         group = zarr.open_group(_zarr_store(self.url, self._so), mode="r+")

@@ -89,6 +89,25 @@ def test_the_cube_holds_overviews_of_every_date_on_their_own_grids(cube):
     assert factors(10980 * 2, 10980 * 2) == [4, 8, 16, 32, 64] and factors(100, 100) == [4]
 
 
+def test_a_run_killed_while_writing_overviews_finishes_them_without_recomputing_a_chunk(sample_url, tmp_path,
+                                                                                         monkeypatch):
+    from srcube.pipeline.write import overviews
+
+    out = str(tmp_path / "c.zarr")
+    real = overviews.write_overviews
+
+    def killed(store, start=0):
+        raise KeyboardInterrupt("killed while writing overviews (test)")
+
+    monkeypatch.setattr(overviews, "write_overviews", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_region(sample.DEFAULT_BBOX, "2024-05-01/2024-05-31", out=out, model="bicubic", bands=["B04"])
+    monkeypatch.setattr(overviews, "write_overviews", real)
+    ds = run_region(sample.DEFAULT_BBOX, "2024-05-01/2024-05-31", out=out, model="bicubic", bands=["B04"])
+    assert ds.attrs["last_run"] == {"resumed": True, "chunk_writes": 0}
+    assert ds.attrs["overviews"]["time_steps"] == ds.sizes["time"]
+
+
 def test_quicklook_reads_the_overviews_not_the_full_frames(cube, tmp_path):
     import shutil
 
