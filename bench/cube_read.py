@@ -1,6 +1,6 @@
 """Reading a cube: one pixel's time series and one full date, with zarr's default codec and one chunk per
 date, band and SR tile (before), srcube's codec (Blosc zstd level 5 with bit shuffle, ``write.cube.codec``),
-and srcube's layout (that codec, one shard per date and SR tile holding every band, inner chunks of at most
+and srcube's layout (that codec, one shard per date and SR tile, inner chunks of every band and at most
 ``write.cube.INNER_CHUNK`` px a side: ``write.cube.encoding``).
 
 The data: the sample region's cube (``run_region``, bicubic x4, 4 bands), its dates repeated to
@@ -83,12 +83,12 @@ def main() -> None:
     shards = tuple(cube.reflectance.encoding["shards"])
     ty, tx = shards[2], shards[3]
     chunks = (1, 1, ty, tx)
-    inner = (1, 1, inner_chunk(ty), inner_chunk(tx))
+    inner = (1, shards[1], inner_chunk(ty), inner_chunk(tx))
     ds = series.to_dataset(name="reflectance").drop_vars("spatial_ref", errors="ignore")
     layouts = {"before: zarr default (zstd level 0, no shuffle), chunk per date+band+tile":
                {"chunks": chunks, "compressors": [ZstdCodec(level=0)]},
                f"codec: {CODEC_NOTE}, chunk per date+band+tile": {"chunks": chunks, "compressors": [codec()]},
-               f"after: {CODEC_NOTE}, shard per date+tile, inner {inner[2]}x{inner[3]}":
+               f"after: {CODEC_NOTE}, shard per date+tile, inner chunk every band x {inner[2]} x {inner[3]}":
                {"chunks": inner, "shards": shards, "compressors": [codec()]},
                f"optional: the same, reflectance bit-rounded to {args.keepbits} mantissa bits":
                {"chunks": inner, "shards": shards, "compressors": [codec()], "keepbits": args.keepbits}}

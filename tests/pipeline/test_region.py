@@ -52,11 +52,11 @@ def test_cube_layout(cube):
     assert list(ds.band.values) == ["B02", "B03", "B04", "B08"]
     assert ds.sizes["time"] == 4  # 2 of 6 solar days dropped as too cloudy
     # SR tile = zarr shard: the 297 input rows in three balanced tiles of at most 128 (99, x4), every band of a
-    # date's tile in one shard (one write task, one writer); inside it chunks of one band and at most 1024 px
+    # date's tile in one shard (one write task, one writer); inside it chunks of every band and at most 1024 px
     # a side, which are what readers get as Dask chunks
     assert ds.sizes["y"] == 4 * 297
     assert ds.reflectance.encoding["shards"] == (1, 4, 396, 4 * 105)
-    assert ds.reflectance.encoding["chunks"] == (1, 1, 396, 420) and ds.reflectance.chunks[2] == (396,) * 3
+    assert ds.reflectance.encoding["chunks"] == (1, 4, 396, 420) and ds.reflectance.chunks[2] == (396,) * 3
     assert ds.clear.encoding["shards"] == (1, 396, 420) and ds.clear_count.encoding["chunks"] == (396, 420)
     assert ds.attrs["complete"] is True
 
