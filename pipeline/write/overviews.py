@@ -2,12 +2,14 @@
 ``f x f`` blocks, for ``f`` = 4, 8, 16, ... until the longest side is under :data:`SMALLEST` px.
 
 Each level is a group ``overviews/<f>`` of the cube (xarray: ``xr.open_zarr(cube, group="overviews/8")``):
-``reflectance`` (time, band, y, x) float32, NaN where a block has no value, with its own ``x``/``y`` (block
-centres), ``spatial_ref`` and ``grid_mapping``, so rioxarray and odc-geo read each level on its own grid.
-Level ``2f`` is made from level ``f`` (each level reads the one before, not the full frame). The cube's
-``overviews`` attribute lists the factors, the resampling and how many time steps the levels hold.
+``reflectance`` (time, band, y, x) float32 in chunks of every band (as the cube's), NaN where a block has no
+value, with its own ``x``/``y`` (block centres), ``spatial_ref`` and ``grid_mapping``, so rioxarray and
+odc-geo read each level on its own grid. Level ``2f`` is made from level ``f`` (each level reads the one
+before, not the full frame). The cube's ``overviews`` attribute lists the factors, the resampling and how
+many time steps the levels hold.
 
-They are written before the cube is marked complete (:meth:`CubeStore.finalize`), and an append extends them
+They are written before the cube is marked complete (:meth:`CubeStore.finalize`, while its chunk manifest
+still says every chunk is in), and an append extends them
 by its new time steps only: the levels' arrays are resized to the cube's length and the new steps written
 into that region, so an interrupted append that is run again rewrites the same region.
 """
@@ -90,7 +92,7 @@ def _write_level(store: CubeStore, root: zarr.Group, prev: xr.DataArray, i: int,
     cy, cx = min(level.sizes["y"], 1024), min(level.sizes["x"], 1024)
     with quiet_consolidated():
         if start == 0 or path not in root:
-            enc = {"reflectance": {"chunks": (1, 1, cy, cx), "compressors": [codec()]},
+            enc = {"reflectance": {"chunks": (1, level.sizes["band"], cy, cx), "compressors": [codec()]},
                    "time": {"units": "milliseconds since 1970-01-01", "calendar": "proleptic_gregorian",
                             "dtype": "int64"}}
             level.chunk({"time": 1, "band": -1, "y": cy, "x": cx}).to_zarr(
@@ -125,5 +127,4 @@ def open_level(store: CubeStore, max_side: int) -> xr.Dataset | None:
     fits = [f for f in info["factors"] if max(shapes[f]) >= max_side]
     f = max(fits) if fits else min(info["factors"])
     with quiet_consolidated():
-        return xr.open_zarr(store.zarr_store(), group=f"{info['group']}/{f}", consolidated=False,
-                            storage_options=None, decode_coords="all")
+        return xr.open_zarr(store.zarr_store(), group=f"{info['group']}/{f}", consolidated=False, decode_coords="all")
