@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.helpers import REPO, S3_CREDS, shared_path  # noqa: F401
+from tests.support.helpers import REPO, S3_CREDS, shared_path, stop_process_group  # noqa: F401
 
 # the CLI's tables are read by the tests: one width whatever runs them (a terminal, a pipe, an xdist worker)
 os.environ["COLUMNS"] = "200"
@@ -159,10 +158,5 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path) -> I
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        stop_process_group(server)
         log.close()

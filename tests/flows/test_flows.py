@@ -11,7 +11,6 @@ import asyncio
 import datetime as dt
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ import yaml
 from srcube.pipeline.params import DateRange
 from srcube.pipeline.testing import sample
 from srcube.pipeline.write.store import CubeStore, open_cube
-from tests.support.helpers import REPO
+from tests.support.helpers import REPO, stop_process_group
 
 pytestmark = pytest.mark.integration
 # a corner of the sample region: a few chunks per frame, quick to run several times
@@ -175,7 +174,8 @@ def test_failed_flow_rerun_recomputes_only_missing_chunks(prefect_api, cluster_a
 @pytest.mark.slow  # two flow runs through a 1 s token service (~50 s); test_access covers signing in the default run
 def test_flow_retry_outlives_expiring_signed_urls(prefect_api, cluster_address, sample_dir, tmp_path, monkeypatch):
     """Planetary-Computer-style signing: the flow and its retry read through a blob service whose tokens
-    die 1 s after they are issued. Nothing signed reaches the flow's parameters, task results or the cube."""
+    die after 100 requests, and all at once between the failed run and its retry. Nothing signed reaches the
+    flow's parameters, task results or the cube."""
     from distributed import Client
 
     from srcube.flows.region import InjectedFailure, region_flow
@@ -185,7 +185,7 @@ def test_flow_retry_outlives_expiring_signed_urls(prefect_api, cluster_address, 
 
     dates = "2024-06-12/2024-06-22"
     reference = run_region(BBOX, dates, catalog="sample", out=str(tmp_path / "ref.zarr"), tile=64, model=MODEL)
-    with BlobService(sample_dir, ttl=1.0) as blob, Client(cluster_address) as workers:
+    with BlobService(sample_dir, uses=100) as blob, Client(cluster_address) as workers:
         root = rehosted_catalog(sample_dir, tmp_path / "blob-catalog", blob.href)
         # the environment of the flow process and of the Dask workers, as a ConfigMap gives it on Kubernetes:
         # the SAS endpoint, and GDAL's proxy to the blob service
@@ -202,7 +202,7 @@ def test_flow_retry_outlives_expiring_signed_urls(prefect_api, cluster_address, 
                 assert failed.is_failed()
                 with pytest.raises(InjectedFailure):
                     failed.result()
-                time.sleep(1.5)  # every token issued so far is dead
+                blob.revoke()  # every token issued so far is dead
                 again = flow(**params, return_state=True)
                 assert again.is_completed(), again.message
         finally:
@@ -259,16 +259,6 @@ def _wait_for_deployment(name: str, proc: subprocess.Popen, timeout: float = 120
             time.sleep(0.5)
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
 @pytest.mark.slow  # 25-60 s of serve-process start and polling; the deploy and end-to-end tests stay in the default run
 def test_served_deployment_run_deployment_completes(prefect_api, cluster_address, reference_cube, tmp_path):
     from prefect.deployments import run_deployment
@@ -284,7 +274,7 @@ def test_served_deployment_run_deployment_completes(prefect_api, cluster_address
         run = run_deployment("srcube-region/served", timeout=300, poll_interval=1)
         assert run.state is not None and run.state.is_completed(), run.state
     finally:
-        _stop(proc)
+        stop_process_group(proc)
     _same(open_cube(str(tmp_path / "served-2024-05-01.zarr")), reference_cube)
 
 
@@ -385,6 +375,6 @@ def test_a_process_worker_runs_the_sample_deployment(prefect_api, cluster_addres
 
         fr = asyncio.run(finished())
     finally:
-        _stop(worker)
+        stop_process_group(worker)
     assert fr.state is not None and fr.state.is_completed(), fr.state
     _same(open_cube(str(tmp_path / "worker-2024-05-01.zarr")), reference_cube)

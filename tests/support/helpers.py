@@ -4,6 +4,8 @@ tiny model configurations, object-store credentials."""
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -70,3 +72,13 @@ def randomize(model, seed=0, std=0.3):
     return model
 
 
+def stop_process_group(proc: subprocess.Popen, timeout: float = 30) -> None:  # type: ignore[type-arg]
+    """SIGTERM the process group of ``proc`` (started with ``start_new_session=True``), SIGKILL it after
+    ``timeout`` seconds."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

@@ -4,9 +4,10 @@
   ``http://<account>.blob.core.windows.net/<container>/<path>`` through ``GDAL_HTTP_PROXY``) that serves
   files from a folder, with HTTP ranges, and only to requests carrying a SAS token it issued; plus
   Planetary Computer's token endpoint (``/api/sas/v1/token/<account>/<container>``). Tokens are refused
-  ``ttl`` seconds after they were issued while the endpoint says they last an hour, as a service
-  whose tokens die early (revoked, clock skew) would: only read-time signing with re-signing after a
-  403 survives that.
+  ``ttl`` seconds after they were issued, or after ``uses`` requests, or when revoked (``POST /_revoke``),
+  while the endpoint says they last an hour, as a service whose tokens die early (revoked, clock skew)
+  would: only read-time signing with re-signing after a 403 survives that. Counting uses instead of seconds
+  makes tokens die mid-run however slow or loaded the machine is.
 * :class:`BearerService`: Terrascope-like. An OIDC token endpoint (password grant) and a reverse proxy in
   front of a STAC API and of a folder of files, refusing every request without a valid bearer token.
 
@@ -112,10 +113,12 @@ def send(handler: BaseHTTPRequestHandler, status: int, body: bytes, ctype: str =
 class _BlobServer(_Server):
     """Blob storage + SAS token endpoint on loopback (see the module docstring)."""
 
-    def __init__(self, root: Path, *, account: str, container: str, ttl: float | None) -> None:
+    def __init__(self, root: Path, *, account: str, container: str, ttl: float | None,
+                 uses: int | None = None) -> None:
         super().__init__()
-        self.root, self.account, self.container, self.ttl = Path(root), account, container, ttl
+        self.root, self.account, self.container, self.ttl, self.uses = Path(root), account, container, ttl, uses
         self.issued: dict[str, float] = {}  # sig -> monotonic issue time
+        self.used: Counter[str] = Counter()  # sig -> requests served
 
     def handler(self) -> type[BaseHTTPRequestHandler]:
         svc = self
@@ -148,13 +151,15 @@ class _BlobServer(_Server):
                     return
                 sig = urllib.parse.parse_qs(url.query).get("sig", [""])[0]
                 issued = svc.issued.get(sig)
-                if issued is None or (svc.ttl is not None and time.monotonic() - issued > svc.ttl):
+                if issued is None or (svc.ttl is not None and time.monotonic() - issued > svc.ttl) or (
+                        svc.uses is not None and svc.used[sig] >= svc.uses):
                     svc.count("refused")
                     send(self, 403, b"<?xml version=\"1.0\"?><Error><Code>AuthenticationFailed</Code><Message>"
                                     b"Server failed to authenticate the request.</Message></Error>",
                          "application/xml")
                     return
                 svc.count("reads")
+                svc.used[sig] += 1
                 container, _, rel = url.path.lstrip("/").partition("/")
                 if container != svc.container:
                     send(self, 404, b"unknown container")
@@ -171,6 +176,13 @@ class _BlobServer(_Server):
 
             def do_HEAD(self) -> None:
                 self._blob(head=True)
+
+            def do_POST(self) -> None:
+                if self.path == "/_revoke":  # every token issued so far dies
+                    svc.issued.clear()
+                    send(self, 200, b"revoked")
+                else:
+                    send(self, 404, b"")
 
         return Handler
 
@@ -334,15 +346,23 @@ class Running:
 
 
 class BlobService(Running):
-    """Blob storage + SAS token endpoint (see :class:`_BlobServer`); tokens refused ``ttl`` s after issue."""
+    """Blob storage + SAS token endpoint (see :class:`_BlobServer`); tokens refused ``ttl`` s after issue or
+    after ``uses`` requests, and all tokens issued so far by :meth:`revoke`."""
 
     kind = "blob"
 
     def __init__(self, root: Path, *, account: str = "srcubesample", container: str = "archive",
-                 ttl: float | None = None) -> None:
+                 ttl: float | None = None, uses: int | None = None) -> None:
         super().__init__("--root", str(root), "--account", account, "--container", container,
-                         *(["--ttl", str(ttl)] if ttl is not None else []))
+                         *(["--ttl", str(ttl)] if ttl is not None else []),
+                         *(["--uses", str(uses)] if uses is not None else []))
         self.root, self.account, self.container = Path(root), account, container
+
+    def revoke(self) -> None:
+        """Every token issued so far is refused from now on."""
+        req = urllib.request.Request(f"{self.url}/_revoke", method="POST", data=b"")
+        with urllib.request.urlopen(req, timeout=5):
+            pass
 
     def href(self, path: Path) -> str:
         """The blob URL of a file under ``root``."""
@@ -402,6 +422,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--root", required=True)
     ap.add_argument("--ttl", type=float, default=None)
+    ap.add_argument("--uses", type=int, default=None)
     ap.add_argument("--account", default="srcubesample")
     ap.add_argument("--container", default="archive")
     ap.add_argument("--upstream", default="")
@@ -411,7 +432,7 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     server: _Server
     if a.kind == "blob":
-        server = _BlobServer(Path(a.root), account=a.account, container=a.container, ttl=a.ttl)
+        server = _BlobServer(Path(a.root), account=a.account, container=a.container, ttl=a.ttl, uses=a.uses)
     else:
         server = _BearerServer(a.upstream, Path(a.root), user=a.user, password=a.password,
                                ttl=a.ttl if a.ttl is not None else 300.0, static=a.static)
