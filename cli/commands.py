@@ -296,14 +296,14 @@ def info(cube: Annotated[str, typer.Argument(help="path or URL of an srcube cube
         console.print(_windows_table(json.loads(attrs["windows"])))
 
 
-def _open_complete(cube: str) -> Any:
+def _complete_store(cube: str) -> Any:
     from srcube.pipeline.write.store import CubeStore
 
     store = CubeStore(cube)
     status = store.status()
     if status != "complete":
         _fail(FileNotFoundError(f"{cube}: no complete srcube cube here ({status})"))
-    return store.open()
+    return store
 
 
 @app.command()
@@ -316,7 +316,7 @@ def export(
     from srcube.pipeline.errors import SrcubeError
     from srcube.pipeline.write.export import export_cogs
 
-    ds = _open_complete(cube)
+    ds = _complete_store(cube).open()
     try:
         paths = export_cogs(ds, cog, dates=date, name=Path(cube.rstrip("/")).name.removesuffix(".zarr"))
     except SrcubeError as exc:
@@ -335,11 +335,10 @@ def quicklook(
     """A small true-colour PNG of one date, read from the cube's overviews (never a full frame in memory)."""
     from srcube.pipeline.errors import SrcubeError
     from srcube.pipeline.write.quicklook import cube_quicklook
-    from srcube.pipeline.write.store import CubeStore
 
-    _open_complete(cube)
+    store = _complete_store(cube)
     try:
-        out.write_bytes(cube_quicklook(CubeStore(cube), max_side=size, date=date))
+        out.write_bytes(cube_quicklook(store, max_side=size, date=date))
     except SrcubeError as exc:
         _fail(exc)
     console.print(str(out))

@@ -33,6 +33,7 @@ from prefect.tasks import exponential_backoff
 
 from srcube.flows.settings import DaskSettings, ResultSettings
 from srcube.pipeline import redact
+from srcube.pipeline.append import append_region, grows
 from srcube.pipeline.errors import is_transient
 from srcube.pipeline.options import RunOptions
 from srcube.pipeline.params import BBox, DateRange
@@ -187,16 +188,20 @@ def write_batch(req: RunRequest, items: FoundJSON | None, decisions: dict[str, A
     return {"index": index, "written": n, "skipped": len(writes) - len(todo)}
 
 
+#: the cube attributes a finished flow run reports
+SUMMARY_ATTRS = ("model", "scale", "sensor", "collection", "bbox", "dates", "bands", "crs", "resolution",
+                 "stac_items_found", "request_hash", "complete")
+
+
 @task(name="finalize-cube", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_jitter_factor=RETRY_JITTER,
       retry_condition_fn=_retry_if_transient)
 def finalize_cube(req: RunRequest, summary: dict[str, Any]) -> dict[str, Any]:
-    """Check the manifest, consolidate, mark the cube complete, write its STAC Collection and Item beside it;
-    return its summary attributes."""
+    """Check the manifest, write the overviews, consolidate, mark the cube complete, write its STAC Collection
+    and Item beside it; return its summary attributes."""
     from srcube.pipeline.write.stac import finalize
 
     attrs = finalize(CubeStore(req.out, req.options.storage_options), {"last_run": summary}).attrs
-    return {k: attrs.get(k) for k in ("model", "scale", "sensor", "collection", "bbox", "dates", "bands", "crs",
-                                      "resolution", "stac_items_found", "request_hash", "complete")}
+    return {k: attrs.get(k) for k in SUMMARY_ATTRS}
 
 
 @task(name="append-cube", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_jitter_factor=RETRY_JITTER,
@@ -204,14 +209,11 @@ def finalize_cube(req: RunRequest, summary: dict[str, Any]) -> dict[str, Any]:
 def append_cube(req: RunRequest) -> dict[str, Any]:
     """``options.mode = "append"`` onto an existing cube: add the request's new dates to it (one task: a weekly
     append is small; it holds the cube's lock, resumes its staging cube and finishes a cut-short append)."""
-    from srcube.pipeline.append import append_region
-
     with _cluster_client() as client:
         cube = append_region(RegionJob.from_request(req), client)
     attrs = cube.attrs
     return {"time_steps": int(cube.sizes["time"]), "appends": len(attrs.get("appended", [])),
-            **{k: attrs.get(k) for k in ("model", "scale", "sensor", "collection", "bbox", "dates", "bands", "crs",
-                                         "resolution", "stac_items_found", "request_hash", "complete")}}
+            **{k: attrs.get(k) for k in SUMMARY_ATTRS}}
 
 
 # --- the flow --------------------------------------------------------------------------------
@@ -308,8 +310,7 @@ def region_flow(bbox: list[float] | str, dates: str | list[str] = "last 30 days"
     req = build_request(bbox, dates, catalog, collection, bands, model, scale, out,
                         options.given() if isinstance(options, RunOptions) else options)
     logger.info("request %s %s on %s with %s -> %s", list(req.bbox), req.dates, catalog, model, req.out)
-    if req.options.mode == "append" and CubeStore(req.out, req.options.storage_options).status() not in (
-            "absent", "empty"):  # grow the cube (the first run of a growing cube writes it as any run does)
+    if grows(CubeStore(req.out, req.options.storage_options), req.options.mode):
         grown = append_cube.submit(req).result()
         logger.info("cube %s: %d time steps after %d append(s)", req.out, grown["time_steps"], grown["appends"])
         return {"out": req.out, "appended": True, **grown, "seconds": round(time.perf_counter() - t0, 2)}

@@ -53,6 +53,12 @@ SAME = ("model", "weights_sha256", "scale", "mode", "sensor", "collection", "ban
         "bitround_keepbits")
 
 
+def grows(store: CubeStore, mode: str) -> bool:
+    """Whether a request in ``mode`` grows the cube at ``store`` (append onto something there), rather than
+    writing a new cube (the first run of a growing cube writes it as any run does)."""
+    return mode == "append" and store.status() not in ("absent", "empty")
+
+
 def _staging(store: CubeStore) -> CubeStore:
     return CubeStore(f"{store.url.rstrip('/')}.append", store.storage_options)
 

@@ -22,6 +22,7 @@ import numpy as np
 import xarray as xr
 
 from srcube.pipeline import redact
+from srcube.pipeline.append import append_region, grows
 from srcube.pipeline.assemble.clearance import FrameDecision, WindowPlan, plan_windows, select_frames
 from srcube.pipeline.build import build_cube
 from srcube.pipeline.cluster import compute, dask_client, gpu_resources
@@ -236,9 +237,7 @@ def run_region(bbox: BBoxLike, dates: DatesLike, *, catalog: str = "sample", col
     """
     job = RegionJob.prepare(bbox, dates, catalog=catalog, collection=collection, bands=bands, model=model,
                             scale=scale, out=out, on_step=on_step, yes=yes, **options)
-    if job.opts.mode == "append" and job.plan.store.status() not in ("absent", "empty"):
-        from srcube.pipeline.append import append_region
-
+    if grows(job.plan.store, job.opts.mode):
         return append_region(job, client)
     return write_region(job, client)
 

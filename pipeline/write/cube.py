@@ -33,6 +33,9 @@ CODEC_NOTE = f"blosc zstd level {CODEC_LEVEL}, bitshuffle"
 #: object store); smaller chunks compress worse and slow full-date reads. The learned models' 2688 px output
 #: tiles are cut in 3 x 3.
 INNER_CHUNK = 1024
+#: how time (and time bounds) is stored: integer milliseconds since the epoch, so any later date appends
+#: exactly (xarray's default, whole days since the first date, cannot hold a later acquisition's time of day)
+TIME_ENCODING = {"units": "milliseconds since 1970-01-01", "calendar": "proleptic_gregorian", "dtype": "int64"}
 #: CF standard names (CF standard name table) of the cube's variables that have one
 STANDARD_NAMES = {"reflectance": "surface_bidirectional_reflectance"}
 
@@ -149,12 +152,9 @@ def encoding(cube: xr.Dataset, tiles: TileSpec, dtype: str) -> dict[str, Any]:
             enc[str(name)] = {"chunks": (iy, ix), "shards": (ty, tx)}
     for name in cube.data_vars:
         enc.setdefault(str(name), {})["compressors"] = [codec()]
-    # integer milliseconds since the epoch: any later date appends exactly (xarray's default, whole days since
-    # the first date, cannot hold a later acquisition's time of day)
     for name in ("time", "time_bounds"):
         if name in cube.variables:
-            enc.setdefault(name, {}).update(units="milliseconds since 1970-01-01", calendar="proleptic_gregorian",
-                                            dtype="int64")
+            enc.setdefault(name, {}).update(TIME_ENCODING)
     if dtype == "int16":
         # float32 packing attributes make readers unpack to float32 (CF: their type is the unpacked type)
         enc["reflectance"].update(dtype="int16", scale_factor=np.float32(INT16_SCALE), add_offset=np.float32(0.0),

@@ -24,7 +24,7 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from srcube.pipeline.write.cube import codec
+from srcube.pipeline.write.cube import TIME_ENCODING, codec
 from srcube.pipeline.write.store import CubeStore, quiet_consolidated
 
 log = logging.getLogger(__name__)
@@ -93,8 +93,7 @@ def _write_level(store: CubeStore, root: zarr.Group, prev: xr.DataArray, i: int,
     with quiet_consolidated():
         if start == 0 or path not in root:
             enc = {"reflectance": {"chunks": (1, level.sizes["band"], cy, cx), "compressors": [codec()]},
-                   "time": {"units": "milliseconds since 1970-01-01", "calendar": "proleptic_gregorian",
-                            "dtype": "int64"}}
+                   "time": dict(TIME_ENCODING)}
             level.chunk({"time": 1, "band": -1, "y": cy, "x": cx}).to_zarr(
                 store.zarr_store(), group=path, mode="w", zarr_format=3, consolidated=False, encoding=enc)
             return
@@ -118,13 +117,10 @@ def open_level(store: CubeStore, max_side: int) -> xr.Dataset | None:
     info = store.attrs().get("overviews")
     if not info:
         return None
-    root = zarr.open_group(store.zarr_store(), mode="r")
-    shapes = {}
-    for f in info["factors"]:
-        arr = root[f"{info['group']}/{f}/reflectance"]
-        assert isinstance(arr, zarr.Array)
-        shapes[f] = arr.shape[-2:]
-    fits = [f for f in info["factors"] if max(shapes[f]) >= max_side]
+    arr = zarr.open_group(store.zarr_store(), mode="r")["reflectance"]
+    assert isinstance(arr, zarr.Array)
+    ny, nx = arr.shape[-2:]  # level f is ny // f x nx // f (block means, a short last block left out)
+    fits = [f for f in info["factors"] if max(ny // f, nx // f) >= max_side]
     f = max(fits) if fits else min(info["factors"])
     with quiet_consolidated():
         return xr.open_zarr(store.zarr_store(), group=f"{info['group']}/{f}", consolidated=False, decode_coords="all")

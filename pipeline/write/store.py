@@ -300,10 +300,8 @@ class CubeStore:
         swept = self.sweep_partial_writes()
         if swept:
             log.info("%s: removed %d unfinished chunk write(s) of killed writers", self.url, swept)
-        with quiet_consolidated():
-            zarr.consolidate_metadata(_zarr_store(self.url, self._so))
-        group = zarr.open_group(_zarr_store(self.url, self._so), mode="r+")
-        group.attrs.update({**dict(extra_attrs or {}), "complete": True})
+        self.consolidate()
+        self.group().attrs.update({**dict(extra_attrs or {}), "complete": True})
 
     def open(self, *, require_complete: bool = True) -> xr.Dataset:
         st = self.status()
