@@ -4,7 +4,11 @@
 #   docker build -t ghcr.io/srcube/srcube:0.1.0 .                                            # CPU torch
 #   docker build --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 \
 #                -t ghcr.io/srcube/srcube:0.1.0 .                                             # CUDA torch
-FROM python:3.11-slim
+
+# The base image by digest (the multi-platform index of python:3.11-slim), so a rebuild gets the same OS and
+# Python, whatever the tag points at now. Refresh it deliberately, for security updates:
+#   docker buildx imagetools inspect python:3.11-slim      # "Digest:" line
+FROM python:3.11-slim@sha256:9c900dea9e8fb7e16277c179b555cc72d29a352dbc33cff48ad5a0412fd5bfc7
 
 # Empty: the CPU torch wheel through constraints.txt. A PyTorch wheel index (e.g.
 # https://download.pytorch.org/whl/cu128) installs the CUDA build of the same pinned version.

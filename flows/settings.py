@@ -9,7 +9,8 @@
                          deletes it at the end; ``SRCUBE_DASK_K8S_NAMESPACE`` and
                          ``SRCUBE_DASK_K8S_MAX_WORKERS`` (adaptive scaling) refine it
 neither                  a LocalCluster per flow run: ``SRCUBE_DASK_WORKERS`` single-threaded worker
-                         processes (default: one per core, at most 4)
+                         processes (default: one per core, at most 4); it and its dashboard listen on
+                         127.0.0.1 only
 ``SRCUBE_RESULT_STORAGE`` where task results and cache records go: a URL such as
                          ``s3://srcube-results/prefect`` (credentials and endpoint from ``AWS_*`` as for
                          cubes) or a folder. Shared storage lets a retried flow run on another pod or
@@ -30,6 +31,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from srcube.pipeline.errors import InvalidOptionError
+
+LOOPBACK = "127.0.0.1"
+# where the kubelet mounts a pod's service-account token (absent when automountServiceAccountToken is false)
+SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 
 
 @dataclass(frozen=True)
@@ -79,9 +84,12 @@ class DaskSettings:
                 kwargs["namespace"] = self.k8s_namespace
             adapt = {"minimum": 1, "maximum": self.k8s_max_workers} if self.k8s_max_workers else None
             return DaskTaskRunner(cluster_class=functools.partial(kube_cluster, **kwargs), adapt_kwargs=adapt)
+        # loopback only: the scheduler, the workers and the dashboard (":0" alone would bind the dashboard to
+        # every interface, open to the pod's or machine's network)
         return DaskTaskRunner(cluster_class="distributed.LocalCluster",
                               cluster_kwargs={"n_workers": self.n_workers, "threads_per_worker": 1,
-                                              "processes": True, "dashboard_address": ":0"})
+                                              "processes": True, "host": LOOPBACK,
+                                              "dashboard_address": f"{LOOPBACK}:0"})
 
 
 @dataclass(frozen=True)
@@ -127,8 +135,30 @@ def cluster_spec_for_run(spec_path: str, run_name: str) -> dict[str, Any]:
     return spec
 
 
+def require_kubernetes_credentials(env: Mapping[str, str] | None = None,
+                                   token_path: str = SERVICE_ACCOUNT_TOKEN) -> None:
+    """Refuse, with what to set, an ephemeral cluster in a pod that cannot call the Kubernetes API.
+
+    Flow-run pods get no service-account token unless their job variables ask for one (k8s/README.md);
+    without it KubeCluster would fail deep inside its Kubernetes client. Outside a pod (no
+    ``KUBERNETES_SERVICE_HOST``) or with a kubeconfig, the client finds its credentials as usual.
+    """
+    env = os.environ if env is None else env
+    if not env.get("KUBERNETES_SERVICE_HOST") or os.path.exists(token_path):
+        return
+    kubeconfig = env.get("KUBECONFIG") or os.path.join(env.get("HOME", "~"), ".kube", "config")
+    if any(os.path.exists(p) for p in kubeconfig.split(os.pathsep) if p):
+        return
+    raise InvalidOptionError(
+        f"SRCUBE_DASK_K8S_SPEC asks for a Dask cluster per flow run, but this pod has no service-account token "
+        f"({token_path}) and no kubeconfig to create it with: set the work-pool job variable "
+        f"automount_service_account_token: true for this deployment, or attach to a running cluster with "
+        f"SRCUBE_DASK_ADDRESS (k8s/README.md)")
+
+
 def kube_cluster(custom_cluster_spec: str, **kwargs: Any) -> Any:
     """A per-flow-run cluster made by the Dask Kubernetes operator from a DaskCluster manifest."""
+    require_kubernetes_credentials()
     from dask_kubernetes.operator import KubeCluster
     from prefect.runtime import flow_run
 

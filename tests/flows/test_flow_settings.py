@@ -4,8 +4,11 @@ relative dates and write batches."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 import socket
+import urllib.parse
 
+import psutil
 import pytest
 import yaml
 
@@ -54,6 +57,62 @@ def test_task_runners_per_mode():
     assert kube.cluster_class.func.__name__ == "kube_cluster"
     assert kube.cluster_class.keywords == {"custom_cluster_spec": "/etc/srcube/daskcluster.yaml"}
     assert kube.adapt_kwargs == {"minimum": 1, "maximum": 4}
+
+
+def _listening(processes: list[psutil.Process]) -> set[tuple[int, str, int]]:
+    """(pid, address, port) of every TCP socket the processes listen on."""
+    return {(p.pid, c.laddr.ip, c.laddr.port) for p in processes
+            for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN}
+
+
+def test_local_cluster_listens_on_loopback_only():
+    """The flow's LocalCluster, started as the flow starts it (its DaskTaskRunner), opens its scheduler, its
+    dashboard and its worker processes on 127.0.0.1 only: nothing on the pod's or machine's network."""
+    from srcube.flows.settings import DaskSettings
+
+    me = psutil.Process()
+    before, children_before = _listening([me]), {p.pid for p in me.children(recursive=True)}
+    runner = DaskSettings.from_env({"SRCUBE_DASK_WORKERS": "1"}).task_runner()
+    with runner:
+        client = runner.client
+        dashboard = urllib.parse.urlsplit(client.dashboard_link)
+        scheduler = urllib.parse.urlsplit(client.scheduler.address)
+        # the cluster's worker processes (not other fixtures' servers this test process may have started)
+        workers = [p for p in me.children(recursive=True) if p.pid not in children_before]
+        opened = (_listening([me]) - before) | _listening(workers)
+    assert (dashboard.hostname, scheduler.hostname) == ("127.0.0.1", "127.0.0.1")
+    assert workers, "the LocalCluster's workers run in their own processes"
+    ports = {port for _, _, port in opened}
+    assert dashboard.port in ports and scheduler.port in ports
+    assert {pid for pid, _, _ in opened} - {me.pid}, "the worker processes listen too"
+    assert {address for _, address, _ in opened} == {"127.0.0.1"}, sorted(opened)
+
+
+def test_ephemeral_cluster_needs_kubernetes_credentials(tmp_path, monkeypatch):
+    """A flow-run pod without a service-account token (the job template's default) asking for a cluster per
+    run gets the typed error that says which job variable to set, before any Kubernetes client is made."""
+    from srcube.flows.settings import kube_cluster, require_kubernetes_credentials
+
+    token = tmp_path / "token"
+    in_pod = {"KUBERNETES_SERVICE_HOST": "10.0.0.1", "HOME": str(tmp_path)}
+    with pytest.raises(InvalidOptionError, match="automount_service_account_token: true"):
+        require_kubernetes_credentials(in_pod, token_path=str(token))
+    require_kubernetes_credentials({"HOME": str(tmp_path)}, token_path=str(token))  # not in a pod: kubeconfig as usual
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("apiVersion: v1\nkind: Config\n")
+    require_kubernetes_credentials({**in_pod, "KUBECONFIG": str(kubeconfig)}, token_path=str(token))
+    token.write_text("a-token")
+    require_kubernetes_credentials(in_pod, token_path=str(token))
+
+    from srcube.flows.settings import SERVICE_ACCOUNT_TOKEN
+
+    if os.path.exists(SERVICE_ACCOUNT_TOKEN):
+        pytest.skip("this machine is a pod with a service-account token")
+    for key, value in in_pod.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    with pytest.raises(InvalidOptionError, match="no service-account token"):
+        kube_cluster(str(REPO / "k8s/base/dask/daskcluster-flow.yaml"))
 
 
 @pytest.mark.parametrize("spec", ["k8s/base/dask/daskcluster-flow.yaml", "k8s/overlays/gpu/daskcluster-flow.yaml"])

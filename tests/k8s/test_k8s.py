@@ -8,6 +8,8 @@
   content checks (GPU vs CPU workers, requests/limits, non-root, no Secrets, no literal credentials);
 * the Prefect work-pool base job template renders (Prefect's own templating and job configuration
   class) into a Job that validates;
+* one image, pinned by digest, everywhere; service-account tokens only where the API is called
+  (who may reach whom over the network: test_network_policies.py);
 * negative cases prove the validators reject what they should.
 """
 
@@ -44,7 +46,12 @@ from tests.support.k8s import (
 
 K8S = REPO / "k8s"
 NAMESPACE = "srcube"
-IMAGE = "ghcr.io/srcube/srcube:0.1.0"
+IMAGE_NAME, IMAGE_TAG = "ghcr.io/srcube/srcube", "0.1.0"
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+# the image every container runs: base/kustomization.yaml pins it (name:tag@digest)
+(_PIN,) = [i for i in yaml.safe_load((REPO / "k8s" / "base" / "kustomization.yaml").read_text())["images"]
+           if i["name"] == IMAGE_NAME]
+IMAGE = f"{IMAGE_NAME}:{_PIN['newTag']}@{_PIN.get('digest', '<no digest>')}"
 CLUSTER = "srcube-dask"
 KUSTOMIZATIONS = {
     "base": K8S / "base",
@@ -406,6 +413,44 @@ def test_rbac():
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa, "namespace": NAMESPACE}]
 
 
+@pytest.mark.parametrize("name", KUSTOMIZATIONS)
+def test_service_account_tokens_only_where_the_api_is_called(name: str):
+    """Only the Prefect worker (it creates and watches Jobs) mounts a token; the Dask scheduler and workers
+    never call the API, and the flow-runner's service account mounts none unless the pod asks."""
+    docs = rendered(name)
+    seen = set()
+    for where, spec in pod_specs(docs):
+        want = where == "Deployment/srcube-prefect-worker"
+        assert spec.get("automountServiceAccountToken") is want, where
+        seen.add(where)
+    assert "Deployment/srcube-prefect-worker" in seen and len(seen) >= 5
+    assert one(docs, "ServiceAccount", "srcube-flow-runner")["automountServiceAccountToken"] is False
+
+
+def test_flow_run_pods_get_a_token_only_for_an_ephemeral_cluster():
+    """The flow-run pod needs the API only when KubeCluster creates its cluster (SRCUBE_DASK_K8S_SPEC);
+    every Kubernetes deployment in prefect.yaml gets a token exactly when its environment picks that mode."""
+    from srcube.flows.settings import DaskSettings
+
+    pod = job_manifest()["spec"]["template"]
+    assert pod["spec"]["automountServiceAccountToken"] is False
+    # the label the NetworkPolicies admit to the Dask pods; Prefect adds its own labels beside it
+    assert pod["metadata"]["labels"]["app.kubernetes.io/component"] == "flow-run"
+    ephemeral = job_manifest(automount_service_account_token=True,
+                             env={"SRCUBE_DASK_ADDRESS": "", "SRCUBE_DASK_K8S_SPEC": "/etc/srcube/daskcluster.yaml"})
+    validate_job(ephemeral)
+    assert ephemeral["spec"]["template"]["spec"]["automountServiceAccountToken"] is True
+    config = one(rendered("base"), "ConfigMap", "srcube-config")["data"]
+    deployments = [d for d in yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]
+                   if d["work_pool"]["name"] == "srcube-k8s"]
+    assert deployments
+    for dep in deployments:
+        job_variables = dep["work_pool"].get("job_variables", {})
+        mode = DaskSettings.from_env({**config, **(job_variables.get("env") or {})}).mode
+        token = job_manifest(**job_variables)["spec"]["template"]["spec"]["automountServiceAccountToken"]
+        assert token is (mode == "kubernetes"), f"{dep['name']}: mode {mode}, token {token}"
+
+
 def test_prefect_worker_deployment():
     deployment = one(rendered("base"), "Deployment", "srcube-prefect-worker")
     (c,) = deployment["spec"]["template"]["spec"]["containers"]
@@ -417,12 +462,26 @@ def test_prefect_worker_deployment():
     assert api_key["valueFrom"]["secretKeyRef"] == {"name": "prefect-api", "key": "PREFECT_API_KEY", "optional": True}
 
 
-def test_kustomize_images_set_the_tag():
-    """The image tag comes from kustomize `images:`, so overlays can change it."""
+def test_image_is_pinned_by_digest_in_one_place():
+    """base/kustomization.yaml's `images:` pins the image (tag for people, digest for the runtime); the
+    overlays inherit it, the manifests name the image without a tag, and what kustomize cannot reach (the
+    flow-run DaskCluster specs, the job template) is written by sync-flow-specs.py and checked here and in
+    test_containers_have_resources_and_run_non_root / test_job_template_structure_and_placeholders."""
+    assert _PIN == {"name": IMAGE_NAME, "newTag": IMAGE_TAG, "digest": _PIN.get("digest")}
+    assert DIGEST.fullmatch(_PIN.get("digest") or ""), f"not a sha256 digest: {_PIN.get('digest')!r}"
+    for name in ("cpu-only", "gpu"):
+        assert "images" not in yaml.safe_load((KUSTOMIZATIONS[name] / "kustomization.yaml").read_text()), name
     for name in KUSTOMIZATIONS:
-        text = (KUSTOMIZATIONS[name] / "kustomization.yaml").read_text()
-        images = yaml.safe_load(text)["images"]
-        assert {"name": "ghcr.io/srcube/srcube", "newTag": "0.1.0"} in images, name
+        images = {c["image"] for _, spec in pod_specs(rendered(name)) for c in spec["containers"]}
+        assert images == {IMAGE}, f"{name}: {images}"
+    assert sync_script().image_of(one(rendered("base"), "DaskCluster", CLUSTER)) == IMAGE
+    text = JOB_TEMPLATE.read_text()
+    assert sync_script().job_template_with_image(text, IMAGE) == text, "run `python k8s/sync-flow-specs.py`"
+    # prefect.yaml's Kubernetes deployments name the pool's image explicitly: the same pinned one
+    deployments = yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]
+    k8s_images = [d["work_pool"].get("job_variables", {}).get("image") for d in deployments
+                  if d["work_pool"]["name"] == "srcube-k8s"]
+    assert k8s_images and all(image in (None, IMAGE) for image in k8s_images), k8s_images
     for path in (K8S / "base" / "prefect-worker.yaml", K8S / "base" / "dask" / "daskcluster.yaml"):
         assert re.findall(r"image: (\S+)", path.read_text()) and all(
             image == "ghcr.io/srcube/srcube" for image in re.findall(r"image: (\S+)", path.read_text())
@@ -656,7 +715,9 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
 
 def test_dockerfile():
     ins = dockerfile_instructions()
-    assert ins[0] == ("FROM", "python:3.11-slim")
+    op, base = ins[0]
+    assert op == "FROM" and base.startswith("python:3.11-slim@"), "the base image, pinned by digest"
+    assert DIGEST.fullmatch(base.partition("@")[2]), base
     runs = " ".join(rest for op, rest in ins if op == "RUN")
     assert re.search(r"pip install -c constraints\.txt torch==2\.13\.0", runs)
     assert re.search(r"--index-url \"?\$TORCH_INDEX_URL\"? torch==2\.13\.0", runs)

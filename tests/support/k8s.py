@@ -1,11 +1,14 @@
 """Offline validators of Kubernetes objects: Dask custom resources against the operator's CRD (made strict),
-everything else with kubernetes-validate."""
+everything else with kubernetes-validate; and an evaluator of NetworkPolicies (who may connect to whom)."""
 
 from __future__ import annotations
 
 import copy
 import functools
 import glob
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -100,3 +103,155 @@ def validate_object(doc: dict[str, Any]) -> None:
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
 
 
+
+
+# --- NetworkPolicy evaluation -----------------------------------------------------------------
+#
+# Who may open a connection to whom under a set of networking.k8s.io/v1 NetworkPolicies, by the rules of
+# https://kubernetes.io/docs/concepts/services-networking/network-policies/ : a pod is isolated for a
+# direction when a policy in its namespace selects it with that direction in policyTypes (absent
+# policyTypes: Ingress, plus Egress when the policy has an egress section); an isolated pod allows what at
+# least one of those policies' rules allows (policies add up, none denies); a connection needs both the
+# source's egress and the destination's ingress. A rule with no peers (from/to missing or empty) matches
+# every peer, with no ports every port. A peer with a podSelector alone means pods of the policy's
+# namespace, with a namespaceSelector alone every pod of the matching namespaces, with both (one list
+# element) pods matching both; an ipBlock matches addresses in its CIDR outside its excepts (pods' addresses
+# too, as Calico and Cilium do; the spec leaves that to the plugin). Named ports
+# are the destination pod's container port names. Not modelled, as the spec leaves them to the network
+# plugin or allows them always: traffic from the pod's own node (kubelet probes), hostNetwork pods,
+# Services (policies see the pod behind a Service) and reply packets of an allowed connection.
+
+
+@dataclass(frozen=True)
+class Pod:
+    """A pod as NetworkPolicy sees it: namespace, labels, address and named container ports."""
+
+    name: str
+    namespace: str
+    labels: Mapping[str, str]
+    ip: str
+    ports: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class External:
+    """An address that is no pod: the internet, cloud metadata, the Kubernetes API server."""
+
+    name: str
+    ip: str
+
+
+Peer = Pod | External
+
+
+def selector_matches(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
+    """A metav1.LabelSelector against labels ({} or None: everything)."""
+    selector = selector or {}
+    unknown = set(selector) - {"matchLabels", "matchExpressions"}
+    assert not unknown, f"unknown label selector fields {unknown}"
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr["key"], expr["operator"], expr.get("values") or []
+        if op == "In":
+            ok = key in labels and labels[key] in values
+        elif op == "NotIn":
+            ok = key not in labels or labels[key] not in values
+        elif op == "Exists":
+            ok = key in labels
+        elif op == "DoesNotExist":
+            ok = key not in labels
+        else:
+            raise AssertionError(f"unknown selector operator {op!r}")
+        if not ok:
+            return False
+    return True
+
+
+class Network:
+    """Namespaces (name -> labels) and the NetworkPolicies in force; :meth:`allows` answers one connection."""
+
+    def __init__(self, namespaces: Mapping[str, Mapping[str, str]], policies: list[dict[str, Any]]):
+        # every namespace carries its name as a label (Kubernetes >= 1.21 sets it, immutable)
+        self.namespaces = {n: {**labels, "kubernetes.io/metadata.name": n} for n, labels in namespaces.items()}
+        self.policies = [p for p in policies if p.get("kind") == "NetworkPolicy"]
+        for policy in self.policies:
+            assert policy["apiVersion"] == "networking.k8s.io/v1", policy["apiVersion"]
+            assert policy["metadata"].get("namespace"), f"NetworkPolicy {policy['metadata']['name']} has no namespace"
+
+    @staticmethod
+    def policy_types(policy: Mapping[str, Any]) -> set[str]:
+        spec = policy["spec"]
+        if spec.get("policyTypes"):
+            return set(spec["policyTypes"])
+        return {"Ingress", "Egress"} if "egress" in spec else {"Ingress"}
+
+    def _selecting(self, pod: Pod, direction: str) -> list[dict[str, Any]]:
+        return [p for p in self.policies if p["metadata"]["namespace"] == pod.namespace
+                and direction in self.policy_types(p) and selector_matches(p["spec"].get("podSelector"), pod.labels)]
+
+    def _peer_matches(self, peer: Mapping[str, Any], policy_ns: str, other: Peer) -> bool:
+        if "ipBlock" in peer:
+            assert not {"podSelector", "namespaceSelector"} & set(peer), "ipBlock cannot be combined with selectors"
+            block = peer["ipBlock"]
+            address = ipaddress.ip_address(other.ip)
+            net = ipaddress.ip_network(block["cidr"])
+            return address in net and not any(address in ipaddress.ip_network(e) for e in block.get("except", []))
+        assert {"podSelector", "namespaceSelector"} & set(peer), f"empty peer {peer}"
+        if not isinstance(other, Pod):
+            return False  # selectors name pods only
+        if "namespaceSelector" in peer:
+            if other.namespace not in self.namespaces:
+                raise AssertionError(f"namespace {other.namespace} of {other.name} is not declared")
+            if not selector_matches(peer["namespaceSelector"], self.namespaces[other.namespace]):
+                return False
+        elif other.namespace != policy_ns:
+            return False
+        return selector_matches(peer.get("podSelector"), other.labels)
+
+    @staticmethod
+    def _port_matches(rule_ports: list[dict[str, Any]] | None, dst: Peer, port: int, protocol: str) -> bool:
+        if not rule_ports:
+            return True
+        for p in rule_ports:
+            if p.get("protocol", "TCP") != protocol:
+                continue
+            want = p.get("port")
+            if want is None:
+                return True
+            if isinstance(want, str):  # a named port of the destination pod
+                if isinstance(dst, Pod) and dst.ports.get(want) == port:
+                    return True
+                continue
+            if want == port or (p.get("endPort") is not None and want <= port <= p["endPort"]):
+                return True
+        return False
+
+    def _rules_allow(self, policies: list[dict[str, Any]], direction: str, other: Peer, dst: Peer, port: int,
+                     protocol: str) -> bool:
+        section, peers_key = ("ingress", "from") if direction == "Ingress" else ("egress", "to")
+        for policy in policies:
+            for rule in policy["spec"].get(section) or []:
+                peers = rule.get(peers_key)
+                if peers and not any(self._peer_matches(p, policy["metadata"]["namespace"], other) for p in peers):
+                    continue
+                if self._port_matches(rule.get("ports"), dst, port, protocol):
+                    return True
+        return False
+
+    def egress_allows(self, src: Peer, dst: Peer, port: int, protocol: str = "TCP") -> bool:
+        if not isinstance(src, Pod):
+            return True
+        policies = self._selecting(src, "Egress")
+        return not policies or self._rules_allow(policies, "Egress", dst, dst, port, protocol)
+
+    def ingress_allows(self, src: Peer, dst: Peer, port: int, protocol: str = "TCP") -> bool:
+        if not isinstance(dst, Pod):
+            return True
+        policies = self._selecting(dst, "Ingress")
+        return not policies or self._rules_allow(policies, "Ingress", src, dst, port, protocol)
+
+    def allows(self, src: Peer, dst: Peer, port: int, protocol: str = "TCP") -> bool:
+        """May ``src`` open a connection to ``dst`` on ``port``/``protocol``?"""
+        assert src != dst, "a pod can always reach itself"
+        return self.egress_allows(src, dst, port, protocol) and self.ingress_allows(src, dst, port, protocol)
