@@ -1,4 +1,4 @@
-"""The ``srcube`` command line: run, demo, info, export, quicklook, publish, catalogs, models."""
+"""The ``srcube`` command line: run, demo, info, export, quicklook, verify, publish, catalogs, models."""
 
 from __future__ import annotations
 
@@ -260,6 +260,8 @@ def info(cube: Annotated[str, typer.Argument(help="path or URL of an srcube cube
     status = store.status()
     if status in ("absent", "empty", "foreign"):
         _fail(FileNotFoundError(f"{cube}: no srcube cube here ({status})"))
+    if status == "complete":
+        _check_present(store)
     attrs = store.attrs()
     counts = store.chunk_counts("reflectance")
     table = Table(show_header=False, title=f"srcube cube {cube}")
@@ -296,6 +298,16 @@ def info(cube: Annotated[str, typer.Argument(help="path or URL of an srcube cube
         console.print(_windows_table(json.loads(attrs["windows"])))
 
 
+def _check_present(store: Any) -> None:
+    """Refuse (exit 2) a cube that says complete but lacks chunks: zarr would read them as no data."""
+    from srcube.pipeline.write.verify import check_present
+
+    try:
+        check_present(store)
+    except SrcubeError as exc:
+        _fail(exc)
+
+
 def _complete_store(cube: str) -> Any:
     from srcube.pipeline.write.store import CubeStore
 
@@ -303,6 +315,7 @@ def _complete_store(cube: str) -> Any:
     status = store.status()
     if status != "complete":
         _fail(FileNotFoundError(f"{cube}: no complete srcube cube here ({status})"))
+    _check_present(store)
     return store
 
 
@@ -315,10 +328,12 @@ def export(
     """Write the cube's dates as COGs (every band, the cube's CRS and transform) for QGIS/GDAL users."""
     from srcube.pipeline.errors import SrcubeError
     from srcube.pipeline.write.export import export_cogs
+    from srcube.pipeline.write.verify import checked_reads
 
     ds = _complete_store(cube).open()
     try:
-        paths = export_cogs(ds, cog, dates=date, name=Path(cube.rstrip("/")).name.removesuffix(".zarr"))
+        with checked_reads(cube):  # a chunk that fails its checksum: a typed error, not a traceback
+            paths = export_cogs(ds, cog, dates=date, name=Path(cube.rstrip("/")).name.removesuffix(".zarr"))
     except SrcubeError as exc:
         _fail(exc)
     for path in paths:
@@ -335,13 +350,54 @@ def quicklook(
     """A small true-colour PNG of one date, read from the cube's overviews (never a full frame in memory)."""
     from srcube.pipeline.errors import SrcubeError
     from srcube.pipeline.write.quicklook import cube_quicklook
+    from srcube.pipeline.write.verify import checked_reads
 
     store = _complete_store(cube)
     try:
-        out.write_bytes(cube_quicklook(store, max_side=size, date=date))
+        with checked_reads(cube):
+            out.write_bytes(cube_quicklook(store, max_side=size, date=date))
     except SrcubeError as exc:
         _fail(exc)
     console.print(str(out))
+
+
+@app.command()
+def verify(
+    cube: Annotated[str, typer.Argument(help="path or URL of a complete srcube cube")],
+    json_out: Annotated[bool, typer.Option("--json", help="print the report as one JSON document")] = False,
+    repair: Annotated[bool, typer.Option(
+        "--repair", help="rewrite the damaged chunks from the cube's recorded request (the same bytes)")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Read every chunk of a cube and check it (present, whole, its crc32c); list the damaged ones by date and
+    tile (exit 1), or rewrite them with --repair (exit 0 once the cube is sound again)."""
+    from srcube.pipeline.write import verify as check
+
+    _setup_logging(verbose)
+    try:
+        report = check.repair(cube) if repair else check.verify(cube)
+    except SrcubeError as exc:
+        _fail(exc)
+        return
+    if json_out:
+        typer.echo(json.dumps(report.to_json()))
+    else:
+        console.print(f"[bold]verify[/] {cube}: {report.chunks} chunk files ({report.inner_chunks} chunks, "
+                      f"{report.bytes / 2**20:.1f} MB) of {report.arrays} arrays read in {report.seconds:.2f} s")
+        for title, rows in (("damaged", report.damage), ("repaired", report.repaired)):
+            if rows:
+                table = Table("array", "date", "tile (px)", "problem", title=f"{title}: {len(rows)}")
+                for d in rows:
+                    date = d.date[:10] if d.date else f"step {d.step}" if d.step is not None else "-"
+                    tile = ", ".join(f"{k} {a}-{b}" for k, (a, b) in (d.tile or {}).items()) or "-"
+                    table.add_row(d.array, date, tile, f"{d.problem} {d.part}" + (f": {d.detail}" if d.detail else ""))
+                console.print(table)
+        if report.ok:
+            console.print("[green]sound[/]: every chunk is there and passes its checksum")
+        else:
+            console.print(f"[red]damaged[/]: `srcube verify {cube} --repair` rewrites them from the cube's request")
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 def _headers(pairs: list[str] | None) -> dict[str, str]:

@@ -40,7 +40,7 @@ from srcube.pipeline.errors import (
 )
 from srcube.pipeline.write.overviews import write_overviews
 from srcube.pipeline.write.stac import write_stac
-from srcube.pipeline.write.store import CubeStore, quiet_consolidated
+from srcube.pipeline.write.store import EVERY_CHUNK, CubeStore, quiet_consolidated
 
 if TYPE_CHECKING:
     from srcube.pipeline.region import RegionJob
@@ -160,10 +160,10 @@ def _check_same_kind(cube: xr.Dataset, new: xr.Dataset, url: str) -> None:
 
 
 def _arr(group: zarr.Group, name: str) -> Any:
-    """The array ``name`` of ``group`` (zarr types its members loosely)."""
+    """The array ``name`` of ``group`` (zarr types its members loosely), writing every chunk (``EVERY_CHUNK``)."""
     arr = group[name]
     assert isinstance(arr, zarr.Array), name
-    return arr
+    return arr.with_config(EVERY_CHUNK)
 
 
 def _time_arrays(group: zarr.Group) -> list[str]:
@@ -199,7 +199,7 @@ def _finish_append(main: CubeStore, staging: CubeStore) -> xr.Dataset:
             with_time[name] = var.chunk(dict(zip(var.dims, target.shards or target.chunks, strict=True)))
     with quiet_consolidated():
         with_time.to_zarr(main.zarr_store(), append_dim="time", zarr_format=3, consolidated=False,
-                          mode="a")
+                          mode="a", write_empty_chunks=True)
     if single:
         total = _arr(stage_group, "clear_count_before")[...] + _arr(stage_group, "clear_count")[...]
         _arr(group, "clear_count")[...] = total

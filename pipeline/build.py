@@ -13,6 +13,7 @@ from srcube.models.consistency import Projection
 from srcube.pipeline.assemble.clearance import FrameDecision, WindowPlan
 from srcube.pipeline.load import Loaded
 from srcube.pipeline.plan import RunPlan
+from srcube.pipeline.redact import redact
 from srcube.pipeline.write.cube import (
     CODEC_NOTE,
     chunk_shape,
@@ -51,6 +52,8 @@ def build_cube(plan: RunPlan, loaded: Loaded, frames: list[FrameDecision], windo
         used = [i for i, f in enumerate(frames) if f.kept]
     attrs["stac_item_ids"] = sorted({i for t in used for i in str(stack["items"].values[t]).split(",")})
     attrs["request_hash"] = request_hash(attrs, opts, chunk_shape(cube, plan.tiles))
+    recorded = plan.request.recorded()  # what `srcube verify --repair` runs again over damaged chunks
+    attrs["request"] = redact(json.dumps(recorded)) if recorded is not None else "none (a model object in memory)"
     codec = CODEC_NOTE if opts.keepbits is None else f"{CODEC_NOTE}; reflectance bit-rounded to {opts.keepbits} " \
                                                        "mantissa bits (numcodecs BitRound)"
     cube.attrs = {**attrs, "Conventions": "CF-1.8", "codec": codec}

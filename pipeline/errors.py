@@ -149,6 +149,21 @@ class IncompleteCubeError(SrcubeError, RuntimeError):
     """The cube was not finished (it lacks ``complete = true``)."""
 
 
+class CorruptCubeError(SrcubeError, OSError):
+    """Stored chunks of a complete cube are missing, truncated or fail their crc32c checksum; ``srcube verify
+    CUBE`` lists them by date and tile and ``--repair`` rewrites them from the cube's recorded request."""
+
+
+class UnverifiableCubeError(SrcubeError, ValueError):
+    """The cube's chunks carry no checksums (written before srcube stored crc32c with each chunk, or not by
+    srcube), so a damaged chunk cannot be told from a good one; write it again to get checked bytes."""
+
+
+class RepairError(SrcubeError, RuntimeError):
+    """``srcube verify --repair`` cannot rewrite the damaged chunks from the cube's recorded request (none
+    recorded, damaged metadata, a cube grown by appends, or the request now makes another cube)."""
+
+
 class CubeMismatchError(SrcubeError, ValueError):
     """``mode="append"``: the request would not make the existing cube's kind of cube (grid, bands, model,
     scale, mode); the message names what differs."""

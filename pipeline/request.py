@@ -59,3 +59,30 @@ class RunRequest(BaseModel):
         doc = self.model_dump(mode="json", exclude={"options"})
         doc["options"] = self.options.given()
         return doc
+
+    def recorded(self) -> dict[str, Any] | None:
+        """The request as a cube records it (attribute ``request``), for ``srcube verify --repair`` to run it again
+        over damaged chunks: without its output (the cube may have moved), its credentials (storage options) and
+        how the run was asked to write (mode, overwrite, progress, lock wait); None when the model is an object in
+        memory (nothing to run again)."""
+        if not isinstance(self.model, (str, os.PathLike)):
+            return None
+        doc = self.model_dump(mode="json", exclude={"options", "model", "out"})
+        doc["model"] = os.fspath(self.model)
+        doc["options"] = {k: v for k, v in self.options.given().items() if k not in _NOT_RECORDED}
+        return doc
+
+    @classmethod
+    def from_recorded(cls, doc: Mapping[str, Any], *, out: str,
+                      storage_options: Mapping[str, Any] | None = None) -> RunRequest:
+        """The request a cube recorded (:meth:`recorded`), writing to ``out`` with ``storage_options``."""
+        options = {**dict(doc.get("options") or {}), "mode": "write"}
+        if storage_options:
+            options["storage_options"] = dict(storage_options)
+        return cls(**{**{k: v for k, v in doc.items() if k != "options"}, "out": out,
+                      "options": RunOptions.from_kwargs(options)})
+
+
+#: options a cube does not record with its request: credentials, how that run was asked to write, and the stack
+#: cache (a repair reads the catalog again rather than write wherever a shared cube's attributes say)
+_NOT_RECORDED = ("storage_options", "mode", "overwrite", "progress", "lock_wait", "stack_cache", "refresh_cache")

@@ -23,9 +23,11 @@ from srcube.pipeline.sr.tiling import TileSpec
 INT16_SCALE = 1e-4
 INT16_FILL = -32768
 #: every array's codec: Blosc with zstd at level 5 after a bit shuffle (neighbouring reflectances share their
-#: high bits; shuffled, zstd finds the runs). Stated in the cube's ``codec`` attribute.
+#: high bits; shuffled, zstd finds the runs), then a crc32c checksum of each compressed chunk (zarr v3 ``crc32c``),
+#: so that a flipped or lost byte raises on read instead of reading back as other values (the shard index has
+#: its own). Stated in the cube's ``codec`` attribute.
 CODEC_LEVEL = 5
-CODEC_NOTE = f"blosc zstd level {CODEC_LEVEL}, bitshuffle"
+CODEC_NOTE = f"blosc zstd level {CODEC_LEVEL}, bitshuffle, crc32c per chunk"
 #: zarr v3 sharding: one shard is what one write task writes (a date's SR tile, every band), so every shard
 #: has one writer and the chunk manifest stays exact. Inside it, chunks of every band and at most INNER_CHUNK px
 #: a side (a divisor of the tile) are what a reader decompresses for one pixel: one request per date for a
@@ -130,6 +132,14 @@ def codec() -> Any:
     return BloscCodec(cname="zstd", clevel=CODEC_LEVEL, shuffle="bitshuffle")
 
 
+def compressors() -> list[Any]:
+    """The bytes-to-bytes codecs of every array of a cube (inside the shards: of each inner chunk): the
+    compressor, then the chunk's crc32c (:data:`CODEC_NOTE`; :mod:`pipeline.write.verify` checks them)."""
+    from zarr.codecs import Crc32cCodec
+
+    return [codec(), Crc32cCodec()]
+
+
 def inner_chunk(n: int, most: int = INNER_CHUNK) -> int:
     """The inner chunk (px) of a shard ``n`` px long: its largest divisor up to ``most``, or ``n`` itself when
     every such divisor is under a quarter of ``most`` (tiny chunks cost more in index and calls than they save)."""
@@ -150,8 +160,8 @@ def encoding(cube: xr.Dataset, tiles: TileSpec, dtype: str) -> dict[str, Any]:
             enc[str(name)] = {"chunks": (1, iy, ix), "shards": (1, ty, tx)}
         elif var.dims == ("y", "x"):
             enc[str(name)] = {"chunks": (iy, ix), "shards": (ty, tx)}
-    for name in cube.data_vars:
-        enc.setdefault(str(name), {})["compressors"] = [codec()]
+    for name in cube.variables:  # coordinates too: every stored byte is checked
+        enc.setdefault(str(name), {})["compressors"] = compressors()
     for name in ("time", "time_bounds"):
         if name in cube.variables:
             enc.setdefault(name, {}).update(TIME_ENCODING)

@@ -24,8 +24,8 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from srcube.pipeline.write.cube import TIME_ENCODING, codec
-from srcube.pipeline.write.store import CubeStore, quiet_consolidated
+from srcube.pipeline.write.cube import TIME_ENCODING, compressors
+from srcube.pipeline.write.store import EVERY_CHUNK, CubeStore, quiet_consolidated
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +57,10 @@ def _level(prev: xr.DataArray, k: int, crs_var: xr.DataArray | None) -> xr.Datas
     return ds
 
 
-def write_overviews(store: CubeStore, start: int = 0) -> dict[str, Any]:
+def write_overviews(store: CubeStore, start: int = 0, stop: int | None = None) -> dict[str, Any]:
     """Write the overview levels of the cube at ``store`` for its time steps ``start`` and later (0: all,
-    replacing any); return the ``overviews`` attribute, also set on the cube."""
+    replacing any), or ``start`` to ``stop`` (a repair rewrites its dates' region of the levels there are);
+    return the ``overviews`` attribute, also set on the cube."""
     with quiet_consolidated():
         cube = xr.open_zarr(store.zarr_store(), consolidated=False)
     refl = cube.reflectance
@@ -68,45 +69,52 @@ def write_overviews(store: CubeStore, start: int = 0) -> dict[str, Any]:
     n = cube.sizes["time"]
     crs_var = cube["spatial_ref"] if "spatial_ref" in cube.variables else None
     steps = factors(cube.sizes["y"], cube.sizes["x"])
-    prev = refl.isel(time=slice(start, None))
+    prev = refl.isel(time=slice(start, stop))
     root = zarr.open_group(store.zarr_store(), mode="r+")
     # computed here, in threads: not on whichever Dask cluster is the default (it may lack the store's credentials)
     with dask.config.set(scheduler="threads"):
         for i, f in enumerate(steps):
-            _write_level(store, root, prev, i, f, start, n, crs_var)
+            _write_level(store, root, prev, i, f, start, n if stop is None else stop, crs_var, whole=stop is None)
             with quiet_consolidated():
                 prev = xr.open_zarr(store.zarr_store(), group=f"{GROUP}/{f}", consolidated=False).reflectance.isel(
-                    time=slice(start, None))
+                    time=slice(start, stop))
     attr = {"factors": steps, "resampling": "mean of the valid pixels of each block", "group": GROUP,
             "time_steps": n}
     root.attrs["overviews"] = attr
-    log.info("%s: overviews x%s for time steps %d-%d", store.url, ",".join(map(str, steps)), start, n - 1)
+    log.info("%s: overviews x%s for time steps %d-%d", store.url, ",".join(map(str, steps)), start,
+             (n if stop is None else stop) - 1)
     return attr
 
 
 def _write_level(store: CubeStore, root: zarr.Group, prev: xr.DataArray, i: int, f: int, start: int, n: int,
-                 crs_var: xr.DataArray | None) -> None:
-    """Write level ``f`` (the ``i``-th) from ``prev`` (the cube, or the level before) for time steps ``start:n``."""
+                 crs_var: xr.DataArray | None, whole: bool = True) -> None:
+    """Write level ``f`` (the ``i``-th) from ``prev`` (the cube, or the level before) for time steps ``start:n``
+    (``whole``: ``n`` is the cube's length, which the level grows to)."""
     level = _level(prev, FIRST if i == 0 else 2, crs_var)
     path = f"{GROUP}/{f}"
     cy, cx = min(level.sizes["y"], 1024), min(level.sizes["x"], 1024)
     with quiet_consolidated():
-        if start == 0 or path not in root:
-            enc = {"reflectance": {"chunks": (1, level.sizes["band"], cy, cx), "compressors": [codec()]},
-                   "time": dict(TIME_ENCODING)}
+        if (start == 0 and whole) or path not in root:
+            enc: dict[str, Any] = {str(name): {"compressors": compressors()} for name in level.variables}
+            enc["reflectance"]["chunks"] = (1, level.sizes["band"], cy, cx)
+            enc["time"].update(TIME_ENCODING)
             level.chunk({"time": 1, "band": -1, "y": cy, "x": cx}).to_zarr(
-                store.zarr_store(), group=path, mode="w", zarr_format=3, consolidated=False, encoding=enc)
+                store.zarr_store(), group=path, mode="w", zarr_format=3, consolidated=False, encoding=enc,
+                write_empty_chunks=True)
             return
         # grow the level to the cube's length, then fill the new steps' region (the same region if run again)
         group = root[path]
         assert isinstance(group, zarr.Group)
         arrays = {name: group[name] for name in ("reflectance", "time")}
-        for arr in arrays.values():
+        for name, arr in arrays.items():
             assert isinstance(arr, zarr.Array)
-            arr.resize((n, *arr.shape[1:]))
+            if whole:
+                arr.resize((n, *arr.shape[1:]))
+            arrays[name] = arr.with_config(EVERY_CHUNK)
         region = level.drop_vars([v for v in level.variables if "time" not in level[v].dims])
         region.chunk({"time": 1, "band": -1, "y": cy, "x": cx}).to_zarr(
-            store.zarr_store(), group=path, region={"time": slice(start, n)}, zarr_format=3, consolidated=False)
+            store.zarr_store(), group=path, region={"time": slice(start, n)}, zarr_format=3, consolidated=False,
+            write_empty_chunks=True)
         # xarray leaves the index out of a region write: the new times, as the level stores them
         arrays["time"][start:n] = level.time.values.astype("datetime64[ms]").astype(np.int64)  # type: ignore[index]
 

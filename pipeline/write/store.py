@@ -35,6 +35,7 @@ import xarray as xr
 import zarr
 from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
+from zarr.core.array_spec import ArrayConfigParams
 
 from srcube.pipeline.errors import IncompleteCubeError, NotACubeError, OutputExistsError, OutputNotWritableError
 from srcube.pipeline.write.lock import StoreLock
@@ -43,6 +44,10 @@ log = logging.getLogger(__name__)
 
 MARKER = "srcube_version"
 MANIFEST = ".srcube/done"
+#: zarr array configuration of every write into a cube: chunks that hold only the fill value are written too
+#: (zarr leaves them out by default), so every chunk of every array exists and a missing one is damage that
+#: :mod:`pipeline.write.verify` and the read commands can tell (an all-NaN or all-cloudy tile is no exception)
+EVERY_CHUNK: ArrayConfigParams = {"write_empty_chunks": True}
 Status = Literal["absent", "empty", "foreign", "incomplete", "complete"]
 
 
@@ -84,7 +89,8 @@ def _write_block(block: np.ndarray, url: str, storage_options: Mapping[str, Any]
     assert block_info is not None
     info = block_info[0]
     region = tuple(slice(a, b) for a, b in info["array-location"])
-    array = zarr.open_array(_zarr_store(url, storage_options), path=name, mode="r+")
+    # (open_array takes a config only for arrays it creates: with_config sets it on this one)
+    array = zarr.open_array(_zarr_store(url, storage_options), path=name, mode="r+").with_config(EVERY_CHUNK)
     array[region] = block
     fs, path = url_to_fs(url, **dict(storage_options or {}))
     folder = f"{path}/{MANIFEST}/{name}"
@@ -218,7 +224,7 @@ class CubeStore:
             if self.status() != "absent":
                 self.fs.rm(self.path, recursive=True)
             cube.to_zarr(self.url, mode="w-", compute=False, zarr_format=3, consolidated=False,
-                         encoding=dict(encoding), storage_options=self._so)
+                         encoding=dict(encoding), storage_options=self._so, write_empty_chunks=True)
         return [] if template_only else self.chunk_writes(cube, encoding)
 
     def pending(self, cube: xr.Dataset) -> list[tuple[str, tuple[int, ...]]]:

@@ -108,12 +108,13 @@ def test_cube_follows_cf_conventions_and_states_its_codec(cube):
     # a CF reader that decodes every coordinate attribute finds the grid mapping and its CRS
     cf = xr.open_zarr(out, decode_coords="all")
     assert "spatial_ref" in cf.reflectance.coords and cf.reflectance.rio.crs == ds.odc.crs
-    # every array is Blosc zstd level 5 with bit shuffle, as the cube says
+    # every array is Blosc zstd level 5 with bit shuffle, then each chunk's crc32c, as the cube says
     store = zarr.open_group(str(out), mode="r")
     for name in ("reflectance", "clear", "clear_count"):
-        blosc = store[name].compressors[0]  # inside the sharding codec
+        blosc, crc = store[name].compressors  # inside the sharding codec
         assert (blosc.cname.value, blosc.clevel, blosc.shuffle.value) == ("zstd", 5, "bitshuffle"), name
-    assert ds.attrs["codec"] == "blosc zstd level 5, bitshuffle"
+        assert type(crc).__name__ == "Crc32cCodec", name
+    assert ds.attrs["codec"] == "blosc zstd level 5, bitshuffle, crc32c per chunk"
 
 
 def test_complete_cube_has_a_valid_stac_collection_and_item_that_open_it(cube):
