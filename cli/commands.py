@@ -81,7 +81,12 @@ def _windows_table(windows: list[dict[str, Any]]) -> Table:
 def _run(out: str, print_summary: bool, **kwargs: Any) -> None:
     from srcube.pipeline.region import run_region
 
+    steps: dict[str, float] = {}  # this run's, step by step (the cube's attributes may hold an earlier run's)
+    runs: list[Any] = []
+
     def on_step(name: str, run: Any) -> None:
+        steps.update(run.steps)
+        runs.append(run)
         if name == "search+assemble":
             source = "from the stack cache" if run.from_cache else "found"
             console.print(f"[bold]search[/]: {run.items_found} items {source}")
@@ -106,12 +111,11 @@ def _run(out: str, print_summary: bool, **kwargs: Any) -> None:
         units = "deg" if cube.attrs["crs"] == "EPSG:4326" else "m"
         console.print(f"[bold]output[/]: reflectance ({sizes}) at {cube.attrs['resolution']:g} {units}, "
                       f"{cube.attrs['crs']}, model {cube.attrs['model']} x{cube.attrs['scale']}")
-        last = cube.attrs.get("last_run", {})
-        if last.get("resumed"):
-            total = sum(cube.attrs.get("chunk_manifest", {}).values())
-            console.print(f"[bold]resumed[/]: {last['chunk_writes']} of {total} chunks computed "
+        if runs and runs[-1].resumed:  # an append's chunks: those of its staging cube
+            total = cube.attrs.get("last_run", {}).get("chunks") or sum(cube.attrs.get("chunk_manifest", {}).values())
+            console.print(f"[bold]resumed[/]: {runs[-1].chunk_writes} of {total} chunks computed "
                           "(the rest were in the cube already)")
-        console.print(f"[bold]time[/]: {elapsed:.1f} s ({json.dumps(cube.attrs.get('timings_s', {}))})")
+        console.print(f"[bold]time[/]: {elapsed:.1f} s ({json.dumps(steps)})")
         console.print(f"[bold]cube[/]: {Path(out).resolve() if '://' not in out else out}")
 
 
@@ -263,14 +267,23 @@ def info(cube: Annotated[str, typer.Argument(help="path or URL of an srcube cube
     if status == "complete":
         _check_present(store)
     attrs = store.attrs()
-    counts = store.chunk_counts("reflectance")
+    counts, ds = None, None
+    try:
+        counts = store.chunk_counts("reflectance")
+        ds = store.open(require_complete=False) if counts is not None else None
+    except SrcubeError as exc:
+        _fail(exc)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:  # zarr, on metadata it cannot parse
+        _fail(_damaged(cube, f"{type(exc).__name__}: {exc}"))
+    if counts is None and status != "incomplete":  # only a run stopped while writing its template lacks it
+        _fail(_damaged(cube, "reflectance/zarr.json is missing"))
     table = Table(show_header=False, title=f"srcube cube {cube}")
-    state = "[green]complete[/]" if status == "complete" else "[red]incomplete[/] (the run did not finish)"
-    if counts is None:
+    state = {"complete": "[green]complete[/]", "appending": "[yellow]appending[/] (an append is running or was cut "
+             "short: shown as before it)"}.get(status, "[red]incomplete[/] (the run did not finish)")
+    if counts is None or ds is None:
         table.add_row("status", f"{state}; it stopped while writing the template")
         console.print(table)
         return
-    ds = store.open(require_complete=False)
     rows = [
         ("status", state),
         ("reflectance", ", ".join(f"{k}={v}" for k, v in ds.reflectance.sizes.items()) + f" {ds.reflectance.dtype}"),
@@ -292,10 +305,21 @@ def info(cube: Annotated[str, typer.Argument(help="path or URL of an srcube cube
     for k, v in rows:
         table.add_row(k, v)
     console.print(table)
+    if status == "appending":
+        console.print(f"[yellow]appending[/]: an append from {escape(str(attrs.get('appending')))} onto the "
+                      f"{attrs.get('append_base')} time steps above is running or was cut short; run that append "
+                      "again (--mode append) to finish it", highlight=False)
     if attrs.get("frames"):
         console.print(_frames_table(json.loads(attrs["frames"])))
     if attrs.get("windows"):
         console.print(_windows_table(json.loads(attrs["windows"])))
+
+
+def _damaged(cube: str, why: str) -> SrcubeError:
+    from srcube.pipeline.errors import CorruptCubeError
+
+    return CorruptCubeError(f"{cube}: the cube's metadata cannot be read ({why}); the cube is damaged: write it "
+                            "again (its request, with --overwrite) or restore it")
 
 
 def _check_present(store: Any) -> None:

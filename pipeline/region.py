@@ -26,7 +26,7 @@ from srcube.pipeline.append import append_region, grows
 from srcube.pipeline.assemble.clearance import FrameDecision, WindowPlan, plan_windows, select_frames
 from srcube.pipeline.build import build_cube
 from srcube.pipeline.cluster import compute, dask_client, gpu_resources
-from srcube.pipeline.errors import AllCloudyError
+from srcube.pipeline.errors import AllCloudyError, OutputExistsError
 from srcube.pipeline.load import Found, Loaded, find, load
 from srcube.pipeline.options import RunOptions
 from srcube.pipeline.params import BBoxLike, DatesLike
@@ -110,7 +110,11 @@ class RegionJob:
         lock = p.store.lock(note=f"{p.model.local.name} {p.days} {p.region.as_tuple()}")
         lock.acquire(wait=self.opts.lock_wait)
         try:
-            p.store.check_writable(overwrite=self.opts.overwrite or self.opts.mode == "append")
+            if self.opts.mode == "append" and p.store.status() in ("complete", "appending"):
+                # another run made the cube while this one waited: grow it, never replace it
+                raise OutputExistsError(f"output {p.store.url} became a cube while this append waited for its lock "
+                                        "(another run wrote it); run the same append again: it grows that cube")
+            p.store.check_writable(overwrite=self.opts.overwrite)
             yield
         finally:
             lock.release()

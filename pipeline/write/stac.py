@@ -181,13 +181,11 @@ def write_stac(ds: xr.Dataset, store: CubeStore) -> dict[str, str]:
 
 
 def finalize(store: CubeStore, extra_attrs: dict[str, Any] | None = None) -> xr.Dataset:
-    """Mark the cube complete (:meth:`CubeStore.finalize`: every chunk checked, the overviews written), then
-    describe it in STAC
-    beside it; return the cube, opened."""
-    store.finalize(extra_attrs, overviews=True)
-    cube = store.open()
-    write_stac(cube, store)
-    return cube
+    """Describe the cube in STAC beside it and mark it complete (:meth:`CubeStore.finalize`: every chunk checked,
+    the overviews written, the metadata consolidated, the Item and Collection written, complete last: a run killed
+    before the end writes them again when run again); return the cube, opened."""
+    store.finalize(extra_attrs, overviews=True, describe=lambda: write_stac(store.open(require_complete=False), store))
+    return store.open()
 
 
 def validate(doc: dict[str, Any]) -> None:

@@ -23,7 +23,7 @@ import logging
 import os
 import uuid
 import warnings
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -48,7 +48,9 @@ MANIFEST = ".srcube/done"
 #: (zarr leaves them out by default), so every chunk of every array exists and a missing one is damage that
 #: :mod:`pipeline.write.verify` and the read commands can tell (an all-NaN or all-cloudy tile is no exception)
 EVERY_CHUNK: ArrayConfigParams = {"write_empty_chunks": True}
-Status = Literal["absent", "empty", "foreign", "incomplete", "complete"]
+#: what is at a cube's path; ``appending``: a complete cube being grown by ``mode="append"``, or whose append was cut
+#: short (its ``appending`` attribute names the staging cube; see :mod:`pipeline.append`)
+Status = Literal["absent", "empty", "foreign", "incomplete", "appending", "complete"]
 
 
 def _root_attrs(fs: fsspec.AbstractFileSystem, path: str) -> dict[str, Any] | None:
@@ -138,6 +140,8 @@ class CubeStore:
             return "empty" if not self.fs.ls(self.path) else "foreign"
         if MARKER not in attrs:
             return "foreign"
+        if attrs.get("appending"):
+            return "appending"
         return "complete" if attrs.get("complete") is True else "incomplete"
 
     def attrs(self) -> dict[str, Any]:
@@ -147,8 +151,8 @@ class CubeStore:
         """Raise unless a new cube may be written here; return what is there now.
 
         Absent, empty or an unfinished srcube cube: fine (an unfinished cube is resumed when it was
-        made by the same request, replaced otherwise). A complete srcube cube: only with
-        ``overwrite``. Anything else: never.
+        made by the same request, replaced otherwise). A complete srcube cube, or one an append is
+        growing (or was cut short growing): only with ``overwrite``. Anything else: never.
         """
         st = self.status()
         if st == "foreign":
@@ -159,6 +163,11 @@ class CubeStore:
             raise OutputExistsError(
                 f"output {self.url} already holds a complete srcube cube; pass overwrite=True "
                 "(CLI: --overwrite) to replace it, or choose another path")
+        if st == "appending" and not overwrite:
+            raise IncompleteCubeError(
+                f"the cube at {self.url} is being appended to, or an append to it was cut short (from "
+                f"{self.attrs().get('appending')}); run that append again (mode='append', CLI: --mode append) "
+                "to finish it, or pass overwrite=True (CLI: --overwrite) to replace the cube")
         why = self._local_unwritable()
         if why:
             raise OutputNotWritableError(f"output {self.url} cannot be written: {why}; choose another output path")
@@ -221,10 +230,21 @@ class CubeStore:
             cube = cube.copy()
             cube.attrs = {**cube.attrs, "complete": False, "chunk_manifest": manifest_sizes(cube),
                           "template_id": uuid.uuid4().hex}  # a new template is a new cube (flow cache keys)
-            if self.status() != "absent":
+            st = self.status()
+            if st in ("incomplete", "appending", "complete"):  # never silently: say what goes
+                old = self.attrs()
+                why = {"incomplete": "unfinished cube of another request", "appending": "cube whose append was "
+                       f"cut short (from {old.get('appending')})", "complete": "complete cube (overwrite)"}[st]
+                log.warning("%s: replacing the %s there (dates %s, model %s, request hash %.8s) by this request's "
+                            "(dates %s, request hash %.8s)", self.url, why, old.get("dates"), old.get("model"),
+                            old.get("request_hash"), cube.attrs.get("dates"), cube.attrs.get("request_hash"))
+            if st != "absent":
                 self.fs.rm(self.path, recursive=True)
             cube.to_zarr(self.url, mode="w-", compute=False, zarr_format=3, consolidated=False,
                          encoding=dict(encoding), storage_options=self._so, write_empty_chunks=True)
+            # consolidated from the start (the arrays' shapes are final): xarray opens the cube with the STAC
+            # asset's open options (consolidated) in any state, as one left by a replaced cube's Item may be
+            self.consolidate()
         return [] if template_only else self.chunk_writes(cube, encoding)
 
     def pending(self, cube: xr.Dataset) -> list[tuple[str, tuple[int, ...]]]:
@@ -288,9 +308,11 @@ class CubeStore:
             self.fs.rm_file(p)
         return len(stray)
 
-    def finalize(self, extra_attrs: Mapping[str, Any] | None = None, *, overviews: bool = False) -> None:
+    def finalize(self, extra_attrs: Mapping[str, Any] | None = None, *, overviews: bool = False,
+                 describe: Callable[[], Any] | None = None) -> None:
         """Check the manifest, write the overviews (with ``overviews``: :mod:`pipeline.write.overviews`),
-        consolidate the metadata, then (last) mark the cube complete."""
+        consolidate the metadata, ``describe`` it (the STAC Item: before the cube says complete, so that a run
+        killed in between writes it again), then (last) mark the cube complete."""
         for name, n in self.expected().items():
             got = len(self.done(name))
             if got != n:
@@ -307,17 +329,24 @@ class CubeStore:
         if swept:
             log.info("%s: removed %d unfinished chunk write(s) of killed writers", self.url, swept)
         self.consolidate()
+        if describe is not None:
+            describe()
         self.group().attrs.update({**dict(extra_attrs or {}), "complete": True})
 
     def open(self, *, require_complete: bool = True) -> xr.Dataset:
         st = self.status()
         if st in ("absent", "empty", "foreign"):
             raise FileNotFoundError(f"no srcube cube at {self.url} ({st})")
+        if st == "appending" and require_complete:
+            raise IncompleteCubeError(f"the cube at {self.url} is being appended to, or an append to it was cut "
+                                      f"short (from {self.attrs().get('appending')}); run that append again "
+                                      "(mode='append', CLI: --mode append) to finish it")
         if st != "complete" and require_complete:
             raise IncompleteCubeError(f"the cube at {self.url} is not complete (the run that wrote it "
                                       "did not finish); run the same command again to finish it")
         with quiet_consolidated():
-            ds = xr.open_zarr(self.url, consolidated=(st == "complete"), storage_options=self._so)
+            # while an append grows the cube, its consolidated metadata is the cube before (or after) it, whole
+            ds = xr.open_zarr(self.url, consolidated=(st in ("complete", "appending")), storage_options=self._so)
         # coordinates are small: load them, so strings (items, band) are not lazy object arrays
         # (here, not on whichever Dask cluster happens to be the default: it may lack this store's credentials)
         ds = ds.assign_coords({name: ds[name].load(scheduler="synchronous") for name in ds.coords
@@ -340,7 +369,7 @@ class CubeStore:
         except (zarr.errors.ArrayNotFoundError, FileNotFoundError, KeyError):
             return None
         expected = self.expected()
-        if variable in expected and self.status() != "complete":
+        if variable in expected and self.status() == "incomplete":  # an append has no manifest: its stored chunks
             return len(self.done(variable)), int(expected[variable])
         return int(arr.nchunks_initialized), int(arr.nchunks)
 

@@ -97,3 +97,36 @@ def test_finalize_sweeps_writes_of_killed_writers_and_refuses_missing_chunks(tmp
     store.finalize()
     assert not stray.exists() and store.status() == "complete"
     assert not list((tmp_path / "k.zarr").rglob("*.partial"))
+
+
+def test_a_replaced_cube_is_named_in_a_warning(tmp_path, caplog):
+    """An unfinished cube of another request is replaced, never silently (issue 22 item 7)."""
+    store = CubeStore(str(tmp_path / "r.zarr"))
+    first, second = _cube(), _cube()
+    first.attrs.update(request_hash="aaaa1111" * 4, dates="2024-05-01/2024-05-31", model="bicubic")
+    second.attrs.update(request_hash="bbbb2222" * 4, dates="2024-06-01/2024-06-30", model="bicubic")
+    store.write_template(first, {}, template_only=True)
+    with caplog.at_level("WARNING", logger="srcube.pipeline.write.store"):
+        store.write_template(second, {}, template_only=True)
+    assert "replacing the unfinished cube of another request there (dates 2024-05-01/2024-05-31" in caplog.text
+    assert "aaaa1111" in caplog.text and "bbbb2222" in caplog.text
+    assert store.attrs()["request_hash"] == "bbbb2222" * 4
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbled", "not-an-object", "missing"])
+def test_info_on_a_cube_with_damaged_array_metadata_is_a_typed_error(tmp_path, damage):
+    """``srcube info`` exits 2 with CorruptCubeError's message, never a traceback (issue 22 finding 4)."""
+    from typer.testing import CliRunner
+
+    from srcube.cli.commands import app
+
+    store = CubeStore(str(tmp_path / "d.zarr"))
+    dask.compute(store.write_template(_cube(), {"reflectance": {"chunks": (1, 1, 4, 4)}}))
+    store.finalize()
+    meta = tmp_path / "d.zarr" / "reflectance" / "zarr.json"
+    {"truncated": lambda: meta.write_bytes(meta.read_bytes()[:100]), "garbled": lambda: meta.write_bytes(bytes(256)),
+     "not-an-object": lambda: meta.write_text("[1, 2]"), "missing": meta.unlink}[damage]()
+    res = CliRunner().invoke(app, ["info", store.url], env={"COLUMNS": "300"})
+    assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+    message = " ".join(res.output.split())
+    assert "the cube's metadata cannot be read" in message and "the cube is damaged" in message
