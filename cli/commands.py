@@ -200,12 +200,7 @@ def run(**kw: Any) -> None:
     from srcube.pipeline.options import RunOptions
 
     _setup_logging(kw.pop("verbose"))
-    scheduler = kw.pop("scheduler")
-    client = None
-    if scheduler:
-        from distributed import Client
-
-        client = Client(scheduler)
+    client = kw.pop("scheduler")  # an address: run_region checks it before any work and connects for the run
     args = {name: kw.pop(name) for name, *_ in _ARGS}
     args["bands"] = args["bands"].split(",") if args["bands"] else None
     kw = {k: (v.value if isinstance(v, enum.Enum) else v) for k, v in kw.items()}
@@ -351,9 +346,13 @@ def export(
 ) -> None:
     """Write the cube's dates as COGs (every band, the cube's CRS and transform) for QGIS/GDAL users."""
     from srcube.pipeline.errors import SrcubeError
-    from srcube.pipeline.write.export import export_cogs
+    from srcube.pipeline.write.export import check_cog_folder, export_cogs
     from srcube.pipeline.write.verify import checked_reads
 
+    try:  # the folder first: nothing is read for a place that cannot take the COGs
+        check_cog_folder(cog)
+    except SrcubeError as exc:
+        _fail(exc)
     ds = _complete_store(cube).open()
     try:
         with checked_reads(cube):  # a chunk that fails its checksum: a typed error, not a traceback
@@ -373,13 +372,18 @@ def quicklook(
 ) -> None:
     """A small true-colour PNG of one date, read from the cube's overviews (never a full frame in memory)."""
     from srcube.pipeline.errors import SrcubeError
-    from srcube.pipeline.write.quicklook import cube_quicklook
+    from srcube.pipeline.write.quicklook import check_max_side, check_png_target, write_quicklook
     from srcube.pipeline.write.verify import checked_reads
 
+    try:  # the arguments first: nothing is read for a size or a place that cannot work
+        check_max_side(size)
+        check_png_target(out)
+    except SrcubeError as exc:
+        _fail(exc)
     store = _complete_store(cube)
     try:
         with checked_reads(cube):
-            out.write_bytes(cube_quicklook(store, max_side=size, date=date))
+            write_quicklook(store, out, max_side=size, date=date)
     except SrcubeError as exc:
         _fail(exc)
     console.print(str(out))
@@ -546,14 +550,16 @@ def train_cmd(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Train a model from a YAML config (CPU here, CUDA when present); export its best weights."""
+    from srcube import models
     from srcube.cli.training import train
     from srcube.training.config import ConfigError
+    from srcube.training.trainer import CheckpointError
 
     _setup_logging(verbose)
     logging.getLogger("srcube.training").setLevel(logging.INFO)
     try:
         train(config, resume=resume, epochs=epochs, export=export)
-    except (ConfigError, FileNotFoundError) as exc:
+    except (ConfigError, CheckpointError, models.ModelConfigError, FileNotFoundError) as exc:
         _fail(exc)
 
 

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from srcube.models.base import ModelSpec, SRModel
 from srcube.models.errors import (
     IncompatibleWeightsError,
+    ModelConfigError,
     ModelError,
     UnknownModelError,
     UnsupportedScaleError,
@@ -43,6 +44,7 @@ def load_model(model: str, *, scale: int | None = None, bands: Sequence[str] | N
 
 __all__ = [
     "IncompatibleWeightsError",
+    "ModelConfigError",
     "ModelEntry",
     "ModelError",
     "ModelSpec",

@@ -29,3 +29,8 @@ class IncompatibleWeightsError(ModelError, ValueError):
 
 class UntrainedWeightsError(ModelError, ValueError):
     """The weights are marked untrained; they are only used when explicitly allowed."""
+
+
+class ModelConfigError(ModelError, ValueError):
+    """An architecture config beyond srcube's limits (a parameter, or the parameter count it builds), from
+    weights metadata or a caller; refused before anything is allocated."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,13 @@ from typing import Any
 
 from srcube.models.base import ModelSpec, SRModel
 from srcube.models.elsr import ELSR
-from srcube.models.errors import ModelError, UnknownModelError, UnsupportedScaleError, WeightsNotFoundError
+from srcube.models.errors import (
+    ModelConfigError,
+    ModelError,
+    UnknownModelError,
+    UnsupportedScaleError,
+    WeightsNotFoundError,
+)
 from srcube.models.highresnet import HighResNet
 from srcube.models.interp import Interpolation, Lanczos
 from srcube.models.lrnet import LRNet
@@ -30,6 +37,17 @@ from srcube.models.srcnn import SRCNN
 
 ANY_SCALE = tuple(range(2, 9))
 log = logging.getLogger(__name__)
+
+#: the largest value srcube builds for each integer architecture parameter. Configs come from weights metadata,
+#: which is untrusted input (weights are shared): a crafted ``features`` once asked for a 1.4 TB allocation. Each
+#: limit is far above what the architectures are used with (defaults: features 6-64, blocks 6-23, growth 32).
+CONFIG_LIMITS = {"features": 1024, "blocks": 256, "encoder_blocks": 64, "growth": 512, "channels": 256,
+                 "guide_channels": 256, "n_views": 256, "a": 16, "window": 4096}
+#: the limit of any other integer parameter, of each integer in a list parameter, and of a list's length
+OTHER_INT_LIMIT, LIST_LIMIT = 4096, 256
+#: the most parameters (and buffers) one built architecture may hold: 400 MB as float32, 6x the largest default
+#: architecture (esrgan: 16.9 M)
+MAX_PARAMETERS = 100_000_000
 
 
 @dataclass(frozen=True)
@@ -71,16 +89,75 @@ def entry(name: str) -> ModelEntry:
             + (f"; shipped weights: {', '.join(shipped)}" if shipped else "")) from None
 
 
-def build(name: str, **config: Any) -> SRModel:
-    """Build a registered architecture with random initial weights (for training and tests)."""
-    e = entry(name)
+def _full_config(e: ModelEntry, config: dict[str, Any]) -> dict[str, Any]:
+    """The builder's arguments: the entry's defaults, then ``config``, the channels told by the bands; checked
+    against :data:`CONFIG_LIMITS` (ModelConfigError) before anything is built."""
     cfg = {**dict(e.defaults), **config}
     scale = cfg.get("scale")
     if scale is not None and scale not in e.scales:
-        raise UnsupportedScaleError(f"model {name!r} supports scales {list(e.scales)}, not {scale}")
+        raise UnsupportedScaleError(f"model {e.name!r} supports scales {list(e.scales)}, not {scale}")
     if cfg.get("bands") is not None:
+        if not isinstance(cfg["bands"], (list, tuple)):
+            raise ModelConfigError(f"model {e.name!r} config bands={cfg['bands']!r} is not a list of band names")
         cfg["bands"] = tuple(cfg["bands"])
         cfg.setdefault("channels", len(cfg["bands"]))
+    for key, value in cfg.items():
+        _check_value(e.name, key, value)
+    return cfg
+
+
+def _check_value(name: str, key: str, value: Any) -> None:
+    """ModelConfigError unless ``value`` is a bounded integer, a finite float, a string or a short list of them."""
+    limit = CONFIG_LIMITS.get(key, OTHER_INT_LIMIT)
+    lowest = 1 if key in CONFIG_LIMITS and key != "window" else 0
+    where = f"model {name!r} config {key}={value!r}"[:200]
+    if isinstance(value, (list, tuple)):
+        if len(value) > LIST_LIMIT:
+            raise ModelConfigError(f"model {name!r} config {key} lists {len(value)} values, above srcube's limit "
+                                   f"{LIST_LIMIT}: the config (or the weights metadata it came from) is corrupt or "
+                                   "crafted")
+        for v in value:
+            _check_value(name, key, v)
+    elif isinstance(value, bool) or value is None or isinstance(value, str):
+        return
+    elif isinstance(value, int):
+        if not lowest <= value <= limit:
+            raise ModelConfigError(f"{where} is outside [{lowest}, {limit}], srcube's limit for {key}: the config "
+                                   "(or the weights metadata it came from) is corrupt or crafted; nothing was built")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ModelConfigError(f"{where} is not a finite number: the config (or the weights metadata it came "
+                                   "from) is corrupt or crafted")
+    else:
+        raise ModelConfigError(f"{where} is a {type(value).__name__}: architecture parameters are numbers, strings "
+                               "or lists of them")
+
+
+def parameter_shapes(name: str, **config: Any) -> dict[str, tuple[int, ...]]:
+    """The shapes of the parameters and buffers ``build(name, **config)`` would make, found without allocating
+    them (built on torch's meta device); ModelConfigError above :data:`MAX_PARAMETERS` values in all."""
+    import torch
+
+    e = entry(name)
+    cfg = _full_config(e, config)
+    try:
+        with torch.device("meta"):
+            model = e.builder(**cfg)
+    except (TypeError, ValueError) as exc:  # a parameter the architecture does not take, or a value it refuses
+        raise ModelConfigError(f"model {name!r} cannot be built with config {config}"[:300] + f": {exc}") from None
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    total = sum(math.prod(s) for s in shapes.values())
+    if total > MAX_PARAMETERS:
+        raise ModelConfigError(f"model {name!r} with config {config} would hold {total:,} parameters, above "
+                               f"srcube's limit of {MAX_PARAMETERS:,}; nothing was allocated")
+    return shapes
+
+
+def build(name: str, **config: Any) -> SRModel:
+    """Build a registered architecture with random initial weights (for training and tests). Its config is
+    checked against :data:`CONFIG_LIMITS` first (ModelConfigError)."""
+    e = entry(name)
+    cfg = _full_config(e, config)
     model = e.builder(**cfg)
     model.config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()}  # type: ignore[assignment]
     return model

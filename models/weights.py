@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from srcube.models.base import SRModel
@@ -74,7 +74,18 @@ class WeightsMeta:
         data = dict(doc)
         data["normalisation"] = Normalisation(**data.get("normalisation", {}))
         known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in data.items() if k in known})
+        meta = cls(**{k: v for k, v in data.items() if k in known})
+        # the metadata is untrusted input (weights are shared): the fields that decide what is built are checked
+        # for type here, and the architecture's config against the registry's limits before anything is built
+        if not isinstance(meta.config, dict) or not all(isinstance(k, str) for k in meta.config):
+            raise TypeError(f"config must be an object of named parameters, got {meta.config!r}"[:200])
+        if not isinstance(meta.architecture, str) or isinstance(meta.scale, bool) or not isinstance(meta.scale, int):
+            raise TypeError(f"architecture must be a name and scale an integer, got {meta.architecture!r} and "
+                            f"{meta.scale!r}"[:200])
+        if meta.bands is not None and not (isinstance(meta.bands, list)
+                                           and all(isinstance(b, str) for b in meta.bands)):
+            raise TypeError(f"bands must be a list of band names or null, got {meta.bands!r}"[:200])
+        return meta
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -180,7 +191,7 @@ def check_compatible(meta: WeightsMeta, *, scale: int | None = None, bands: Sequ
 def load_weights(path: str | Path, *, expected_sha256: str | None = None, scale: int | None = None,
                  bands: Sequence[str] | None = None, allow_untrained: bool = False) -> tuple[SRModel, WeightsMeta]:
     """The ready-to-run model (eval mode, normalisation included) and its metadata."""
-    from srcube.models.registry import build
+    from srcube.models.registry import build, parameter_shapes
 
     meta = read_meta(path)
     tensors_path, _ = _paths(path)
@@ -193,6 +204,21 @@ def load_weights(path: str | Path, *, expected_sha256: str | None = None, scale:
         raise UntrainedWeightsError(f"weights {meta.name!r} are marked untrained ({meta.training.get('data', '')}); "
                                     "pass allow_untrained=True to use them anyway")
     check_compatible(meta, scale=scale, bands=bands)
+    # what the metadata's architecture would hold, found without allocating it (bounded: ModelConfigError), must
+    # be what the file holds (read from its header alone) before anything is built or read
+    shapes = parameter_shapes(meta.architecture, **meta.config)
+    try:
+        with safe_open(str(tensors_path), "pt") as f:
+            stored = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except SafetensorError as exc:
+        raise IncompatibleWeightsError(f"{tensors_path} is not a readable safetensors file ({exc}); export the "
+                                       "weights with models.save_weights") from None
+    if stored != shapes:
+        differ = sorted(k for k in set(stored) | set(shapes) if stored.get(k) != shapes.get(k))
+        raise IncompatibleWeightsError(
+            f"{tensors_path} does not fit architecture {meta.architecture} {meta.config}"[:400]
+            + f": {len(differ)} tensor(s) differ in name or shape ({', '.join(differ[:5])}"
+            + (", ..." if len(differ) > 5 else "") + "); the metadata and the tensors belong to different weights")
     model = build(meta.architecture, **meta.config)
     try:
         state = load_file(str(tensors_path))

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -132,16 +133,58 @@ class LocalThreads:
         return f"<LocalThreads: dask's threaded scheduler, {self.threads} thread(s) in this process>"
 
 
+#: what a scheduler address looks like: ``tcp://host:8786`` (any distributed protocol) or ``host:port``
+_ADDRESS_RE = re.compile(r"(?:(?:tcp|tls|ws|wss|ucx|inproc)://[^\s/]+|[A-Za-z0-9_.\-\[\]:]+:\d{1,5})/?")
+
+
+def check_client(client: object) -> None:
+    """InvalidOptionError unless ``client`` is None, a Dask client, or the address of a Dask scheduler (a string
+    such as ``"tcp://10.0.0.5:8786"``, which the run connects to and closes); checked before any work."""
+    if client is None:
+        return
+    if isinstance(client, str):
+        if not _ADDRESS_RE.fullmatch(client.strip()):
+            raise InvalidOptionError(f"client {client!r} is not a Dask scheduler address; give one such as "
+                                     "'tcp://10.0.0.5:8786' (CLI: --scheduler), a dask.distributed Client, or "
+                                     "nothing to compute on threads in this process")
+        return
+    if not all(callable(getattr(client, m, None)) for m in ("compute", "gather", "scheduler_info")):
+        raise InvalidOptionError(f"client must be a dask.distributed Client or a scheduler address, got a "
+                                 f"{type(client).__name__}" + (" (a cluster: pass Client(cluster), or its "
+                                 "scheduler_address)" if hasattr(client, "scheduler_address") else ""))
+
+
+@contextmanager
+def _connected(address: str) -> Iterator[Any]:
+    """A client of the Dask scheduler at ``address``, closed on exit (ClusterStartError if it cannot connect
+    within distributed's connect timeout, ``distributed.comm.timeouts.connect``)."""
+    from distributed import Client
+
+    try:
+        client = Client(address.strip(), set_as_default=False)
+    except (OSError, TimeoutError) as exc:
+        raise ClusterStartError(f"could not connect to the Dask scheduler at {address}: {exc}; is it running and "
+                                "reachable from here, and is the address right (tcp://host:8786)?") from exc
+    with client:
+        yield client
+
+
 @contextmanager
 def dask_client(client: Any | None = None, *, n_workers: int | None = None,
                 processes: bool | None = None) -> Iterator[Any]:
-    """Yield ``client`` unchanged, or a client of a local cluster that is closed on exit.
+    """Yield ``client`` unchanged (a scheduler address: a client connected to it, closed on exit), or a client
+    of a local cluster that is closed on exit.
 
     Default: :class:`LocalThreads`, a thread per usable core in this process. ``processes=True`` (or
     ``n_workers > 1``): ``n_workers`` single-threaded worker processes (default one per core, at
     most 4): torch does its own threading, and processes keep GDAL and torch from contending for
     the GIL.
     """
+    if isinstance(client, str):
+        check_client(client)
+        with _connected(client) as connected:
+            yield connected
+        return
     if client is not None:
         yield client
         return

@@ -6,6 +6,12 @@ Every error says what was given and what to change. They are raised before any w
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
+import shutil
+from collections.abc import Callable, Iterator
+
 from srcube import models
 from srcube.pipeline.redact import redact
 
@@ -81,10 +87,14 @@ class UntrainedWeightsError(SrcubeError, models.UntrainedWeightsError):
     """Weights marked untrained, used without allow_untrained=True."""
 
 
+class ModelConfigError(SrcubeError, models.ModelConfigError):
+    """Weights metadata (or a config) asks for an architecture beyond srcube's limits; nothing is allocated."""
+
+
 def as_pipeline_error(exc: models.ModelError) -> SrcubeError:
     """The pipeline's typed twin of a model-layer error (same message)."""
     for cls in (UnknownModelError, UnsupportedScaleError, WeightsNotFoundError, WeightsIntegrityError,
-                IncompatibleWeightsError, UntrainedWeightsError):
+                IncompatibleWeightsError, UntrainedWeightsError, ModelConfigError):
         if isinstance(exc, cls.__mro__[2]):
             return cls(str(exc))
     return SrcubeError(str(exc))
@@ -142,7 +152,24 @@ class NotACubeError(OutputExistsError):
 
 
 class OutputNotWritableError(SrcubeError, PermissionError):
-    """The output path cannot be written: a file is in the way, or the folder is read-only."""
+    """The output path cannot be written: a file is in the way, the folder is read-only, or the object store
+    refuses (no credentials, no such bucket, access denied)."""
+
+
+class OutputUnreachableError(SrcubeError, ConnectionError):
+    """The output's object store did not answer (a dead or wrong endpoint, no network), checked before the
+    search."""
+
+
+class DiskFullError(SrcubeError, OSError):
+    """The disk (or quota) of the output filled up while writing: the cube is left incomplete with what was
+    written, and the same run resumes it once space is freed."""
+
+
+class CubeAttributeError(SrcubeError, ValueError):
+    """A cube's attribute or STAC document holds an id, hash or link that srcube refuses to turn into a file
+    name or URL (not a plain name, or leading out of the cube's folders): cubes are shared, their attributes
+    are checked like requests."""
 
 
 class IncompleteCubeError(SrcubeError, RuntimeError):
@@ -221,6 +248,8 @@ def is_transient(exc: BaseException) -> bool:
             return False
         if isinstance(cur, (TimeoutError, ConnectionError)):
             return True
+        if isinstance(cur, OSError) and cur.errno in DISK_FULL_ERRNOS:  # full until someone frees space
+            return False
         if isinstance(cur, OSError) and not isinstance(cur, _PERMANENT_OS_ERRORS):
             return True
         if any(c.__name__ in _TRANSIENT_NAMES for c in type(cur).__mro__):
@@ -228,3 +257,58 @@ def is_transient(exc: BaseException) -> bool:
             return not (isinstance(status, int) and 400 <= status < 500 and status not in (408, 429))
         cur = cur.__cause__ or cur.__context__
     return False
+
+
+# --- a full disk -----------------------------------------------------------------------------------
+
+#: errno values of a full disk or an exhausted quota
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def disk_full(exc: BaseException) -> OSError | None:
+    """The OSError in ``exc`` or its causes that says the disk or the quota is full, or None."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, OSError) and not isinstance(cur, SrcubeError) and cur.errno in DISK_FULL_ERRNOS:
+            return cur
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
+def _free_space(out: str) -> str:
+    """How much space the disk of the local output ``out`` has left, as text ('' for object stores)."""
+    if "://" in out and not out.startswith("file://"):
+        return ""
+    folder = os.path.abspath(out.removeprefix("file://"))
+    while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return ""
+    return f" ({free / 1e6:,.1f} MB free there now)"
+
+
+@contextlib.contextmanager
+def disk_full_is_typed(out: str, needed: Callable[[], int | None] = lambda: None) -> Iterator[None]:
+    """Raise :class:`DiskFullError` where the block writing the cube at ``out`` fills the disk (ENOSPC, EDQUOT,
+    from this process or a worker), saying that the cube is incomplete and resumable and what to free.
+    ``needed``: the cube's size in bytes, uncompressed, when known."""
+    try:
+        yield
+    except SrcubeError:
+        raise
+    except Exception as exc:
+        full = disk_full(exc)
+        if full is None:
+            raise
+        size = needed()
+        whole = f"; the whole cube takes at most {size / 1e6:,.1f} MB uncompressed" if size else ""
+        raise DiskFullError(
+            f"the disk is full: writing {out} stopped with {full}. The cube is incomplete (or, for an append, its "
+            "new dates are not in it yet) and every chunk written so far is kept. Free space on the disk of "
+            f"{out}{_free_space(out)}{whole}, or choose an output on a larger disk, then run the same request "
+            "again: it resumes and writes only the missing chunks"
+        ) from exc

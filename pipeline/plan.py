@@ -15,7 +15,14 @@ from srcube import models
 from srcube.models.consistency import Projection
 from srcube.models.psf import SENSOR_PSF
 from srcube.pipeline import redact
-from srcube.pipeline.errors import InvalidOptionError, UnknownBandError, UnknownCollectionError
+from srcube.pipeline.errors import (
+    InvalidOptionError,
+    OutputNotWritableError,
+    OutputUnreachableError,
+    SrcubeError,
+    UnknownBandError,
+    UnknownCollectionError,
+)
 from srcube.pipeline.options import RunOptions
 from srcube.pipeline.params import METRES_PER_DEG_LAT, BBox, DateRange, check_region_size, safe_name
 from srcube.pipeline.request import RunRequest
@@ -98,8 +105,7 @@ def plan(req: RunRequest) -> RunPlan:
     if local.multi_frame and n_model and n_views > n_model:
         raise InvalidOptionError(f"n_views={n_views} but model {local.name} fuses at most {n_model}")
     _check_size(region, profile, sensor, band_names, opts, int(local.scale))
-    store = CubeStore(os.fspath(req.out), opts.storage_options)
-    store.check_writable(overwrite=opts.overwrite or opts.mode == "append")  # append: a complete cube is the point
+    store = open_output(os.fspath(req.out), opts)
     consistency = wants_consistency(local, opts.consistency)
     projection = widest_projection(sensor, int(local.scale)) if consistency else None
     tiles = tile_spec(opts.tile, tile_margin(local, projection), int(local.scale), projection)
@@ -108,6 +114,88 @@ def plan(req: RunRequest) -> RunPlan:
         access.check()  # credentials the catalog's assets need: missing ones fail now, not at the first read
     return RunPlan(req, region, days, profile, coll, sensor, band_names, resolved, n_views, tiles, consistency,
                    sharpener, store, access, ReadSettings.capture())
+
+
+#: fsspec protocols of object stores: the bucket (container) must exist and the credentials open it
+BUCKET_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl"})
+#: seconds the probe of an object store waits for its answer, whatever the client's own timeouts and retries
+PROBE_TIMEOUT_S = 60.0
+
+
+def open_output(out: str, opts: RunOptions) -> CubeStore:
+    """The run's output store, checked before the search: storage options only where a filesystem takes them
+    (a local path takes none), the object store reached with the run's credentials and its bucket there
+    (:func:`probe_store`), and what is at the path may be written (:meth:`CubeStore.check_writable`)."""
+    so = opts.storage_options
+    if so:
+        local = [f"{name} {url!r}" for name, url in (("out", out), ("stack_cache", opts.stack_cache))
+                 if url and _is_local(str(url))]
+        if local:
+            raise InvalidOptionError(
+                f"storage_options {sorted(so)} were given but {' and '.join(local)} is a local path, which takes "
+                "no storage options (they are for object stores: s3://, gs://, az://, ...); drop them (CLI: "
+                "--storage-option), or write to an object store URL")
+    try:
+        store = CubeStore(out, so)
+    except (TypeError, ValueError, ImportError) as exc:  # an unknown protocol, its package missing, a bad option
+        raise InvalidOptionError(f"out {out!r} cannot be opened with storage_options {sorted(so or {})}: {exc}; "
+                                 "check the URL's protocol and the options its filesystem takes") from None
+    probe_store(store, PROBE_TIMEOUT_S)
+    try:
+        store.check_writable(overwrite=opts.overwrite or opts.mode == "append")  # append: a complete cube is the point
+    except SrcubeError:
+        raise
+    except Exception as exc:  # the object store answered the probe, then failed: the same kinds of failure
+        raise store_error(store, exc) from exc
+    return store
+
+
+def _is_local(url: str) -> bool:
+    return "://" not in url or url.startswith("file://") or url.startswith("local://")
+
+
+def probe_store(store: CubeStore, timeout: float) -> None:
+    """Ask an object store for the output's bucket, once, within ``timeout`` s
+    whatever the client's own retries (botocore tries an endpoint that never answers five times): missing or
+    refused credentials, a bucket that is not there and an endpoint that does not answer are typed errors now,
+    before the search, instead of tracebacks at the first write (local paths: nothing to ask)."""
+    protocol = store.fs.protocol if isinstance(store.fs.protocol, str) else store.fs.protocol[0]
+    if protocol not in BUCKET_PROTOCOLS:
+        return
+    bucket = store.path.lstrip("/").split("/", 1)[0]
+    try:
+        if getattr(store.fs, "async_impl", False):
+            from fsspec.asyn import sync
+
+            sync(store.fs.loop, store.fs._info, bucket, timeout=timeout)
+        else:
+            store.fs.info(bucket)
+    except Exception as exc:
+        raise store_error(store, exc, timeout) from exc
+
+
+def store_error(store: CubeStore, exc: BaseException, timeout: float | None = None) -> SrcubeError:
+    """The typed error of an object store's failure ``exc`` at ``store``: refused or missing credentials, a
+    missing bucket (OutputNotWritableError), or no answer (OutputUnreachableError)."""
+    names = {c.__name__ for c in type(exc).__mro__}
+    bucket = store.path.lstrip("/").split("/", 1)[0]
+    creds = ("give them as storage options (CLI: --storage-option key=... --storage-option secret=...) or in "
+             "the environment (e.g. AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE)")
+    if names & {"NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError", "DefaultCredentialsError"}:
+        return OutputNotWritableError(f"output {store.url}: no credentials for the object store ({exc}); {creds}")
+    if isinstance(exc, PermissionError) or names & {"ClientAuthenticationError"}:
+        return OutputNotWritableError(f"output {store.url}: the object store refused these credentials ({exc}); "
+                                      f"check them, or {creds}, with the right to write into {bucket!r}")
+    if isinstance(exc, FileNotFoundError):
+        return OutputNotWritableError(f"output {store.url}: bucket {bucket!r} does not exist at this endpoint "
+                                      f"({exc}); create it first, or check the URL and the endpoint "
+                                      "(storage option client_kwargs.endpoint_url)")
+    if isinstance(exc, (OSError, TimeoutError)) or names & {"BotoCoreError", "ClientError", "HttpResponseError"}:
+        waited = f" within {timeout:g} s" if isinstance(exc, TimeoutError) and timeout else ""
+        return OutputUnreachableError(
+            f"output {store.url}: the object store did not answer{waited} ({type(exc).__name__}: {exc}); check the "
+            "endpoint (storage option client_kwargs.endpoint_url), the network, and that the service is up")
+    return OutputNotWritableError(f"output {store.url} cannot be written: {type(exc).__name__}: {exc}")
 
 
 def _check_bands(bands: Sequence[str] | None) -> list[str] | None:

@@ -25,8 +25,8 @@ from srcube.pipeline import redact
 from srcube.pipeline.append import append_region, grows
 from srcube.pipeline.assemble.clearance import FrameDecision, WindowPlan, plan_windows, select_frames
 from srcube.pipeline.build import build_cube
-from srcube.pipeline.cluster import compute, dask_client, gpu_resources
-from srcube.pipeline.errors import AllCloudyError, OutputExistsError
+from srcube.pipeline.cluster import check_client, compute, dask_client, gpu_resources
+from srcube.pipeline.errors import AllCloudyError, OutputExistsError, disk_full_is_typed
 from srcube.pipeline.load import Found, Loaded, find, load
 from srcube.pipeline.options import RunOptions
 from srcube.pipeline.params import BBoxLike, DatesLike
@@ -115,7 +115,8 @@ class RegionJob:
                 raise OutputExistsError(f"output {p.store.url} became a cube while this append waited for its lock "
                                         "(another run wrote it); run the same append again: it grows that cube")
             p.store.check_writable(overwrite=self.opts.overwrite)
-            yield
+            with disk_full_is_typed(p.store.url):  # the flow's tasks write under this lock too
+                yield
         finally:
             lock.release()
 
@@ -223,7 +224,8 @@ def run_region(bbox: BBoxLike, dates: DatesLike, *, catalog: str = "sample", col
     bbox is (min_lon, min_lat, max_lon, max_lat) in EPSG:4326; dates "YYYY-MM-DD/YYYY-MM-DD" or
     a (start, end) pair, both inclusive. catalog is a profile name (``sample``, ``earth-search``,
     ``planetary-computer``, ``cdse``, ``terrascope``), a STAC API URL, or ``kelvins:/path/imgset``.
-    ``client`` is a dask.distributed Client; without one the run computes on threads in this process.
+    ``client`` is a dask.distributed Client or a scheduler address (``"tcp://host:8786"``: connected to for
+    the run); without one the run computes on threads in this process.
     ``scale`` defaults to the weights' scale for trained models and to 4 for the baselines.
     ``model="auto"`` (default) picks :func:`models.default_model` for the sensor, scale and bands: the
     shipped learned model that beat bicubic on its test split (lower end of the 95 % interval of the mean
@@ -239,11 +241,13 @@ def run_region(bbox: BBoxLike, dates: DatesLike, *, catalog: str = "sample", col
     chunks missing from its manifest are computed. ``mode="append"`` grows the complete cube at ``out``
     by the request's new dates (see :func:`~srcube.pipeline.append.append_region`).
     """
+    check_client(client)
     job = RegionJob.prepare(bbox, dates, catalog=catalog, collection=collection, bands=bands, model=model,
                             scale=scale, out=out, on_step=on_step, yes=yes, **options)
-    if grows(job.plan.store, job.opts.mode):
-        return append_region(job, client)
-    return write_region(job, client)
+    with disk_full_is_typed(job.plan.store.url, lambda: int(job.cube.nbytes) if job.cube is not None else None):
+        if grows(job.plan.store, job.opts.mode):
+            return append_region(job, client)
+        return write_region(job, client)
 
 
 def write_region(job: RegionJob, client: Any | None) -> xr.Dataset:

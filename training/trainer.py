@@ -14,11 +14,12 @@ import json
 import logging
 import math
 import os
+import pickle
 import random
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -155,6 +156,26 @@ def _bare(model: torch.nn.Module) -> models.SRModel:
     return inner  # type: ignore[return-value]
 
 
+class CheckpointError(ValueError):
+    """A training checkpoint that holds more than tensors and plain values (a crafted pickle, or one written by
+    an srcube before checkpoints were plain): never unpickled."""
+
+
+def load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
+    """A checkpoint written by :class:`Trainer`, read with ``torch.load(weights_only=True)``: tensors and plain
+    values only, so a crafted checkpoint cannot run code when it is resumed or exported (CheckpointError)."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"{path} holds objects other than tensors and plain values, which srcube does not unpickle (a crafted "
+            f"file, or a checkpoint of an older srcube): {str(exc).splitlines()[0]}; train again without --resume, "
+            "or from a checkpoint this srcube wrote") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise CheckpointError(f"{path} is not a checkpoint of srcube's trainer")
+    return state
+
+
 class Trainer:
     def __init__(self, cfg: Config, *, resume: bool = False) -> None:
         self.cfg = cfg
@@ -230,21 +251,27 @@ class Trainer:
         return torch.autocast("cuda", dtype=dtype)
 
     def _state(self) -> dict[str, Any]:
+        """The checkpoint: tensors and plain Python values only (numpy's RNG state as a tensor and numbers, the
+        config as JSON values), so that :func:`load_checkpoint` reads it with ``weights_only=True``."""
+        kind, keys, pos, has_gauss, gauss = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
         return {"model": self.model.state_dict(), "ema": self.ema.state_dict() if self.ema else None,
                 "opt": self.opt.state_dict(), "sched": self.sched.state_dict(), "epoch": self.epoch,
-                "step": self.step, "best": self.best, "history": self.history,
+                "step": self.step, "best": float(self.best),
+                "history": json.loads(json.dumps(self.history, default=float)),
                 "disc": self.disc.state_dict() if self.gan else None,
                 "opt_d": self.opt_d.state_dict() if self.gan else None,
-                "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-                        "shuffle": self.shuffle.get_state()},
+                "rng": {"torch": torch.get_rng_state(),
+                        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss),
+                                  float(gauss)],
+                        "python": random.getstate(), "shuffle": self.shuffle.get_state()},
                 "scaler": self.scaler.state_dict(), "scaler_d": self.scaler_d.state_dict(),
-                "config": asdict(self.cfg)}
+                "config": json.loads(json.dumps(asdict(self.cfg), default=str))}
 
     def _resume(self) -> None:
         path = self.ckpt_dir / "last.pt"
         if not path.exists():
             raise FileNotFoundError(f"no checkpoint to resume from at {path}")
-        state = torch.load(path, map_location=self.device, weights_only=False)
+        state = load_checkpoint(path, self.device)
         self.model.load_state_dict(state["model"])
         if self.ema and state["ema"]:
             self.ema.load_state_dict(state["ema"])
@@ -262,7 +289,8 @@ class Trainer:
             self.opt_d.load_state_dict(state["opt_d"])
         self.epoch, self.step, self.best, self.history = state["epoch"], state["step"], state["best"], state["history"]
         torch.set_rng_state(state["rng"]["torch"])
-        np.random.set_state(state["rng"]["numpy"])
+        kind, keys, pos, has_gauss, gauss = state["rng"]["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
         random.setstate(state["rng"]["python"])
         if "shuffle" in state["rng"]:
             self.shuffle.set_state(state["rng"]["shuffle"])
@@ -425,7 +453,7 @@ class Trainer:
 
     def export(self, path: str | Path | None = None, *, trained: bool = True) -> models.WeightsMeta:
         """Write the best checkpoint's weights (EMA if used) with metrics and recipe."""
-        state = torch.load(self.ckpt_dir / "best.pt", map_location="cpu", weights_only=False)
+        state = load_checkpoint(self.ckpt_dir / "best.pt", torch.device("cpu"))
         net = build_model(self.cfg)
         if state["ema"]:
             ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(self.cfg.train.ema or 0.999))

@@ -22,12 +22,15 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import requests
+from fsspec.implementations.local import LocalFileSystem
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from srcube.pipeline.errors import IncompleteCubeError, PublishError
+from srcube.pipeline.errors import CubeAttributeError, IncompleteCubeError, PublishError
+from srcube.pipeline.params import safe_name
 from srcube.pipeline.write.stac import stac_folder, write_stac
 from srcube.pipeline.write.store import CubeStore
 
@@ -101,17 +104,61 @@ def check_transactions(api: str, *, headers: Mapping[str, str] | None = None, ti
     return conforms
 
 
+#: the largest STAC document publish reads (srcube writes a few kB; a cube's documents are untrusted input)
+MAX_DOCUMENT_BYTES = 16 << 20
+
+
+def _read_document(store: CubeStore, folder: str, name: str) -> dict[str, Any]:
+    """The JSON object ``<folder>/<name>``: a plain file name inside the cube's own STAC folder (a link or a
+    symbolic link that leaves it is refused: cubes are shared, their documents are untrusted), of bounded size."""
+    safe_name(name, f"STAC document {name!r} in {folder}: its name", CubeAttributeError)
+    path = f"{folder}/{name}"
+    if isinstance(store.fs, LocalFileSystem):
+        real, inside = os.path.realpath(path), os.path.realpath(folder)
+        if os.path.dirname(real) != inside:
+            raise CubeAttributeError(f"{path} leads out of the cube's STAC folder (to {real}): publish reads only the "
+                                     "cube's own documents; the cube is corrupt or crafted")
+    if store.fs.size(path) > MAX_DOCUMENT_BYTES:
+        raise CubeAttributeError(f"{path} is larger than {MAX_DOCUMENT_BYTES >> 20} MB, not a document srcube wrote")
+    try:
+        doc = json.loads(store.fs.cat_file(path))
+    except ValueError as exc:
+        raise CubeAttributeError(f"{path} is not JSON ({exc}); write the cube's STAC documents again "
+                                 "(remove the folder: publish writes them from the cube)") from None
+    if not isinstance(doc, dict):
+        raise CubeAttributeError(f"{path} is not a STAC document (a JSON object)")
+    return doc
+
+
 def _documents(store: CubeStore) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The cube's Collection and Item, read from its own STAC folder ``<cube>.stac`` only, their ids checked."""
     folder = stac_folder(store)
     coll_path = f"{folder}/collection.json"
     if not store.fs.exists(coll_path):  # a cube finished before srcube wrote STAC beside its cubes
         write_stac(store.open(), store)
-    collection = json.loads(store.fs.cat_file(coll_path))
-    item_links = [link for link in collection.get("links", []) if link.get("rel") == "item"]
+    collection = _read_document(store, folder, "collection.json")
+    item_links = [link for link in collection.get("links", []) if isinstance(link, dict) and link.get("rel") == "item"]
     if len(item_links) != 1:
         raise PublishError(f"{coll_path} should link exactly one item, it links {len(item_links)}")
-    item = json.loads(store.fs.cat_file(f"{folder}/{item_links[0]['href'].removeprefix('./')}"))
+    href = item_links[0].get("href")
+    name = href.removeprefix("./") if isinstance(href, str) else ""
+    if not name or "/" in name or "\\" in name or not name.endswith(".json"):
+        raise CubeAttributeError(f"{coll_path} links its item at {str(href)[:120]!r}, outside the cube's STAC folder: "
+                                 "publish reads only the cube's own documents (./<item id>.json); the cube is "
+                                 "corrupt or crafted")
+    item = _read_document(store, folder, name)
+    for what, doc in (("collection", collection), ("item", item)):
+        try:
+            safe_name(doc.get("id"), f"the {what} id in {folder}", CubeAttributeError)
+        except CubeAttributeError as exc:
+            raise CubeAttributeError(f"{exc}. The id becomes a URL path segment: remove {folder} and publish again "
+                                     "(the documents are written anew from the cube)") from None
     return collection, item
+
+
+def _segment(value: str) -> str:
+    """``value`` as one URL path segment (checked with the name rules already; escaped all the same)."""
+    return quote(value, safe="")
 
 
 def _for_api(doc: dict[str, Any]) -> dict[str, Any]:
@@ -131,17 +178,24 @@ def publish(cube: str, api: str, *, asset_href: str | None = None, headers: Mapp
         raise IncompleteCubeError(f"{cube}: no complete srcube cube here ({status}); only a complete cube is "
                                   "published (run it to the end first)")
     collection, item = _documents(store)
+    assets = item.get("assets")
+    written = assets.get("zarr", {}).get("href") if isinstance(assets, dict) else None
+    if not isinstance(written, str) or not all(isinstance(a, dict) and a.get("href") == written
+                                               for a in assets.values()):  # type: ignore[union-attr]
+        raise CubeAttributeError(f"the item in {stac_folder(store)} has assets other than the cube (its zarr asset and "
+                                 "overview levels, one href): the documents are corrupt or crafted; remove the "
+                                 "folder and publish again (it is written from the cube)")
+    # the cube as publish found it (its document's href may be stale or crafted), or where users reach it
+    href = asset_href or (cube if "://" in cube else os.path.abspath(cube))
     check_transactions(api, headers=headers, timeout=timeout)
-    written = item["assets"]["zarr"]["href"]
-    href = asset_href or (written if "://" in written else os.path.abspath(written))
     item = _for_api(item)
     # the cube and its overview levels (groups of the same store) move together
-    item["assets"] = {k: {**a, "href": href} if a["href"] == written else a for k, a in item["assets"].items()}
+    item["assets"] = {k: {**a, "href": href} for k, a in assets.items()}  # type: ignore[union-attr]
     item["collection"] = collection["id"]
     collection = _for_api(collection)
     root = api.rstrip("/")
-    coll_url = f"{root}/collections/{collection['id']}"
-    item_url = f"{coll_url}/items/{item['id']}"
+    coll_url = f"{root}/collections/{_segment(collection['id'])}"
+    item_url = f"{coll_url}/items/{_segment(item['id'])}"
     done: dict[str, str] = {}
     with _session(headers) as session:
         for what, create, update, doc in (("collection", f"{root}/collections", coll_url, collection),

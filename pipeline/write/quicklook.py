@@ -9,20 +9,64 @@ quicklooks of cubes it could never hold).
 
 from __future__ import annotations
 
+import numbers
+import os
 import warnings
+from pathlib import Path
 
 import numpy as np
 import rasterio
 import xarray as xr
 from rasterio.io import MemoryFile
 
+from srcube.pipeline.errors import InvalidOptionError, OutputNotWritableError
 from srcube.pipeline.write.store import CubeStore
+
+#: the longest side a quicklook may have: it is a preview (every band at full resolution: ``srcube export --cog``)
+MAX_SIDE = 16384
+
+
+def check_max_side(max_side: object) -> int:
+    """``max_side`` if it is a whole number of pixels from 1 to :data:`MAX_SIDE`, else InvalidOptionError."""
+    if isinstance(max_side, bool) or not isinstance(max_side, numbers.Integral) or not 1 <= int(max_side) <= MAX_SIDE:
+        raise InvalidOptionError(f"the quicklook's size (its longest side in pixels) must be an integer from 1 to "
+                                 f"{MAX_SIDE}, got {max_side!r}; e.g. 512 (CLI: --size 512)")
+    return int(max_side)
+
+
+def check_png_target(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a Path if a PNG can be written there (OutputNotWritableError: a folder in the way, no such
+    folder, no permission), checked before the cube is read."""
+    target = Path(path)
+    if target.is_dir():
+        raise OutputNotWritableError(f"{target} is a folder; give the PNG's file name, e.g. {target / 'quicklook.png'}")
+    folder = target.parent
+    if not folder.is_dir():
+        what = "is a file, not a folder" if folder.exists() else "does not exist"
+        raise OutputNotWritableError(f"cannot write {target}: {folder} {what}; create the folder or give another path")
+    if not os.access(folder, os.W_OK | os.X_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise OutputNotWritableError(f"cannot write {target}: no permission to write there; choose another path")
+    return target
+
+
+def write_quicklook(store: CubeStore, path: str | os.PathLike[str], max_side: int = 512,
+                    date: str | None = None) -> Path:
+    """Write :func:`cube_quicklook` as a PNG at ``path`` (its size and place checked before the cube is read)."""
+    max_side = check_max_side(max_side)
+    target = check_png_target(path)
+    png = cube_quicklook(store, max_side, date)
+    try:
+        target.write_bytes(png)
+    except OSError as exc:
+        raise OutputNotWritableError(f"cannot write {target}: {exc}; choose another path or free space") from exc
+    return target
 
 
 def cube_quicklook(store: CubeStore, max_side: int = 512, date: str | None = None) -> bytes:
     """:func:`quicklook_png` of the complete cube at ``store``, from its overviews when it has them."""
     from srcube.pipeline.write.overviews import open_level
 
+    max_side = check_max_side(max_side)
     return quicklook_png(store.open(), max_side, date, overview=open_level(store, max_side))
 
 
@@ -30,6 +74,7 @@ def quicklook_png(cube: xr.Dataset, max_side: int = 512, date: str | None = None
                   overview: xr.Dataset | None = None) -> bytes:
     """PNG bytes of the cube's last time step, or of ``date`` (YYYY-MM-DD) (B04/B03/B02 or RED/NIR/NIR as RGB,
     else band 0), from ``overview`` (an overview level of the cube: :func:`overviews.open_level`) when given."""
+    max_side = check_max_side(max_side)
     t = -1
     if date is not None:
         from srcube.pipeline.write.export import select_dates

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,8 @@ from pystac.extensions.datacube import (
 )
 from pystac.extensions.projection import ProjectionExtension
 
+from srcube.pipeline.errors import CubeAttributeError
+from srcube.pipeline.params import safe_name
 from srcube.pipeline.write.store import CubeStore
 
 PROCESSING = "https://stac-extensions.github.io/processing/v1.2.0/schema.json"
@@ -97,6 +100,42 @@ def _variables(ds: xr.Dataset) -> dict[str, Variable]:
     return out
 
 
+#: a cube's request hash: hex digits (pipeline.write.cube.request_hash), checked before it becomes part of a name
+_HASH_RE = re.compile(r"[0-9a-f]{8,64}")
+
+
+def item_id(url: str, request_hash: object) -> str:
+    """The id of the Item (and Collection) of the cube at ``url``: its folder's name made plain, then the first 8
+    hex digits of its request hash. The hash is a cube attribute, untrusted (cubes are shared): anything but hex
+    digits is a CubeAttributeError, and the id passes the name rules of requests (it becomes a file name and a
+    URL path segment)."""
+    if not isinstance(request_hash, str) or not _HASH_RE.fullmatch(request_hash):
+        raise CubeAttributeError(f"the cube at {url} has request_hash {str(request_hash)[:80]!r}, which is not a hash "
+                                 "(hex digits): the cube is corrupt or crafted; nothing is named after it")
+    name = url.rstrip("/").rsplit("/", 1)[-1].removesuffix(".zarr")
+    name = re.sub(r"[^A-Za-z0-9._+-]+", "-", name).replace("..", "-").strip(".-_+")[:180] or "cube"
+    return safe_name(f"{name}-{request_hash[:8]}", "STAC item id", CubeAttributeError)
+
+
+def _overview_levels(attrs: dict[str, Any], url: str) -> tuple[str, list[int]]:
+    """The overviews' group and factors from the cube's attributes (untrusted: a group of plain names, whole
+    factors), which the Item names in asset keys and open options; ("", []) without overviews."""
+    info = attrs.get("overviews") or {}
+    group, factors = info.get("group", ""), info.get("factors", [])
+    ok = isinstance(group, str) and isinstance(factors, list) and all(
+        isinstance(f, int) and not isinstance(f, bool) and 2 <= f <= 1 << 20 for f in factors)
+    if ok and factors:
+        try:
+            for part in group.split("/"):
+                safe_name(part, "overview group", CubeAttributeError)
+        except CubeAttributeError:
+            ok = False
+    if not ok:
+        raise CubeAttributeError(f"the cube at {url} has overviews {str(info)[:120]!r}, not a group of plain names "
+                                 "and whole factors: the cube is corrupt or crafted")
+    return group, list(factors)
+
+
 def cube_item(ds: xr.Dataset, url: str) -> pystac.Item:
     """The STAC Item of the complete cube ``ds`` stored at ``url``."""
     attrs = ds.attrs
@@ -104,9 +143,9 @@ def cube_item(ds: xr.Dataset, url: str) -> pystac.Item:
         raise ValueError(f"the cube at {url} has no grid (CRS and transform): it cannot be described in STAC")
     west, south, east, north = (float(v) for v in attrs.get("bbox") or ds.odc.geobox.geographic_extent.boundingbox)
     first, last = _times(ds)
-    name = url.rstrip("/").rsplit("/", 1)[-1].removesuffix(".zarr")
+    group, factors = _overview_levels(dict(attrs), url)
     item = pystac.Item(
-        id=f"{name}-{str(attrs['request_hash'])[:8]}",
+        id=item_id(url, attrs.get("request_hash")),
         geometry={"type": "Polygon", "coordinates": [[[west, south], [east, south], [east, north], [west, north],
                                                       [west, south]]]},
         bbox=[west, south, east, north], datetime=None,
@@ -136,12 +175,12 @@ def cube_item(ds: xr.Dataset, url: str) -> pystac.Item:
     item.add_asset("zarr", pystac.Asset(href=url, media_type=ZARR_MEDIA_TYPE, roles=["data"],
                                         title="the cube (zarr v3, consolidated metadata)",
                                         extra_fields={"xarray:open_kwargs": dict(OPEN_KWARGS)}))
-    for f in (attrs.get("overviews") or {}).get("factors", []):  # each level opens on its own grid
-        group = f"{attrs['overviews']['group']}/{f}"
+    for f in factors:  # each level opens on its own grid
+        level = f"{group}/{f}"
         item.add_asset(f"overview-{f}", pystac.Asset(
             href=url, media_type=ZARR_MEDIA_TYPE, roles=["overview"],
-            title=f"overview: {f} x {f} block means of every date (zarr group {group})",
-            extra_fields={"xarray:open_kwargs": {**OPEN_KWARGS, "group": group}}))
+            title=f"overview: {f} x {f} block means of every date (zarr group {level})",
+            extra_fields={"xarray:open_kwargs": {**OPEN_KWARGS, "group": level}}))
     return item
 
 

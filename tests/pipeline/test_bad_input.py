@@ -12,15 +12,22 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import json
 import math
 import os
 import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import dask
 import numpy as np
 import pytest
 import xarray as xr
@@ -38,6 +45,7 @@ from srcube.pipeline.options import choices as option_choices
 from srcube.pipeline.params import BBox, DateRange, check_region_size, output_shape, safe_name
 from srcube.pipeline.search import catalog as cat
 from srcube.pipeline.testing import sample
+from tests.support.helpers import S3_CREDS
 
 BBOX = sample.DEFAULT_BBOX
 DATES = sample.DEFAULT_DATES
@@ -229,6 +237,31 @@ CASES: dict[str, Case] = {
     "out-empty": Case({"out": ""}, errors.InvalidOptionError, r"got ''", r"out must be the path or URL"),
     "out-placeholder": Case({"out": f"{TMP}/{{region}}.zarr"}, errors.InvalidOptionError, r"\{region\}",
                             r"placeholders \{start\}, \{end\} and \{bbox\} only", api=False, cli=False),
+    # storage options where a filesystem takes none, and the client: before the search (issue 22)
+    "storage-options-on-a-local-path": Case(
+        {"storage_options": {"anon": True}}, errors.InvalidOptionError,
+        r"storage_options \['anon'\] were given but out '.*never\.zarr' is a local path",
+        r"drop them \(CLI: --storage-option\), or write to an object store URL"),
+    "storage-options-on-a-local-stack-cache": Case(
+        {"out": "s3://cubes/never.zarr", "storage_options": {"anon": True}, "stack_cache": f"{TMP}/stacks"},
+        errors.InvalidOptionError, r"stack_cache '.*stacks' is a local path", r"drop them \(CLI: --storage-option\)"),
+    "client-not-an-address": Case({"client": "my-laptop"}, errors.InvalidOptionError,
+                                  r"client 'my-laptop' is not a Dask scheduler address",
+                                  r"'tcp://10\.0\.0\.5:8786' \(CLI: --scheduler\)", cli=False, flow=False),
+    "client-a-number": Case({"client": 8786}, errors.InvalidOptionError, r"got a int",
+                            r"a dask\.distributed Client or a scheduler address", cli=False, flow=False),
+    "scheduler-not-an-address": Case({"scheduler": "my laptop"}, errors.InvalidOptionError,
+                                     r"client 'my laptop' is not a Dask scheduler address", r"tcp://10\.0\.0\.5:8786",
+                                     api=False, flow=False),
+    # crafted weights metadata: bounded before anything is allocated (features=200000 asked elsr for 1.4 TB)
+    "weights-huge-features": Case({"model": f"{WEIGHTS}/huge.safetensors"}, errors.ModelConfigError,
+                                  r"config features=200000 is outside \[1, 1024\]", r"corrupt or crafted"),
+    "weights-unknown-parameter": Case({"model": f"{WEIGHTS}/unknown-parameter.safetensors"}, errors.ModelConfigError,
+                                      r"cannot be built with config .*unexpected keyword argument 'blocks'",
+                                      r"model 'elsr'"),
+    "weights-other-shapes": Case({"model": f"{WEIGHTS}/other-shapes.safetensors"}, errors.IncompatibleWeightsError,
+                                 r"other-shapes\.safetensors does not fit architecture elsr",
+                                 r"belong to different weights"),
 }
 
 _READ_ONLY = Case({"out": f"{TMP}/ro/cube.zarr"}, errors.OutputNotWritableError, r"no permission to write in .*ro",
@@ -269,6 +302,14 @@ def weights_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
                         training={"data": "none: random initialisation"})
     models.save_weights(models.build("dsen2", features=8, blocks=1), root / "sharpener", trained=False,
                         training={"data": "none: random initialisation"})
+    # crafted metadata beside real tensors (their sha256 matches): a huge architecture, a parameter elsr does not
+    # take, and a config whose shapes are not the file's
+    for name, config in (("huge", {"features": 200_000}), ("unknown-parameter", {"blocks": 3}),
+                         ("other-shapes", {"features": 7})):
+        models.save_weights(models.build("elsr", scale=4), root / name, trained=True)
+        doc = json.loads((root / f"{name}.json").read_text())
+        doc["config"].update(config)
+        (root / f"{name}.json").write_text(json.dumps(doc))
     return root
 
 
@@ -333,6 +374,8 @@ def _cli_args(kw: dict[str, Any]) -> list[str]:
             args.append(f"--bbox={','.join(str(v) for v in value)}")
         elif key == "bands":
             args.append(f"--bands={','.join(value)}")
+        elif key == "storage_options" and isinstance(value, dict):
+            args += [f"--storage-option={k}={json.dumps(v)}" for k, v in value.items()]
         elif isinstance(value, bool):
             args += [opt] if value else []
         else:
@@ -453,6 +496,261 @@ def test_cli_rejects_malformed_option_values(tmp_path: Path, guard: dict[str, in
                                   *args], env={"COLUMNS": "300"})  # typer's usage errors: one line
     assert res.exit_code == 2 and bad in " ".join(res.output.split()) and "Traceback" not in res.output
     assert not list(tmp_path.iterdir()) and guard["cluster"] == 0
+
+
+# --- the output's object store, the scheduler, a full disk, the cube commands (issue 22) -------------
+
+SMALL = (4.465, 51.401, 4.487, 51.414)  # part of the sample region: a run of a few seconds
+
+
+@pytest.fixture
+def no_catalog(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Fail when the catalog is asked (the Dask client is real here: its own checks are under test)."""
+    seen = {"catalog": 0}
+
+    def refuse(profile: Any, **kw: Any) -> Any:
+        seen["catalog"] += 1
+        raise AssertionError("the catalog was asked before the bad input was reported")
+
+    monkeypatch.setattr(cat, "open_catalog", refuse)
+    monkeypatch.setattr(cli, "err_console", Console(stderr=True, width=100_000))
+    return seen
+
+
+@pytest.fixture
+def no_aws_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No AWS credentials anywhere botocore looks: environment, files, instance metadata."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+                 "AWS_DEFAULT_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])  # closed when this returns: connections to it are refused
+
+
+def _s3_options(endpoint: str, credentials: bool = True) -> dict[str, Any]:
+    so: dict[str, Any] = {"client_kwargs": {"endpoint_url": endpoint, "region_name": S3_CREDS["AWS_REGION"]}}
+    if credentials:
+        so |= {"key": S3_CREDS["AWS_ACCESS_KEY_ID"], "secret": S3_CREDS["AWS_SECRET_ACCESS_KEY"]}
+    return so
+
+
+def _run_args(out: str, *extra: str) -> list[str]:
+    return ["run", f"--bbox={','.join(map(str, BBOX))}", f"--dates={DATES}", f"--out={out}", "--model=bicubic",
+            *extra]
+
+
+S3_CASES = {  # out, credentials in the options, endpoint, error, what it names, what to do
+    "s3-without-credentials": ("s3://cubes/never.zarr", False, "moto", errors.OutputNotWritableError,
+                               r"output s3://cubes/never\.zarr: no credentials for the object store",
+                               r"--storage-option key=.* or in the environment \(e\.g\. AWS_ACCESS_KEY_ID"),
+    "s3-no-such-bucket": ("s3://no-such-bucket/never.zarr", True, "moto", errors.OutputNotWritableError,
+                          r"bucket 'no-such-bucket' does not exist at this endpoint", r"create it first"),
+    "s3-dead-endpoint": ("s3://cubes/never.zarr", True, "closed", errors.OutputUnreachableError,
+                         r"output s3://cubes/never\.zarr: the object store did not answer",
+                         r"check the endpoint \(storage option client_kwargs\.endpoint_url\)"),
+}
+
+
+@pytest.mark.parametrize("case", S3_CASES.values(), ids=list(S3_CASES))
+def test_the_object_store_of_the_output_is_checked_before_the_search(
+        case: tuple[Any, ...], s3_endpoint: str, no_aws_credentials: None, no_catalog: dict[str, int]) -> None:
+    """Missing credentials, a missing bucket and a dead endpoint: typed errors from the plan (API) and exit 2
+    (CLI), before the search, nothing written in the bucket; a dead endpoint within botocore's few retries."""
+    import boto3
+
+    url, credentials, where, error, match, hint = case
+    endpoint = s3_endpoint if where == "moto" else f"http://127.0.0.1:{_closed_port()}"
+    so = _s3_options(endpoint, credentials)
+    t0 = time.monotonic()
+    with pytest.raises(error) as info:
+        run_region(BBOX, DATES, out=url, model="bicubic", storage_options=so)
+    assert time.monotonic() - t0 < 60, "the typed error came late"
+    _check_message(Case({}, error, match, hint), str(info.value))
+    res = runner.invoke(cli.app, _run_args(url, *(f"--storage-option={k}={json.dumps(v)}" for k, v in so.items())))
+    assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+    _check_message(Case({}, error, match, hint), res.output.split("error: ", 1)[1])
+    assert no_catalog["catalog"] == 0
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, aws_access_key_id=S3_CREDS["AWS_ACCESS_KEY_ID"],
+                      aws_secret_access_key=S3_CREDS["AWS_SECRET_ACCESS_KEY"], region_name=S3_CREDS["AWS_REGION"])
+    assert "Contents" not in s3.list_objects_v2(Bucket="cubes", Prefix="never.zarr")
+
+
+def test_the_object_store_probe_gives_up_on_an_endpoint_that_never_answers() -> None:
+    """An endpoint that accepts connections and never answers: the output's probe ends within its bound (the
+    run's network timeout), whatever botocore's timeouts and retries (five attempts)."""
+    from srcube.pipeline.plan import probe_store
+    from srcube.pipeline.write.store import CubeStore
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(16)  # the kernel accepts; nobody reads or answers
+        store = CubeStore("s3://cubes/never.zarr", _s3_options(f"http://127.0.0.1:{server.getsockname()[1]}"))
+        t0 = time.monotonic()
+        with pytest.raises(errors.OutputUnreachableError, match=r"did not answer within 2 s"):
+            probe_store(store, 2)
+        assert time.monotonic() - t0 < 30
+
+
+def test_a_scheduler_that_is_not_there_is_a_typed_error_before_the_search(
+        tmp_path: Path, no_catalog: dict[str, int]) -> None:
+    out = tmp_path / "never.zarr"
+    address = f"tcp://127.0.0.1:{_closed_port()}"
+    with dask.config.set({"distributed.comm.timeouts.connect": "2s"}):
+        with pytest.raises(errors.ClusterStartError, match=rf"could not connect to the Dask scheduler at {address}: "
+                                                           r".*is it running and reachable from here"):
+            run_region(BBOX, DATES, out=str(out), model="bicubic", client=address)
+        res = runner.invoke(cli.app, _run_args(str(out), f"--scheduler={address}"))
+    assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+    assert f"could not connect to the Dask scheduler at {address}" in res.output
+    assert no_catalog["catalog"] == 0 and not list(tmp_path.iterdir())  # no cube, no lock left behind
+
+
+# a full disk: a real one, a small tmpfs (mounting needs privileges: root with CAP_SYS_ADMIN)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 3 MB tmpfs at ``tmp_path/disk``: the template of the SMALL cube fits, its chunks do not."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mount = shutil.which("mount")
+    proc = (subprocess.run([mount, "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(disk)], capture_output=True,
+                           text=True, check=False) if mount and sys.platform.startswith("linux") else None)
+    if proc is None or proc.returncode != 0:
+        pytest.skip("a small real disk needs a tmpfs mount, which this machine refuses "
+                    f"({proc.stderr.strip() if proc else 'no mount command'}); run the tests as root to cover it")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_a_full_disk_is_a_typed_error_and_the_same_run_then_resumes(small_disk: Path, sample_url: str,
+                                                                    tmp_path: Path) -> None:
+    from srcube.pipeline.write.store import CubeStore
+
+    out = small_disk / "cube.zarr"
+    args = ["run", f"--bbox={','.join(map(str, SMALL))}", f"--dates={DATES}", "--model=bicubic",
+            "--bands=B02,B03,B04"]
+    res = runner.invoke(cli.app, [*args, f"--out={out}"], env={"COLUMNS": "100000"})
+    assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+    text = " ".join(res.output.split("error: ", 1)[1].split())
+    assert re.search(rf"the disk is full: writing {re.escape(str(out))} stopped with \[Errno 28\]", text), text
+    assert re.search(r"every chunk written so far is kept\. Free space on the disk of .* \([\d.,]+ MB free there "
+                     r"now\)", text), text
+    assert "run the same request again: it resumes and writes only the missing chunks" in text
+    store = CubeStore(str(out))
+    assert store.status() == "incomplete"
+    kept = sum(len(store.done(name)) for name in store.expected())
+    # space freed (the same disk, larger): the same command finishes the cube, from where it stopped
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+    res = runner.invoke(cli.app, [*args, f"--out={out}"], env={"COLUMNS": "300"})
+    assert res.exit_code == 0, res.output
+    assert kept > 0 and store.status() == "complete" and "resumed" in res.output
+    reference = run_region(SMALL, DATES, model="bicubic", bands=["B02", "B03", "B04"], out=str(tmp_path / "ref.zarr"))
+    cube = xr.open_zarr(out)
+    for name in ("reflectance", "clear", "clear_count"):
+        xr.testing.assert_identical(cube[name], reference[name])
+    assert cube.attrs["request_hash"] == reference.attrs["request_hash"]
+
+
+def test_a_full_disk_is_not_worth_retrying() -> None:
+    """A flow task that fills the disk fails at once (retries cannot free space)."""
+    full = OSError(errno.ENOSPC, "No space left on device")
+    assert not errors.is_transient(full) and errors.is_transient(OSError(errno.ECONNRESET, "reset"))
+    with pytest.raises(errors.DiskFullError, match=r"free there now") as info:
+        with errors.disk_full_is_typed("/tmp/x.zarr"):
+            raise RuntimeError("a dask task failed") from full
+    assert info.value.__cause__ is not None and not errors.is_transient(info.value)
+
+
+# the cube commands: their arguments are checked before the cube is read
+
+
+@pytest.fixture(scope="module")
+def complete_cube(sample_url: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("cube") / "small.zarr"
+    run_region(SMALL, DATES, model="bicubic", bands=["B02", "B03", "B04"], out=str(out))
+    return out
+
+
+CUBE_COMMANDS = {  # arguments after the cube ({tmp}: the test's folder, which holds a file "notes.txt"), what, hint
+    "quicklook-size-zero": (["{tmp}/ql.png", "--size", "0"], errors.InvalidOptionError,
+                            r"longest side in pixels\) must be an integer from 1 to 16384, got 0", r"CLI: --size 512"),
+    "quicklook-size-negative": (["{tmp}/ql.png", "--size", "-5"], errors.InvalidOptionError, r"got -5",
+                                r"CLI: --size 512"),
+    "quicklook-onto-a-folder": (["{tmp}"], errors.OutputNotWritableError, r"is a folder",
+                                r"give the PNG's file name, e\.g\. .*quicklook\.png"),
+    "quicklook-into-no-folder": (["{tmp}/nowhere/ql.png"], errors.OutputNotWritableError,
+                                 r"nowhere does not exist", r"create the folder or give another path"),
+    "export-cog-onto-a-file": (["--cog", "{tmp}/notes.txt"], errors.OutputNotWritableError,
+                               r"--cog .*notes\.txt is a file, not a folder", r"give a folder for the COGs"),
+    "export-cog-under-a-file": (["--cog", "{tmp}/notes.txt/cogs"], errors.OutputNotWritableError,
+                                r"notes\.txt is a file\)", r"give a folder for the COGs"),
+}
+
+
+@pytest.mark.parametrize("case", CUBE_COMMANDS.values(), ids=list(CUBE_COMMANDS))
+def test_cube_commands_refuse_bad_arguments_with_a_typed_error(complete_cube: Path, tmp_path: Path,
+                                                               case: tuple[Any, ...]) -> None:
+    extra, error, match, hint = case
+    (tmp_path / "notes.txt").write_text("a file")
+    command = "export" if extra[0] == "--cog" else "quicklook"
+    before = _snapshot(tmp_path)
+    res = runner.invoke(cli.app, [command, str(complete_cube), *(a.format(tmp=tmp_path) for a in extra)],
+                        env={"COLUMNS": "100000"})
+    assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+    _check_message(Case({}, error, match, hint), " ".join(res.output.split("error: ", 1)[1].split()))
+    assert _snapshot(tmp_path) == before, "something was written"
+
+
+def test_the_cube_functions_raise_the_same_typed_errors(complete_cube: Path, tmp_path: Path) -> None:
+    from srcube.pipeline.write.export import export_cogs
+    from srcube.pipeline.write.quicklook import quicklook_png, write_quicklook
+    from srcube.pipeline.write.store import CubeStore
+
+    cube = xr.open_zarr(complete_cube)
+    (tmp_path / "notes.txt").write_text("a file")
+    for size in (0, -1, 2.5, True, 10**6):
+        with pytest.raises(errors.InvalidOptionError, match="must be an integer from 1 to"):
+            quicklook_png(cube, max_side=size)  # type: ignore[arg-type]
+    with pytest.raises(errors.OutputNotWritableError, match="is a folder"):
+        write_quicklook(CubeStore(str(complete_cube)), tmp_path)
+    with pytest.raises(errors.OutputNotWritableError, match="is a file, not a folder"):
+        export_cogs(cube, tmp_path / "notes.txt")
+    # the cube's time values are untrusted too: only dates become file names
+    crafted = cube.assign_coords(time=np.array(["../../../evil"] * cube.sizes["time"], dtype=object))
+    with pytest.raises(errors.CubeAttributeError, match=r"time value '\.\./\.\./\.\./evil' is not a date"):
+        export_cogs(crafted, tmp_path / "cogs")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+    assert [p.name for p in export_cogs(cube, tmp_path / "cogs", dates=["2024-05-23"])] == ["srcube_2024-05-23.tif"]
+
+
+# crafted weights metadata (through run_region: the table above): the model layer's own bounds
+
+
+def test_architecture_configs_are_bounded_before_anything_is_allocated() -> None:
+    from srcube.models.registry import MAX_PARAMETERS, parameter_shapes
+
+    with pytest.raises(models.ModelConfigError, match=r"features=200000 is outside \[1, 1024\]"):
+        models.build("elsr", scale=4, features=200_000)
+    with pytest.raises(models.ModelConfigError, match=r"blocks=-1 is outside \[1, 256\]"):
+        models.build("lrnet", scale=4, blocks=-1)
+    with pytest.raises(models.ModelConfigError, match=r"features=.*is not a finite number|is a dict"):
+        models.build("elsr", scale=4, features={"x": 1})
+    # each parameter within its limit, together far too large: counted on torch's meta device, never allocated
+    with pytest.raises(models.ModelConfigError, match=rf"would hold [\d,]+ parameters, above .*{MAX_PARAMETERS:,}"):
+        parameter_shapes("esrgan", scale=4, features=1024, blocks=64, growth=512)
+    shapes = parameter_shapes("esrgan", scale=4)  # the default: 16.9 M, as built
+    assert sum(math.prod(s) for s in shapes.values()) == sum(
+        v.numel() for v in models.build("esrgan", scale=4).state_dict().values())
 
 
 # --- arrays handed to super_resolve -------------------------------------------------------------

@@ -38,3 +38,28 @@ def test_register_plugin_installs_here():
 
     LocalThreads().register_plugin(Plugin(), name="p")
     assert seen == [None]
+
+
+
+def test_a_scheduler_address_is_a_client_for_the_run(dask_client, sample_url, tmp_path):
+    """``client="tcp://..."`` (what ``srcube run --scheduler`` passes) connects to that scheduler for the run; the
+    run's tasks go to it, and the run's connection is closed afterwards."""
+    import time
+
+    from srcube.pipeline import run_region
+
+    def transitions(dask_scheduler):
+        return dask_scheduler.transition_counter
+
+    def clients(dask_scheduler):
+        return len(dask_scheduler.clients)
+
+    before, connected = dask_client.run_on_scheduler(transitions), dask_client.run_on_scheduler(clients)
+    cube = run_region((4.465, 51.401, 4.487, 51.414), "2024-05-01/2024-06-30", model="bicubic", bands=["B04"],
+                      out=str(tmp_path / "cube.zarr"), client=dask_client.scheduler.address)
+    assert cube.attrs["complete"] is True
+    assert dask_client.run_on_scheduler(transitions) > before + 10
+    deadline = time.monotonic() + 30
+    while dask_client.run_on_scheduler(clients) > connected and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert dask_client.run_on_scheduler(clients) == connected

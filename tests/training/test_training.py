@@ -204,12 +204,46 @@ def test_srcube_train_resume_continues_as_if_never_stopped(tmp_path, sample_dir)
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["train", str(config("split")), "--resume", "--epochs", "2"])
     assert res.exit_code == 0, res.output
-    whole = torch.load(tmp_path / "whole" / "checkpoints" / "last.pt", weights_only=False)
-    split = torch.load(tmp_path / "split" / "checkpoints" / "last.pt", weights_only=False)
+    whole = torch.load(tmp_path / "whole" / "checkpoints" / "last.pt", weights_only=True)  # tensors, plain values
+    split = torch.load(tmp_path / "split" / "checkpoints" / "last.pt", weights_only=True)
     assert whole["epoch"] == split["epoch"] == 2 and whole["step"] == split["step"]
     for key, value in whole["model"].items():
         torch.testing.assert_close(split["model"][key], value, rtol=0, atol=0, msg=key)
     assert [r["psnr"] for r in split["history"]] == [r["psnr"] for r in whole["history"]]
+
+
+class _Planted:
+    """What a crafted checkpoint unpickles into: a call of the attacker's choice (here: creating a file)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_crafted_checkpoint_is_refused_not_unpickled(tmp_path, sample_dir):
+    """Checkpoints are read with torch.load(weights_only=True): a pickle that would run code when loaded is a
+    CheckpointError on --resume (exit 2 from the CLI), and its code never runs."""
+    import yaml
+
+    from srcube.training.trainer import CheckpointError
+
+    src = str(sample_dir / "cogs" / "T31UFS-A_20240612" / "B04.tif")
+    cfg = _cfg(tmp_path, data={"sources": [src]})
+    marker = tmp_path / "the-checkpoint-ran-code"
+    cfg.out_dir.joinpath("checkpoints").mkdir(parents=True)
+    torch.save({"model": {}, "epoch": _Planted(marker)}, cfg.out_dir / "checkpoints" / "last.pt")
+    with pytest.raises(CheckpointError, match=r"last\.pt holds objects other than tensors and plain values"):
+        Trainer(cfg, resume=True)
+    path = tmp_path / "t.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "t", "output": str(cfg.out_dir), "model": {"architecture": "elsr", "scale": 2},
+        "data": {"kind": "wald", "sources": [src], "patch": 32, "train_samples": 16, "val_samples": 4},
+        "train": {"epochs": 1, "batch_size": 4}}))
+    res = runner.invoke(app, ["train", str(path), "--resume"])
+    assert res.exit_code == 2 and "does not unpickle" in " ".join(res.output.split()), res.output
+    assert not marker.exists()
 
 
 def test_resume_with_more_epochs_stretches_the_cosine_schedule(tmp_path, sample_dir):
