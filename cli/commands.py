@@ -484,7 +484,7 @@ def collections(catalog: Annotated[str, typer.Option(help="profile name or STAC 
     try:
         profile = cat.resolve_catalog(catalog)
         client = cat.open_catalog(profile)
-        found = sorted(c.id for c in client.get_collections())
+        found = cat.collection_ids(client)
     except SrcubeError as exc:
         _fail(exc)
         return

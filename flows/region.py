@@ -200,7 +200,7 @@ def finalize_cube(req: RunRequest, summary: dict[str, Any]) -> dict[str, Any]:
     and Item beside it; return its summary attributes."""
     from srcube.pipeline.write.stac import finalize
 
-    attrs = finalize(CubeStore(req.out, req.options.storage_options), {"last_run": summary}).attrs
+    attrs = finalize(CubeStore(req.out, req.options.store_options(req.out)), {"last_run": summary}).attrs
     return {k: attrs.get(k) for k in SUMMARY_ATTRS}
 
 
@@ -310,7 +310,7 @@ def region_flow(bbox: list[float] | str, dates: str | list[str] = "last 30 days"
     req = build_request(bbox, dates, catalog, collection, bands, model, scale, out,
                         options.given() if isinstance(options, RunOptions) else options)
     logger.info("request %s %s on %s with %s -> %s", list(req.bbox), req.dates, catalog, model, req.out)
-    if grows(CubeStore(req.out, req.options.storage_options), req.options.mode):
+    if grows(CubeStore(req.out, req.options.store_options(req.out)), req.options.mode):
         grown = append_cube.submit(req).result()
         logger.info("cube %s: %d time steps after %d append(s)", req.out, grown["time_steps"], grown["appends"])
         return {"out": req.out, "appended": True, **grown, "seconds": round(time.perf_counter() - t0, 2)}
@@ -334,7 +334,7 @@ def region_flow(bbox: list[float] | str, dates: str | list[str] = "last 30 days"
     try:
         from srcube.pipeline.write.quicklook import cube_quicklook
 
-        quicklook = cube_quicklook(CubeStore(req.out, req.options.storage_options))
+        quicklook = cube_quicklook(CubeStore(req.out, req.options.store_options(req.out)))
     except Exception as exc:  # the quicklook is a courtesy; the cube is complete either way
         logger.warning("no quicklook: %s", exc)
     seconds = time.perf_counter() - t0

@@ -104,7 +104,13 @@ def as_pipeline_error(exc: models.ModelError) -> SrcubeError:
 
 
 class CatalogUnavailableError(SrcubeError, ConnectionError):
-    """The STAC API could not be reached or answered with an error."""
+    """The STAC API (or its token endpoint) could not be reached, answered with an error, or gave no complete
+    answer within the timeout, also after the retries."""
+
+
+class NotAStacApiError(SrcubeError, ValueError):
+    """The catalog URL answers, but not as a STAC API (a web page, JSON that is not STAC, a static catalog):
+    a wrong URL, so it is not retried."""
 
 
 class EmptySearchError(SrcubeError, LookupError):

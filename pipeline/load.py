@@ -106,7 +106,8 @@ def load(plan: RunPlan, client: Any, found: Found | None = None,
     if plan.profile.kind == "kelvins":
         loaded = _kelvins(plan)
     else:
-        cache = StackCache(plan.opts.stack_cache, plan.opts.storage_options) if plan.opts.stack_cache else None
+        root = plan.opts.stack_cache
+        cache = StackCache(root, plan.opts.store_options(root)) if root else None
         cached = _from_cache(plan, cache) if cache is not None and not plan.opts.refresh_cache else None
         loaded = cached or _assemble(plan, client, found or find(plan), cache, workers_ready)
     clear = loaded.sensor.validate_clear_classes(plan.opts.clear_classes)

@@ -63,8 +63,12 @@ class RunOptions(BaseModel):
         "blocks", "screen the found items' assets first (blocks) or not (none)")
     fail_on_error: bool = _opt(False, "fail on unusable assets instead of leaving their items out")
     catalog_retries: int = _opt(5, "retries of each catalog request (errors, timeouts, 429/5xx)", ">= 0", ge=0)
-    catalog_timeout: float = _opt(30.0, "seconds to wait for the catalog to connect or answer",
-                                  "a positive number of seconds", gt=0)
+    catalog_timeout: float = _opt(30.0, "seconds each attempt of a catalog request may take, from connecting to "
+                                        "the last byte of the answer", "a positive number of seconds", gt=0)
+    network_timeout: float = _opt(
+        60.0, "seconds every other network request may take to connect, and to answer (asset reads through GDAL, "
+              "token requests, an s3:// output or stack cache where storage_options set no timeouts)",
+        "a positive number of seconds", gt=0)
     # --- the grid and the stack -----------------------------------------------------------------
     resolution: float | None = _opt(None, "input grid resolution in grid units (default: the bands' finest "
                                           "native)", "a positive number of grid units", gt=0)
@@ -172,6 +176,13 @@ class RunOptions(BaseModel):
         if unknown:
             raise InvalidOptionError(f"unknown option(s) {unknown}; run_region accepts {sorted(cls.model_fields)}")
         return cls(**options)
+
+    def store_options(self, url: str) -> dict[str, Any] | None:
+        """``storage_options`` for the store at ``url`` with ``network_timeout`` as its connect and read timeouts
+        where the options set none (see :func:`srcube.pipeline.network.store_options`)."""
+        from srcube.pipeline.network import store_options
+
+        return store_options(url, self.storage_options, self.network_timeout)
 
     def given(self) -> dict[str, Any]:
         """The options set explicitly (JSON-able): what a flow passes on and a cube records."""

@@ -23,6 +23,7 @@ from srcube.pipeline.errors import (
     UnknownBandError,
     UnknownCollectionError,
 )
+from srcube.pipeline.network import gdal_timeouts
 from srcube.pipeline.options import RunOptions
 from srcube.pipeline.params import METRES_PER_DEG_LAT, BBox, DateRange, check_region_size, safe_name
 from srcube.pipeline.request import RunRequest
@@ -109,17 +110,22 @@ def plan(req: RunRequest) -> RunPlan:
     consistency = wants_consistency(local, opts.consistency)
     projection = widest_projection(sensor, int(local.scale)) if consistency else None
     tiles = tile_spec(opts.tile, tile_margin(local, projection), int(local.scale), projection)
-    access = access_for(opts.auth or profile.access)
+    access = access_for(opts.auth or profile.access, timeout=opts.network_timeout)
     if profile.kind == "stac":
         access.check()  # credentials the catalog's assets need: missing ones fail now, not at the first read
     return RunPlan(req, region, days, profile, coll, sensor, band_names, resolved, n_views, tiles, consistency,
-                   sharpener, store, access, ReadSettings.capture())
+                   sharpener, store, access, read_settings(opts))
+
+
+def read_settings(opts: RunOptions) -> ReadSettings:
+    """GDAL's settings for the run's reads: ``network_timeout`` as GDAL's timeouts, under any ``GDAL_*`` of the
+    environment unless the option was given."""
+    timeouts = gdal_timeouts(opts.network_timeout)
+    return ReadSettings.capture(timeouts if "network_timeout" in opts.model_fields_set else None, defaults=timeouts)
 
 
 #: fsspec protocols of object stores: the bucket (container) must exist and the credentials open it
 BUCKET_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl"})
-#: seconds the probe of an object store waits for its answer, whatever the client's own timeouts and retries
-PROBE_TIMEOUT_S = 60.0
 
 
 def open_output(out: str, opts: RunOptions) -> CubeStore:
@@ -136,11 +142,11 @@ def open_output(out: str, opts: RunOptions) -> CubeStore:
                 "no storage options (they are for object stores: s3://, gs://, az://, ...); drop them (CLI: "
                 "--storage-option), or write to an object store URL")
     try:
-        store = CubeStore(out, so)
+        store = CubeStore(out, opts.store_options(out))  # the run's network timeouts where the options set none
     except (TypeError, ValueError, ImportError) as exc:  # an unknown protocol, its package missing, a bad option
         raise InvalidOptionError(f"out {out!r} cannot be opened with storage_options {sorted(so or {})}: {exc}; "
                                  "check the URL's protocol and the options its filesystem takes") from None
-    probe_store(store, PROBE_TIMEOUT_S)
+    probe_store(store, opts.network_timeout)
     try:
         store.check_writable(overwrite=opts.overwrite or opts.mode == "append")  # append: a complete cube is the point
     except SrcubeError:
@@ -155,7 +161,7 @@ def _is_local(url: str) -> bool:
 
 
 def probe_store(store: CubeStore, timeout: float) -> None:
-    """Ask an object store for the output's bucket, once, within ``timeout`` s
+    """Ask an object store for the output's bucket, once, within ``timeout`` s (the run's ``network_timeout``)
     whatever the client's own retries (botocore tries an endpoint that never answers five times): missing or
     refused credentials, a bucket that is not there and an endpoint that does not answer are typed errors now,
     before the search, instead of tracebacks at the first write (local paths: nothing to ask)."""

@@ -27,14 +27,12 @@ import contextlib
 import ctypes
 import datetime as dt
 import glob
-import json
 import logging
 import os
 import re
 import threading
 import time
 import urllib.parse
-import urllib.request
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -42,9 +40,12 @@ from typing import Any, TypeVar
 
 import rasterio
 import rasterio.errors
+import requests
 from distributed.diagnostics.plugin import WorkerPlugin
 from odc.loader._rio import RioDriver, RioReader, rio_read
 from rasterio.session import DummySession, Session
+
+from srcube.pipeline.network import DeadlineSession, gdal_timeouts
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +54,15 @@ log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", message="Dataset has no geotransform, gcps, or rpcs",
                         category=rasterio.errors.NotGeoreferencedWarning, module="rasterio.warp")
 
-#: GDAL settings for remote COGs (odc-stac's cloud defaults, plus srcube's timeouts)
+#: seconds a token request or an asset read may take (the default of the ``network_timeout`` option)
+NETWORK_TIMEOUT = 60.0
+#: GDAL settings for remote COGs (odc-stac's cloud defaults, plus srcube's timeouts: connecting, and a whole
+#: transfer, which bounds a server that sends a byte now and then as well as one that sends nothing)
 GDAL_DEFAULTS: dict[str, str] = {
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
     "GDAL_HTTP_MAX_RETRY": "5",
     "GDAL_HTTP_RETRY_DELAY": "0.5",
-    "GDAL_HTTP_TIMEOUT": "60",
+    **gdal_timeouts(NETWORK_TIMEOUT),
     "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
     "GDAL_HTTP_MULTIPLEX": "YES",
     "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff,.TIF,.TIFF,.jp2,.JP2",
@@ -76,11 +80,12 @@ class ReadSettings:
     options: tuple[tuple[str, str], ...] = ()
 
     @classmethod
-    def capture(cls, overrides: Mapping[str, Any] | None = None,
-                environ: Mapping[str, str] | None = None) -> ReadSettings:
-        """srcube's defaults, then the client's ``GDAL_*``/``CPL_*``/``VSI_*`` variables, then ``overrides``."""
+    def capture(cls, overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None, *,
+                defaults: Mapping[str, str] | None = None) -> ReadSettings:
+        """srcube's defaults (updated with ``defaults``: the run's timeouts), then the client's
+        ``GDAL_*``/``CPL_*``/``VSI_*`` variables, then ``overrides``."""
         env = os.environ if environ is None else environ
-        opts = dict(GDAL_DEFAULTS)
+        opts = {**GDAL_DEFAULTS, **dict(defaults or {})}
         opts.update({k: v for k, v in env.items() if _GDAL_ENV.match(k) and k not in _LOCAL_ONLY})
         opts.update({str(k): str(v) for k, v in (overrides or {}).items()})
         return cls(tuple(sorted(opts.items())))
@@ -163,12 +168,14 @@ class PlanetaryComputerAccess(AssetAccess):
 
     sas_url: str | None = None
     subscription_key: str | None = field(default=None, repr=False)
+    timeout: float = NETWORK_TIMEOUT  # seconds per attempt of a token request
     name = "planetary-computer"
     credentials = True
 
     @classmethod
-    def capture(cls) -> PlanetaryComputerAccess:
-        return cls(os.environ.get("PC_SDK_SAS_URL") or None, os.environ.get("PC_SDK_SUBSCRIPTION_KEY") or None)
+    def capture(cls, timeout: float = NETWORK_TIMEOUT) -> PlanetaryComputerAccess:
+        return cls(os.environ.get("PC_SDK_SAS_URL") or None, os.environ.get("PC_SDK_SUBSCRIPTION_KEY") or None,
+                   timeout)
 
     def _settings(self) -> None:
         from planetary_computer.settings import Settings
@@ -183,7 +190,38 @@ class PlanetaryComputerAccess(AssetAccess):
         import planetary_computer
 
         self._settings()
+        self._fetch_token(href)
         return planetary_computer.sign_url(href), {}, None
+
+    def _fetch_token(self, href: str) -> None:
+        """Put the SAS token of ``href``'s container in the ``planetary_computer`` cache when it lacks one with a
+        minute left (as the package would), fetched with this access's timeout: the package's own request has
+        none, and a token endpoint that never answers would hang every read."""
+        from planetary_computer import sas
+        from planetary_computer.settings import Settings
+
+        parsed = urllib.parse.urlparse(href.rstrip("/"))
+        if not parsed.netloc.endswith(sas.BLOB_STORAGE_DOMAIN) or parsed.netloc == _PC_PUBLIC or \
+                set(urllib.parse.parse_qs(parsed.query)) & {"st", "se", "sp"}:  # not signed by the package
+            return
+        try:
+            account, container = sas.parse_blob_url(parsed)
+        except ValueError:
+            return  # the package leaves it unsigned too
+        settings = Settings.get()
+        url = f"{settings.sas_url}/{account}/{container}"
+        cached = sas.TOKEN_CACHE.get(url)
+        if cached is not None and cached.ttl() >= 60:
+            return
+        headers = {"Ocp-Apim-Subscription-Key": settings.subscription_key} if settings.subscription_key else {}
+        doc = _token_request("a SAS token", url, self.timeout, "PC_SDK_SUBSCRIPTION_KEY (or none)", headers=headers)
+        try:
+            sas.TOKEN_CACHE[url] = sas.SASToken(**doc)
+        except ValueError as exc:  # pydantic's ValidationError
+            from srcube.pipeline.errors import CatalogUnavailableError
+
+            raise CatalogUnavailableError(f"getting a SAS token: {url} answered JSON that is not one ({exc}); check "
+                                          "PC_SDK_SAS_URL") from None
 
     def refresh(self, href: str) -> None:
         from planetary_computer import sas
@@ -195,6 +233,9 @@ class PlanetaryComputerAccess(AssetAccess):
         for key in [k for k in sas.TOKEN_CACHE if k.endswith(f"/{account}/{container}")]:
             sas.TOKEN_CACHE.pop(key, None)
 
+
+#: the blob account the planetary_computer package never signs (public thumbnails)
+_PC_PUBLIC = "ai4edatasetspublicassets.blob.core.windows.net"
 
 # tokens fetched with a password, per (token url, user): (token, monotonic expiry)
 _BEARER_CACHE: dict[tuple[str, str], tuple[str, float]] = {}
@@ -220,13 +261,15 @@ class BearerTokenAccess(AssetAccess):
     name = "bearer"
     credentials = True
     env_prefix: str = "TERRASCOPE"
+    timeout: float = NETWORK_TIMEOUT  # seconds per attempt of a token request
 
     @classmethod
-    def capture(cls, prefix: str = "TERRASCOPE", token_url: str = TERRASCOPE_TOKEN_URL) -> BearerTokenAccess:
+    def capture(cls, prefix: str = "TERRASCOPE", token_url: str = TERRASCOPE_TOKEN_URL,
+                timeout: float = NETWORK_TIMEOUT) -> BearerTokenAccess:
         env = os.environ
         return cls(env.get(f"{prefix}_TOKEN") or None, env.get(f"{prefix}_USERNAME") or None,
                    env.get(f"{prefix}_PASSWORD") or None, env.get(f"{prefix}_TOKEN_URL") or token_url,
-                   env.get(f"{prefix}_CLIENT_ID") or "public", env_prefix=prefix)
+                   env.get(f"{prefix}_CLIENT_ID") or "public", env_prefix=prefix, timeout=timeout)
 
     def check(self) -> None:
         from srcube.pipeline.errors import AssetAuthError
@@ -243,20 +286,18 @@ class BearerTokenAccess(AssetAccess):
             cached = _BEARER_CACHE.get(key)
             if cached is not None and cached[1] > time.monotonic():
                 return cached[0]
-            body = urllib.parse.urlencode({"grant_type": "password", "client_id": self.client_id,
-                                           "username": self.username, "password": self.password}).encode()
-            req = urllib.request.Request(self.token_url, data=body, method="POST",
-                                         headers={"Content-Type": "application/x-www-form-urlencoded"})
-            try:
-                with urllib.request.urlopen(req, timeout=30) as resp:
-                    doc = json.loads(resp.read())
-            except OSError as exc:
-                from srcube.pipeline.errors import AssetAuthError
+            form = {"grant_type": "password", "client_id": self.client_id, "username": self.username,
+                    "password": self.password}
+            doc = _token_request("a bearer token", self.token_url, self.timeout,
+                                 f"{self.env_prefix}_USERNAME/_PASSWORD (user {self.username})", data=form)
+            token, life = doc.get("access_token"), doc.get("expires_in", 300)
+            if not isinstance(token, str) or not token or not isinstance(life, (int, float)):
+                from srcube.pipeline.errors import CatalogUnavailableError
 
-                raise AssetAuthError(f"could not get a bearer token from {self.token_url} for user "
-                                     f"{self.username}: {exc}; check {self.env_prefix}_USERNAME/_PASSWORD") from None
-            token = str(doc["access_token"])
-            life = float(doc.get("expires_in", 300))
+                raise CatalogUnavailableError(f"getting a bearer token: {self.token_url} answered JSON without an "
+                                              "access_token (or with a non-numeric expires_in); is it an OIDC token "
+                                              f"endpoint? Check {self.env_prefix}_TOKEN_URL")
+            life = float(life)
             _BEARER_CACHE[key] = (token, time.monotonic() + max(1.0, life - min(30.0, life / 4)))
             return token
 
@@ -276,6 +317,37 @@ class BearerTokenAccess(AssetAccess):
             with _BEARER_LOCK:
                 _BEARER_CACHE.pop((self.token_url, str(self.username)), None)
         _clear_gdal_http_cache(href)
+
+
+#: tries after the first of a token request that failed on the network or with HTTP 429/5xx
+TOKEN_RETRIES = 2
+
+
+def _token_request(what: str, url: str, timeout: float, credentials: str, *, headers: Mapping[str, str] | None = None,
+                   data: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The JSON answer of a token endpoint (GET, or POST of the form ``data``), each attempt within ``timeout`` s
+    (see :class:`~srcube.pipeline.network.DeadlineSession`). A refusal (HTTP 400/401/403) is an
+    :class:`AssetAuthError` naming ``credentials``; no answer, or a server error after the retries, a
+    :class:`CatalogUnavailableError` (worth retrying later)."""
+    from srcube.pipeline.errors import AssetAuthError, CatalogUnavailableError
+
+    t0 = time.monotonic()
+    try:
+        with DeadlineSession(timeout, TOKEN_RETRIES) as session:
+            resp = session.get(url, headers=headers) if data is None else session.post(url, data=data, headers=headers)
+            if resp.status_code in (400, 401, 403):
+                raise AssetAuthError(f"could not get {what}: {url} refused the request (HTTP {resp.status_code}: "
+                                     f"{resp.text.strip()[:200]}); check {credentials}")
+            resp.raise_for_status()
+            doc = resp.json()
+    except (requests.RequestException, ValueError) as exc:
+        raise CatalogUnavailableError(
+            f"getting {what} from {url} failed after {TOKEN_RETRIES + 1} attempts over {time.monotonic() - t0:.1f} s "
+            f"(each allowed {timeout:g} s): {exc}. Check that the token endpoint is up and reachable from here; "
+            f"a slow one needs a longer --network-timeout (network_timeout=, now {timeout:g} s)") from exc
+    if not isinstance(doc, dict):
+        raise CatalogUnavailableError(f"getting {what}: {url} answered {type(doc).__name__} JSON, not a token")
+    return doc
 
 
 class _S3KeySession(Session):
@@ -342,18 +414,19 @@ class S3KeysAccess(AssetAccess):
         _clear_gdal_http_cache(href)
 
 
-def access_for(kind: str) -> AssetAccess:
-    """The access of a kind, with credentials captured from this process's environment."""
+def access_for(kind: str, *, timeout: float = NETWORK_TIMEOUT) -> AssetAccess:
+    """The access of a kind, with credentials captured from this process's environment; its token requests
+    (if any) take at most ``timeout`` s per attempt."""
     if kind in ("none", ""):
         return AssetAccess()
     if kind == "planetary-computer":
-        return PlanetaryComputerAccess.capture()
+        return PlanetaryComputerAccess.capture(timeout)
     if kind == "terrascope":
-        return BearerTokenAccess.capture("TERRASCOPE")
+        return BearerTokenAccess.capture("TERRASCOPE", timeout=timeout)
     if kind == "cdse":
         return S3KeysAccess.capture("CDSE_S3")
     if kind == "bearer":  # any catalog: SRCUBE_ASSET_TOKEN or SRCUBE_ASSET_USERNAME/_PASSWORD/_TOKEN_URL
-        return BearerTokenAccess.capture("SRCUBE_ASSET")
+        return BearerTokenAccess.capture("SRCUBE_ASSET", timeout=timeout)
     if kind == "s3-keys":  # any S3-compatible endpoint: SRCUBE_ASSET_S3_ACCESS_KEY ...
         return S3KeysAccess.capture("SRCUBE_ASSET_S3", endpoint="")
     raise ValueError(f"unknown asset access {kind!r}; one of {', '.join(ACCESS_KINDS)}")

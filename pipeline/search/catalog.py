@@ -9,23 +9,27 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import pystac
 import pystac_client
 import requests
+from pystac_client.conformance import ConformanceClasses
+from pystac_client.errors import ClientTypeError
 from pystac_client.exceptions import APIError
 from pystac_client.stac_api_io import StacApiIO
-from urllib3.util.retry import Retry
+from pystac_client.warnings import DoesNotConformTo
 
 from srcube.pipeline.errors import (
     CatalogUnavailableError,
     EmptySearchError,
+    NotAStacApiError,
     UnknownCatalogError,
     UnknownCollectionError,
 )
+from srcube.pipeline.network import DeadlineSession
 from srcube.pipeline.params import BBox, DateRange
 from srcube.pipeline.sensors import SensorProfile, get_sensor, sensor_for_collection
 
@@ -134,43 +138,114 @@ def resolve_catalog(catalog: str | CatalogProfile) -> CatalogProfile:
         "(http:// or https://), or kelvins:/path/to/imgset")
 
 
-#: catalog requests: tries after the first, and seconds to wait for a connection or a read
+#: catalog requests: tries after the first, and seconds each attempt may take (connecting, then the whole answer)
 CATALOG_RETRIES = 5
 CATALOG_TIMEOUT = 30.0
 
 
+class _StacIO(StacApiIO):
+    """pystac-client's StacApiIO over a :class:`~srcube.pipeline.network.DeadlineSession`: each catalog request
+    (landing page, collection, every search page) has a deadline per attempt and is retried on connection
+    errors, timeouts, answers cut short and HTTP 429/5xx. pystac-client's ``Client.open``/``from_file`` reset a
+    StacApiIO's own timeout to None (pass None on): this one keeps it, and the session's deadline holds anyway."""
+
+    def __init__(self, headers: dict[str, str], retries: int, timeout: float) -> None:
+        super().__init__(max_retries=None, timeout=timeout)
+        self.session = DeadlineSession(timeout, retries)
+        self.update(headers=headers, timeout=timeout)
+
+    def update(self, headers: dict[str, str] | None = None, parameters: dict[str, Any] | None = None,
+               request_modifier: Any = None, timeout: Any = None) -> None:
+        super().update(headers=headers, parameters=parameters, request_modifier=request_modifier,
+                       timeout=timeout if timeout is not None else getattr(self, "timeout", None))
+
+    def get_pages(self, url: str, method: str | None = None,
+                  parameters: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+        """pystac-client's paging, except that a page which is not a FeatureCollection (or collection list)
+        raises instead of ending the results: an error page answered with HTTP 200 is not "no items"."""
+        page = self.read_json(url, method=method, parameters=parameters)
+        while True:
+            if not isinstance(page, dict) or not ("features" in page or "collections" in page):
+                shape = f"an object with keys {sorted(page)[:8]}" if isinstance(page, dict) else type(page).__name__
+                raise ValueError(f"a page of {url} is not a FeatureCollection: it is {shape}")
+            if not (page.get("features") or page.get("collections")):
+                return
+            yield page
+            link = next((ln for ln in page.get("links", []) if isinstance(ln, dict) and ln.get("rel") == "next"), None)
+            if link is None:
+                return
+            page = self.read_json(pystac.Link.from_dict(link), parameters=parameters)
+
+
 def _stac_io(retries: int, timeout: float, access: Any = None) -> StacApiIO:
-    # connection errors, resets, read timeouts and 429/5xx answers are retried for every method
-    # (searches are POST), 0.5, 1, 2, 4 ... s apart; Retry-After is honoured.
-    retry = Retry(total=retries, backoff_factor=0.5, backoff_max=30, status_forcelist=(429, 500, 502, 503, 504),
-                  allowed_methods=None, raise_on_status=False)
     headers = {}
     token = os.environ.get("SRCUBE_CATALOG_TOKEN")
     if token:  # from the environment (a Kubernetes Secret, CI secret); never logged (pipeline.redact)
         headers["Authorization"] = f"Bearer {token}"
     elif access is not None and hasattr(access, "headers"):  # the catalog's own bearer token (Terrascope)
         headers.update(access.headers())
-    return StacApiIO(headers=headers, max_retries=retry, timeout=timeout)
+    return _StacIO(headers, retries, timeout)
 
 
-def _down(what: str, url: str, retries: int, t0: float, exc: BaseException) -> CatalogUnavailableError:
+def _down(what: str, url: str, stac_io: Any, t0: float, exc: BaseException) -> CatalogUnavailableError:
+    retries, timeout = _limits(stac_io)
+    attempts = f"{retries + 1} attempt{'s' if retries else ''}"
     return CatalogUnavailableError(
-        f"{what} the STAC API at {url} failed after {retries + 1} attempts over {time.monotonic() - t0:.1f} s "
-        f"(retried on connection errors, timeouts and HTTP 429/5xx): {exc}. Check that the catalog is up and "
-        f"reachable from here; transient outages are retried again by the Prefect flow's task retries")
+        f"{what} the STAC API at {url} failed after {attempts} over {time.monotonic() - t0:.1f} s "
+        f"(each allowed {timeout:g} s; retried on connection errors, timeouts and HTTP 429/5xx): {exc}. Check "
+        f"that the catalog is up and reachable from here; a catalog that is slow rather than down needs a longer "
+        f"--catalog-timeout (catalog_timeout=, now {timeout:g} s) or more --catalog-retries (now {retries}); "
+        "transient outages are retried again by the Prefect flow's task retries")
+
+
+def _not_stac(what: str, url: str, why: BaseException | str) -> NotAStacApiError:
+    if isinstance(why, BaseException):
+        why = f"{type(why).__name__}: {str(why)[:300]}"
+    return NotAStacApiError(
+        f"{what} the STAC API at {url}: the answer is not a STAC API's ({why}). Check "
+        "the catalog URL: it must be a STAC API's landing page (its JSON has \"type\": \"Catalog\" and "
+        "\"conformsTo\"), not a web page, a static catalog file or another API; `srcube catalogs` lists the "
+        "profiles srcube knows")
+
+
+#: what pystac and pystac-client raise for a document that is not STAC (HTML, other JSON, a wrong shape), or
+#: for a STAC document that is not an API that searches (a static catalog: DoesNotConformTo)
+_NOT_STAC = (ValueError, KeyError, TypeError, AttributeError, pystac.STACError, pystac.STACTypeError,
+             pystac.errors.RequiredPropertyMissing, ClientTypeError, DoesNotConformTo)
+
+
+def _limits(stac_io: Any) -> tuple[int, float]:
+    """(retries, timeout) of the requests of ``stac_io`` (a client's ``_stac_io``)."""
+    session = getattr(stac_io, "session", None)
+    if isinstance(session, DeadlineSession):
+        return session.retries, session.timeout
+    return 0, CATALOG_TIMEOUT
 
 
 def open_catalog(profile: CatalogProfile, *, retries: int = CATALOG_RETRIES,
                  timeout: float = CATALOG_TIMEOUT, access: Any = None) -> pystac_client.Client:
-    """A pystac-client Client of the profile's API (items come back unsigned: reads sign them)."""
+    """A pystac-client Client of the profile's API (items come back unsigned: reads sign them).
+
+    Every request of the client (this one, the collection, each search page) may take ``timeout`` s per
+    attempt and is tried ``retries`` more times (see :class:`_StacIO`): a catalog that stalls gives
+    :class:`CatalogUnavailableError` within ``timeout x (retries + 1)`` plus the backoff. An answer that is
+    not a STAC API gives :class:`NotAStacApiError`."""
     url = profile.resolved_url()
     stac_io = _stac_io(retries, timeout, access)  # a refused login is an AssetAuthError, not the catalog being down
     t0 = time.monotonic()
-    try:
-        client = pystac_client.Client.open(url, stac_io=stac_io)
+    try:  # Client.open is from_file and a warning when the landing page lists no conformance: refused below
+        client = pystac_client.Client.from_file(url, stac_io=stac_io)
     except (requests.RequestException, APIError, OSError) as exc:
-        raise _down("opening", url, retries, t0, exc) from exc
-    client.srcube_retries = retries  # type: ignore[attr-defined]  # for the error messages of search()
+        raise _down("opening", url, stac_io, t0, exc) from exc
+    except _NOT_STAC as exc:
+        raise _not_stac("opening", url, exc) from exc
+    if not isinstance(client, pystac_client.Client):  # a Collection or an Item: a document, not the API
+        raise _not_stac("opening", url, f"the document is a {type(client).__name__}, not a landing page")
+    if not client.conforms_to(ConformanceClasses.ITEM_SEARCH):
+        listed = client.get_conforms_to()
+        raise _not_stac("opening", url, "a STAC catalog that does not search: its landing page lists " + (
+            f"{len(listed)} conformance classes, none of them STAC API - Item Search" if listed else
+            "no conformance classes (a static catalog, or an API older than STAC API 1.0)"))
     return client
 
 
@@ -181,19 +256,32 @@ def check_collection(client: pystac_client.Client, collection: str) -> None:
         found = client.get_collection(collection)
     except APIError as exc:
         if (getattr(exc, "status_code", None) or 0) in (429,) or (getattr(exc, "status_code", None) or 0) >= 500:
-            raise _down("asking", str(client.self_href), getattr(client, "srcube_retries", 0), t0, exc) from exc
+            raise _down("asking", str(client.self_href), client._stac_io, t0, exc) from exc
         found = None
     except requests.RequestException as exc:
-        raise _down("asking", str(client.self_href), getattr(client, "srcube_retries", 0), t0, exc) from exc
+        raise _down("asking", str(client.self_href), client._stac_io, t0, exc) from exc
+    except _NOT_STAC as exc:
+        raise _not_stac(f"asking for collection {collection!r} from", str(client.self_href), exc) from exc
     if found is not None:
         return
     try:
         known = sorted(c.id for c in client.get_collections())
-    except (APIError, requests.RequestException):
+    except (APIError, requests.RequestException, *_NOT_STAC):
         known = []
     raise UnknownCollectionError(
         f"collection {collection!r} not found at {client.self_href}"
         + (f"; it has: {', '.join(known)}" if known else ""))
+
+
+def collection_ids(client: pystac_client.Client) -> list[str]:
+    """The ids of the API's collections, sorted (CatalogUnavailableError or NotAStacApiError as for the search)."""
+    t0 = time.monotonic()
+    try:
+        return sorted(str(c.id) for c in client.get_collections())
+    except (APIError, requests.RequestException) as exc:
+        raise _down("listing the collections of", str(client.self_href), client._stac_io, t0, exc) from exc
+    except _NOT_STAC as exc:
+        raise _not_stac("listing the collections of", str(client.self_href), exc) from exc
 
 
 def search(client: pystac_client.Client, collection: str, bbox: BBox, dates: DateRange, *,
@@ -209,7 +297,9 @@ def search(client: pystac_client.Client, collection: str, bbox: BBox, dates: Dat
                                 max_items=max_items)
         items = list(result.items())
     except (APIError, requests.RequestException) as exc:
-        raise _down("searching", str(client.self_href), getattr(client, "srcube_retries", 0), t0, exc) from exc
+        raise _down("searching", str(client.self_href), client._stac_io, t0, exc) from exc
+    except _NOT_STAC as exc:
+        raise _not_stac("searching", str(client.self_href), exc) from exc
     n_found = len(items)
     if max_cloud_cover is not None:
         items = [it for it in items if float(it.properties.get("eo:cloud_cover", 0.0)) <= max_cloud_cover]

@@ -10,8 +10,9 @@ publish is idempotent and a retried request cannot leave a duplicate.
 The zarr asset's href is what catalog users will open. A local cube is published with its absolute path;
 ``asset_href`` replaces it (the cube's ``https://`` or ``s3://`` address where users reach it).
 
-Requests carry ``headers`` (e.g. ``Authorization: Bearer ...``) and are retried on connection errors and
-502/503/504 answers with back-off. Refusals raise :class:`PublishError` naming the status, the URL and
+Requests carry ``headers`` (e.g. ``Authorization: Bearer ...``), may take ``timeout`` s per attempt (from
+connecting to the last byte of the answer) and are retried on connection errors, timeouts and 502/503/504
+answers with back-off. Refusals raise :class:`PublishError` naming the status, the URL and
 the server's own words.
 """
 
@@ -26,10 +27,9 @@ from urllib.parse import quote
 
 import requests
 from fsspec.implementations.local import LocalFileSystem
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
 
 from srcube.pipeline.errors import CubeAttributeError, IncompleteCubeError, PublishError
+from srcube.pipeline.network import DeadlineSession
 from srcube.pipeline.params import safe_name
 from srcube.pipeline.write.stac import stac_folder, write_stac
 from srcube.pipeline.write.store import CubeStore
@@ -42,8 +42,9 @@ ITEM_TRANSACTIONS = (
     "http://www.opengis.net/spec/ogcapi-features-4/1.0/conf/simpletx",
     "http://www.opengis.net/spec/ogcapi-features-4/1.0/conf/create-replace-delete",
 )
-_RETRY = Retry(total=4, connect=4, read=2, backoff_factor=0.5, status_forcelist=(502, 503, 504),
-               allowed_methods=frozenset({"GET", "POST", "PUT"}), raise_on_status=False)
+#: tries after the first of a request that failed on the network or with these statuses (a create answered
+#: 409 after a retry is followed by PUT, so retried writes cannot duplicate)
+RETRIES, RETRY_STATUSES = 4, (502, 503, 504)
 
 
 @dataclass(frozen=True)
@@ -56,10 +57,10 @@ class Published:
     item: str
 
 
-def _session(headers: Mapping[str, str] | None) -> requests.Session:
-    session = requests.Session()
-    session.mount("http://", HTTPAdapter(max_retries=_RETRY))
-    session.mount("https://", HTTPAdapter(max_retries=_RETRY))
+def _session(headers: Mapping[str, str] | None, timeout: float) -> requests.Session:
+    """A session whose every request may take ``timeout`` s per attempt, from connecting to the last byte of the
+    answer, and is retried (see :class:`~srcube.pipeline.network.DeadlineSession`)."""
+    session = DeadlineSession(timeout, RETRIES, statuses=RETRY_STATUSES)
     session.headers.update({"Accept": "application/json", **dict(headers or {})})
     return session
 
@@ -82,20 +83,31 @@ def _call(session: requests.Session, method: str, url: str, what: str, timeout: 
         raise PublishError(f"{what}: {method} {url} failed: {exc}; is the STAC API running and reachable?") from exc
 
 
+def _conforms_to(resp: requests.Response) -> list[str] | None:
+    """The ``conformsTo`` list of a JSON object answer (None: the answer is not a JSON object)."""
+    try:
+        doc = resp.json()
+    except ValueError:
+        return None
+    if not isinstance(doc, dict):
+        return None
+    found = doc.get("conformsTo")
+    return [str(c) for c in found] if isinstance(found, list) else []
+
+
 def check_transactions(api: str, *, headers: Mapping[str, str] | None = None, timeout: float = 30.0) -> list[str]:
     """The API's conformance classes; raise :class:`PublishError` unless one says it takes Item transactions."""
     root = api.rstrip("/")
-    with _session(headers) as session:
+    with _session(headers, timeout) as session:
         resp = _call(session, "GET", f"{root}/", "reading the STAC API's landing page", timeout)
         if not resp.ok:
             raise _refused(resp, "reading the STAC API's landing page")
-        try:
-            conforms = list(resp.json().get("conformsTo") or [])
-        except ValueError as exc:
-            raise PublishError(f"{root}/ is not a STAC API: its landing page is not JSON") from exc
+        conforms = _conforms_to(resp)
+        if conforms is None:
+            raise PublishError(f"{root}/ is not a STAC API: its landing page is not a JSON object; check the URL")
         if not conforms:  # some APIs list them only under /conformance
             resp = _call(session, "GET", f"{root}/conformance", "reading the STAC API's conformance", timeout)
-            conforms = list(resp.json().get("conformsTo") or []) if resp.ok else []
+            conforms = (_conforms_to(resp) or []) if resp.ok else []
     if not any(c in conforms for c in ITEM_TRANSACTIONS):
         raise PublishError(
             f"the STAC API at {root} does not take transactions: none of its {len(conforms)} conformance classes "
@@ -197,7 +209,7 @@ def publish(cube: str, api: str, *, asset_href: str | None = None, headers: Mapp
     coll_url = f"{root}/collections/{_segment(collection['id'])}"
     item_url = f"{coll_url}/items/{_segment(item['id'])}"
     done: dict[str, str] = {}
-    with _session(headers) as session:
+    with _session(headers, timeout) as session:
         for what, create, update, doc in (("collection", f"{root}/collections", coll_url, collection),
                                           ("item", f"{coll_url}/items", item_url, item)):
             resp = _call(session, "POST", create, f"creating the {what}", timeout, doc)

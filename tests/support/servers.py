@@ -282,6 +282,39 @@ class _BearerServer(_Server):
         return Handler
 
 
+class CannedServer(_Server):
+    """Fixed answers on loopback (in this process: the clients are ``requests``, which lets it answer): ``routes``
+    maps a path to (status, content type, body), ``{url}`` in a body being the server's own URL; other paths
+    answer 404. A "catalog" that answers, but not as a STAC API (a web page, other JSON, a static catalog)."""
+
+    def __init__(self, routes: dict[str, tuple[int, str, str]]) -> None:
+        super().__init__()
+        self.routes = dict(routes)
+
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        svc = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def _answer(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    self.rfile.read(length)
+                path = urllib.parse.urlsplit(self.path).path
+                status, ctype, body = svc.routes.get(path, (404, "text/plain", "not found"))
+                svc.count(path)
+                send(self, status, body.replace("{url}", svc.url).encode(), ctype)
+
+            do_GET = _answer
+            do_POST = _answer
+
+        return Handler
+
+
 REPO = Path(__file__).resolve().parents[2]
 
 
