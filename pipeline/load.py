@@ -80,11 +80,11 @@ def find(plan: RunPlan) -> Found:
 
 def _screen(plan: RunPlan, items: Sequence[pystac.Item]) -> tuple[list[pystac.Item], list[dict[str, Any]]]:
     """The items whose assets can be used (see :mod:`~srcube.pipeline.search.assets`) and the problems of
-    the others (or AssetError with ``fail_on_error``)."""
-    if plan.opts.asset_check == "none" or not items:
-        return list(items), []
-    from srcube.pipeline.search.assets import screen_items
-    from srcube.pipeline.sensors.bands import asset_key
+    the others (or AssetError with ``fail_on_error``). Items that lack an asset the run needs are left out
+    whatever ``asset_check`` says (that takes no read); ``asset_check="blocks"`` also probes the assets."""
+    if not items:
+        return [], []
+    from srcube.pipeline.search.assets import band_keys, screen_items
 
     sensor = plan.sensor or sensor_for_items(items)
     if sensor is None:
@@ -92,9 +92,9 @@ def _screen(plan: RunPlan, items: Sequence[pystac.Item]) -> tuple[list[pystac.It
     voc = sensor.vocabulary
     bands = voc.validate(plan.bands)
     _, guides = sharpening_plan(sensor, bands, plan.opts.resolution, plan.sharpener.model)
-    keys = sorted({asset_key(items[0], voc.info(b)) for b in (*bands, *guides, voc.qa_band)})
+    keys = band_keys(items, [voc.info(b) for b in (*bands, *guides, voc.qa_band)])
     good, problems = screen_items(items, keys, fail_on_error=plan.opts.fail_on_error, access=plan.access,
-                                  settings=plan.read_settings)
+                                  settings=plan.read_settings, probe=plan.opts.asset_check != "none")
     return good, [p.to_json() for p in problems]
 
 

@@ -28,9 +28,10 @@ import pystac
 import rasterio
 from rasterio.windows import Window
 
-from srcube.pipeline.errors import AssetError, AssetsExcludedWarning
+from srcube.pipeline.errors import AssetError, AssetsExcludedWarning, UnknownBandError
 from srcube.pipeline.redact import redact
 from srcube.pipeline.search.access import AssetAccess, ReadSettings, with_access
+from srcube.pipeline.sensors.bands import BandInfo, asset_key
 
 log = logging.getLogger(__name__)
 
@@ -112,15 +113,38 @@ def _network_trouble(href: str, message: str) -> bool:
     return remote and bool(_NETWORK.search(message))
 
 
+def band_keys(items: Sequence[pystac.Item], bands: Sequence[BandInfo]) -> list[str]:
+    """The asset keys of ``bands`` in ``items``: each band's from the first item that has it, so that one item
+    without it does not decide for all (:func:`screen_items` leaves such items out). UnknownBandError when
+    no item has a band."""
+    keys: list[str] = []
+    for band in bands:
+        for item in items:
+            try:
+                key = asset_key(item, band)
+                break
+            except UnknownBandError:
+                continue
+        else:
+            raise UnknownBandError(
+                f"none of the {len(items)} items found has an asset for band {band.name} (tried "
+                f"{band.candidate_keys()} and eo:bands names); the first, {items[0].id}, has: "
+                f"{', '.join(sorted(items[0].assets))}; ask for other bands, or check the collection")
+        if key not in keys:
+            keys.append(key)
+    return sorted(keys)
+
+
 def screen_items(items: Sequence[pystac.Item], keys: Sequence[str], *, fail_on_error: bool = False,
-                 threads: int = 16, access: AssetAccess | None = None,
-                 settings: ReadSettings | None = None) -> tuple[list[pystac.Item], list[AssetProblem]]:
-    """Split ``items`` into the usable ones and the problems of the others (asset keys ``keys``).
+                 threads: int = 16, access: AssetAccess | None = None, settings: ReadSettings | None = None,
+                 probe: bool = True) -> tuple[list[pystac.Item], list[AssetProblem]]:
+    """Split ``items`` into the usable ones and the problems of the others (asset keys ``keys``): an item
+    without one of the assets is left out, and (``probe``) one whose assets fail :func:`probe_asset`.
 
     ``fail_on_error``: raise :class:`AssetError` listing every problem instead of leaving items
     out. Raises it too when no item is usable.
     """
-    pairs = [(it, k) for it in items for k in keys if k in it.assets]
+    pairs = [(it, k) for it in items for k in keys if k in it.assets] if probe else []
     missing = [AssetProblem(it.id, k, "", "the item has no such asset") for it in items for k in keys
                if k not in it.assets]
 
