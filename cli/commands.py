@@ -52,8 +52,10 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def _fail(exc: BaseException, code: int = 2) -> None:
-    # the message is plain text: brackets in it (lists, paths) are not rich markup
-    err_console.print(f"[bold red]error:[/] {escape(redact.redact(str(exc)))}", markup=True, highlight=False)
+    # the message is plain text: brackets in it (lists, paths) are not rich markup. It is not wrapped at the
+    # console's width (soft_wrap): a path or command in it stays whole for copy and paste, and the terminal folds it
+    err_console.print(f"[bold red]error:[/] {escape(redact.redact(str(exc)))}", markup=True, highlight=False,
+                      soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -102,8 +104,8 @@ def _run(out: str, print_summary: bool, **kwargs: Any) -> None:
         _fail(exc)
         return
     except KeyboardInterrupt:
-        err_console.print(f"[bold red]interrupted[/]: the cube at {out} is not marked complete; "
-                          "run the same command again to redo it")
+        err_console.print(f"[bold red]interrupted[/]: the cube at {escape(out)} is not marked complete; "
+                          "run the same command again to redo it", highlight=False, soft_wrap=True)
         raise typer.Exit(130) from None
     elapsed = time.perf_counter() - t0
     if print_summary:

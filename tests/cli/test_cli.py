@@ -58,6 +58,15 @@ def test_info_on_a_missing_cube(tmp_path):
     assert res.exit_code == 2 and "no srcube cube" in res.output
 
 
+def test_an_error_is_one_line_whatever_the_terminal_width(tmp_path):
+    """Errors are not hard-wrapped at the console's width: a path in them copies and pastes whole, and what a
+    test looks for does not depend on how long its tmp path is."""
+    cube = tmp_path / ("deep-" * 30) / "nothing.zarr"
+    res = runner.invoke(app, ["verify", str(cube)], env={"COLUMNS": "60"})
+    assert res.exit_code == 2
+    assert res.output.count("\n") == 1 and res.output.startswith(f"error: {cube}: no srcube cube here")
+
+
 def _srcube(*args: str) -> list[str]:
     return [sys.executable, "-m", "srcube.cli", *args]
 
