@@ -4,8 +4,11 @@ relative dates and write batches."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import socket
+import subprocess
+import sys
 import urllib.parse
 
 import psutil
@@ -65,26 +68,43 @@ def _listening(processes: list[psutil.Process]) -> set[tuple[int, str, int]]:
             for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN}
 
 
+#: a flow process's cluster: the task runner entered as the flow enters it, its addresses printed, held open until
+#: stdin closes
+_HOLD_CLUSTER = """
+import json, sys
+from srcube.flows.settings import DaskSettings
+with DaskSettings.from_env({"SRCUBE_DASK_WORKERS": "1"}).task_runner() as runner:
+    client = runner.client
+    print(json.dumps({"dashboard": client.dashboard_link, "scheduler": client.scheduler.address}), flush=True)
+    sys.stdin.read()
+"""
+
+
 def test_local_cluster_listens_on_loopback_only():
     """The flow's LocalCluster, started as the flow starts it (its DaskTaskRunner), opens its scheduler, its
-    dashboard and its worker processes on 127.0.0.1 only: nothing on the pod's or machine's network."""
-    from srcube.flows.settings import DaskSettings
+    dashboard and its worker processes on 127.0.0.1 only: nothing on the pod's or machine's network.
 
-    me = psutil.Process()
-    before, children_before = _listening([me]), {p.pid for p in me.children(recursive=True)}
-    runner = DaskSettings.from_env({"SRCUBE_DASK_WORKERS": "1"}).task_runner()
-    with runner:
-        client = runner.client
-        dashboard = urllib.parse.urlsplit(client.dashboard_link)
-        scheduler = urllib.parse.urlsplit(client.scheduler.address)
-        # the cluster's worker processes (not other fixtures' servers this test process may have started)
-        workers = [p for p in me.children(recursive=True) if p.pid not in children_before]
-        opened = (_listening([me]) - before) | _listening(workers)
+    The runner runs in a process of its own, as in a flow run: in the test process a default Dask client left by
+    another test (the session's ``dask_client``) would be attached to instead of a cluster being started."""
+    proc = subprocess.Popen([sys.executable, "-c", _HOLD_CLUSTER], cwd=REPO, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline() if proc.stdout else ""
+        assert line, f"rc {proc.poll()}: the flow process printed no addresses"
+        addresses = json.loads(line)
+        flow = psutil.Process(proc.pid)
+        workers = flow.children(recursive=True)  # the cluster's worker processes: a fresh process has no others
+        opened = _listening([flow, *workers])
+    finally:
+        _, err = proc.communicate("", timeout=120)  # stdin closed: the cluster closes and the process ends
+    assert proc.returncode == 0, err[-4000:]
+    dashboard = urllib.parse.urlsplit(addresses["dashboard"])
+    scheduler = urllib.parse.urlsplit(addresses["scheduler"])
     assert (dashboard.hostname, scheduler.hostname) == ("127.0.0.1", "127.0.0.1")
     assert workers, "the LocalCluster's workers run in their own processes"
     ports = {port for _, _, port in opened}
     assert dashboard.port in ports and scheduler.port in ports
-    assert {pid for pid, _, _ in opened} - {me.pid}, "the worker processes listen too"
+    assert {pid for pid, _, _ in opened} - {flow.pid}, "the worker processes listen too"
     assert {address for _, address, _ in opened} == {"127.0.0.1"}, sorted(opened)
 
 
