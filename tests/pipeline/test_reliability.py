@@ -26,6 +26,7 @@ from srcube.pipeline.testing.stac_server import StacServer
 from srcube.pipeline.write.lock import StaleLockWarning, StoreLock
 from srcube.pipeline.write.store import CubeStore, open_cube
 from tests.support.faultproxy import FaultProxy
+from tests.support.helpers import S3_CREDS
 
 BBOX = sample.DEFAULT_BBOX
 SHORT = "2024-06-12/2024-06-22"  # two clear days: a small, fast cube
@@ -311,15 +312,23 @@ def test_secrets_never_reach_logs_errors_or_attrs(sample_url, dask_client, tmp_p
     assert token not in res.stdout + res.stderr and key not in res.stdout + res.stderr
 
 
-def test_storage_option_secrets_are_masked_once_a_run_is_prepared(tmp_path, caplog):
+def test_storage_option_secrets_are_masked_once_a_run_is_prepared(s3_endpoint, caplog):
+    """Credentials given as storage options (an object-store output: a local one takes none) are masked in what
+    srcube logs and raises from the moment the run is planned, before anything is searched or written."""
+    import boto3
+
     from srcube.pipeline import redact
     from srcube.pipeline.errors import SrcubeError
     from srcube.pipeline.region import RegionJob
 
-    key, secret = "AKIAFAKEKEY0042", "so-secret-V9d2Kq7Pw"
-    RegionJob.prepare(BBOX, SHORT, out=str(tmp_path / "so.zarr"),
-                      storage_options={"key": key, "secret": secret, "client_kwargs": {"region_name": "eu-1"}})
-    assert not (tmp_path / "so.zarr").exists()  # preparing writes nothing
+    key, secret = "AKIAFAKEKEY0042", "so-secret-V9d2Kq7Pw"  # moto takes any credentials
+    RegionJob.prepare(BBOX, SHORT, out="s3://cubes/masked-secrets.zarr",
+                      storage_options={"key": key, "secret": secret,
+                                       "client_kwargs": {"endpoint_url": s3_endpoint,
+                                                         "region_name": S3_CREDS["AWS_REGION"]}})
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, aws_access_key_id=key, aws_secret_access_key=secret,
+                      region_name=S3_CREDS["AWS_REGION"])
+    assert "Contents" not in s3.list_objects_v2(Bucket="cubes", Prefix="masked-secrets.zarr")  # nothing written
     message = str(SrcubeError(f"cannot write s3://bucket/cube.zarr with key={key} secret={secret}"))
     assert key not in message and secret not in message and "***" in message
     assert redact.redact_options({"secret": secret, "client_kwargs": {"region_name": "eu-1"}}) == {
