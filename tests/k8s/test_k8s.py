@@ -19,12 +19,10 @@ import copy
 import functools
 import importlib.util
 import itertools
-import json
 import os
 import re
 import shutil
 import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,16 +34,25 @@ import yaml
 from tests.support.helpers import REPO
 from tests.support.k8s import (
     DASK_GROUP,
+    JOB_TEMPLATE,
+    K8S,
     K8S_VERSION,
+    KUSTOMIZATIONS,
+    NAMESPACE,
     cr_errors,
     dask_pod_specs,
+    flow_spec,
+    job_defaults,
+    job_manifest,
+    job_template,
+    load_docs,
+    one,
+    rendered,
     validate_daskcluster,
     validate_object,
     validate_pod_spec,
 )
 
-K8S = REPO / "k8s"
-NAMESPACE = "srcube"
 IMAGE_NAME, IMAGE_TAG = "ghcr.io/srcube/srcube", "0.1.0"
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 # the image every container runs: base/kustomization.yaml pins it (name:tag@digest)
@@ -53,12 +60,6 @@ DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
            if i["name"] == IMAGE_NAME]
 IMAGE = f"{IMAGE_NAME}:{_PIN['newTag']}@{_PIN.get('digest', '<no digest>')}"
 CLUSTER = "srcube-dask"
-KUSTOMIZATIONS = {
-    "base": K8S / "base",
-    "cpu-only": K8S / "overlays" / "cpu-only",
-    "gpu": K8S / "overlays" / "gpu",
-}
-JOB_TEMPLATE = K8S / "prefect" / "srcube-k8s-base-job-template.json"
 CREDENTIAL_NAME = re.compile(r"KEY|SECRET|PASSWORD|TOKEN", re.IGNORECASE)
 # names of a Secret / of a key inside it (PREFECT_INTEGRATIONS_KUBERNETES_WORKER_API_KEY_SECRET_NAME=prefect-api)
 SECRET_POINTER = re.compile(r"_SECRET_(NAME|KEY)$")
@@ -72,41 +73,8 @@ def yaml_files() -> list[Path]:
     return sorted(p for p in K8S.rglob("*") if p.suffix in (".yaml", ".yml"))
 
 
-def load_docs(text: str) -> list[Any]:
-    return [d for d in yaml.safe_load_all(text) if d is not None]
-
-
 def is_json_patch(doc: Any) -> bool:
     return isinstance(doc, list) and all(isinstance(op, dict) and {"op", "path"} <= set(op) for op in doc)
-
-
-@functools.cache
-def _render(name: str) -> tuple[int, str, str]:
-    proc = subprocess.run(
-        ["kubectl", "kustomize", str(KUSTOMIZATIONS[name])], capture_output=True, text=True, timeout=60
-    )
-    return proc.returncode, proc.stdout, proc.stderr
-
-
-def rendered(name: str) -> list[dict[str, Any]]:
-    if shutil.which("kubectl") is None:
-        pytest.skip("kubectl is not installed: `kubectl kustomize` renders cannot be checked")
-    rc, out, err = _render(name)
-    assert rc == 0, f"kubectl kustomize {KUSTOMIZATIONS[name]} failed (rc {rc}):\n{err}"
-    return load_docs(out)
-
-
-def one(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
-    found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
-    assert len(found) == 1, f"expected one {kind}/{name}, found {len(found)}"
-    return found[0]
-
-
-def flow_spec(docs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The ephemeral DaskCluster flow-run pods mount (ConfigMap srcube-daskcluster-spec)."""
-    cm = one(docs, "ConfigMap", "srcube-daskcluster-spec")
-    assert set(cm["data"]) == {"daskcluster.yaml"}
-    return yaml.safe_load(cm["data"]["daskcluster.yaml"])
 
 
 def pod_specs(docs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -530,31 +498,6 @@ def test_kubernetes_validate_rejects_unknown_field_and_wrong_type():
 # --- Prefect work-pool base job template ------------------------------------------------------
 
 
-@functools.cache
-def job_template() -> dict[str, Any]:
-    return json.loads(JOB_TEMPLATE.read_text())
-
-
-def _defaults(template: dict[str, Any]) -> dict[str, Any]:
-    from prefect_kubernetes.worker import KubernetesWorkerJobConfiguration
-
-    return KubernetesWorkerJobConfiguration._get_base_config_defaults(template["variables"]["properties"])
-
-
-def job_manifest(**job_variables: Any) -> dict[str, Any]:
-    """The Job the Prefect worker would submit: defaults + ``job_variables`` through Prefect's templating
-    (`apply_values`) and the worker's job configuration (its manifest checks and flow-run preparation)."""
-    from prefect.client.schemas.objects import FlowRun
-    from prefect.utilities.templating import apply_values
-    from prefect_kubernetes.worker import KubernetesWorkerJobConfiguration
-
-    template = job_template()
-    values = {**_defaults(template), **job_variables}
-    config = KubernetesWorkerJobConfiguration(**apply_values(copy.deepcopy(template["job_configuration"]), values))
-    config.prepare_for_flow_run(FlowRun(id=uuid.uuid4(), flow_id=uuid.uuid4(), name="k8s-test-run"))
-    return config.job_manifest
-
-
 def validate_job(manifest: dict[str, Any]) -> None:
     job = copy.deepcopy(manifest)
     pod = job["spec"]["template"]["spec"]
@@ -577,7 +520,7 @@ def test_job_template_structure_and_placeholders():
     assert used <= declared, f"placeholders without a variable: {used - declared}"
     assert {"gpu", "cpu", "memory", "image", "namespace", "service_account_name", "finished_job_ttl"} <= used
     is_valid_schema(template["variables"], preprocess=False)
-    defaults = _defaults(template)
+    defaults = job_defaults(template)
     validate(defaults, template["variables"], raise_on_error=True, preprocess=True, ignore_required=True,
              allow_none_with_default=True)
     assert template["variables"]["properties"]["gpu"]["type"] == "integer"

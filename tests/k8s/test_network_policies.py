@@ -19,8 +19,20 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.k8s.test_k8s import KUSTOMIZATIONS, NAMESPACE, flow_spec, job_manifest, one, rendered
-from tests.support.k8s import CRD_DIR, External, Network, Pod, selector_matches, validate_object
+from tests.support.k8s import (
+    CRD_DIR,
+    KUSTOMIZATIONS,
+    NAMESPACE,
+    External,
+    Network,
+    Pod,
+    flow_spec,
+    job_manifest,
+    one,
+    rendered,
+    selector_matches,
+    validate_object,
+)
 
 OPERATOR_NS = "dask-operator"
 OPERATOR_CHART = CRD_DIR.parent / "Chart.yaml"

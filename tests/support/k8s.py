@@ -1,5 +1,6 @@
 """Offline validators of Kubernetes objects: Dask custom resources against the operator's CRD (made strict),
-everything else with kubernetes-validate; and an evaluator of NetworkPolicies (who may connect to whom)."""
+everything else with kubernetes-validate; the repository's kustomizations rendered and the Prefect worker's Job;
+and an evaluator of NetworkPolicies (who may connect to whom)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,10 @@ import copy
 import functools
 import glob
 import ipaddress
+import json
+import shutil
+import subprocess
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +20,10 @@ from typing import Any
 import dask_kubernetes
 import jsonschema
 import kubernetes_validate
+import pytest
 import yaml
+
+from tests.support.helpers import REPO
 
 K8S_VERSION = "1.32.0"
 DASK_GROUP = "kubernetes.dask.org"
@@ -103,6 +111,77 @@ def validate_object(doc: dict[str, Any]) -> None:
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
 
 
+# --- the repository's manifests, rendered -------------------------------------------------------
+#
+# shared by tests/k8s/test_k8s.py (validation, content) and test_network_policies.py (who reaches whom)
+
+K8S = REPO / "k8s"
+NAMESPACE = "srcube"
+KUSTOMIZATIONS = {
+    "base": K8S / "base",
+    "cpu-only": K8S / "overlays" / "cpu-only",
+    "gpu": K8S / "overlays" / "gpu",
+}
+JOB_TEMPLATE = K8S / "prefect" / "srcube-k8s-base-job-template.json"
+
+
+def load_docs(text: str) -> list[Any]:
+    return [d for d in yaml.safe_load_all(text) if d is not None]
+
+
+@functools.cache
+def _render(name: str) -> tuple[int, str, str]:
+    proc = subprocess.run(
+        ["kubectl", "kustomize", str(KUSTOMIZATIONS[name])], capture_output=True, text=True, timeout=60
+    )
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def rendered(name: str) -> list[dict[str, Any]]:
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl is not installed: `kubectl kustomize` renders cannot be checked")
+    rc, out, err = _render(name)
+    assert rc == 0, f"kubectl kustomize {KUSTOMIZATIONS[name]} failed (rc {rc}):\n{err}"
+    return load_docs(out)
+
+
+def one(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one {kind}/{name}, found {len(found)}"
+    return found[0]
+
+
+def flow_spec(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ephemeral DaskCluster flow-run pods mount (ConfigMap srcube-daskcluster-spec)."""
+    cm = one(docs, "ConfigMap", "srcube-daskcluster-spec")
+    assert set(cm["data"]) == {"daskcluster.yaml"}
+    return yaml.safe_load(cm["data"]["daskcluster.yaml"])
+
+
+@functools.cache
+def job_template() -> dict[str, Any]:
+    return json.loads(JOB_TEMPLATE.read_text())
+
+
+def job_defaults(template: dict[str, Any]) -> dict[str, Any]:
+    """The job variables' defaults, as the Prefect worker fills them in."""
+    from prefect_kubernetes.worker import KubernetesWorkerJobConfiguration
+
+    return KubernetesWorkerJobConfiguration._get_base_config_defaults(template["variables"]["properties"])
+
+
+def job_manifest(**job_variables: Any) -> dict[str, Any]:
+    """The Job the Prefect worker would submit: defaults + ``job_variables`` through Prefect's templating
+    (`apply_values`) and the worker's job configuration (its manifest checks and flow-run preparation)."""
+    from prefect.client.schemas.objects import FlowRun
+    from prefect.utilities.templating import apply_values
+    from prefect_kubernetes.worker import KubernetesWorkerJobConfiguration
+
+    template = job_template()
+    values = {**job_defaults(template), **job_variables}
+    config = KubernetesWorkerJobConfiguration(**apply_values(copy.deepcopy(template["job_configuration"]), values))
+    config.prepare_for_flow_run(FlowRun(id=uuid.uuid4(), flow_id=uuid.uuid4(), name="k8s-test-run"))
+    return config.job_manifest
 
 
 # --- NetworkPolicy evaluation -----------------------------------------------------------------
