@@ -15,8 +15,8 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from srcube.pipeline import redact
 from srcube.pipeline.errors import SrcubeError
@@ -52,11 +52,26 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def _fail(exc: BaseException, code: int = 2) -> None:
-    # the message is plain text: brackets in it (lists, paths) are not rich markup. It is not wrapped at the
-    # console's width (soft_wrap): a path or command in it stays whole for copy and paste, and the terminal folds it
-    err_console.print(f"[bold red]error:[/] {escape(redact.redact(str(exc)))}", markup=True, highlight=False,
+    # the message is plain text (_shown): brackets in it (lists, paths, a cube's attributes) are not rich markup. It
+    # is not wrapped at the console's width (soft_wrap): a path or command in it stays whole for copy and paste, and
+    # the terminal folds it
+    err_console.print(Text.assemble(("error:", "bold red"), " ", _shown(redact.redact(str(exc)), lines=True)),
                       soft_wrap=True)
     raise typer.Exit(code)
+
+
+#: C0 and C1 control characters and DEL, shown as ``\xNN``: an escape sequence from a cube never reaches the
+#: terminal (it could rewrite the screen, retitle the window or make a hyperlink)
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
+_CONTROLS_BUT_LINES = {c: s for c, s in _CONTROLS.items() if chr(c) not in "\n\t"}
+
+
+def _shown(value: object, style: str = "", *, lines: bool = False) -> Text:
+    """``value`` as plain text for a table cell or a line (``lines``: newlines and tabs kept, as in messages). What
+    a cube holds (attributes, coordinates, array names) is untrusted: cubes are shared. It is shown as it is, never
+    read as rich markup (``[link=...]``, styles), emoji codes or terminal control sequences; so are what a catalog
+    answers and the paths given."""
+    return Text(str(value).translate(_CONTROLS_BUT_LINES if lines else _CONTROLS), style=style)
 
 
 def _frames_table(frames: list[dict[str, Any]]) -> Table:
@@ -64,8 +79,9 @@ def _frames_table(frames: list[dict[str, Any]]) -> Table:
     for col in ("date", "clear", "score", "used", "reason"):
         table.add_column(col)
     for f in frames:
-        table.add_row(f["time"], f"{f['clear_fraction']:.1%}", f"{f.get('clearance_score', f['clear_fraction']):.2f}",
-                      "yes" if f["kept"] else "[red]no[/]", f["reason"])
+        table.add_row(_shown(f["time"]), f"{f['clear_fraction']:.1%}",
+                      f"{f.get('clearance_score', f['clear_fraction']):.2f}", "yes" if f["kept"] else "[red]no[/]",
+                      _shown(f["reason"]))
     return table
 
 
@@ -74,9 +90,9 @@ def _windows_table(windows: list[dict[str, Any]]) -> Table:
     for col in ("window", "frames", "views", "status", "reason"):
         table.add_column(col)
     for w in windows:
-        status = w["status"] if w["status"] == "ok" else f"[yellow]{w['status']}[/]"
-        table.add_row(f"{w['start'][:10]} .. {w['end'][:10]}", str(w["candidates"]), str(len(w["views"])), status,
-                      w["reason"])
+        status = _shown(w["status"], "" if w["status"] == "ok" else "yellow")
+        table.add_row(_shown(f"{w['start'][:10]} .. {w['end'][:10]}"), _shown(w["candidates"]),
+                      str(len(w["views"])), status, _shown(w["reason"]))
     return table
 
 
@@ -104,21 +120,23 @@ def _run(out: str, print_summary: bool, **kwargs: Any) -> None:
         _fail(exc)
         return
     except KeyboardInterrupt:
-        err_console.print(f"[bold red]interrupted[/]: the cube at {escape(out)} is not marked complete; "
-                          "run the same command again to redo it", highlight=False, soft_wrap=True)
+        err_console.print(Text.assemble(("interrupted", "bold red"), _shown(
+            f": the cube at {out} is not marked complete; run the same command again to redo it")), soft_wrap=True)
         raise typer.Exit(130) from None
     elapsed = time.perf_counter() - t0
     if print_summary:
         sizes = ", ".join(f"{k}={v}" for k, v in cube.reflectance.sizes.items())
         units = "deg" if cube.attrs["crs"] == "EPSG:4326" else "m"
-        console.print(f"[bold]output[/]: reflectance ({sizes}) at {cube.attrs['resolution']:g} {units}, "
-                      f"{cube.attrs['crs']}, model {cube.attrs['model']} x{cube.attrs['scale']}")
+        # an append's cube: the attributes of a cube that may have come from elsewhere
+        console.print(Text.assemble(("output", "bold"), _shown(
+            f": reflectance ({sizes}) at {cube.attrs['resolution']:g} {units}, {cube.attrs['crs']}, model "
+            f"{cube.attrs['model']} x{cube.attrs['scale']}")))
         if runs and runs[-1].resumed:  # an append's chunks: those of its staging cube
             total = cube.attrs.get("last_run", {}).get("chunks") or sum(cube.attrs.get("chunk_manifest", {}).values())
             console.print(f"[bold]resumed[/]: {runs[-1].chunk_writes} of {total} chunks computed "
                           "(the rest were in the cube already)")
         console.print(f"[bold]time[/]: {elapsed:.1f} s ({json.dumps(steps)})")
-        console.print(f"[bold]cube[/]: {Path(out).resolve() if '://' not in out else out}")
+        console.print(Text.assemble(("cube", "bold"), ": ", _shown(Path(out).resolve() if "://" not in out else out)))
 
 
 # --- srcube run: its options generated from RunOptions ----------------------------------------------
@@ -274,14 +292,15 @@ def info(cube: Annotated[str, typer.Argument(help="path or URL of an srcube cube
         _fail(_damaged(cube, f"{type(exc).__name__}: {exc}"))
     if counts is None and status != "incomplete":  # only a run stopped while writing its template lacks it
         _fail(_damaged(cube, "reflectance/zarr.json is missing"))
-    table = Table(show_header=False, title=f"srcube cube {cube}")
+    table = Table(show_header=False, title=_shown(f"srcube cube {cube}", "table.title"))
     state = {"complete": "[green]complete[/]", "appending": "[yellow]appending[/] (an append is running or was cut "
              "short: shown as before it)"}.get(status, "[red]incomplete[/] (the run did not finish)")
     if counts is None or ds is None:
         table.add_row("status", f"{state}; it stopped while writing the template")
         console.print(table)
         return
-    rows = [
+    # every value below comes from the cube: shown as plain text (_shown), never as markup
+    rows: list[tuple[str, str | Text]] = [
         ("status", state),
         ("reflectance", ", ".join(f"{k}={v}" for k, v in ds.reflectance.sizes.items()) + f" {ds.reflectance.dtype}"),
         ("chunks written", f"{counts[0]} / {counts[1]}"),
@@ -300,16 +319,28 @@ def info(cube: Annotated[str, typer.Argument(help="path or URL of an srcube cube
         ("created", f"{attrs.get('created')} by srcube {attrs.get('srcube_version')}"),
     ]
     for k, v in rows:
-        table.add_row(k, v)
+        table.add_row(k, v if k == "status" else _shown(v))
     console.print(table)
     if status == "appending":
-        console.print(f"[yellow]appending[/]: an append from {escape(str(attrs.get('appending')))} onto the "
-                      f"{attrs.get('append_base')} time steps above is running or was cut short; run that append "
-                      "again (--mode append) to finish it", highlight=False)
-    if attrs.get("frames"):
-        console.print(_frames_table(json.loads(attrs["frames"])))
-    if attrs.get("windows"):
-        console.print(_windows_table(json.loads(attrs["windows"])))
+        console.print(Text.assemble(("appending", "yellow"), _shown(
+            f": an append from {attrs.get('appending')} onto the {attrs.get('append_base')} time steps above is "
+            "running or was cut short; run that append again (--mode append) to finish it")))
+    for name, show in (("frames", _frames_table), ("windows", _windows_table)):
+        if attrs.get(name):
+            try:
+                shown = show(json.loads(attrs[name]))
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:  # not the list of records srcube writes
+                _fail(_unreadable_attribute(cube, name, exc))
+                return
+            console.print(shown)
+
+
+def _unreadable_attribute(cube: str, name: str, exc: Exception) -> SrcubeError:
+    from srcube.pipeline.errors import CubeAttributeError
+
+    return CubeAttributeError(f"{cube}: the cube's {name} attribute is not the list of records srcube writes "
+                              f"({type(exc).__name__}: {str(exc)[:120]}); the cube was altered: write it again (its "
+                              "request, with --overwrite) or ask its sharer for the cube as srcube wrote it")
 
 
 def _damaged(cube: str, why: str) -> SrcubeError:
@@ -362,7 +393,7 @@ def export(
     except SrcubeError as exc:
         _fail(exc)
     for path in paths:
-        console.print(str(path))
+        console.print(_shown(path))
 
 
 @app.command()
@@ -388,7 +419,7 @@ def quicklook(
             write_quicklook(store, out, max_side=size, date=date)
     except SrcubeError as exc:
         _fail(exc)
-    console.print(str(out))
+    console.print(_shown(out))
 
 
 @app.command()
@@ -412,20 +443,24 @@ def verify(
     if json_out:
         typer.echo(json.dumps(report.to_json()))
     else:
-        console.print(f"[bold]verify[/] {cube}: {report.chunks} chunk files ({report.inner_chunks} chunks, "
-                      f"{report.bytes / 2**20:.1f} MB) of {report.arrays} arrays read in {report.seconds:.2f} s")
+        console.print(Text.assemble(("verify", "bold"), _shown(
+            f" {cube}: {report.chunks} chunk files ({report.inner_chunks} chunks, {report.bytes / 2**20:.1f} MB) of "
+            f"{report.arrays} arrays read in {report.seconds:.2f} s")))
         for title, rows in (("damaged", report.damage), ("repaired", report.repaired)):
             if rows:
                 table = Table("array", "date", "tile (px)", "problem", title=f"{title}: {len(rows)}")
                 for d in rows:
                     date = d.date[:10] if d.date else f"step {d.step}" if d.step is not None else "-"
                     tile = ", ".join(f"{k} {a}-{b}" for k, (a, b) in (d.tile or {}).items()) or "-"
-                    table.add_row(d.array, date, tile, f"{d.problem} {d.part}" + (f": {d.detail}" if d.detail else ""))
+                    # array names and details come from the cube: plain text
+                    table.add_row(_shown(d.array), _shown(date), _shown(tile),
+                                  _shown(f"{d.problem} {d.part}" + (f": {d.detail}" if d.detail else "")))
                 console.print(table)
         if report.ok:
             console.print("[green]sound[/]: every chunk is there and passes its checksum")
         else:
-            console.print(f"[red]damaged[/]: `srcube verify {cube} --repair` rewrites them from the cube's request")
+            console.print(Text.assemble(("damaged", "red"), _shown(
+                f": `srcube verify {cube} --repair` rewrites them from the cube's request")))
     if not report.ok:
         raise typer.Exit(1)
 
@@ -463,8 +498,8 @@ def publish(
                             storage_options=_storage_options(storage_option))
     except SrcubeError as exc:
         _fail(exc)
-    console.print(f"collection {done.collection}: {done.collection_url}")
-    console.print(f"item {done.item}: {done.item_url}")
+    console.print(_shown(f"collection {done.collection}: {done.collection_url}"))  # ids from the cube
+    console.print(_shown(f"item {done.item}: {done.item_url}"))
 
 
 @app.command()
@@ -493,7 +528,7 @@ def collections(catalog: Annotated[str, typer.Option(help="profile name or STAC 
     table = Table("collection", "sensor")
     for cid in found:
         sensor = profile.sensor_for(cid)
-        table.add_row(cid, sensor.name if sensor else "-")
+        table.add_row(_shown(cid), sensor.name if sensor else "-")  # as the catalog answered
     console.print(table)
 
 
