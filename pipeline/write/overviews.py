@@ -17,6 +17,7 @@ into that region, so an interrupted append that is run again rewrites the same r
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import dask
@@ -24,6 +25,8 @@ import numpy as np
 import xarray as xr
 import zarr
 
+from srcube.pipeline.errors import CubeAttributeError
+from srcube.pipeline.params import safe_name
 from srcube.pipeline.write.cube import TIME_ENCODING, compressors
 from srcube.pipeline.write.store import EVERY_CHUNK, CubeStore, quiet_consolidated
 
@@ -119,16 +122,53 @@ def _write_level(store: CubeStore, root: zarr.Group, prev: xr.DataArray, i: int,
         arrays["time"][start:n] = level.time.values.astype("datetime64[ms]").astype(np.int64)  # type: ignore[index]
 
 
+#: what to do about a cube whose overviews attribute srcube did not write
+_ALTERED = ("the cube is corrupt or crafted: write it again (its request, with --overwrite), or ask its sharer for "
+            "the cube as srcube wrote it")
+
+
+def levels(attrs: Mapping[str, Any], url: str) -> tuple[str, list[int]]:
+    """The overviews' group and factors from the cube's ``overviews`` attribute; ("", []) without overviews. The
+    attribute is untrusted (cubes are shared): a record with a group of plain names and whole factors, checked
+    before they name a path in the cube or a STAC asset (CubeAttributeError otherwise)."""
+    info = attrs.get("overviews") or {}
+    group = info.get("group", "") if isinstance(info, dict) else None
+    steps = info.get("factors", []) if isinstance(info, dict) else None
+    ok = isinstance(group, str) and isinstance(steps, list) and all(
+        isinstance(f, int) and not isinstance(f, bool) and 2 <= f <= 1 << 20 for f in steps)
+    if ok and steps:
+        try:
+            for part in str(group).split("/"):
+                safe_name(part, "overview group", CubeAttributeError)
+        except CubeAttributeError:
+            ok = False
+    if not ok:
+        raise CubeAttributeError(f"the cube at {url} has overviews {str(info)[:120]!r}, not a group of plain names "
+                                 f"and whole factors: {_ALTERED}")
+    return str(group), list(steps or [])
+
+
 def open_level(store: CubeStore, max_side: int) -> xr.Dataset | None:
     """The coarsest overview level whose longest side still has ``max_side`` px (else the finest level), or
-    None when the cube has no overviews."""
-    info = store.attrs().get("overviews")
-    if not info:
+    None when the cube has no overviews. A level the ``overviews`` attribute names but the cube does not hold (an
+    attribute srcube did not write) is a CubeAttributeError."""
+    group, steps = levels(store.attrs(), store.url)
+    if not steps:
         return None
     arr = zarr.open_group(store.zarr_store(), mode="r")["reflectance"]
     assert isinstance(arr, zarr.Array)
     ny, nx = arr.shape[-2:]  # level f is ny // f x nx // f (block means, a short last block left out)
-    fits = [f for f in info["factors"] if max(ny // f, nx // f) >= max_side]
-    f = max(fits) if fits else min(info["factors"])
-    with quiet_consolidated():
-        return xr.open_zarr(store.zarr_store(), group=f"{info['group']}/{f}", consolidated=False, decode_coords="all")
+    fits = [f for f in steps if max(ny // f, nx // f) >= max_side]
+    f = max(fits) if fits else min(steps)
+    path = f"{group}/{f}"
+    try:
+        with quiet_consolidated():
+            level = xr.open_zarr(store.zarr_store(), group=path, consolidated=False, decode_coords="all")
+    except (FileNotFoundError, ValueError, KeyError) as exc:  # zarr: no such group (or not one xarray can read)
+        raise CubeAttributeError(f"the cube at {store.url} has no overview level {path!r}, which its overviews "
+                                 f"attribute names ({type(exc).__name__}): {_ALTERED}") from None
+    refl = level.get("reflectance")
+    if refl is None or refl.dims != ("time", "band", "y", "x") or refl.sizes["time"] != arr.shape[0]:
+        raise CubeAttributeError(f"the cube at {store.url} has a group {path!r}, which its overviews attribute names, "
+                                 f"that is not an overview level of its {arr.shape[0]} time steps: {_ALTERED}")
+    return level

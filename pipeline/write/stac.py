@@ -39,6 +39,7 @@ from pystac.extensions.projection import ProjectionExtension
 
 from srcube.pipeline.errors import CubeAttributeError
 from srcube.pipeline.params import safe_name
+from srcube.pipeline.write.overviews import levels as overview_levels
 from srcube.pipeline.write.store import CubeStore
 
 PROCESSING = "https://stac-extensions.github.io/processing/v1.2.0/schema.json"
@@ -117,25 +118,6 @@ def item_id(url: str, request_hash: object) -> str:
     return safe_name(f"{name}-{request_hash[:8]}", "STAC item id", CubeAttributeError)
 
 
-def _overview_levels(attrs: dict[str, Any], url: str) -> tuple[str, list[int]]:
-    """The overviews' group and factors from the cube's attributes (untrusted: a group of plain names, whole
-    factors), which the Item names in asset keys and open options; ("", []) without overviews."""
-    info = attrs.get("overviews") or {}
-    group, factors = info.get("group", ""), info.get("factors", [])
-    ok = isinstance(group, str) and isinstance(factors, list) and all(
-        isinstance(f, int) and not isinstance(f, bool) and 2 <= f <= 1 << 20 for f in factors)
-    if ok and factors:
-        try:
-            for part in group.split("/"):
-                safe_name(part, "overview group", CubeAttributeError)
-        except CubeAttributeError:
-            ok = False
-    if not ok:
-        raise CubeAttributeError(f"the cube at {url} has overviews {str(info)[:120]!r}, not a group of plain names "
-                                 "and whole factors: the cube is corrupt or crafted")
-    return group, list(factors)
-
-
 def cube_item(ds: xr.Dataset, url: str) -> pystac.Item:
     """The STAC Item of the complete cube ``ds`` stored at ``url``."""
     attrs = ds.attrs
@@ -143,7 +125,7 @@ def cube_item(ds: xr.Dataset, url: str) -> pystac.Item:
         raise ValueError(f"the cube at {url} has no grid (CRS and transform): it cannot be described in STAC")
     west, south, east, north = (float(v) for v in attrs.get("bbox") or ds.odc.geobox.geographic_extent.boundingbox)
     first, last = _times(ds)
-    group, factors = _overview_levels(dict(attrs), url)
+    group, factors = overview_levels(dict(attrs), url)
     item = pystac.Item(
         id=item_id(url, attrs.get("request_hash")),
         geometry={"type": "Polygon", "coordinates": [[[west, south], [east, south], [east, north], [west, north],

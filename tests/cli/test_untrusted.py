@@ -1,6 +1,6 @@
 """What the ``srcube`` commands print from a cube is untrusted (issue 22): cubes are shared between people, so their
 attributes reach the terminal as plain text (no rich markup, hyperlinks, emoji codes or terminal control sequences)
-and attributes that are not what srcube writes are typed errors (exit 2), not tracebacks.
+and attributes that are not what srcube writes (frames, overviews) are typed errors (exit 2), not tracebacks.
 
 Each test crafts a copy of a real cube (a small run of the sample): its root ``zarr.json`` attributes edited, as a
 sharer could."""
@@ -17,7 +17,9 @@ import pytest
 from typer.testing import CliRunner
 
 from srcube.cli.commands import app
-from srcube.pipeline import run_region
+from srcube.pipeline import CubeAttributeError, run_region
+from srcube.pipeline.write.quicklook import cube_quicklook
+from srcube.pipeline.write.store import CubeStore
 
 pytestmark = pytest.mark.integration
 runner = CliRunner()
@@ -84,3 +86,24 @@ def test_an_error_quoting_a_crafted_value_prints_it_as_plain_text(tmp_path: Path
     res = runner.invoke(app, ["info", str(path)], env=WIDE)
     assert res.exit_code == 2
     assert "\x1b" not in res.output and r"[link=evil.example]x[/link]/a\x1b[2J\x1b[H.zarr" in res.output
+
+
+@pytest.mark.parametrize("overviews", [
+    {"group": "overviews", "factors": [3]},  # a level the cube does not hold
+    {"group": "reflectance", "factors": [4]},  # an array, not a group
+    {"group": "overviews/4", "factors": [4]},  # a level, not the group of levels
+    {"group": "../../elsewhere", "factors": [4]},  # out of the cube
+    {"group": "overviews", "factors": ["4"]},
+    {"group": "overviews", "factors": 4},
+    "overviews/4",
+], ids=["missing-level", "an-array", "a-level", "out-of-the-cube", "factor-text", "factors-not-a-list", "not-a-record"])
+def test_quicklook_on_a_crafted_overviews_attribute(cube: Path, tmp_path: Path, overviews: Any) -> None:
+    """The overviews attribute names the group and factors of the levels quicklook reads: one that is not what
+    srcube writes, or names levels the cube lacks, is a CubeAttributeError (exit 2) that says what to do."""
+    crafted = _crafted(cube, tmp_path, lambda attrs: attrs.update(overviews=overviews))
+    with pytest.raises(CubeAttributeError, match=r"overview.*the cube is corrupt or crafted: write it again"):
+        cube_quicklook(CubeStore(str(crafted)))
+    res = runner.invoke(app, ["quicklook", str(crafted), str(tmp_path / "q.png")], env=WIDE)
+    assert res.exit_code == 2, res.output
+    assert "overview" in res.output and "--overwrite" in res.output and "Traceback" not in res.output, res.output
+    assert not (tmp_path / "q.png").exists()

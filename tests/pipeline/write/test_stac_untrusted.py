@@ -126,9 +126,11 @@ def test_item_ids_follow_the_name_rules_of_requests() -> None:
             item_id("/data/antwerp.zarr", bad)
 
 
-def test_crafted_overview_attributes_are_refused(cube: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("overviews", [{"group": "../../elsewhere", "factors": [4]}, "../../elsewhere/4"],
+                         ids=["out-of-the-cube", "not-a-record"])
+def test_crafted_overview_attributes_are_refused(cube: Path, tmp_path: Path, overviews: Any) -> None:
     def craft(attrs: dict[str, Any]) -> None:
-        attrs["overviews"] = {"group": "../../elsewhere", "factors": [4]}
+        attrs["overviews"] = overviews
 
     crafted = _copy(cube, tmp_path, attrs=craft, keep_stac=False)
     store = CubeStore(str(crafted))
