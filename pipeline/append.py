@@ -45,6 +45,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -57,6 +58,7 @@ import zarr
 from srcube.pipeline.cluster import dask_client
 from srcube.pipeline.errors import (
     AllCloudyError,
+    CubeAttributeError,
     CubeMismatchError,
     IncompleteCubeError,
     NotACubeError,
@@ -130,13 +132,31 @@ def _finish_cut_short(main: CubeStore, staging: CubeStore, job: RegionJob) -> xr
         raise IncompleteCubeError(f"{main.url} says an append from {staging.url} was cut short, but that staging "
                                   f"cube is {'gone' if staged == 'absent' else staged}; the cube cannot be finished "
                                   "here: rerun the requests into a new cube")
-    log.warning("%s: an append from %s was cut short at %d time steps; finishing it", main.url, staging.url,
-                int(attrs["append_base"]))
-    state = _Append.of(main, staging, base=int(attrs["append_base"]), timings={},
-                       last_run={"mode": "append", "finished_cut_short": True})
+    base = _append_base(main, staging, attrs)
+    log.warning("%s: an append from %s was cut short at %d time steps; finishing it", main.url, staging.url, base)
+    state = _Append.of(main, staging, base=base, timings={}, last_run={"mode": "append", "finished_cut_short": True})
     cube = _finish(state, marked=True)
     job.step("finish an append cut short")
     return cube
+
+
+def _append_base(main: CubeStore, staging: CubeStore, attrs: Mapping[str, Any]) -> int:
+    """The cube's length in time before the append that was cut short: its ``append_base`` attribute, which says
+    where the staging cube's steps are written. Cubes are shared, their attributes untrusted: it is a whole number
+    of steps that every array along time agrees with (as long as that, not grown yet, or as that and the staging
+    cube's steps, grown), or a CubeAttributeError before anything is written."""
+    base = attrs.get("append_base")
+    group = main.group(consolidated=False)
+    steps = int(_arr(staging.group(consolidated=False), "time").shape[0])
+    lengths = sorted({int(_arr(group, name).shape[0]) for name in _time_arrays(group)})
+    if isinstance(base, int) and not isinstance(base, bool) and base >= 1 and all(
+            n in (base, base + steps) for n in lengths):
+        return base
+    raise CubeAttributeError(
+        f"the cube at {main.url} says an append of {steps} time step(s) was cut short onto {str(base)[:40]!r} time "
+        f"steps (its append_base attribute), but its arrays along time hold {lengths} steps: the attribute is "
+        "corrupt or crafted, and finishing the append would write in the wrong place; nothing was changed: rerun "
+        "the requests into a new cube, or ask the cube's sharer for it as srcube wrote it")
 
 
 def _append(job: RegionJob, main: CubeStore, staging: CubeStore, client: Any | None) -> xr.Dataset:

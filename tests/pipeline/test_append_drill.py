@@ -31,7 +31,7 @@ from typer.testing import CliRunner
 
 from srcube.cli.commands import app
 from srcube.pipeline import append, run_region
-from srcube.pipeline.errors import IncompleteCubeError, OutputExistsError, StaleLockWarning
+from srcube.pipeline.errors import CubeAttributeError, IncompleteCubeError, OutputExistsError, StaleLockWarning
 from srcube.pipeline.testing import sample
 from srcube.pipeline.write import overviews, stac, store
 from srcube.pipeline.write.stac import OPEN_KWARGS
@@ -227,6 +227,38 @@ def test_append_stopped_at_each_step_then_run_again_is_the_uninterrupted_append(
     _check_stopped(out, status, base=2)
     grown = run_region(BBOX, LATER, out=str(out), mode="append", **KW)  # the same append again
     assert grown.attrs["complete"] is True
+    _same_cube(out, drill.reference)
+
+
+def _set_attr(cube: Path, name: str, value: Any) -> None:
+    """Change one of the cube's root attributes, as a sharer of the cube could."""
+    meta = cube / "zarr.json"
+    doc = json.loads(meta.read_text())
+    doc["attributes"][name] = value
+    meta.write_text(json.dumps(doc))
+
+
+def test_a_crafted_append_base_is_refused_before_the_append_is_finished(drill, tmp_path):
+    """``append_base`` says where the staging cube's steps go when an append cut short is finished: a value that
+    is not a whole number of steps its arrays along time agree with is a CubeAttributeError, and neither cube is
+    changed; with the attribute as srcube wrote it, the same append ends as the uninterrupted one."""
+    _copy(drill.staged / "cube.zarr", tmp_path)
+    out = tmp_path / "cube.zarr"
+    with pytest.MonkeyPatch.context() as mp:
+        _before("_grow")(mp)
+        with pytest.raises(Crash):
+            _append_staged(out)
+    written = CubeStore(str(out)).attrs()["append_base"]
+    assert written == 2
+    for crafted in ("2", None, True, 0, -1, 3, 10**9, [2]):
+        _set_attr(out, "append_base", crafted)
+        before = (_files(out), _files(Path(f"{out}.append")))
+        with pytest.raises(CubeAttributeError, match=r"append_base attribute.*nothing was changed"):
+            run_region(BBOX, LATER, out=str(out), mode="append", **KW)
+        assert (_files(out), _files(Path(f"{out}.append"))) == before, crafted
+        assert not Path(f"{out}.lock").exists()
+    _set_attr(out, "append_base", written)
+    run_region(BBOX, LATER, out=str(out), mode="append", **KW)
     _same_cube(out, drill.reference)
 
 
