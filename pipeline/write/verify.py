@@ -174,6 +174,11 @@ def _complete(store: CubeStore) -> None:
     status = store.status()
     if status in ("absent", "empty", "foreign"):
         raise NotACubeError(f"{store.url}: no srcube cube here ({status}); give the path or URL of a cube")
+    if status == "appending":  # its arrays may be grown and not yet filled: nothing to check, or to repair, yet
+        raise IncompleteCubeError(f"the cube at {store.url} is being appended to, or an append to it was cut short "
+                                  f"(from {str(store.attrs().get('appending'))[:200]!r}), so its new time steps are "
+                                  "not all written; run that append again first (the same request, mode='append', "
+                                  "CLI: --mode append) to finish it, then verify (or repair) the grown cube")
     if status != "complete":
         raise IncompleteCubeError(f"the cube at {store.url} is not complete (its run or append did not finish), so "
                                   "chunks are missing by design; run the same command again to finish it, then verify")

@@ -33,7 +33,7 @@ from srcube.cli.commands import app
 from srcube.pipeline import append, run_region
 from srcube.pipeline.errors import CubeAttributeError, IncompleteCubeError, OutputExistsError, StaleLockWarning
 from srcube.pipeline.testing import sample
-from srcube.pipeline.write import overviews, stac, store
+from srcube.pipeline.write import overviews, stac, store, verify
 from srcube.pipeline.write.stac import OPEN_KWARGS
 from srcube.pipeline.write.store import CubeStore, open_cube
 
@@ -195,12 +195,24 @@ def _same_cube(out: Path, ref: Path) -> None:
 
 
 def _check_stopped(out: Path, status: str, base: int) -> None:
-    """What a user meets while the append is stopped: the status, ``srcube info``, the STAC open options, and
-    the request that made the cube refused with the right advice."""
+    """What a user meets while the append is stopped: the status, ``srcube info``, ``srcube verify`` (and
+    ``--repair``: refused with the advice to run the append again first, or the cube is sound), the STAC open
+    options, and the request that made the cube refused with the right advice."""
     assert CubeStore(str(out)).status() == status
     res = CliRunner().invoke(app, ["info", str(out)], env={"COLUMNS": "200"})
     assert res.exit_code == 0 and res.exception is None, res.output
     assert ("appending" in res.output) == (status == "appending"), res.output
+    for args in (["verify", str(out)], ["verify", str(out), "--repair"]):
+        res = CliRunner().invoke(app, args)
+        if status == "appending":
+            assert res.exit_code == 2 and "run that append again first" in res.output, (args, res.output)
+            assert "Traceback" not in res.output
+        else:
+            assert res.exit_code == 0 and "sound" in res.output, (args, res.output)
+    if status == "appending":
+        for check in (verify.verify, verify.repair):
+            with pytest.raises(IncompleteCubeError, match=r"run that append again first .*--mode append"):
+                check(str(out))
     ds = xr.open_dataset(out, **OPEN_KWARGS)  # the cube as it was before the append, or as it is after
     level = xr.open_dataset(out, **{**OPEN_KWARGS, "group": "overviews/4"})
     assert ds.sizes["time"] == level.sizes["time"] and ds.sizes["time"] >= base
