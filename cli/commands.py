@@ -299,8 +299,11 @@ def info(cube: Annotated[str, typer.Argument(help="path or URL of an srcube cube
         table.add_row("status", f"{state}; it stopped while writing the template")
         console.print(table)
         return
-    # every value below comes from the cube: shown as plain text (_shown), never as markup
-    rows: list[tuple[str, str | Text]] = [
+    # every value below comes from the cube: shown as plain text (_shown), never as markup; a list attribute that
+    # is not a list is shown as it is
+    sharpened, items = _listed(attrs.get("sharpened_bands", "[]")), attrs.get("stac_item_ids", [])
+    sharpened = (", ".join(map(str, sharpened)) if isinstance(sharpened, list) else str(sharpened)) or "none"
+    rows: list[tuple[str, str]] = [
         ("status", state),
         ("reflectance", ", ".join(f"{k}={v}" for k, v in ds.reflectance.sizes.items()) + f" {ds.reflectance.dtype}"),
         ("chunks written", f"{counts[0]} / {counts[1]}"),
@@ -310,12 +313,12 @@ def info(cube: Annotated[str, typer.Argument(help="path or URL of an srcube cube
         ("dates", ", ".join(str(t)[:10] for t in ds.time.values)),
         ("model", f"{attrs.get('model')} x{attrs.get('scale')} (weights sha256 {attrs.get('weights_sha256')})"),
         ("mode, sensor", f"{attrs.get('mode', 'single-image')}, {attrs.get('sensor', 'sentinel-2')}"),
-        ("band sharpening", f"{', '.join(json.loads(attrs.get('sharpened_bands', '[]'))) or 'none'} by "
+        ("band sharpening", f"{sharpened} by "
                             f"{attrs.get('sharpen_model', 'none')} (sharpen={attrs.get('sharpen', 'n/a')}, weights "
                             f"sha256 {attrs.get('sharpen_weights_sha256', 'none')})"),
         ("catalog", f"{attrs.get('catalog')} / {attrs.get('collection')}"),
         ("bbox, dates asked", f"{attrs.get('bbox')} {attrs.get('dates')}"),
-        ("items used", str(len(attrs.get("stac_item_ids", [])))),
+        ("items used", str(len(items)) if isinstance(items, list) else repr(items)),
         ("created", f"{attrs.get('created')} by srcube {attrs.get('srcube_version')}"),
     ]
     for k, v in rows:
@@ -333,6 +336,15 @@ def info(cube: Annotated[str, typer.Argument(help="path or URL of an srcube cube
                 _fail(_unreadable_attribute(cube, name, exc))
                 return
             console.print(shown)
+
+
+def _listed(text: Any) -> Any:
+    """A JSON list attribute as a list, or what it is when it is not one (a cube's attributes are untrusted)."""
+    try:
+        value = json.loads(text) if isinstance(text, str) else text
+    except ValueError:
+        return text
+    return value if isinstance(value, list) else text
 
 
 def _unreadable_attribute(cube: str, name: str, exc: Exception) -> SrcubeError:

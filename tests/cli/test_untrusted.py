@@ -54,6 +54,8 @@ def test_info_shows_crafted_attributes_as_plain_text(cube: Path, tmp_path: Path)
         attrs["model"] = LINK
         attrs["catalog"] = f"sample {OSC8}"
         attrs["collection"] = f":skull: {CLEAR}[bold red]FAKE[/]"
+        attrs["sharpened_bands"] = "B11, [i]B12[/i]"  # not the JSON list srcube writes: shown as it is
+        attrs["stac_item_ids"] = 7
         frames = json.loads(attrs["frames"])
         frames[0]["reason"] = "[blink]see https://evil.example[/blink]"
         frames[0]["time"] = f"{frames[0]['time']}{CLEAR}"
@@ -63,7 +65,7 @@ def test_info_shows_crafted_attributes_as_plain_text(cube: Path, tmp_path: Path)
     assert res.exit_code == 0, res.output
     assert "\x1b" not in res.output and "\x9b" not in res.output  # no control sequence reaches the terminal
     for shown in (LINK, f"sample {OSC8}", f":skull: {CLEAR}[bold red]FAKE[/]", "[blink]see https://evil.example[/blink]",
-                  CLEAR):
+                  CLEAR, "B11, [i]B12[/i] by"):
         visible = shown.replace("\x1b", r"\x1b")  # the escape character shown, never sent
         assert visible in res.output, (visible, res.output)
     assert "💀" not in res.output
