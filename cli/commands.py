@@ -136,7 +136,9 @@ def _run(out: str, print_summary: bool, **kwargs: Any) -> None:
             console.print(f"[bold]resumed[/]: {runs[-1].chunk_writes} of {total} chunks computed "
                           "(the rest were in the cube already)")
         console.print(f"[bold]time[/]: {elapsed:.1f} s ({json.dumps(steps)})")
-        console.print(Text.assemble(("cube", "bold"), ": ", _shown(Path(out).resolve() if "://" not in out else out)))
+        # paths and URLs whole on their line (soft_wrap), for copy and paste and scripts
+        console.print(Text.assemble(("cube", "bold"), ": ", _shown(Path(out).resolve() if "://" not in out else out)),
+                      soft_wrap=True)
 
 
 # --- srcube run: its options generated from RunOptions ----------------------------------------------
@@ -405,7 +407,7 @@ def export(
     except SrcubeError as exc:
         _fail(exc)
     for path in paths:
-        console.print(_shown(path))
+        console.print(_shown(path), soft_wrap=True)
 
 
 @app.command()
@@ -431,7 +433,7 @@ def quicklook(
             write_quicklook(store, out, max_side=size, date=date)
     except SrcubeError as exc:
         _fail(exc)
-    console.print(_shown(out))
+    console.print(_shown(out), soft_wrap=True)
 
 
 @app.command()
@@ -472,7 +474,7 @@ def verify(
             console.print("[green]sound[/]: every chunk is there and passes its checksum")
         else:
             console.print(Text.assemble(("damaged", "red"), _shown(
-                f": `srcube verify {cube} --repair` rewrites them from the cube's request")))
+                f": `srcube verify {cube} --repair` rewrites them from the cube's request")), soft_wrap=True)
     if not report.ok:
         raise typer.Exit(1)
 
@@ -510,8 +512,8 @@ def publish(
                             storage_options=_storage_options(storage_option))
     except SrcubeError as exc:
         _fail(exc)
-    console.print(_shown(f"collection {done.collection}: {done.collection_url}"))  # ids from the cube
-    console.print(_shown(f"item {done.item}: {done.item_url}"))
+    console.print(_shown(f"collection {done.collection}: {done.collection_url}"), soft_wrap=True)  # ids from the cube
+    console.print(_shown(f"item {done.item}: {done.item_url}"), soft_wrap=True)
 
 
 @app.command()

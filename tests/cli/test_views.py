@@ -49,8 +49,9 @@ def test_export_writes_one_cog_per_date_that_rasterio_reads_on_the_cube_grid(cub
 def test_export_of_one_date_and_a_date_the_cube_lacks(cube, tmp_path):
     out, ds = cube
     day = str(ds.time.values[0])[:10]
-    ok = runner.invoke(app, ["export", str(out), "--cog", str(tmp_path), "--date", day])
+    ok = runner.invoke(app, ["export", str(out), "--cog", str(tmp_path), "--date", day], env={"COLUMNS": "40"})
     assert ok.exit_code == 0 and [p.name for p in tmp_path.glob("*.tif")] == [f"antwerp_{day}.tif"]
+    assert ok.stdout == f"{tmp_path / f'antwerp_{day}.tif'}\n"  # one path a line, whole, however narrow the terminal
     bad = runner.invoke(app, ["export", str(out), "--cog", str(tmp_path), "--date", "1999-01-01"])
     assert bad.exit_code == 2 and "no date 1999-01-01" in bad.output and day in bad.output
 
