@@ -618,6 +618,11 @@ def evaluate_cmd(
         _fail(exc)
 
 
+from srcube.cli.area import run_area_cmd  # noqa: E402  (it reuses this module's option parameters)
+
+app.command("run-area")(run_area_cmd)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     try:
         app()

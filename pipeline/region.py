@@ -244,6 +244,11 @@ def run_region(bbox: BBoxLike, dates: DatesLike, *, catalog: str = "sample", col
     check_client(client)
     job = RegionJob.prepare(bbox, dates, catalog=catalog, collection=collection, bands=bands, model=model,
                             scale=scale, out=out, on_step=on_step, yes=yes, **options)
+    return run_job(job, client)
+
+
+def run_job(job: RegionJob, client: Any | None) -> xr.Dataset:
+    """Run a planned job: grow the cube at its output (``mode="append"`` onto a cube there) or write it."""
     with disk_full_is_typed(job.plan.store.url, lambda: int(job.cube.nbytes) if job.cube is not None else None):
         if grows(job.plan.store, job.opts.mode):
             return append_region(job, client)
