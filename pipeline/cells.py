@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, TypeAlias
 
+import numpy as np
 import shapely
 from pyproj import Transformer
 from shapely.geometry import MultiPolygon, Polygon, box, shape
@@ -293,6 +294,18 @@ def zones_of(geom: BaseGeometry) -> list[tuple[int, bool]]:
 def iter_cells(area: AreaLike, cell_km: float = DEFAULT_CELL_KM) -> Iterator[Cell]:
     """The cells of ``area`` (see the module docstring), lazily, in a fixed order: zone, hemisphere (south first),
     row, column. A continent at 1 km is millions of cells: nothing here holds them all."""
+    for zone, north, size, row, cols in _rows(area, cell_km):
+        for col in cols:
+            yield Cell(zone, north, size, row, int(col))
+
+
+def count_cells(area: AreaLike, cell_km: float = DEFAULT_CELL_KM) -> int:
+    """How many cells :func:`iter_cells` gives, without making them (row by row)."""
+    return sum(len(cols) for *_, cols in _rows(area, cell_km))
+
+
+def _rows(area: AreaLike, cell_km: float) -> Iterator[tuple[int, bool, int, int, np.ndarray]]:
+    """(zone, north, size, row, the columns of the row's cells) of every row of cells ``area`` reaches."""
     size = cell_size_m(cell_km)
     geom = parse_area(area)
     for zone, north in zones_of(geom):
@@ -308,15 +321,17 @@ def iter_cells(area: AreaLike, cell_km: float = DEFAULT_CELL_KM) -> Iterator[Cel
             if band.is_empty or band.area <= 0:
                 continue
             bx0, _, bx1, _ = band.bounds
-            for col in range(max(0, math.floor(bx0 / size)), math.ceil(bx1 / size)):
-                square = box(col * size, row * size, (col + 1) * size, (row + 1) * size)
-                if band.intersects(square) and band.intersection(square).area > 0:
-                    yield Cell(zone, north, size, row, col)
+            cols = np.arange(max(0, math.floor(bx0 / size)), math.ceil(bx1 / size))
+            squares = shapely.box(cols * size, row * size, (cols + 1) * size, (row + 1) * size)
+            # vectorised over the row: squares wholly inside, then the edge ones that overlap with an area
+            shapely.prepare(band)
+            inside = shapely.contains_properly(band, squares)
+            edge = ~inside & shapely.intersects(band, squares)
+            edge[edge] = shapely.area(shapely.intersection(band, squares[edge])) > 0
+            yield zone, north, size, row, cols[inside | edge]
 
 
 def _project(xy: Any, epsg: int) -> Any:
-    import numpy as np
-
     x, y = _to_utm(epsg).transform(xy[:, 0], xy[:, 1])
     return np.column_stack([x, y])
 
