@@ -285,7 +285,8 @@ def publish_area(prefix: str, api: str, *, asset_href: str | None = None, header
                                       "to finish it before publishing")
         item = _read_document(store, folder, f"{cell}.json")
         if item.get("id") != cell:
-            raise CubeAttributeError(f"{folder}/{cell}.json holds the item {str(item.get('id'))[:80]!r}, not the cell's")
+            raise CubeAttributeError(f"{folder}/{cell}.json holds the item {str(item.get('id'))[:80]!r}, not the "
+                                     "cell's")
         item = _for_api(item)
         item["assets"] = {k: {**a, "href": f"{base}/{cell}.zarr"} for k, a in (item.get("assets") or {}).items()
                           if isinstance(a, dict)}
