@@ -42,12 +42,17 @@ from srcube.pipeline.errors import (
 )
 from srcube.pipeline.params import DatesLike
 from srcube.pipeline.request import RunRequest
+from srcube.pipeline.write.lock import HEARTBEAT_S, STALE_AFTER_S
 
 log = logging.getLogger(__name__)
 
 CellState = Literal["done", "skipped", "empty", "failed"]
 #: seconds before the first retry of a failed cell, doubling, at most :data:`RETRY_MAX_S`
 RETRY_S, RETRY_MAX_S = 2.0, 60.0
+#: seconds a cell waits for its cube's lock (unless ``lock_wait`` is given): a writer that died or was cut off on
+#: another machine leaves its lock until it goes stale (no heartbeat for STALE_AFTER_S), and the cell's next attempt
+#: has to outlast that to take it over, or the cell is recorded failed while nothing writes it
+CELL_LOCK_WAIT_S = STALE_AFTER_S + HEARTBEAT_S
 SUMMARY = "run-summary.json"
 
 
@@ -186,7 +191,10 @@ class DaskCells:
         from distributed.utils import TimeoutError as DaskTimeout
 
         try:
-            return set(wait(list(futures), timeout=timeout, return_when="FIRST_COMPLETED").done)
+            # on this client, which need not be the process's default one (a scheduler address connects one
+            # with set_as_default=False; distributed.wait alone would find no client, or another cluster's)
+            with self.client.as_current():
+                return set(wait(list(futures), timeout=timeout, return_when="FIRST_COMPLETED").done)
         except (TimeoutError, DaskTimeout):
             return set()
 
@@ -219,6 +227,7 @@ def prepare_area(area: AreaLike, dates: DatesLike, *, cell_km: float = DEFAULT_C
         if options.get(name):
             raise InvalidOptionError(f"{name} is not an option of run_area: each cell computes on its worker's "
                                      "threads; give a Dask client for more workers")
+    options.setdefault("lock_wait", CELL_LOCK_WAIT_S)
     template = RunRequest.make(first.region(), dates, catalog=catalog, collection=collection, bands=bands,
                                model=model, scale=scale, out=out.rstrip("/"), options=options)
     # the typed errors of a cell's run, its output a path under the prefix that nothing writes (so a cell's cube
@@ -241,8 +250,10 @@ def run_area(area: AreaLike, dates: DatesLike, *, cell_km: float = DEFAULT_CELL_
     ``storage_options`` as for a run). ``client`` is a ``dask.distributed`` Client (or a scheduler address); each
     cell is one task on it, at most ``max_cells`` at once (default: twice its workers); without one, cells run on
     ``max_cells`` (default 1) threads here. Every other keyword is a :class:`~srcube.pipeline.options.RunOptions`
-    option of each cell's run (``mode="append"`` grows every cell). ``on_cell`` is called with each cell's result
-    as it ends, ``on_start`` once the cells are counted (progress bars).
+    option of each cell's run (``mode="append"`` grows every cell); ``lock_wait`` defaults to
+    :data:`CELL_LOCK_WAIT_S` here, so a cell tried again after its worker died or was cut off takes that writer's
+    lock over once it is stale instead of failing. ``on_cell`` is called with each cell's result as it ends,
+    ``on_start`` once the cells are counted (progress bars).
     """
     check_client(client)
     if isinstance(max_cells, bool) or (max_cells is not None and (not isinstance(max_cells, int) or max_cells < 1)):
