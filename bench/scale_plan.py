@@ -60,6 +60,7 @@ from srcube.pipeline.assemble.clearance import FrameDecision  # noqa: E402
 from srcube.pipeline.cluster import culled, usable_cores  # noqa: E402
 from srcube.pipeline.options import RunOptions  # noqa: E402
 from srcube.pipeline.sr.infer import ResolvedModel, tile_margin, tile_spec, wants_consistency  # noqa: E402
+from srcube.pipeline.area import CELL_BATCH  # noqa: E402
 from srcube.pipeline.write.cube import encoding, single_image_cube, write_batches  # noqa: E402
 from srcube.pipeline.write.store import CubeStore  # noqa: E402
 
@@ -420,12 +421,17 @@ def cell_graph(cell: Any, n_dates: int, bands: tuple[str, ...], tmp: Path, **opt
     p.store.write_template(cube, enc, template_only=True)
     t2 = time.perf_counter()
     writes = culled(p.store.chunk_writes(cube, enc))
-    tasks = len(dask.base.collections_to_expr(writes, optimize_graph=False).__dask_graph__())
+    whole = len(dask.base.collections_to_expr(writes, optimize_graph=False).__dask_graph__())
+    # run_cell computes a cell CELL_BATCH output locations at a time (region.write_region(batch=...)): its largest
+    # graph is the largest batch's
+    tasks = max(len(dask.base.collections_to_expr(culled(p.store.chunk_writes(cube, enc, only=part)),
+                                                  optimize_graph=False).__dask_graph__())
+                for part in write_batches(cube, CELL_BATCH))
     t3 = time.perf_counter()
     objects = len(p.store.fs.find(p.store.path))  # the template's metadata objects
     shards = {str(k): int(np.prod(v.data.numblocks)) for k, v in cube.data_vars.items() if isinstance(v.data, da.Array)}
     return {"tile": p.tiles.tile, "margin": p.tiles.margin, "options": options, "dates": n_dates, "items": len(items),
-            "tasks": tasks, "chunk_writes": p.store.count_blocks(writes), "shards_by_variable": shards,
+            "tasks": tasks, "tasks_whole_cell": whole, "batch_locations": CELL_BATCH, "chunk_writes": p.store.count_blocks(writes), "shards_by_variable": shards,
             "locations": int(np.prod(cube.reflectance.data.numblocks[-2:])),
             "out_px": int(cube.sizes["y"] * cube.sizes["x"]), "template_objects": objects,
             "plan_s": plan_s, "graph_build_s": t1 - t0, "template_s": t2 - t1, "chunk_writes_s": t3 - t2,
@@ -488,7 +494,9 @@ def area_plan(args: argparse.Namespace) -> None:
     g = graphs[0]
     for r in graphs:
         print(f"  one cell's graph, {r['dates']} dates x {len(bands)} bands ({r['items']} items), tile {r['tile']}: "
-              f"{r['tasks']} tasks for {r['chunk_writes']} chunk writes ({r['locations']} locations per date); "
+              f"{r['tasks']} tasks in its largest graph ({r['batch_locations']} locations a compute; "
+              f"{r['tasks_whole_cell']} as one graph) for {r['chunk_writes']} chunk writes ({r['locations']} locations "
+              "per date); "
               f"plan {r['plan_s']:.2f} s, graph {r['graph_build_s']:.1f} s, template {r['template_s']:.1f} s, "
               f"chunk writes + cull {r['chunk_writes_s']:.1f} s, +{r['graph_rss_mb']:.0f} MB", flush=True)
 
@@ -529,6 +537,7 @@ def area_plan(args: argparse.Namespace) -> None:
         "output_px_per_cell_band_date": g["out_px"], "output_values_total": n_cells * out_px_cell,
         "max_tasks_per_cell_graph": g["tasks"], "cell_graph_tile": g["tile"],
         "cell_graph_tasks_by_tile": {str(r["tile"]): r["tasks"] for r in graphs},
+        "cell_graph_tasks_whole_cell": g["tasks_whole_cell"], "cell_batch_locations": g["batch_locations"],
         "cell_graph_items": g["items"], "cell_plan_s": round(g["plan_s"], 3),
         "cell_graph_build_s": round(g["graph_build_s"] + g["template_s"] + g["chunk_writes_s"], 2),
         "cell_graph_rss_mb": round(g["graph_rss_mb"], 1),

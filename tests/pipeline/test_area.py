@@ -206,3 +206,17 @@ def test_ctrl_c_stops_submitting_and_lets_the_cells_in_flight_finish(sample_url,
     assert summary.interrupted and summary.counts["done"] == 2 and summary.finished == 2, json.dumps(summary.to_json())
     again = run_area(AREA, DATES, cell_km=KM, out=str(tmp_path / "a"), max_cells=2, **RUN)
     assert again.counts == {"done": 4, "skipped": 2, "empty": 0, "failed": 0}
+
+
+def test_a_cell_computed_a_few_locations_at_a_time_equals_one_computed_whole(sample_url, tmp_path, monkeypatch):
+    small = (4.47, 51.405, 4.4775, 51.408)
+    monkeypatch.setattr(area_mod, "CELL_BATCH", 10**9)
+    run_area(small, DATES, cell_km=KM, out=str(tmp_path / "whole"), **RUN)
+    monkeypatch.setattr(area_mod, "CELL_BATCH", 2)  # 6 dates x 1 tile: three graphs a cell
+    run_area(small, DATES, cell_km=KM, out=str(tmp_path / "parts"), **RUN)
+    for cell in cells_of(small, KM):
+        a = CubeStore(cell_url(str(tmp_path / "whole"), cell)).open()
+        b = CubeStore(cell_url(str(tmp_path / "parts"), cell)).open()
+        assert a.attrs["last_run"]["chunk_writes"] == b.attrs["last_run"]["chunk_writes"]
+        for name in ("reflectance", "clear", "clear_count"):
+            np.testing.assert_array_equal(a[name].values, b[name].values)
