@@ -56,11 +56,11 @@ from odc.geo.xr import xr_coords  # noqa: E402
 from srcube import models  # noqa: E402
 from srcube.models import SRModel  # noqa: E402
 from srcube.models.consistency import Projection  # noqa: E402
+from srcube.pipeline.area import CELL_BATCH  # noqa: E402
 from srcube.pipeline.assemble.clearance import FrameDecision  # noqa: E402
 from srcube.pipeline.cluster import culled, usable_cores  # noqa: E402
 from srcube.pipeline.options import RunOptions  # noqa: E402
 from srcube.pipeline.sr.infer import ResolvedModel, tile_margin, tile_spec, wants_consistency  # noqa: E402
-from srcube.pipeline.area import CELL_BATCH  # noqa: E402
 from srcube.pipeline.write.cube import encoding, single_image_cube, write_batches  # noqa: E402
 from srcube.pipeline.write.store import CubeStore  # noqa: E402
 
@@ -431,7 +431,8 @@ def cell_graph(cell: Any, n_dates: int, bands: tuple[str, ...], tmp: Path, **opt
     objects = len(p.store.fs.find(p.store.path))  # the template's metadata objects
     shards = {str(k): int(np.prod(v.data.numblocks)) for k, v in cube.data_vars.items() if isinstance(v.data, da.Array)}
     return {"tile": p.tiles.tile, "margin": p.tiles.margin, "options": options, "dates": n_dates, "items": len(items),
-            "tasks": tasks, "tasks_whole_cell": whole, "batch_locations": CELL_BATCH, "chunk_writes": p.store.count_blocks(writes), "shards_by_variable": shards,
+            "tasks": tasks, "tasks_whole_cell": whole, "batch_locations": CELL_BATCH,
+            "chunk_writes": p.store.count_blocks(writes), "shards_by_variable": shards,
             "locations": int(np.prod(cube.reflectance.data.numblocks[-2:])),
             "out_px": int(cube.sizes["y"] * cube.sizes["x"]), "template_objects": objects,
             "plan_s": plan_s, "graph_build_s": t1 - t0, "template_s": t2 - t1, "chunk_writes_s": t3 - t2,

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from srcube.pipeline import redact
-from srcube.pipeline.cells import DEFAULT_CELL_KM, AreaLike, Cell, cell_size_m, iter_cells, parse_area
+from srcube.pipeline.cells import DEFAULT_CELL_KM, AreaLike, Cell, cell_size_m, count_cells, iter_cells, parse_area
 from srcube.pipeline.cluster import check_client, gpu_resources
 from srcube.pipeline.errors import (
     AllCloudyError,
@@ -54,6 +54,9 @@ RETRY_S, RETRY_MAX_S = 2.0, 60.0
 #: has to outlast that to take it over, or the cell is recorded failed while nothing writes it
 CELL_LOCK_WAIT_S = STALE_AFTER_S + HEARTBEAT_S
 SUMMARY = "run-summary.json"
+#: output locations (date x tile) a cell computes at once: its chunk writes in graphs of about 100 tasks a location
+#: (a year of a 50 km cell in one graph would be 180k tasks: bench/scale_plan.py --area)
+CELL_BATCH = 256
 
 
 def cell_url(prefix: str, cell: Cell | str) -> str:
@@ -137,7 +140,7 @@ def run_cell(template: RunRequest, cell_id: str) -> CellResult:
         return CellResult(cell.id, "skipped", seconds=time.perf_counter() - t0,
                           reason="its cube is complete (run with overwrite=True to make it again)")
     try:
-        cube = run_job(RegionJob.from_request(req), None)
+        cube = run_job(RegionJob.from_request(req), None, batch=CELL_BATCH)
     except (EmptySearchError, AllCloudyError) as exc:
         return CellResult(cell.id, "empty", seconds=time.perf_counter() - t0, reason=str(exc))
     areaindex.write_cell_item(template.out, cell, store, opts.store_options(template.out))
@@ -291,7 +294,7 @@ def run_cells(template: RunRequest, size_m: int, area: AreaLike, cell_km: float,
     from srcube.pipeline.write import areaindex
 
     summary = AreaSummary(template.out, template.dates, size_m)
-    summary.cells = sum(1 for _ in iter_cells(area, cell_km))
+    summary.cells = count_cells(area, cell_km)
     if on_start is not None:
         on_start(summary)
     t0 = time.perf_counter()
