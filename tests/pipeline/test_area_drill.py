@@ -120,8 +120,9 @@ def _writing(c: Cluster, s3: Any, prefix: str, spare: set[str], client: Pod, tim
                          f"{'running' if client.alive() else 'ended'}):\n{client.tail()}\n{c.logs()}")
 
 
-#: an object-store request in moto's access log: client address, time, method, key
-_ACCESS = re.compile(r'^(\S+) - - \[[^\]]*?(\d\d:\d\d:\d\d)\] "(PUT|DELETE) /cubes/(\S+)\.zarr\.lock ')
+#: a lock written or removed, in moto's access log: client address, time, method, key (a PUT cut short by a kill is
+#: answered 400 and writes nothing)
+_ACCESS = re.compile(r'^(\S+) - - \[[^\]]*?(\d\d:\d\d:\d\d)\] "(PUT|DELETE) /cubes/(\S+)\.zarr\.lock \S+" 2\d\d ')
 
 
 def _stories(c: Cluster, prefix: str, client_log: str) -> dict[str, list[str]]:
