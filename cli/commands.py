@@ -494,22 +494,26 @@ def _headers(pairs: list[str] | None) -> dict[str, str]:
 
 @app.command()
 def publish(
-    cube: Annotated[str, typer.Argument(help="path or URL of a complete srcube cube")],
+    cube: Annotated[str, typer.Argument(help="path or URL of a complete srcube cube, or of an area (srcube run-area)")],
     to: Annotated[str, typer.Option("--to", help="the STAC API (with the Transactions extension) to add it to")],
     asset_href: Annotated[str | None, typer.Option(
-        help="the cube's address for catalog users (default: its URL, or its absolute path if local)")] = None,
+        help="the cube's (or area folder's) address for catalog users (default: its URL, or its absolute path if "
+             "local)")] = None,
     header: Annotated[list[str] | None, typer.Option(
         "--header", help="'Name: value' sent with every request (repeatable); SRCUBE_STAC_TOKEN=<token> "
                          "sends 'Authorization: Bearer <token>'")] = None,
     storage_option: Annotated[list[str] | None, typer.Option(help="KEY=VALUE fsspec option of the cube")] = None,
 ) -> None:
-    """Add the cube's STAC Collection and Item to a STAC API (created, or updated when they exist)."""
+    """Add the cube's STAC Collection and Item (an area: its Collection and an Item per cell) to a STAC API
+    (created, or updated when they exist)."""
     from srcube.pipeline.errors import SrcubeError
+    from srcube.pipeline.write.publish import is_area, publish_area
     from srcube.pipeline.write.publish import publish as publish_cube
 
+    so = _storage_options(storage_option)
     try:
-        done = publish_cube(cube, to, asset_href=asset_href, headers=_headers(header),
-                            storage_options=_storage_options(storage_option))
+        done = (publish_area if is_area(cube, so) else publish_cube)(cube, to, asset_href=asset_href,
+                                                                     headers=_headers(header), storage_options=so)
     except SrcubeError as exc:
         _fail(exc)
     console.print(_shown(f"collection {done.collection}: {done.collection_url}"), soft_wrap=True)  # ids from the cube
@@ -667,6 +671,11 @@ def evaluate_cmd(
                  robustness=robustness, max_side=max_side, report=report)
     except (ConfigError, models.ModelError, ValueError, FileNotFoundError, FileExistsError) as exc:
         _fail(exc)
+
+
+from srcube.cli.area import run_area_cmd  # noqa: E402  (it reuses this module's option parameters)
+
+app.command("run-area")(run_area_cmd)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -14,6 +14,7 @@ try:
 except PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0+unknown"
 
+from srcube.pipeline.area import AreaSummary, run_area
 from srcube.pipeline.errors import (
     AllCloudyError,
     AssetAuthError,
@@ -32,6 +33,7 @@ from srcube.pipeline.errors import (
     HarmonizationWarning,
     IncompatibleWeightsError,
     IncompleteCubeError,
+    InvalidAreaError,
     InvalidBBoxError,
     InvalidDataError,
     InvalidDatesError,
@@ -60,6 +62,7 @@ from srcube.pipeline.errors import (
     WeightsIntegrityError,
     WeightsNotFoundError,
 )
+from srcube.pipeline.mosaic import open_area
 from srcube.pipeline.region import RunOptions, run_region
 from srcube.pipeline.sr.infer import super_resolve, super_resolve_views
 from srcube.pipeline.sr.sharpening import sharpen
@@ -67,6 +70,7 @@ from srcube.pipeline.write.store import open_cube
 
 __all__ = [
     "AllCloudyError",
+    "AreaSummary",
     "AssetAuthError",
     "AssetError",
     "AssetsExcludedWarning",
@@ -83,6 +87,7 @@ __all__ = [
     "HarmonizationWarning",
     "IncompatibleWeightsError",
     "IncompleteCubeError",
+    "InvalidAreaError",
     "InvalidBBoxError",
     "InvalidDataError",
     "InvalidDatesError",
@@ -112,7 +117,9 @@ __all__ = [
     "WeightsIntegrityError",
     "WeightsNotFoundError",
     "__version__",
+    "open_area",
     "open_cube",
+    "run_area",
     "run_region",
     "sharpen",
     "super_resolve",

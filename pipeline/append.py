@@ -75,7 +75,7 @@ log = logging.getLogger(__name__)
 
 #: attributes that must be equal for two cubes to be one time series
 SAME = ("model", "weights_sha256", "scale", "mode", "sensor", "collection", "bands", "crs", "resolution",
-        "input_resolution", "bbox", "halo_pixels", "consistency_projection", "sharpen_weights_sha256",
+        "input_resolution", "bbox", "cell", "halo_pixels", "consistency_projection", "sharpen_weights_sha256",
         "bitround_keepbits")
 #: array attributes that say how stored values decode (CF): equal in both cubes, values are copied as stored
 DECODING = ("scale_factor", "add_offset", "_FillValue", "missing_value", "units", "calendar", "dtype")

@@ -35,6 +35,8 @@ def build_cube(plan: RunPlan, loaded: Loaded, frames: list[FrameDecision], windo
                        days=str(plan.days), bands=loaded.bands, items_found=loaded.items_found, stack_cache=cache,
                        from_cache=loaded.from_cache, min_clear=opts.min_clear, sharpener=plan.sharpener.attrs(),
                        frames=frames_provenance(stack, frames))
+    if plan.request.cell is not None:  # one cell of an area (pipeline.area): the cube is the cell's square
+        attrs["cell"] = plan.request.cell
     attrs["gpu_resources"] = bool(resources)
     attrs["consistency_projection"] = plan.consistency
     if plan.consistency:

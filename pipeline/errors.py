@@ -35,6 +35,11 @@ class InvalidBBoxError(SrcubeError, ValueError):
     """The bounding box is malformed, out of range, reversed or degenerate."""
 
 
+class InvalidAreaError(SrcubeError, ValueError):
+    """An area (bbox or GeoJSON polygon) or cell size that the cell grid cannot cut: malformed, empty, beyond
+    the UTM latitudes, or a cell id that is not one."""
+
+
 class InvalidDatesError(SrcubeError, ValueError):
     """The date range is malformed, reversed or entirely in the future."""
 

@@ -121,7 +121,8 @@ def _cache_params(plan: RunPlan, bands: Sequence[str], sensor: SensorProfile) ->
     p, opts = plan.profile, plan.opts
     params: dict[str, Any] = {
         "catalog": p.name if p.kind != "stac" else redact(p.url), "collection": plan.collection,
-        "bbox": plan.region.as_tuple(), "dates": str(plan.days), "bands": list(bands), "sensor": sensor.name,
+        "bbox": plan.region.as_tuple(), "cell": plan.request.cell,
+        "dates": str(plan.days), "bands": list(bands), "sensor": sensor.name,
         "harmonize": opts.harmonize, "resolution": opts.resolution, "max_cloud_cover": opts.max_cloud_cover,
         "max_items": opts.max_items, "sharpen": [plan.sharpener.method, plan.sharpener.weights_sha256],
         "halo": plan.tiles.margin,

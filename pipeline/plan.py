@@ -79,7 +79,7 @@ def plan(req: RunRequest) -> RunPlan:
     redact.install()  # no credentials in any log record of the run (idempotent)
     opts = req.options
     redact.register(redact.option_secrets(opts.storage_options))  # keys given as options, not env
-    region, days = BBox.parse(req.bbox), DateRange.parse(req.dates)
+    region, days = req.region(), DateRange.parse(req.dates)
     profile = cat.resolve_catalog(req.catalog)
     coll = safe_name(req.collection or profile.collection, "collection", UnknownCollectionError)
     bands = _check_bands(req.bands)

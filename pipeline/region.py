@@ -244,14 +244,22 @@ def run_region(bbox: BBoxLike, dates: DatesLike, *, catalog: str = "sample", col
     check_client(client)
     job = RegionJob.prepare(bbox, dates, catalog=catalog, collection=collection, bands=bands, model=model,
                             scale=scale, out=out, on_step=on_step, yes=yes, **options)
+    return run_job(job, client)
+
+
+def run_job(job: RegionJob, client: Any | None, *, batch: int | None = None) -> xr.Dataset:
+    """Run a planned job: grow the cube at its output (``mode="append"`` onto a cube there) or write it (``batch``:
+    see :func:`write_region`)."""
     with disk_full_is_typed(job.plan.store.url, lambda: int(job.cube.nbytes) if job.cube is not None else None):
         if grows(job.plan.store, job.opts.mode):
             return append_region(job, client)
-        return write_region(job, client)
+        return write_region(job, client, batch=batch)
 
 
-def write_region(job: RegionJob, client: Any | None) -> xr.Dataset:
-    """Run ``job`` into a new cube (or resume its unfinished one), under the output's lock."""
+def write_region(job: RegionJob, client: Any | None, *, batch: int | None = None) -> xr.Dataset:
+    """Run ``job`` into a new cube (or resume its unfinished one), under the output's lock. ``batch``: compute the
+    chunk writes ``batch`` output locations at a time (:meth:`RegionJob.batches`), so that no one graph holds a large
+    cube's every task (an area's cell of a year: one graph would be 180k tasks)."""
     with job.locked():
         with dask_client(client, n_workers=job.opts.n_workers, processes=job.opts.processes) as dc:
             job.step("cluster")
@@ -262,7 +270,14 @@ def write_region(job: RegionJob, client: Any | None) -> xr.Dataset:
             job.build(dc)
             job.start()
             job.step("template")
-            job.write(dc)
+            if batch is None:
+                job.write(dc)
+            else:
+                pending = set(job.pending())
+                for part in job.batches(batch):
+                    todo = [w for w in part if w in pending]
+                    if todo:
+                        job.write(dc, only=todo)
             job.step("super-resolve+write")
         result = job.finalize()
         job.step("finalize")

@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from srcube.pipeline.cells import Cell, CellBBox
 from srcube.pipeline.errors import InvalidOptionError
 from srcube.pipeline.options import RunOptions
 from srcube.pipeline.params import BBox, BBoxLike, DateRange, DatesLike
@@ -27,6 +28,7 @@ class RunRequest(BaseModel):
 
     bbox: tuple[float, float, float, float]
     dates: str
+    cell: str | None = None  # a cell of the area grid (pipeline.cells): the grid is its square; bbox its lon/lat bbox
     catalog: Any = "sample"  # checked by RegionJob.prepare, as every field below (srcube's typed errors)
     collection: Any = None
     bands: tuple[Any, ...] | None = None
@@ -42,6 +44,7 @@ class RunRequest(BaseModel):
              today: dt.date | None = None) -> RunRequest:
         """The request of a call's arguments, with srcube's typed errors for what is wrong in them."""
         region = BBox.parse(bbox)
+        cell = region.cell if isinstance(region, CellBBox) else None
         days = DateRange.parse(dates, today=today)
         if options is not None and not isinstance(options, (Mapping, RunOptions)):
             raise InvalidOptionError(f"options must be a dict of run_region options, got {options!r}")
@@ -50,9 +53,13 @@ class RunRequest(BaseModel):
             bands = [bands]
         if isinstance(out, os.PathLike):
             out = os.fspath(out)
-        return cls(bbox=region.as_tuple(), dates=str(days), catalog=catalog, collection=collection,
+        return cls(bbox=region.as_tuple(), dates=str(days), cell=cell, catalog=catalog, collection=collection,
                    bands=tuple(bands) if bands is not None else None, model=model, scale=scale, out=out,
                    options=opts)
+
+    def region(self) -> BBox:
+        """The region to run over: the cell's (its grid is the cell's square) or the bbox."""
+        return Cell.parse(self.cell).region() if self.cell is not None else BBox.parse(self.bbox)
 
     def to_json(self) -> dict[str, Any]:
         """The request as plain JSON (options: only those set)."""

@@ -8,9 +8,15 @@ from dataclasses import dataclass
 from affine import Affine
 from odc.geo import xy_
 from odc.geo.geobox import GeoBox
-from odc.geo.geom import box
+from odc.geo.geom import BoundingBox, box
 
+from srcube.pipeline.cells import CellBBox
 from srcube.pipeline.params import BBox
+
+
+def region_epsg(bbox: BBox) -> int:
+    """The UTM zone a region's grid is in: a cell's own zone, else the zone of the bbox centre."""
+    return bbox.epsg if isinstance(bbox, CellBBox) else utm_epsg(*bbox.center)
 
 
 def utm_epsg(lon: float, lat: float) -> int:
@@ -51,8 +57,12 @@ class GridSpec:
         return cls(epsg, resolution, (frac(origin[0]), frac(origin[1])))
 
     def geobox(self, bbox: BBox) -> GeoBox:
-        """The GeoBox covering ``bbox`` (lon/lat) on this grid."""
-        bounds = box(*bbox.as_tuple(), "EPSG:4326").to_crs(f"EPSG:{self.epsg}").boundingbox
+        """The GeoBox covering ``bbox`` (lon/lat) on this grid; for a cell's bbox (:class:`CellBBox`) in the cell's
+        zone, the cell's square itself."""
+        if isinstance(bbox, CellBBox) and bbox.epsg == self.epsg:
+            bounds = BoundingBox(*bbox.square)
+        else:
+            bounds = box(*bbox.as_tuple(), "EPSG:4326").to_crs(f"EPSG:{self.epsg}").boundingbox
         return GeoBox.from_bbox(bounds, f"EPSG:{self.epsg}", resolution=self.resolution,
                                 anchor=xy_(*self.anchor))
 

@@ -33,7 +33,7 @@ from odc.geo.geobox import GeoBox
 
 from srcube.models import ModelSpec, SRModel
 from srcube.pipeline.assemble import harmonize as harm
-from srcube.pipeline.assemble.grid import GridSpec, finer_geobox, utm_epsg
+from srcube.pipeline.assemble.grid import GridSpec, finer_geobox, region_epsg
 from srcube.pipeline.errors import GeorefMismatchWarning, InvalidDataError
 from srcube.pipeline.params import BBox
 from srcube.pipeline.search.access import AccessDriver, AssetAccess, ReadSettings, with_access
@@ -152,7 +152,7 @@ def native_grid(items: Sequence[pystac.Item], keys: Sequence[str], bbox: BBox,
             raise InvalidDataError(f"item {items[0].id} declares no CRS (proj:code/proj:epsg)")
         epsg = source_epsg
     elif policy == "utm":
-        epsg = utm_epsg(*bbox.center)
+        epsg = region_epsg(bbox)
     else:
         raise ValueError(f"grid policy must be 'utm' or 'native', got {policy!r}")
     if best is None:

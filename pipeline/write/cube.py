@@ -174,9 +174,9 @@ def encoding(cube: xr.Dataset, tiles: TileSpec, dtype: str) -> dict[str, Any]:
 
 #: attributes that identify what a cube holds (not when or how fast it was made)
 _IDENTITY = ("srcube_version", "model", "weights_sha256", "mode", "scale", "sensor", "catalog", "collection", "bbox",
-             "dates", "bands", "crs", "input_resolution", "stac_item_ids", "min_clear", "clear_classes", "harmonize",
-             "windows", "n_views", "window", "consistency_projection", "halo_pixels", "consistency_psf", "sharpen",
-             "sharpen_model", "sharpen_weights_sha256", "sharpened_bands")
+             "cell", "dates", "bands", "crs", "input_resolution", "stac_item_ids", "min_clear", "clear_classes",
+             "harmonize", "windows", "n_views", "window", "consistency_projection", "halo_pixels", "consistency_psf",
+             "sharpen", "sharpen_model", "sharpen_weights_sha256", "sharpened_bands")
 
 
 def request_hash(attrs: Mapping[str, Any], opts: RunOptions, chunks: tuple[int, int] | None = None) -> str:

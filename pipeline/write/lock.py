@@ -10,6 +10,11 @@ or when its heartbeat is older than ``stale_after`` seconds (a holder on another
 died). On a local filesystem the lock is created atomically (``O_EXCL``); object stores have no
 portable create-if-absent, so there srcube writes, waits briefly and reads the lock back to see
 who won (a race within that instant is possible; give concurrent writers different outputs).
+
+The store may stop answering while a lock is held (a network partition: botocore raises its own errors, not
+``OSError``): the heartbeat keeps trying, and a lock that could not be removed when its run ended (or whose
+``acquire`` failed after writing it) is removed from a daemon thread as soon as the store answers again, so a live
+process does not hold a cube it has given up for ``stale_after`` seconds.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from fsspec.implementations.local import LocalFileSystem
 from srcube.pipeline.errors import StaleLockWarning, StoreLockedError
 
 log = logging.getLogger(__name__)
+#: seconds between a holder's heartbeats, and since the last one after which its lock is stale
+HEARTBEAT_S, STALE_AFTER_S = 30.0, 120.0
 
 
 def _alive(pid: int) -> bool:
@@ -45,7 +52,7 @@ def _alive(pid: int) -> bool:
 class StoreLock:
     """The lock of one output (see the module docstring)."""
 
-    def __init__(self, fs: Any, path: str, *, heartbeat: float = 30.0, stale_after: float = 120.0,
+    def __init__(self, fs: Any, path: str, *, heartbeat: float = HEARTBEAT_S, stale_after: float = STALE_AFTER_S,
                  note: str = "") -> None:
         if heartbeat <= 0 or stale_after <= heartbeat:
             raise ValueError(f"need 0 < heartbeat < stale_after, got {heartbeat} and {stale_after}")
@@ -105,7 +112,12 @@ class StoreLock:
         """Hold the lock, waiting up to ``wait`` seconds; raise StoreLockedError otherwise."""
         deadline = time.monotonic() + max(0.0, wait)
         while True:
-            if self._create():
+            try:
+                created = self._create()
+            except Exception:
+                self._let_go()  # the store stopped answering, maybe after this lock was written
+                raise
+            if created:
                 break
             doc = self.read()
             if doc is None:
@@ -139,7 +151,7 @@ class StoreLock:
                     log.error("lock %s was taken over by another run; this run no longer holds it", self.path)
                     return
                 self.fs.pipe_file(self.path, self._payload())
-            except OSError as exc:  # a flaky store: try again at the next beat
+            except Exception as exc:  # a flaky or unreachable store: try again at the next beat
                 log.warning("could not refresh lock %s: %s", self.path, exc)
 
     def release(self) -> None:
@@ -149,12 +161,37 @@ class StoreLock:
         if self._thread is not None:
             self._thread.join(timeout=10)
         self.held = False
+        self._let_go()
+
+    def _remove_if_ours(self, quiet: bool = False) -> bool:
+        """Remove the lock object if this lock wrote it; False when the store could not be asked."""
         try:
             doc = self.read()
             if doc is not None and doc.get("token") == self.token:
                 self.fs.rm_file(self.path)
-        except OSError as exc:
-            log.warning("could not remove lock %s: %s", self.path, exc)
+            return True
+        except Exception as exc:  # an unreachable store (botocore's errors are not OSError)
+            log.log(logging.DEBUG if quiet else logging.WARNING, "could not remove lock %s: %s", self.path, exc)
+            return False
+
+    def _let_go(self, poll: float = 2.0) -> None:
+        """Remove this lock's object now or, when the store does not answer, from a daemon thread as soon as it
+        does (until ``stale_after`` has passed: others take the lock over by then anyway)."""
+        if self._remove_if_ours():
+            return
+
+        log.warning("lock %s is left in place until the store answers again (at most %.0f s)", self.path,
+                    self.stale_after)
+
+        def retry() -> None:
+            deadline = time.monotonic() + self.stale_after
+            while time.monotonic() < deadline and not self.held:
+                time.sleep(poll)
+                if not self.held and self._remove_if_ours(quiet=True):
+                    log.info("lock %s removed once the store answered again", self.path)
+                    return
+
+        threading.Thread(target=retry, name=f"srcube-unlock-{self.token[:6]}", daemon=True).start()
 
     def __enter__(self) -> StoreLock:
         return self

@@ -208,15 +208,98 @@ def publish(cube: str, api: str, *, asset_href: str | None = None, headers: Mapp
     root = api.rstrip("/")
     coll_url = f"{root}/collections/{_segment(collection['id'])}"
     item_url = f"{coll_url}/items/{_segment(item['id'])}"
-    done: dict[str, str] = {}
     with _session(headers, timeout) as session:
-        for what, create, update, doc in (("collection", f"{root}/collections", coll_url, collection),
-                                          ("item", f"{coll_url}/items", item_url, item)):
-            resp = _call(session, "POST", create, f"creating the {what}", timeout, doc)
-            done[what] = "created"
-            if resp.status_code == 409:  # it exists: replace it with this (newer) document
-                resp = _call(session, "PUT", update, f"updating the {what}", timeout, doc)
-                done[what] = "updated"
-            if not resp.ok:
-                raise _refused(resp, f"publishing the {what} {doc['id']}")
-    return Published(collection_url=coll_url, item_url=item_url, collection=done["collection"], item=done["item"])
+        coll_done = _upsert(session, "collection", f"{root}/collections", coll_url, collection, timeout)
+        item_done = _upsert(session, "item", f"{coll_url}/items", item_url, item, timeout)
+    return Published(collection_url=coll_url, item_url=item_url, collection=coll_done, item=item_done)
+
+
+def _upsert(session: requests.Session, what: str, create: str, update: str, doc: dict[str, Any],
+            timeout: float) -> str:
+    """POST ``doc`` to ``create``; when it exists (409), PUT it to ``update``: "created" or "updated"."""
+    resp = _call(session, "POST", create, f"creating the {what}", timeout, doc)
+    done = "created"
+    if resp.status_code == 409:  # it exists: replace it with this (newer) document
+        resp = _call(session, "PUT", update, f"updating the {what}", timeout, doc)
+        done = "updated"
+    if not resp.ok:
+        raise _refused(resp, f"publishing the {what} {doc['id']}")
+    return done
+
+
+# --- an area: its Collection and one Item per cell ---------------------------------------------------------
+
+
+def is_area(path: str, storage_options: Mapping[str, Any] | None = None) -> bool:
+    """Whether ``path`` is an area's folder (its index ``collection.json`` names a cell size)."""
+    from srcube.pipeline.write import areaindex
+
+    try:
+        doc = areaindex.read_collection(path, storage_options)
+    except (OSError, ValueError):
+        return False
+    return doc is not None and "srcube:cell_size_m" in doc
+
+
+def _area_documents(prefix: str, storage_options: Mapping[str, Any] | None) -> tuple[dict[str, Any], list[str]]:
+    """The area's Collection and the cell ids it links (``./items/<cell id>.json`` only: untrusted documents)."""
+    from srcube.pipeline.cells import Cell
+    from srcube.pipeline.write import areaindex
+
+    store = CubeStore(prefix, storage_options)
+    folder = store.path.rstrip("/")
+    collection = _read_document(store, folder, areaindex.COLLECTION)
+    cells = []
+    for link in collection.get("links", []):
+        if not isinstance(link, dict) or link.get("rel") != "item":
+            continue
+        href = str(link.get("href", ""))
+        name = href.removeprefix(f"./{areaindex.ITEMS}/").removesuffix(".json")
+        try:
+            if href != f"./{areaindex.ITEMS}/{name}.json":
+                raise ValueError(href)
+            cells.append(Cell.parse(name).id)
+        except ValueError:
+            raise CubeAttributeError(f"{folder}/{areaindex.COLLECTION} links an item at {href[:120]!r}, not a cell's "
+                                     f"item of the area (./{areaindex.ITEMS}/<cell id>.json): the index is corrupt "
+                                     "or crafted") from None
+    safe_name(collection.get("id"), f"the collection id in {folder}", CubeAttributeError)
+    return collection, cells
+
+
+def publish_area(prefix: str, api: str, *, asset_href: str | None = None, headers: Mapping[str, str] | None = None,
+                 storage_options: Mapping[str, Any] | None = None, timeout: float = 30.0) -> Published:
+    """Add (or update) an area's Collection and the Item of every cell it links in the STAC API at ``api``. Each
+    Item's cube is checked to be complete; its assets point at ``<asset_href or the area's location>/<cell>.zarr``."""
+    from srcube.pipeline.write import areaindex
+
+    collection, cells = _area_documents(prefix, storage_options)
+    base = (asset_href or (prefix if "://" in prefix else os.path.abspath(prefix))).rstrip("/")
+    store = CubeStore(prefix, storage_options)
+    folder = f"{store.path.rstrip('/')}/{areaindex.ITEMS}"
+    items = []
+    for cell in cells:
+        status = CubeStore(f"{prefix.rstrip('/')}/{cell}.zarr", storage_options).status()
+        if status != "complete":
+            raise IncompleteCubeError(f"the area's cell {cell} has no complete cube ({status}); run the area again "
+                                      "to finish it before publishing")
+        item = _read_document(store, folder, f"{cell}.json")
+        if item.get("id") != cell:
+            raise CubeAttributeError(f"{folder}/{cell}.json holds the item {str(item.get('id'))[:80]!r}, not the "
+                                     "cell's")
+        item = _for_api(item)
+        item["assets"] = {k: {**a, "href": f"{base}/{cell}.zarr"} for k, a in (item.get("assets") or {}).items()
+                          if isinstance(a, dict)}
+        item["collection"] = collection["id"]
+        items.append(item)
+    check_transactions(api, headers=headers, timeout=timeout)
+    root = api.rstrip("/")
+    coll_url = f"{root}/collections/{_segment(collection['id'])}"
+    states = {"created": 0, "updated": 0}
+    with _session(headers, timeout) as session:
+        coll_done = _upsert(session, "collection", f"{root}/collections", coll_url, _for_api(collection), timeout)
+        for item in items:
+            states[_upsert(session, "item", f"{coll_url}/items", f"{coll_url}/items/{_segment(item['id'])}", item,
+                           timeout)] += 1
+    return Published(collection_url=coll_url, item_url=f"{coll_url}/items", collection=coll_done,
+                     item=f"{len(items)} items: {states['created']} created, {states['updated']} updated")

@@ -69,13 +69,19 @@ def _root_attrs(fs: fsspec.AbstractFileSystem, path: str) -> dict[str, Any] | No
 
 @contextlib.contextmanager
 def quiet_consolidated() -> Iterator[None]:
-    with warnings.catch_warnings():
-        # consolidated metadata is a zarr-python extension to v3; srcube relies on it knowingly
-        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part",
-                                category=UserWarning)
-        # an unfinished cube holds srcube's chunk manifest (.srcube/), which is not a zarr node
-        warnings.filterwarnings("ignore", message=r"Object at \.srcube is not recognized", category=UserWarning)
-        yield
+    """Where zarr warns about what srcube does on purpose: consolidated metadata (a zarr-python extension to v3 that
+    srcube relies on knowingly) and an unfinished cube's chunk manifest (``.srcube/``, not a zarr node). The two
+    warnings are silenced once for the process (:data:`QUIET`), not per call: ``warnings.catch_warnings`` is not
+    thread-safe, and cells of an area run on threads (two of them entering and leaving it at once let the warning
+    through, or left filters behind)."""
+    yield
+
+
+#: the warnings :func:`quiet_consolidated` is about, silenced for the process (pyproject.toml ignores them in tests)
+QUIET = (("Consolidated metadata is currently not part", UserWarning),
+         (r"Object at \.srcube is not recognized", UserWarning))
+for _message, _category in QUIET:
+    warnings.filterwarnings("ignore", message=_message, category=_category)
 
 
 def _zarr_store(url: str, storage_options: Mapping[str, Any] | None) -> Any:

@@ -99,3 +99,30 @@ def test_an_unreachable_api_and_an_unfinished_cube_are_clear_errors(cube, tmp_pa
         publish(store.url, "http://127.0.0.1:9")
     bad = runner.invoke(app, ["publish", str(out), "--to", "http://127.0.0.1:9", "--header", "no-colon"])
     assert bad.exit_code == 2 and "--header takes 'Name: value'" in bad.output
+
+
+def test_an_area_is_published_as_one_collection_with_an_item_per_cell(api, sample_url, tmp_path):
+    from srcube.pipeline.area import run_area
+    from srcube.pipeline.cells import cells_of
+
+    area, dates = (4.47, 51.405, 4.4775, 51.408), "2024-06-12"
+    out = tmp_path / "area-publish"
+    assert run_area(area, dates, cell_km=0.9, out=str(out), model="bicubic", bands=["B04", "B08"], min_clear=0.0).ok
+    result = runner.invoke(app, ["publish", str(out), "--to", api])
+    assert result.exit_code == 0, result.output
+    assert "collection created" in result.output and "2 items: 2 created" in result.output
+    client = pystac_client.Client.open(api)
+    cells = [c.id for c in cells_of(area, 0.9)]
+    found = {it.id: it for it in client.search(collections=["area-publish"], bbox=list(area)).items()}
+    assert sorted(found) == cells
+    asset = found[cells[0]].assets["zarr"]
+    assert asset.href == str((out / f"{cells[0]}.zarr").resolve())
+    opened = xr.open_dataset(asset.href, **asset.extra_fields["xarray:open_kwargs"])
+    assert opened.attrs["cell"] == cells[0]
+    # a cell's item only where the cell is: a bbox inside the first cell finds that one
+    west, south, *_ = found[cells[0]].bbox
+    inside = [it.id for it in client.search(collections=["area-publish"],
+                                            bbox=[west + 0.001, south + 0.001, west + 0.002, south + 0.002]).items()]
+    assert cells[0] in inside and cells[1] not in inside
+    again = runner.invoke(app, ["publish", str(out), "--to", api])
+    assert "collection updated" in again.output and "2 updated" in again.output

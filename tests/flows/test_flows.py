@@ -299,7 +299,8 @@ def test_prefect_yaml_deploys_and_schedules(prefect_api, cluster_address):
     weekly = next(d for d in spec["deployments"] if d["name"] == "antwerp-s2-weekly")
     res = _prefect("work-pool", "create", "srcube-local", "--type", "process", "--overwrite", env=env)
     assert res.returncode == 0, res.stderr
-    res = _prefect("--no-prompt", "deploy", "--name", "sample-demo", "--name", "antwerp-s2-weekly", env=env)
+    res = _prefect("--no-prompt", "deploy", "--name", "sample-demo", "--name", "antwerp-s2-weekly", "--name",
+                   "sample-area", env=env)
     assert res.returncode == 0, res.stdout + res.stderr
 
     async def scheduled(name: str, want: int, timeout: float = 60):
@@ -320,7 +321,8 @@ def test_prefect_yaml_deploys_and_schedules(prefect_api, cluster_address):
     res = _prefect("work-pool", "create", "srcube-k8s", "--type", "kubernetes", "--base-job-template",
                    str(REPO / "k8s/prefect/srcube-k8s-base-job-template.json"), "--overwrite", env=env)
     assert res.returncode == 0, res.stdout + res.stderr
-    res = _prefect("--no-prompt", "deploy", "--name", "antwerp-s2-nightly-gpu", env=env)
+    res = _prefect("--no-prompt", "deploy", "--name", "antwerp-s2-nightly-gpu", "--name", "belgium-s2-area-weekly",
+                   env=env)
     assert res.returncode == 0, res.stdout + res.stderr
 
     async def read(name: str):
@@ -332,6 +334,18 @@ def test_prefect_yaml_deploys_and_schedules(prefect_api, cluster_address):
     assert gpu_dep.pull_steps[0]["prefect.deployments.steps.set_working_directory"]["directory"] == "/opt/srcube"
     assert [s.schedule.cron for s in gpu_dep.schedules] == ["30 2 * * *"]
     assert gpu_dep.parameters["out"].startswith("s3://") and gpu_dep.parameters["options"]["gpu"] is True
+    # the areas: the sample's on the process pool, a country's on Kubernetes with a Dask cluster per run that
+    # the operator autoscales up to as many workers as the run has cells in flight
+    sample_area = asyncio.run(read("srcube-area/sample-area"))
+    assert sample_area.work_pool_name == "srcube-local" and sample_area.parameters["max_cells"] == 2
+    country = asyncio.run(read("srcube-area/belgium-s2-area-weekly"))
+    assert country.work_pool_name == "srcube-k8s" and [s.schedule.cron for s in country.schedules] == ["0 5 * * 1"]
+    assert country.parameters["out"].startswith("s3://") and country.parameters["options"]["mode"] == "append"
+    assert country.parameters["dates"] == "last 30 days"
+    env = country.job_variables["env"]
+    assert env["SRCUBE_DASK_K8S_SPEC"] == "/etc/srcube/daskcluster-area.yaml" and env["SRCUBE_DASK_ADDRESS"] == ""
+    assert int(env["SRCUBE_DASK_K8S_MAX_WORKERS"]) == country.parameters["max_cells"] > 1
+    assert country.job_variables["automount_service_account_token"] is True
 
     dep, next_runs = asyncio.run(scheduled("srcube-region/antwerp-s2-weekly", 3))
     assert [s.schedule.cron for s in dep.schedules] == [weekly["schedules"][0]["cron"]]

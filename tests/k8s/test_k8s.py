@@ -23,6 +23,8 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,12 +35,15 @@ import yaml
 
 from tests.support.helpers import REPO
 from tests.support.k8s import (
+    AREA_SPEC_KEY,
     DASK_GROUP,
+    FLOW_SPEC_KEY,
     JOB_TEMPLATE,
     K8S,
     K8S_VERSION,
     KUSTOMIZATIONS,
     NAMESPACE,
+    area_deployment,
     cr_errors,
     dask_pod_specs,
     flow_spec,
@@ -86,8 +91,9 @@ def pod_specs(docs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]
         elif doc["kind"] == "DaskCluster":
             for role, spec in dask_pod_specs(doc).items():
                 yield f"{where}/{role}", spec
-    for role, spec in dask_pod_specs(flow_spec(docs)).items():
-        yield f"ConfigMap/srcube-daskcluster-spec/{role}", spec
+    for key in (FLOW_SPEC_KEY, AREA_SPEC_KEY):
+        for role, spec in dask_pod_specs(flow_spec(docs, key)).items():
+            yield f"ConfigMap/srcube-daskcluster-spec/{key}/{role}", spec
 
 
 def worker_container(cr: dict[str, Any]) -> dict[str, Any]:
@@ -163,8 +169,9 @@ def source_daskclusters() -> list[Path]:
 
 def test_daskcluster_sources_exist():
     names = {p.relative_to(K8S).as_posix() for p in source_daskclusters()}
-    assert {"base/dask/daskcluster.yaml", "base/dask/daskcluster-flow.yaml",
-            "overlays/cpu-only/daskcluster-flow.yaml", "overlays/gpu/daskcluster-flow.yaml"} <= names
+    assert {"base/dask/daskcluster.yaml", "base/dask/daskcluster-flow.yaml", "base/dask/daskcluster-area.yaml",
+            "overlays/cpu-only/daskcluster-flow.yaml", "overlays/gpu/daskcluster-flow.yaml",
+            "overlays/cpu-only/daskcluster-area.yaml", "overlays/gpu/daskcluster-area.yaml"} <= names
 
 
 @pytest.mark.parametrize("path", source_daskclusters(), ids=lambda p: str(p.relative_to(K8S)))
@@ -195,6 +202,7 @@ def test_rendered_daskclusters_validate(name: str):
     assert [cr["metadata"]["name"] for cr in crs] == [CLUSTER]
     validate_daskcluster(crs[0])
     validate_daskcluster(flow_spec(docs))
+    validate_daskcluster(flow_spec(docs, AREA_SPEC_KEY))
 
 
 @pytest.mark.parametrize("name", KUSTOMIZATIONS)
@@ -211,6 +219,10 @@ def test_flow_spec_configmap_matches_the_long_lived_cluster(name: str):
     assert got["metadata"]["name"] != CLUSTER, "the ephemeral cluster must not take over the long-lived one"
     assert got["spec"]["scheduler"]["service"]["selector"]["dask.org/cluster-name"] == got["metadata"]["name"]
     assert got["spec"]["idleTimeout"] > 0
+    area = flow_spec(docs, AREA_SPEC_KEY)
+    assert area == sync_script().area_spec_from(cr), f"the area spec of {name} is stale: run sync-flow-specs.py"
+    assert area["metadata"]["name"] not in (CLUSTER, got["metadata"]["name"])
+    assert area["spec"]["scheduler"]["service"]["selector"]["dask.org/cluster-name"] == area["metadata"]["name"]
 
 
 def test_gpu_worker_group():
@@ -249,6 +261,171 @@ def test_cpu_only_worker_group():
 
     for kind in ("requests", "limits"):
         assert float(container["resources"][kind]["cpu"]) > float(base["resources"][kind]["cpu"]), kind
+
+
+# --- the area flow: its own per-run cluster, autoscaled -----------------------------------------
+
+UNKNOWN_TASK_DURATION = "DASK_DISTRIBUTED__SCHEDULER__UNKNOWN_TASK_DURATION"
+
+
+@pytest.mark.parametrize("name", KUSTOMIZATIONS)
+def test_area_cluster_runs_one_cell_per_worker(name: str):
+    """The area flow's per-run cluster (daskcluster-area.yaml): srcube-dask's pods, but one thread per worker (a
+    cell computes on all its pod's cores and its GPU, one cell at a time), one worker to start with (the
+    autoscaler adds the others), and a scheduler that takes a cell it has not seen finish as minutes of work
+    (test_area_scheduler_asks_for_a_worker_per_cell_in_flight)."""
+    from dask.utils import parse_timedelta
+
+    docs = rendered(name)
+    cr, area = one(docs, "DaskCluster", CLUSTER), flow_spec(docs, AREA_SPEC_KEY)
+    worker = worker_container(area)
+    assert has_flag(worker["args"], "--nthreads", "1") and area["spec"]["worker"]["replicas"] == 1
+    # the rest of the worker is the long-lived cluster's: image, resources, GPU or not, env, node placement
+    long_lived = worker_container(cr)
+    strip = [a for a in long_lived["args"] if a != dict(itertools.pairwise(long_lived["args"]))["--nthreads"]]
+    assert [a for a in worker["args"] if a != "1"] == strip
+    assert {k: v for k, v in worker.items() if k != "args"} == {k: v for k, v in long_lived.items() if k != "args"}
+    assert {k: v for k, v in area["spec"]["worker"]["spec"].items() if k != "containers"} == {
+        k: v for k, v in cr["spec"]["worker"]["spec"].items() if k != "containers"}
+    assert has_flag(worker["args"], "--resources", "GPU=1") is (name != "cpu-only")
+    (scheduler,) = area["spec"]["scheduler"]["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in scheduler["env"]}
+    assert parse_timedelta(env[UNKNOWN_TASK_DURATION]) >= 60
+
+
+def _cell(go: Any, i: int) -> int:
+    go.wait()
+    return i
+
+
+def _dotted(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out.update(_dotted(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+@pytest.mark.parametrize("gpu", [False, True], ids=["cpu-workers", "gpu-workers"])
+def test_area_scheduler_asks_for_a_worker_per_cell_in_flight(gpu: bool):
+    """What the operator's DaskAutoscaler scales the area cluster by: the scheduler's ``adaptive_target()``, asked
+    of a real scheduler configured from the environment the area spec gives its container (as dask reads it), with
+    one one-thread worker (with the GPU resource and cells that ask for it, as on GPU workers) and six cells in
+    flight: one worker per cell. With dask's default (a task never seen finish counts 0.5 s) it is one worker,
+    until the first cell has finished, minutes later."""
+    import contextlib
+
+    import dask
+    from dask.config import collect_env
+    from distributed import Client, Event, LocalCluster
+
+    (scheduler,) = flow_spec(rendered("base"), AREA_SPEC_KEY)["spec"]["scheduler"]["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in scheduler["env"]}
+    targets = {}
+    for label, config in (("area", _dotted(collect_env(env))), ("dask default", {})):
+        with dask.config.set(config), \
+                LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp", host="127.0.0.1",
+                             dashboard_address=None, resources={"GPU": 1} if gpu else None) as cluster, \
+                Client(cluster) as client:
+            go = Event(f"go-{label}")
+            with dask.annotate(resources={"GPU": 1}) if gpu else contextlib.nullcontext():
+                futures = [client.submit(_cell, go, i, pure=False) for i in range(6)]
+            deadline = time.monotonic() + 30
+            while client.run_on_scheduler(lambda dask_scheduler: sum(
+                    ts.state in ("processing", "queued") for ts in dask_scheduler.tasks.values())) < 6:
+                assert time.monotonic() < deadline, "the cells did not reach the scheduler"
+                time.sleep(0.05)
+            targets[label] = client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.adaptive_target())
+            go.set()
+            assert client.gather(futures) == list(range(6))
+    assert targets == {"area": 6, "dask default": 1}
+
+
+def kube_cluster_autoscaler(cluster: str, namespace: str, **adapt: Any) -> dict[str, Any]:
+    """The DaskAutoscaler dask-kubernetes' ``KubeCluster.adapt(**adapt)`` sends to the API server for ``cluster``:
+    its own code, with the API object it talks through replaced by a recorder (there is no cluster here)."""
+    import asyncio
+    import types
+
+    import kr8s
+    from dask_kubernetes.operator.kubecluster import kubecluster
+
+    sent: list[dict[str, Any]] = []
+
+    class Recorder:
+        def __init__(self, resource: dict[str, Any], namespace: str | None = None):
+            self.resource, self.namespace = resource, namespace
+
+        def __await__(self) -> Any:
+            async def ready() -> Recorder:
+                return self
+
+            return ready().__await__()
+
+        async def patch(self, patch: dict[str, Any]) -> None:
+            raise kr8s.NotFoundError(f"no DaskAutoscaler {cluster} yet")
+
+        async def create(self) -> None:
+            sent.append({**self.resource, "metadata": {**self.resource["metadata"], "namespace": self.namespace}})
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(kubecluster, "DaskAutoscaler", Recorder)
+        asyncio.run(kubecluster.KubeCluster._adapt(types.SimpleNamespace(name=cluster, namespace=namespace), **adapt))
+    (doc,) = sent
+    return doc
+
+
+def test_area_deployment_runs_on_its_own_autoscaled_cluster():
+    """prefect.yaml's area deployment on Kubernetes: a valid orchestrating Job whose environment makes the flow
+    create its cluster from daskcluster-area.yaml (a file of the ConfigMap the pod mounts) and autoscale it from 1 to
+    as many workers as it has cells in flight: the DaskAutoscaler KubeCluster sends passes the operator's CRD, and
+    the flow-run pod's Role may create it."""
+    from srcube.flows.settings import DaskSettings, cluster_spec_for_run
+
+    dep = area_deployment()
+    max_cells = dep["parameters"]["max_cells"]
+    assert max_cells > 1 and dep["parameters"]["out"].startswith("s3://")
+    manifest = job_manifest(**dep["work_pool"]["job_variables"])
+    validate_job(manifest)
+    pod = manifest["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    assert c["resources"]["limits"].get(GPU, 0) == 0 and not pod["nodeSelector"] and not pod["tolerations"]
+    assert pod["automountServiceAccountToken"] is True  # KubeCluster creates the cluster through the API
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    spec_path = env["SRCUBE_DASK_K8S_SPEC"]
+    (mount,) = [m for m in c["volumeMounts"] if spec_path.startswith(m["mountPath"] + "/")]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    docs = rendered("base")
+    assert Path(spec_path).name == AREA_SPEC_KEY
+    assert set(one(docs, "ConfigMap", volume["configMap"]["name"])["data"]) == {FLOW_SPEC_KEY, AREA_SPEC_KEY}
+    settings = DaskSettings.from_env({**one(docs, "ConfigMap", "srcube-config")["data"], **env})
+    assert settings.mode == "kubernetes" and settings.k8s_spec == spec_path
+    assert settings.k8s_max_workers == max_cells  # one cell per worker: as many workers as cells in flight
+    runner = settings.task_runner()
+    assert runner.adapt_kwargs == {"minimum": 1, "maximum": max_cells}
+    with tempfile.TemporaryDirectory() as tmp:  # the cluster as the flow names it for one run
+        (Path(tmp) / AREA_SPEC_KEY).write_text(yaml.safe_dump(flow_spec(docs, AREA_SPEC_KEY)))
+        cluster = cluster_spec_for_run(str(Path(tmp) / AREA_SPEC_KEY), "1f2e3d4c")
+    validate_daskcluster(cluster)
+    autoscaler = kube_cluster_autoscaler(cluster["metadata"]["name"], NAMESPACE, **runner.adapt_kwargs)
+    validate_object(autoscaler)
+    assert autoscaler["kind"] == "DaskAutoscaler" and autoscaler["metadata"]["namespace"] == NAMESPACE
+    assert autoscaler["spec"] == {"cluster": cluster["metadata"]["name"], "minimum": 1, "maximum": max_cells}
+    runner_role = _rules(one(docs, "Role", "srcube-flow-runner"))
+    assert _allows(runner_role, DASK_GROUP, "daskautoscalers", "patch", "create")  # what KubeCluster._adapt calls
+    assert _allows(runner_role, DASK_GROUP, "daskclusters", "create", "get", "delete")
+
+
+def test_autoscaler_crd_validation_bites():
+    good = {"apiVersion": f"{DASK_GROUP}/v1", "kind": "DaskAutoscaler", "metadata": {"name": "x"},
+            "spec": {"cluster": "x", "minimum": 1, "maximum": 8}}
+    assert cr_errors(good) == []
+    assert any("is not of type 'integer'" in e for e in cr_errors({**good, "spec": {**good["spec"], "maximum": "8"}}))
+    assert any("'cluster' is a required property" in e for e in cr_errors({**good, "spec": {"minimum": 1,
+                                                                                             "maximum": 8}}))
+    assert any("maximun" in e for e in cr_errors({**good, "spec": {**good["spec"], "maximun": 9}}))
 
 
 # --- everything kustomize renders -------------------------------------------------------------

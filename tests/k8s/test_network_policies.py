@@ -20,12 +20,15 @@ import pytest
 import yaml
 
 from tests.support.k8s import (
+    AREA_SPEC_KEY,
     CRD_DIR,
+    FLOW_SPEC_KEY,
     KUSTOMIZATIONS,
     NAMESPACE,
     External,
     Network,
     Pod,
+    area_deployment,
     flow_spec,
     job_manifest,
     one,
@@ -213,7 +216,7 @@ def operator_labels() -> dict[str, str]:
 class World:
     """srcube's pods from one rendered kustomization, the cluster's other pods and a few outside addresses."""
 
-    def __init__(self, name: str, ephemeral: bool = False):
+    def __init__(self, name: str, cluster: str = "srcube-dask"):
         from srcube.flows.settings import cluster_spec_for_run
 
         docs = rendered(name)
@@ -222,16 +225,18 @@ class World:
                                 "kube-system": {}, "prefect": {}, "minio": {}, TENANT_NS: {}},
                                [d for d in docs if d["kind"] == "NetworkPolicy"])
         cr = one(docs, "DaskCluster", "srcube-dask")
-        if ephemeral:  # a flow run's own cluster, from the spec its pod mounts, renamed as the flow renames it
+        if cluster != "srcube-dask":  # a flow run's own cluster, from the spec its pod mounts, renamed as the flow does
+            key = AREA_SPEC_KEY if cluster == "area" else FLOW_SPEC_KEY
             with tempfile.TemporaryDirectory() as tmp:
-                spec_file = Path(tmp) / "daskcluster.yaml"
-                spec_file.write_text(yaml.safe_dump(flow_spec(docs)))
+                spec_file = Path(tmp) / key
+                spec_file.write_text(yaml.safe_dump(flow_spec(docs, key)))
                 cr = cluster_spec_for_run(str(spec_file), "1f2e3d4c")
         self.config = one(docs, "ConfigMap", "srcube-config")["data"]
         self.scheduler, self.workers = dask_pods(cr, NAMESPACE, 1)
-        job_variables = {"automount_service_account_token": True,
-                         "env": {"SRCUBE_DASK_ADDRESS": "", "SRCUBE_DASK_K8S_SPEC": "/etc/srcube/daskcluster.yaml"}
-                         } if ephemeral else {}
+        job_variables = {"srcube-dask": {}, "area": area_deployment()["work_pool"]["job_variables"],
+                         "ephemeral": {"automount_service_account_token": True,
+                                       "env": {"SRCUBE_DASK_ADDRESS": "",
+                                               "SRCUBE_DASK_K8S_SPEC": "/etc/srcube/daskcluster.yaml"}}}[cluster]
         flow_pod = job_manifest(**job_variables)["spec"]["template"]
         self.flow_run = Pod("flow-run", NAMESPACE, flow_pod["metadata"]["labels"], "10.244.2.5",
                             pod_ports(flow_pod["spec"]))
@@ -267,12 +272,14 @@ class World:
 
 
 @functools.cache
-def world(name: str, ephemeral: bool = False) -> World:
-    return World(name, ephemeral)
+def world(name: str, cluster: str = "srcube-dask") -> World:
+    return World(name, cluster)
 
 
-WORLDS = [pytest.param(name, ephemeral, id=f"{name}-{'ephemeral' if ephemeral else 'srcube-dask'}")
-          for name in KUSTOMIZATIONS for ephemeral in (False, True)]
+#: the Dask cluster of the flow run: the long-lived srcube-dask, a per-run one (daskcluster.yaml), or the area
+#: flow's per-run one (daskcluster-area.yaml, with the job variables of prefect.yaml's area deployment)
+WORLDS = [pytest.param(name, cluster, id=f"{name}-{cluster}")
+          for name in KUSTOMIZATIONS for cluster in ("srcube-dask", "ephemeral", "area")]
 
 
 # --- the policies of the manifests --------------------------------------------------------------
@@ -290,9 +297,9 @@ def test_every_kustomization_renders_the_policies(name: str):
     assert deny == {"podSelector": {}, "policyTypes": ["Ingress"]}, "every pod of the namespace is isolated"
 
 
-@pytest.mark.parametrize(("name", "ephemeral"), WORLDS)
-def test_only_the_flow_runner_the_workers_and_the_operator_reach_the_scheduler(name: str, ephemeral: bool):
-    w = world(name, ephemeral)
+@pytest.mark.parametrize(("name", "cluster"), WORLDS)
+def test_only_the_flow_runner_the_workers_and_the_operator_reach_the_scheduler(name: str, cluster: str):
+    w = world(name, cluster)
     allowed = {"flow-run", *(p.name for p in w.workers), "dask-operator"}
     for port in (8786, 8787):  # comm, dashboard (the operator's HTTP API)
         assert w.reachers(w.scheduler, port) == allowed, f"{name}: scheduler port {port}"
@@ -300,18 +307,18 @@ def test_only_the_flow_runner_the_workers_and_the_operator_reach_the_scheduler(n
     assert w.config["SRCUBE_DASK_ADDRESS"].endswith(":8786")
 
 
-@pytest.mark.parametrize(("name", "ephemeral"), WORLDS)
-def test_only_the_scheduler_the_other_workers_and_the_flow_runner_reach_a_worker(name: str, ephemeral: bool):
-    w = world(name, ephemeral)
+@pytest.mark.parametrize(("name", "cluster"), WORLDS)
+def test_only_the_scheduler_the_other_workers_and_the_flow_runner_reach_a_worker(name: str, cluster: str):
+    w = world(name, cluster)
     worker, other = w.workers
     assert worker.ports["http-dashboard"] == 8788
     for port in (WORKER_PORT, NANNY_PORT, 8788):
         assert w.reachers(worker, port) == {w.scheduler.name, other.name, "flow-run"}, f"{name}: worker port {port}"
 
 
-@pytest.mark.parametrize(("name", "ephemeral"), WORLDS)
-def test_dashboards_are_not_exposed_beyond_the_namespace(name: str, ephemeral: bool):
-    w = world(name, ephemeral)
+@pytest.mark.parametrize(("name", "cluster"), WORLDS)
+def test_dashboards_are_not_exposed_beyond_the_namespace(name: str, cluster: str):
+    w = world(name, cluster)
     by_name = {p.name: p for p in [*w.pods(), *w.outside]}
     for dst, port in [(w.scheduler, 8787), *((worker, 8788) for worker in w.workers)]:
         outside = {n for n in w.reachers(dst, port)
@@ -330,9 +337,9 @@ def test_nothing_reaches_the_prefect_worker_or_a_flow_run(name: str):
     assert w.reachers(w.flow_run, 8786) == set() and w.reachers(w.flow_run, 12345) == set()
 
 
-@pytest.mark.parametrize(("name", "ephemeral"), WORLDS)
-def test_dask_pods_send_only_where_they_need_to(name: str, ephemeral: bool):
-    w = world(name, ephemeral)
+@pytest.mark.parametrize(("name", "cluster"), WORLDS)
+def test_dask_pods_send_only_where_they_need_to(name: str, cluster: str):
+    w = world(name, cluster)
     net = w.network
     for pod in (w.scheduler, *w.workers):
         assert net.allows(pod, w.dns, 53, "UDP") and net.allows(pod, w.dns, 53), pod.name

@@ -151,11 +151,23 @@ def one(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
     return found[0]
 
 
-def flow_spec(docs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The ephemeral DaskCluster flow-run pods mount (ConfigMap srcube-daskcluster-spec)."""
+#: the keys of ConfigMap srcube-daskcluster-spec (files under /etc/srcube in flow-run pods): the per-run cluster of
+#: any flow, and the area flow's (one cell per worker, autoscaled)
+FLOW_SPEC_KEY, AREA_SPEC_KEY = "daskcluster.yaml", "daskcluster-area.yaml"
+
+
+def flow_spec(docs: list[dict[str, Any]], key: str = FLOW_SPEC_KEY) -> dict[str, Any]:
+    """An ephemeral DaskCluster flow-run pods mount (ConfigMap srcube-daskcluster-spec, key ``key``)."""
     cm = one(docs, "ConfigMap", "srcube-daskcluster-spec")
-    assert set(cm["data"]) == {"daskcluster.yaml"}
-    return yaml.safe_load(cm["data"]["daskcluster.yaml"])
+    assert set(cm["data"]) == {FLOW_SPEC_KEY, AREA_SPEC_KEY}
+    return yaml.safe_load(cm["data"][key])
+
+
+def area_deployment() -> dict[str, Any]:
+    """prefect.yaml's deployment of the area flow on Kubernetes."""
+    (dep,) = [d for d in yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]
+              if d["entrypoint"] == "srcube.flows.area:area_flow" and d["work_pool"]["name"] == "srcube-k8s"]
+    return dep
 
 
 @functools.cache
