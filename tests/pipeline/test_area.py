@@ -220,3 +220,20 @@ def test_a_cell_computed_a_few_locations_at_a_time_equals_one_computed_whole(sam
         assert a.attrs["last_run"]["chunk_writes"] == b.attrs["last_run"]["chunk_writes"]
         for name in ("reflectance", "clear", "clear_count"):
             np.testing.assert_array_equal(a[name].values, b[name].values)
+
+
+def test_open_area_over_cells_that_kept_other_dates(sample_url, tmp_path):
+    out = str(tmp_path / "a")
+    summary = run_area(AREA, DATES, cell_km=KM, out=out, **{**RUN, "min_clear": 0.5})  # cells drop their own frames
+    times = {c.id: CubeStore(cell_url(out, c)).open().sizes["time"] for c in cells_of(AREA, KM)}
+    assert summary.ok and len(set(times.values())) > 1, times
+    mosaic = open_area(out, AREA)
+    assert mosaic.sizes["time"] == max(times.values())
+    for cell in cells_of(AREA, KM):
+        cube = CubeStore(cell_url(out, cell)).open()
+        x, y = np.intersect1d(cube.x, mosaic.x), np.intersect1d(cube.y, mosaic.y)
+        part = mosaic.reflectance.sel(x=x, y=y)
+        kept = part.sel(time=cube.time)
+        np.testing.assert_array_equal(kept.values, cube.reflectance.sel(x=x, y=y).values)
+        others = part.drop_sel(time=cube.time)
+        assert others.isnull().all()  # a date the cell dropped is no data there, not another cell's
