@@ -3,7 +3,6 @@ the srcube command line by :mod:`srcube.cli.commands`)."""
 
 from __future__ import annotations
 
-import enum
 import inspect
 import json
 import logging
@@ -66,11 +65,10 @@ def run_area_cmd(**kw: Any) -> None:
     cells already complete are skipped, so the same command resumes."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from srcube.cli.commands import _fail, _int_list, _setup_logging, _storage_options, console, err_console
+    from srcube.cli.commands import _fail, _setup_logging, console, err_console, run_options
     from srcube.pipeline.area import run_area
     from srcube.pipeline.cells import DEFAULT_CELL_KM
     from srcube.pipeline.errors import SrcubeError
-    from srcube.pipeline.options import RunOptions
 
     verbose = kw.pop("verbose")
     _setup_logging(verbose)
@@ -82,12 +80,7 @@ def run_area_cmd(**kw: Any) -> None:
     args = {name: kw.pop(name) for name, *_ in _ARGS}
     args["bands"] = args["bands"].split(",") if args["bands"] else None
     args["cell_km"] = args["cell_km"] if args["cell_km"] is not None else DEFAULT_CELL_KM
-    kw = {k: (v.value if isinstance(v, enum.Enum) else v) for k, v in kw.items()}
-    options = {k: v for k, v in kw.items() if v != RunOptions.model_fields[k].default}
-    if "clear_classes" in options:
-        options["clear_classes"] = _int_list(options["clear_classes"])
-    if "storage_options" in options:
-        options["storage_options"] = _storage_options(options["storage_options"])
+    options = run_options(kw)
     progress = Progress(TextColumn("[bold]cells"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[states]}"), TimeRemainingColumn(), console=err_console)
     task = progress.add_task("cells", total=None, states="")

@@ -217,21 +217,26 @@ def _storage_options(pairs: list[str] | None) -> dict[str, Any] | None:
     return out
 
 
-def run(**kw: Any) -> None:
-    """Super-resolve a region and date range into a zarr cube (every run_region option is an option here)."""
+def run_options(kw: dict[str, Any]) -> dict[str, Any]:
+    """The RunOptions a command line gave (those that differ from their defaults), as run_region takes them."""
     from srcube.pipeline.options import RunOptions
 
-    _setup_logging(kw.pop("verbose"))
-    client = kw.pop("scheduler")  # an address: run_region checks it before any work and connects for the run
-    args = {name: kw.pop(name) for name, *_ in _ARGS}
-    args["bands"] = args["bands"].split(",") if args["bands"] else None
     kw = {k: (v.value if isinstance(v, enum.Enum) else v) for k, v in kw.items()}
     options = {k: v for k, v in kw.items() if v != RunOptions.model_fields[k].default}
     if "clear_classes" in options:
         options["clear_classes"] = _int_list(options["clear_classes"])
     if "storage_options" in options:
         options["storage_options"] = _storage_options(options["storage_options"])
-    _run(args.pop("out"), True, client=client, **args, **options)
+    return options
+
+
+def run(**kw: Any) -> None:
+    """Super-resolve a region and date range into a zarr cube (every run_region option is an option here)."""
+    _setup_logging(kw.pop("verbose"))
+    client = kw.pop("scheduler")  # an address: run_region checks it before any work and connects for the run
+    args = {name: kw.pop(name) for name, *_ in _ARGS}
+    args["bands"] = args["bands"].split(",") if args["bands"] else None
+    _run(args.pop("out"), True, client=client, **args, **run_options(kw))
 
 
 def _run_signature() -> inspect.Signature:

@@ -39,6 +39,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from srcube.pipeline.write.lock import _alive  # a process of this host still there
 from tests.support.helpers import S3_CREDS
 from tests.support.servers import free_port
 
@@ -65,16 +66,6 @@ def netns_unavailable() -> str | None:
         return f"ip netns add is refused here: {made.stderr.strip()}"
     _ip("netns", "del", probe, check=False)
     return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def remove_leftovers() -> list[str]:
