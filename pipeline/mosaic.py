@@ -84,7 +84,9 @@ def open_area(index: str, bbox: BBoxLike, dates: DatesLike | None = None, *, crs
         native: list[xr.DataArray] = []
         other: list[xr.DataArray] = []
         for cell, ds in cubes.items():
-            var = ds[name].reset_coords(drop=True)  # per-frame coordinates (items) are each cell's own
+            var = ds[name]
+            # per-frame coordinates (items) are each cell's own; the scalar grid mapping (spatial_ref) stays
+            var = var.drop_vars([c for c in var.coords if c not in var.dims and var[c].ndim > 0])
             if bands is not None and "band" in var.dims:
                 var = var.sel(band=list(bands))
             var = var.sel(time=var.time[var.time.isin(times)]).reindex(time=times, fill_value=VARIABLES[name])

@@ -4,7 +4,6 @@ four 0.9 km cells over the sample archive, at most two cells in flight; its reru
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import datetime as dt
 import json
@@ -20,6 +19,7 @@ import pytest
 from srcube.pipeline.area import cell_url
 from srcube.pipeline.cells import Cell, cells_of
 from srcube.pipeline.write.store import CubeStore
+from tests.support.flowruns import flow_run_record
 
 pytestmark = pytest.mark.integration
 AREA = [4.472, 51.4065, 4.482, 51.413]  # four cells of 0.9 km over the sample archive
@@ -44,18 +44,6 @@ def _flow(address: str) -> Any:
     from srcube.flows.settings import DaskSettings
 
     return area_flow.with_options(task_runner=DaskSettings.from_env({"SRCUBE_DASK_ADDRESS": address}).task_runner())
-
-
-async def _details(flow_run_id: Any) -> tuple[Any, list[Any], list[Any]]:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter, FlowRunFilterId
-
-    async with get_client() as client:
-        run = await client.read_flow_run(flow_run_id)
-        tasks = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-        artifacts = await client.read_artifacts(
-            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
-    return run, tasks, artifacts
 
 
 def most_at_once(tasks: list[Any]) -> int:
@@ -91,7 +79,8 @@ def test_the_flow_makes_every_cell_the_index_and_the_artifact(area_run):
     assert result["index"] == str(out / "collection.json")
     assert sorted(item.id for item in collection.get_items()) == CELLS
 
-    run, tasks, artifacts = asyncio.run(_details(state.state_details.flow_run_id))
+    record = flow_run_record(state.state_details.flow_run_id, until=lambda r: len(r.tasks) >= len(CELLS))
+    run, tasks, artifacts = record.run, record.tasks, record.artifacts
     assert run.state.is_completed()
     assert sorted(t.name for t in tasks) == [f"cell {cid}" for cid in CELLS]  # one task run per cell
     assert all(t.state.is_completed() and t.run_count == 1 for t in tasks)
@@ -170,7 +159,8 @@ def test_failing_cells_are_retried_or_recorded_and_the_others_go_on(prefect_api,
     assert CubeStore(cell_url(str(tmp_path), locked)).status() == "complete"
     assert sorted(i.id for i in pystac.Collection.from_file(str(tmp_path / "collection.json")).get_items()) == sorted(
         [locked, plain])
-    _, tasks, artifacts = asyncio.run(_details(state.state_details.flow_run_id))
+    record = flow_run_record(state.state_details.flow_run_id, until=lambda r: len(r.tasks) >= 4)
+    tasks, artifacts = record.tasks, record.artifacts
     runs = {(t.name.removeprefix("cell "), t.state.type.value) for t in tasks}
     assert len(tasks) == 4 and runs == {(locked, "FAILED"), (locked, "COMPLETED"), (foreign, "FAILED"),
                                         (plain, "COMPLETED")}
@@ -190,7 +180,7 @@ def test_bad_parameters_fail_the_flow_before_any_task(prefect_api, cluster_addre
         assert state.is_failed(), kwargs
         with pytest.raises(error):
             state.result()
-        _, tasks, _ = asyncio.run(_details(state.state_details.flow_run_id))
+        tasks = flow_run_record(state.state_details.flow_run_id).tasks
         assert tasks == [], kwargs
     assert not (tmp_path / "never").exists()
 

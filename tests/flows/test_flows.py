@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -23,6 +24,7 @@ import yaml
 from srcube.pipeline.params import DateRange
 from srcube.pipeline.testing import sample
 from srcube.pipeline.write.store import CubeStore, open_cube
+from tests.support.flowruns import FlowRunRecord, flow_run_record
 from tests.support.helpers import REPO, stop_process_group
 
 pytestmark = pytest.mark.integration
@@ -62,24 +64,9 @@ def _same(cube, reference) -> None:
         assert cube[name].equals(reference[name]), name
 
 
-async def _flow_run_details(flow_run_id):
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        ArtifactFilter,
-        ArtifactFilterFlowRunId,
-        FlowRunFilter,
-        FlowRunFilterId,
-        LogFilter,
-        LogFilterFlowRunId,
-    )
-
-    async with get_client() as client:
-        run = await client.read_flow_run(flow_run_id)
-        tasks = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-        artifacts = await client.read_artifacts(
-            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
-        logs = await client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
-    return run, tasks, artifacts, logs
+def _task_name(t: Any) -> str:
+    numbered = ("write-batch", "search", "plan", "start", "finalize")
+    return t.name.rsplit("-", 1)[0] if t.name.startswith(numbered) else t.name
 
 
 def test_weekly_append_deployment_run_twice_grows_one_cube(prefect_api, reference_cube, cluster_address, tmp_path):
@@ -118,10 +105,15 @@ def test_flow_end_to_end_on_local_cluster(prefect_api, reference_cube, tmp_path)
     assert result["batches"] > 1 and result["cached_batches"] == 0
     _same(open_cube(str(out)), reference_cube)
 
-    run, tasks, artifacts, logs = asyncio.run(_flow_run_details(state.state_details.flow_run_id))
+    def recorded(r: FlowRunRecord) -> bool:
+        text = "\n".join(entry.message for entry in r.logs)  # logs reach the API in batches
+        return (sum(_task_name(t) == "write-batch" for t in r.tasks) == result["batches"]
+                and "chunks written" in text and "items in sentinel-2-l2a" in text)
+
+    record = flow_run_record(state.state_details.flow_run_id, until=recorded)
+    run, tasks, artifacts, logs = record.run, record.tasks, record.artifacts, record.logs
     assert run.state.is_completed()
-    names = sorted(t.name.rsplit("-", 1)[0] if t.name.startswith(("write-batch", "search", "plan", "start",
-                                                                   "finalize")) else t.name for t in tasks)
+    names = sorted(_task_name(t) for t in tasks)
     assert {"search", "plan-frames", "start-cube", "finalize-cube"} <= set(names)
     assert names.count("write-batch") == result["batches"]
     assert all(t.state.is_completed() for t in tasks)
@@ -129,11 +121,6 @@ def test_flow_end_to_end_on_local_cluster(prefect_api, reference_cube, tmp_path)
     assert md.type == "markdown" and str(out) in md.data and "data:image/png;base64," in md.data
     assert f"| chunks written by this run | {result['total_chunks']} |" in md.data
     text = "\n".join(entry.message for entry in logs)
-    deadline = time.monotonic() + 20
-    while "chunks written" not in text and time.monotonic() < deadline:  # logs reach the API in batches
-        time.sleep(0.5)
-        logs = asyncio.run(_flow_run_details(state.state_details.flow_run_id))[3]
-        text = "\n".join(entry.message for entry in logs)
     assert "chunks written" in text and "items in sentinel-2-l2a" in text
 
 
@@ -152,7 +139,9 @@ def test_failed_flow_rerun_recomputes_only_missing_chunks(prefect_api, cluster_a
     total = sum(store.expected().values())
     done_before = sum(len(store.done(name)) for name in store.expected())
     assert 0 < done_before < total
-    _, tasks, _, _ = asyncio.run(_flow_run_details(failed.state_details.flow_run_id))
+    tasks = flow_run_record(failed.state_details.flow_run_id,
+                            until=lambda r: any(t.name.startswith("write-batch") and t.state.is_failed()
+                                                for t in r.tasks)).tasks
     batches = [t for t in tasks if t.name.startswith("write-batch")]
     assert sum(t.state.is_failed() for t in batches) == 1  # the drill's batch, and not retried
     assert next(t for t in batches if t.state.is_failed()).run_count == 1
@@ -210,7 +199,7 @@ def test_flow_retry_outlives_expiring_signed_urls(prefect_api, cluster_address, 
         counts = blob.counts
     assert counts["refused"] >= 1 and counts["tokens"] >= 3, counts  # tokens died and reads re-signed
     _same(open_cube(str(tmp_path / "pc.zarr")), reference)
-    run, _, _, _ = asyncio.run(_flow_run_details(again.state_details.flow_run_id))
+    run = flow_run_record(again.state_details.flow_run_id).run
     assert "sig=" not in json.dumps(run.parameters)
     assert "sig=" not in json.dumps(open_cube(str(tmp_path / "pc.zarr")).attrs)
     stored = [p.read_bytes() for p in Path(os.environ["PREFECT_HOME"]).rglob("*") if p.is_file() and
@@ -228,7 +217,7 @@ def test_bad_request_fails_the_flow_before_any_task(prefect_api, tmp_path):
         assert state.is_failed()
         with pytest.raises(error):
             state.result()
-        _, tasks, _, _ = asyncio.run(_flow_run_details(state.state_details.flow_run_id))
+        tasks = flow_run_record(state.state_details.flow_run_id).tasks
         assert tasks == []
     assert not (tmp_path / "never.zarr").exists()
 
