@@ -9,5 +9,5 @@ scripts/lint.sh   # ruff, mypy, the import-linter layer contract
 export PREFECT_HOME="${PREFECT_HOME:-$(mktemp -d)}"
 export DO_NOT_TRACK=1
 # on SRCUBE_TEST_WORKERS worker processes (pytest-xdist; default 2; 0 runs in this process), tests handed
-# out one at a time and stolen by an idle worker
-exec .venv/bin/python -m pytest -n "${SRCUBE_TEST_WORKERS:-2}" --dist worksteal "$@"
+# out one at a time and stolen by an idle worker; the 25 slowest steps are listed (where the run's time goes)
+exec .venv/bin/python -m pytest -n "${SRCUBE_TEST_WORKERS:-2}" --dist worksteal --durations=25 "$@"
