@@ -458,7 +458,8 @@ def with_access(href: str, access: AssetAccess, settings: ReadSettings, read: Ca
             with read_env(settings, opts, session):
                 return read(target)
         except rasterio.errors.RasterioIOError as exc:
-            if not access.credentials or (attempt == 0 and not (refused(exc) or _READ_FAILED in str(exc))):
+            if not access.credentials or (attempt == 0 and not (refused(exc) or _READ_FAILED in str(exc)
+                                                                 or _OPEN_FAILED in str(exc))):
                 raise
             if attempt == 0:
                 log.info("read of %s failed (%s); renewing credentials and trying again", _redacted(href),
@@ -478,6 +479,9 @@ def with_access(href: str, access: AssetAccess, settings: ReadSettings, read: Ca
 
 #: what rasterio says when a block read failed (GDAL's error, e.g. a 403 on a range request, is logged before)
 _READ_FAILED = "Read failed"
+#: what GDAL says when the credentials died between its HEAD and its first range GET (the GET's 403 body is
+#: no raster): with credentials, renewed and tried once more; a second failure is raised as it is
+_OPEN_FAILED = "not recognized as being in a supported file format"
 
 
 def _redacted(href: str) -> str:

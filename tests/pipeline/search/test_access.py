@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from srcube.pipeline.search.access import (
     ReadSettings,
     S3KeysAccess,
     current,
+    with_access,
 )
 from srcube.pipeline.testing import sample, sample_probav
 from srcube.pipeline.testing.stac_server import StacServer
@@ -85,6 +87,46 @@ def test_signed_once_dies_signed_at_read_time_lives(blob_catalog, dask_client, r
     assert during["refused"] >= 1 and during["tokens"] >= 2 and during["reads"] > 30, during
     _same(cube, reference)
     assert "sig=" not in json.dumps(cube.attrs)  # nothing signed in the cube
+
+
+def test_a_token_dying_between_head_and_first_read_is_renewed(sample_dir, tmp_path, monkeypatch):
+    """GDAL opens a remote file with a HEAD, then a range GET. A token that dies in between answers the GET with
+    a 403 whose XML body is no raster: GDAL says "not recognized as being in a supported file format", not 403
+    (seen in CI). With credentials that is renewed and read again; a file that is not a raster still fails."""
+    from planetary_computer.settings import Settings
+
+    saved = Settings.get().sas_url
+    tif = next(iter(sorted(sample_dir.rglob("*.tif"))))
+    (tmp_path / "not-a-raster.tif").write_bytes(b"<html>not a raster</html>" * 100)
+    try:
+        with BlobService(sample_dir, uses=3) as blob:  # HEAD + GET header + GET block
+            monkeypatch.setenv("PC_SDK_SAS_URL", blob.sas_url)
+            Settings.get().sas_url = blob.sas_url
+            access, settings = PlanetaryComputerAccess.capture(), ReadSettings.capture({"GDAL_HTTP_PROXY":
+                                                                                          blob.address})
+            href = blob.href(tif)
+            opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": blob.url}))
+            for _ in range(2):  # the cached token has one use left: GDAL's HEAD
+                opener.open(access.prepare(href)[0], timeout=5).close()
+
+            def read(target: str) -> np.ndarray:
+                with rasterio.open(target) as src:
+                    return src.read(1, window=((0, 8), (0, 8)))
+
+            block = with_access(href, access, settings, read)
+            assert block.shape == (8, 8) and dict(blob.counts)["tokens"] == 2, blob.counts
+            with rasterio.open(tif) as src:
+                np.testing.assert_array_equal(block, src.read(1, window=((0, 8), (0, 8))))
+        with BlobService(tmp_path) as other:  # a file that is no raster: renewed once, then raised as it is
+            monkeypatch.setenv("PC_SDK_SAS_URL", other.sas_url)
+            Settings.get().sas_url = other.sas_url
+            access, settings = PlanetaryComputerAccess.capture(), ReadSettings.capture({"GDAL_HTTP_PROXY":
+                                                                                          other.address})
+            with pytest.raises(rasterio.errors.RasterioIOError, match="not recognized"):
+                with_access(other.href(tmp_path / "not-a-raster.tif"), access, settings, read)
+            assert dict(other.counts)["tokens"] == 2, other.counts
+    finally:
+        Settings.get().sas_url = saved
 
 
 # --- GDAL settings and credentials on every worker ----------------------------------------------
