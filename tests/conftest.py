@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -127,6 +128,7 @@ def _drain_prefect_services() -> None:
 @pytest.fixture(scope="module")
 def prefect_api(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path) -> Iterator[str]:
     """``prefect server start`` on 127.0.0.1 (own SQLite database), and this process pointed at it."""
+    from prefect.context import refresh_global_settings_context
     from prefect.events.clients import PrefectEventsClient
     from prefect.events.worker import EventsWorker
     from prefect.settings import (
@@ -134,6 +136,7 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path) -> I
         PREFECT_HOME,
         PREFECT_LOGGING_LEVEL,
         PREFECT_SERVER_ANALYTICS_ENABLED,
+        get_current_settings,
         temporary_settings,
     )
 
@@ -164,8 +167,17 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path) -> I
             time.sleep(0.5)
         os.environ.update({**env, "PREFECT_API_URL": url})  # for subprocesses and Dask workers started now
         _drain_prefect_services()  # workers an earlier test started bound another server's URL: start them anew
-        # the events worker builds its client on its own thread, which does not see temporary_settings (a context
-        # variable): it is handed this server's URL
+        # Prefect's services run on threads of their own, which do not see temporary_settings (a context variable)
+        # but the process-global settings read from the environment when prefect was imported (no API URL): the
+        # events worker's API client was an ephemeral server's, and task-run events were lost (CI). The global
+        # settings are read again from the environment above (as prefect.testing's harness does), and the events
+        # client is handed this server's URL
+        refresh_global_settings_context()
+        seen: list[object] = []
+        probe = threading.Thread(target=lambda: seen.append(get_current_settings().api.url))
+        probe.start()
+        probe.join()
+        assert seen == [url], f"a thread of this process sees Prefect API {seen}, not {url}"
         EventsWorker.set_client_override(PrefectEventsClient, api_url=url)
         with temporary_settings({PREFECT_API_URL: url, PREFECT_HOME: str(home), PREFECT_LOGGING_LEVEL: "WARNING",
                                  PREFECT_SERVER_ANALYTICS_ENABLED: False}):
@@ -180,5 +192,6 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path) -> I
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+        refresh_global_settings_context()
         stop_process_group(server)
         log.close()
