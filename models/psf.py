@@ -55,7 +55,8 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     y = x.reshape(-1, 1, h, w)
     ry, rx = min(radius, h - 1), min(radius, w - 1)
     if ry < radius or rx < radius:  # a tiny image: reflect as far as it goes, then repeat the edge
-        y = F.pad(y, (rx, rx, ry, ry), mode="reflect") if min(rx, ry) > 0 else y
+        # (a side of one pixel reflects nothing: the other side still reflects, so as not to lose its padding)
+        y = F.pad(y, (rx, rx, ry, ry), mode="reflect") if max(rx, ry) > 0 else y
         y = F.pad(y, (radius - rx, radius - rx, radius - ry, radius - ry), mode="replicate")
     else:
         y = F.pad(y, (radius, radius, radius, radius), mode="reflect")
