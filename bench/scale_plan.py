@@ -61,7 +61,7 @@ from srcube.pipeline.assemble.clearance import FrameDecision  # noqa: E402
 from srcube.pipeline.build import single_image_cube  # noqa: E402
 from srcube.pipeline.cluster import culled, usable_cores  # noqa: E402
 from srcube.pipeline.options import RunOptions  # noqa: E402
-from srcube.pipeline.sr.infer import ResolvedModel, tile_margin, tile_spec, wants_consistency  # noqa: E402
+from srcube.pipeline.sr.spec import ResolvedModel, tile_margin, tile_spec, wants_consistency  # noqa: E402
 from srcube.pipeline.write.cube import encoding, write_batches  # noqa: E402
 from srcube.pipeline.write.store import CubeStore  # noqa: E402
 

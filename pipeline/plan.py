@@ -30,8 +30,8 @@ from srcube.pipeline.request import RunRequest
 from srcube.pipeline.search import catalog as cat
 from srcube.pipeline.search.access import AssetAccess, ReadSettings, access_for
 from srcube.pipeline.sensors import SensorProfile, get_sensor
-from srcube.pipeline.sr.infer import ResolvedModel, resolve_model, tile_margin, tile_spec, wants_consistency
 from srcube.pipeline.sr.sharpening import SharpenChoice, choose_sharpener
+from srcube.pipeline.sr.spec import ResolvedModel, resolve_model, tile_margin, tile_spec, wants_consistency
 from srcube.pipeline.sr.tiling import TileSpec
 from srcube.pipeline.write.store import CubeStore
 

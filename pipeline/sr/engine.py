@@ -30,7 +30,6 @@ from srcube.pipeline.cluster import usable_cores
 from srcube.pipeline.errors import DeviceMemoryError, InvalidOptionError
 from srcube.pipeline.sr.tiling import TileSpec, choose_tile, chunk_sizes, crop_bounds
 
-DEFAULT_TILE = 256
 BOUNDARIES = ("none", "reflect", "edge")
 PRECISIONS = ("fp32", "bf16", "fp16")
 
