@@ -3,7 +3,7 @@
 >>> from srcube.pipeline import run_region
 >>> cube = run_region((4.465, 51.401, 4.509, 51.427), "2024-05-01/2024-06-30", out="demo.zarr")
 
-``super_resolve`` and ``sharpen`` (20 m bands on the 10 m grid, :mod:`pipeline.sharpening`) work on
+``super_resolve`` and ``sharpen`` (20 m bands on the 10 m grid, :mod:`pipeline.sr.sharpening`) work on
 georeferenced xarray arrays of their own.
 """
 

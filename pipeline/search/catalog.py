@@ -43,7 +43,7 @@ class CatalogProfile:
     ``kind`` is ``"stac"`` (a STAC API), ``"sample"`` (srcube's own archive behind a local STAC API)
     or ``"kelvins"`` (a folder in the PROBA-V Kelvins layout; no search). ``collections`` maps the
     collection ids the profile knows to their sensor. ``access`` names how asset pixels are read
-    (:func:`pipeline.access.access_for`: signing at read time, bearer token, S3 keys); items are
+    (:func:`pipeline.search.access.access_for`: signing at read time, bearer token, S3 keys); items are
     searched and kept unsigned.
     """
 

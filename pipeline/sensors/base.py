@@ -29,7 +29,7 @@ class SensorProfile:
     #: the QA classes a user may call clear, with their names
     qa_classes: ClassVar[dict[int, str]] = {}
     harmonize_modes: tuple[str, ...] = ("raster", "none")
-    #: the finer bands that guide band sharpening (:mod:`pipeline.sharpening`): bands whose pixels are
+    #: the finer bands that guide band sharpening (:mod:`pipeline.sr.sharpening`): bands whose pixels are
     #: ``sharpen_ratio`` x those of the guide are sharpened onto the guide's grid; empty: never sharpened
     guide_bands: tuple[str, ...] = ()
     sharpen_ratio: int = 2
