@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from srcube.pipeline.errors import InvalidOptionError
@@ -31,6 +31,13 @@ def _opt(default: Any, help: str, expect: str | None = None, **constraints: Any)
     value is (error messages), and pydantic constraints."""
     extra: dict[str, Any] | None = {"expect": expect} if expect else None
     return Field(default, description=help, json_schema_extra=extra, **constraints)
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as its Python value, anything else as it is. numpy is not imported for it (the command line
+    builds its options from this module): a numpy scalar exists only where numpy was imported already."""
+    numpy = sys.modules.get("numpy")
+    return value.item() if numpy is not None and isinstance(value, numpy.generic) else value
 
 
 class RunOptions(BaseModel):
@@ -132,7 +139,7 @@ class RunOptions(BaseModel):
         """numpy scalars as Python values, paths as strings, mappings as dicts, QA class lists as tuples."""
         if not isinstance(data, Mapping):
             return data
-        out = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in data.items()}
+        out = {k: _plain(v) for k, v in data.items()}
         if isinstance(out.get("stack_cache"), os.PathLike):
             out["stack_cache"] = os.fspath(out["stack_cache"])
         so = out.get("storage_options")
@@ -140,7 +147,7 @@ class RunOptions(BaseModel):
             out["storage_options"] = dict(so)
         classes = out.get("clear_classes")
         if isinstance(classes, Iterable) and not isinstance(classes, (str, bytes, Mapping)):
-            out["clear_classes"] = tuple(v.item() if isinstance(v, np.generic) else v for v in classes)
+            out["clear_classes"] = tuple(_plain(v) for v in classes)
         return out
 
     @field_validator("window")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import pystac
-import xarray as xr
 
 from srcube.pipeline.sensors.bands import BandVocabulary
+
+if TYPE_CHECKING:  # for annotations: the profile itself does not import xarray
+    import xarray as xr
 
 
 class SensorProfile:

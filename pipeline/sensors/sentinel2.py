@@ -16,13 +16,15 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import pystac
-import xarray as xr
 
 from srcube.pipeline.sensors.bands import BandInfo, BandVocabulary
 from srcube.pipeline.sensors.base import SensorProfile
+
+if TYPE_CHECKING:  # for annotations: the profile itself does not import xarray
+    import xarray as xr
 
 VOCABULARY = BandVocabulary(
     sensor="sentinel-2",
