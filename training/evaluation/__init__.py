@@ -26,26 +26,10 @@ on first use (PEP 562), so importing one of them does not import the others.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
 
-#: every public name of the evaluation and the module (under this package) that defines it
-_HOMES = {
-    **dict.fromkeys(["PEAK_CONVENTION", "ArrayLike", "Bootstrap", "block_sse", "interval", "own_peak",
-                     "psnr_own_peak", "resample_counts"], "stats"),
-    **dict.fromkeys(["OPENSR_BORDER", "OPENSR_LAMBDA", "OPENSR_TEMPERATURE", "OPENSR_UPSAMPLE", "consistency",
-                     "correctness", "downsample_antialias", "match_histogram", "phase_shift", "spectral_angle",
-                     "upsample_bilinear"], "opensr"),
-    **dict.fromkeys(["BandRow", "SceneResult", "Score", "compare", "summarize"], "score"),
-    **dict.fromkeys(["IncompatibleSceneError", "SceneData", "image_data", "scene_data", "split_scenes",
-                     "valid_window"], "scenes"),
-    **dict.fromkeys(["WALD", "SplitResult", "evaluate_split", "evaluate_wald", "robustness_table"], "wald"),
-    **dict.fromkeys(["evaluate_probav", "evaluate_probav_split"], "probav"),
-    **dict.fromkeys(["REPORT_FORMAT", "probav_markdown", "report_path", "robustness_markdown", "rows_markdown",
-                     "scenes_markdown", "split_markdown", "summary_markdown", "write_test_report"], "report"),
-}
-
-if TYPE_CHECKING:  # the same names, for the type checker (tests/training/evaluation/test_names.py compares)
+# every public name of the evaluation, listed once: for the type checker, and read by srcube._lazy at run time
+if TYPE_CHECKING:
     from srcube.training.evaluation.opensr import OPENSR_BORDER as OPENSR_BORDER
     from srcube.training.evaluation.opensr import OPENSR_LAMBDA as OPENSR_LAMBDA
     from srcube.training.evaluation.opensr import OPENSR_TEMPERATURE as OPENSR_TEMPERATURE
@@ -94,15 +78,6 @@ if TYPE_CHECKING:  # the same names, for the type checker (tests/training/evalua
     from srcube.training.evaluation.wald import robustness_table as robustness_table
 
 
-def __getattr__(name: str) -> object:
-    """A public name of the evaluation, from its module (imported now if it was not yet)."""
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
-    globals()[name] = value
-    return value
+from srcube import _lazy
 
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_HOMES})
+__getattr__, __dir__ = _lazy.attach(__name__, _lazy.declared(__file__))
