@@ -594,19 +594,21 @@ def export_onnx_cmd(
     scale: Annotated[int | None, typer.Option(help="scale (baselines; weights carry their own)")] = None,
     allow_untrained: Annotated[bool, typer.Option(help="accept weights marked untrained")] = False,
 ) -> None:
-    """Export a model to ONNX (dynamic batch and spatial axes) and check parity with onnxruntime."""
+    """Export a model to ONNX (dynamic batch, height and width) and check parity with onnxruntime at three sizes."""
     from srcube import models
     from srcube.models.onnx import export_onnx
 
     try:
         net = models.load_model(model, scale=scale, allow_untrained=allow_untrained)
+        report = export_onnx(net, out)  # OnnxExportError says why a model cannot be exported
     except models.ModelError as exc:
         _fail(exc)
         return
-    report = export_onnx(net, out)
-    console.print(f"[bold]exported[/] {model} -> {out} ({report['bytes']:,} bytes, inputs {report['inputs']})")
-    console.print(f"onnxruntime parity on {report['probe_shape']} -> {report['output_shape']}: "
-                  f"max abs diff {report['max_abs_diff']:.3g}")
+    console.print(f"[bold]exported[/] {model} -> {out} ({report['bytes']:,} bytes; {report['kind']}: inputs "
+                  f"{', '.join(report['inputs'])}, any batch, height and width >= {report['min_size']})")
+    for check in report["checks"]:
+        console.print(f"onnxruntime parity on {tuple(check['input_shape'])} -> {tuple(check['output_shape'])}: "
+                      f"max abs diff {check['max_abs_diff']:.3g}")
 
 
 # the commands of their own modules, after this module's (they reuse its helpers and option parameters)

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from srcube.models.errors import IncompatibleWeightsError as IncompatibleWeightsError
     from srcube.models.errors import ModelConfigError as ModelConfigError
     from srcube.models.errors import ModelError as ModelError
+    from srcube.models.errors import OnnxExportError as OnnxExportError
+    from srcube.models.errors import OnnxUnavailableError as OnnxUnavailableError
     from srcube.models.errors import UnknownModelError as UnknownModelError
     from srcube.models.errors import UnsupportedScaleError as UnsupportedScaleError
     from srcube.models.errors import UntrainedWeightsError as UntrainedWeightsError

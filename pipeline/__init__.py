@@ -45,6 +45,8 @@ if TYPE_CHECKING:
     from srcube.pipeline.errors import ModelConfigError as ModelConfigError
     from srcube.pipeline.errors import NotACubeError as NotACubeError
     from srcube.pipeline.errors import NotAStacApiError as NotAStacApiError
+    from srcube.pipeline.errors import OnnxExportError as OnnxExportError
+    from srcube.pipeline.errors import OnnxUnavailableError as OnnxUnavailableError
     from srcube.pipeline.errors import OutputExistsError as OutputExistsError
     from srcube.pipeline.errors import OutputNotWritableError as OutputNotWritableError
     from srcube.pipeline.errors import OutputUnreachableError as OutputUnreachableError

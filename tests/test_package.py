@@ -119,7 +119,6 @@ COVERED_ELSEWHERE: dict[str, tuple[str, tuple[str, ...]]] = {
                           ("pipeline/sr/test_sharpen.py",)),
     "models/consistency.py": ("the projection on real pixels, tiled, and in the cube",
                               ("pipeline/sr/test_consistency.py",)),
-    "models/onnx.py": ("export and onnxruntime parity of the architectures", ("models/test_model_zoo.py",)),
     "models/profile.py": ("multiply-accumulates per output pixel, counted by hand", ("models/test_model_zoo.py",)),
     "pipeline/errors.py": ("the typed errors: the table of bad inputs raises them, every one is public", (
         "pipeline/test_bad_input.py", "test_package.py")),
