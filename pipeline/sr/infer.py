@@ -48,11 +48,12 @@ from srcube.pipeline.sr.engine import (
     tile_context,
     tiled_map,
 )
+from srcube.pipeline.sr.onnxrt import OnnxGraph, checked_engine, onnx_graph
 from srcube.pipeline.sr.spec import resolve_model, tile_margin, tile_spec, wants_consistency
 from srcube.pipeline.sr.tiling import TileSpec
 
 
-def _sr_block(block: np.ndarray, ref: ModelSpec | SRModel, spec: InferenceSpec,
+def _sr_block(block: np.ndarray, ref: ModelSpec | SRModel | OnnxGraph, spec: InferenceSpec,
               block_info: dict[Any, Any] | None = None) -> np.ndarray:
     """Super-resolve one (time, band, y, x) tile that carries ``margin`` borrowed pixels.
 
@@ -171,7 +172,8 @@ def super_resolve(data: xr.DataArray, model: str | Path | ModelSpec | SRModel, *
                   precision: str = "fp32", resources: dict[str, float] | None = None,
                   frames_per_task: int = 1, consistency: bool | None = None,
                   sensor: str = "sentinel-2", halo: int = 0, pass_tile: int | None = None,
-                  batch: int | None = None) -> xr.DataArray:
+                  batch: int | None = None, engine: str = "torch",
+                  onnx_path: str | Path | None = None) -> xr.DataArray:
     """Super-resolve a georeferenced ``(time, band, y, x)`` or ``(band, y, x)`` reflectance array.
 
     Returns the array on the finer aligned grid. A Dask-backed input gives a lazy result (compute
@@ -199,7 +201,16 @@ def super_resolve(data: xr.DataArray, model: str | Path | ModelSpec | SRModel, *
     ``run_region``): the edge tiles borrow their real neighbours from it, and the output covers the
     array without it. With ``halo >= margin``, two arrays that share pixels give the same output
     wherever both have them inside their halos: neighbouring cubes join without seams.
+
+    ``engine="onnx"`` runs the model's exported ONNX graph in onnxruntime (the ``onnx`` extra; CUDA where the
+    worker's device is and ``onnxruntime-gpu`` is installed, else the CPU) through the same tiles, projection and
+    no-data handling: the torch result within 1e-4. The graph is ``onnx_path`` (checked to be this model's:
+    ``srcube export-onnx`` writes it) or the model exported on the fly into the cache of exported graphs
+    (``$SRCUBE_ONNX_CACHE``, default ``~/.cache/srcube/onnx``; keyed by the weights, the model code and the
+    versions), once. It takes ``precision="fp32"`` and one tile per pass unless ``batch`` says otherwise; see
+    :mod:`srcube.pipeline.sr.onnxrt`.
     """
+    checked_engine(engine, precision)
     data, squeeze = _normalise(data)
     band_names = [str(b) for b in data.band.values] if "band" in data.coords else None
     ref, local = resolve_model(model, scale, bands=band_names, allow_untrained=allow_untrained)
@@ -222,12 +233,23 @@ def super_resolve(data: xr.DataArray, model: str | Path | ModelSpec | SRModel, *
     spec = with_halo(tile_spec(tile, m, s, projection), halo, data)
     if frames_per_task < 1:
         raise InvalidDataError(f"frames_per_task must be >= 1, got {frames_per_task}")
+    runs: ModelSpec | SRModel | OnnxGraph = ref
+    if engine == "onnx":
+        runs = onnx_graph(local, onnx_path)  # exported (once, into the cache) before any work
+        if min(data.sizes["y"], data.sizes["x"]) < runs.min_size:
+            raise InvalidDataError(f"engine='onnx': the exported graph of {local.name} takes at least {runs.min_size} "
+                                   f"x {runs.min_size} input pixels, the array has {data.sizes['y']} x "
+                                   f"{data.sizes['x']}; use engine='torch'")
+    elif onnx_path is not None:
+        raise InvalidOptionError("onnx_path is the graph engine='onnx' runs; pass engine='onnx' with it")
     lazy = dask.is_dask_collection(data.data)
     arr = (data.data if lazy else da.from_array(np.asarray(data.data))).astype(np.float32)
+    # onnxruntime's memory is not torch's: the engine cannot size a CUDA batch by it, so one tile per pass by default
     run = inference_spec(client, torch_threads, m, s, boundary, precision, projection, spec.halo,
-                         pass_tile=checked_pass_tile(pass_tile), batch=checked_batch(batch))
+                         pass_tile=checked_pass_tile(pass_tile),
+                         batch=checked_batch(batch) or (1 if engine == "onnx" else None))
     n_out = data.sizes["band"] + (1 if projection is not None else 0)  # + the consistency layer
-    out = tiled_map(_sr_block, [TiledInput(arr, (frames_per_task, -1))], [graph_model(ref), run], tiles=spec,
+    out = tiled_map(_sr_block, [TiledInput(arr, (frames_per_task, -1))], [graph_model(runs), run], tiles=spec,
                     out_lead=(0, (n_out,)), name=f"super-resolve-{local.name}", resources=resources)
     gbox = output_geobox(core_geobox(input_geobox(data), spec.halo), s)
     coords: dict[str, Any] = {"time": data.time, "band": data.band, **grid_coords(gbox)}

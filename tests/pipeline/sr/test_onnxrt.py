@@ -1,0 +1,112 @@
+"""engine="onnx": the default model's exported graph in onnxruntime through the tiled engine, on the sample archive's
+pixels, against torch; the cache of exported graphs; a given .onnx file checked against the model; typed errors."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from srcube.pipeline import super_resolve
+from srcube.pipeline.errors import (
+    IncompatibleWeightsError,
+    InvalidDataError,
+    InvalidOptionError,
+    OnnxExportError,
+    OnnxUnavailableError,
+)
+from tests.support.helpers import georef
+
+pytest.importorskip("onnxruntime", reason="onnx extra not installed")
+
+MODEL = "s2-sisr-x4"  # the default model: lrnet with the consistency projection in its graph
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory):
+    """The cache of exported graphs for this module ($SRCUBE_ONNX_CACHE): the model is exported once, here."""
+    folder = tmp_path_factory.mktemp("onnx-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SRCUBE_ONNX_CACHE", str(folder))
+        yield folder
+
+
+@pytest.fixture(scope="module")
+def sample_pixels(sample_dir: Path) -> xr.DataArray:
+    """B04 and B08 of the sample archive's first acquisition, 70 x 83 pixels (not a multiple of any tile), as
+    reflectance with one no-data pixel."""
+    import rasterio
+    from rasterio.windows import Window
+
+    scene = sorted((sample_dir / "cogs").iterdir())[0]
+    rows, cols = (101, 171), (57, 140)
+    read = []
+    for band in ("B04", "B08"):
+        with rasterio.open(scene / f"{band}.tif") as src:
+            read.append(src.read(1, window=Window(cols[0], rows[0], cols[1] - cols[0], rows[1] - rows[0])))
+            t, crs = src.transform, src.crs
+    x0, y0 = t.c + cols[0] * t.a, t.f + rows[0] * t.e
+    data = georef(np.stack(read)[None].astype(np.float32) * np.float32(1e-4) - np.float32(0.1), res=t.a, x0=x0,
+                  y0=y0).isel(time=0).assign_coords(band=["B04", "B08"]).rio.write_crs(crs)
+    data.values[1, 33, 40] = np.nan
+    return data
+
+
+def test_onnx_engine_gives_the_torch_result_on_sample_pixels(cache, sample_pixels):
+    kw = {"tile": 40}  # 2 x 3 tiles, each borrowing its neighbours' 36-pixel margin
+    ref = super_resolve(sample_pixels, MODEL, **kw)
+    got = super_resolve(sample_pixels, MODEL, engine="onnx", **kw)
+    assert got.shape == ref.shape == (2, 280, 332)
+    np.testing.assert_array_equal(np.isnan(got.values), np.isnan(ref.values))  # the no-data pixel, x4 x4
+    assert np.isnan(got.values[1, 132:136, 160:164]).all()
+    diff = float(np.nanmax(np.abs(got.values - ref.values)))
+    assert diff <= 1e-4, diff
+    layer = float(np.nanmax(np.abs(got.consistency.values - ref.consistency.values)))
+    assert layer <= 1e-4, layer
+    assert got.attrs["sr_model"] == ref.attrs["sr_model"] and "consistency" in got.coords
+
+
+def test_the_graph_is_exported_once_into_the_cache_and_can_be_given(cache, sample_pixels):
+    small = sample_pixels.isel(y=slice(0, 30), x=slice(0, 41))
+    first = super_resolve(small, MODEL, engine="onnx")
+    graphs = sorted(cache.glob("*.onnx"))
+    assert [p.name.split("-")[:3] for p in graphs] == [["s2", "sisr", "x4"]]  # named by the model, keyed by hash
+    stamp = graphs[0].stat().st_mtime_ns
+    again = super_resolve(small, MODEL, engine="onnx")  # from the cache: not exported again
+    assert sorted(cache.glob("*.onnx")) == graphs and graphs[0].stat().st_mtime_ns == stamp
+    given = super_resolve(small, MODEL, engine="onnx", onnx_path=graphs[0])
+    np.testing.assert_array_equal(again.values, first.values)
+    np.testing.assert_array_equal(given.values, first.values)
+    assert not list(cache.glob("*.part"))  # no half-written file left
+
+
+def test_a_graph_of_other_weights_or_not_a_graph_is_refused(cache, sample_pixels, tmp_path):
+    from srcube import models
+    from srcube.models.onnx import export_onnx
+
+    other = tmp_path / "bicubic.onnx"
+    export_onnx(models.load_model("bicubic", scale=4), other, sizes=((1, 16, 16),))
+    with pytest.raises(IncompatibleWeightsError, match="bicubic x4"):
+        super_resolve(sample_pixels, MODEL, engine="onnx", onnx_path=other)
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a model")
+    with pytest.raises(OnnxExportError, match="not a readable ONNX model"):
+        super_resolve(sample_pixels, MODEL, engine="onnx", onnx_path=junk)
+    with pytest.raises(OnnxExportError, match="is not a file"):
+        super_resolve(sample_pixels, MODEL, engine="onnx", onnx_path=tmp_path / "missing.onnx")
+
+
+def test_bad_engine_options_are_refused_before_work(cache, sample_pixels, monkeypatch):
+    with pytest.raises(InvalidOptionError, match="engine must be one of 'torch', 'onnx'"):
+        super_resolve(sample_pixels, MODEL, engine="tensorrt")
+    with pytest.raises(InvalidOptionError, match="precision='fp32'"):
+        super_resolve(sample_pixels, MODEL, engine="onnx", precision="bf16")
+    with pytest.raises(InvalidOptionError, match="pass engine='onnx'"):
+        super_resolve(sample_pixels, MODEL, onnx_path="model.onnx")
+    # the projection's banded inverse needs axes of more than 2 x 6 input pixels in the graph
+    with pytest.raises(InvalidDataError, match="at least 13 x 13 input pixels"):
+        super_resolve(sample_pixels.isel(y=slice(0, 12)), MODEL, engine="onnx")
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if the onnx extra were not installed
+    with pytest.raises(OnnxUnavailableError, match=r"pip install 'srcube\[onnx\]'"):
+        super_resolve(sample_pixels, MODEL, engine="onnx")
