@@ -81,6 +81,16 @@ def test_the_graph_is_exported_once_into_the_cache_and_can_be_given(cache, sampl
     assert not list(cache.glob("*.part"))  # no half-written file left
 
 
+def test_worker_processes_run_the_graph_they_are_sent(cache, sample_pixels, dask_client):
+    """The graph's bytes travel in the Dask graph (no shared folder): each worker process makes its own session."""
+    small = sample_pixels.isel(y=slice(0, 45), x=slice(0, 61))
+    here = super_resolve(small, MODEL, engine="onnx", tile=40)
+    lazy = super_resolve(small.chunk({"y": 40, "x": 40}), MODEL, engine="onnx", tile=40)
+    there = dask_client.compute(lazy).result()
+    np.testing.assert_array_equal(there.values, here.values)
+    assert len(dask_client.nthreads()) == 2  # two worker processes, each with its own onnxruntime session
+
+
 def test_a_graph_of_other_weights_or_not_a_graph_is_refused(cache, sample_pixels, tmp_path):
     from srcube import models
     from srcube.models.onnx import export_onnx
