@@ -90,7 +90,8 @@ def single_image_cube(stack: xr.Dataset, frames: list[FrameDecision], ref: Any, 
                        torch_threads=opts.torch_threads, pass_tile=opts.pass_tile, batch=opts.batch,
                        allow_untrained=opts.allow_untrained, boundary=opts.boundary,
                        precision=opts.precision, resources=resources, frames_per_task=opts.frames_per_task,
-                       consistency=consistency, sensor=sensor, halo=int(stack.attrs.get("halo", 0)))
+                       consistency=consistency, sensor=sensor, halo=int(stack.attrs.get("halo", 0)),
+                       engine=opts.engine)
     kept = kept.isel(region_only(stack))  # the QA layers: the region's pixels, as the output
     layers: dict[str, xr.DataArray] = {}
     if "consistency" in sr.coords:  # the QA layer of the projection: a variable of the cube, not a coordinate

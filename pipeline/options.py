@@ -90,6 +90,9 @@ class RunOptions(BaseModel):
     tile: int | None = _opt(None, "input tile size in pixels (default 256, larger for deep models)",
                             "an integer >= 16", ge=16)
     precision: Literal["fp32", "bf16", "fp16"] = _opt("fp32", "model precision (bf16/fp16: autocast on CUDA)")
+    engine: Literal["torch", "onnx"] = _opt(
+        "torch", "what runs a single-image model: torch, or its exported ONNX graph in onnxruntime (the onnx extra; "
+                 "exported once into $SRCUBE_ONNX_CACHE; the torch result within 1e-4; fp32)")
     boundary: Literal["none", "reflect", "edge"] = _opt("none", "scene-edge handling of the model")
     frames_per_task: int = _opt(1, "frames (or composite windows) per SR task", ">= 1", ge=1)
     pass_tile: int | None = _opt(None, "input pixels per side of one forward pass's tile (default per device: "
@@ -172,6 +175,9 @@ class RunOptions(BaseModel):
             raise ValueError(f"need 1 <= min_views <= n_views, got {self.min_views} and {self.n_views}")
         if self.keepbits is not None and self.dtype != "float32":
             raise ValueError(f"keepbits rounds float32 mantissas; dtype {self.dtype!r} has none (drop one of them)")
+        if self.engine == "onnx" and self.precision != "fp32":
+            raise ValueError(f"engine 'onnx' runs the exported float32 graph; precision {self.precision!r} is for "
+                             "torch: use precision 'fp32' or engine 'torch'")
         return self
 
     # --- construction ----------------------------------------------------------------------------

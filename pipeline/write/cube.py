@@ -173,8 +173,11 @@ def request_hash(attrs: Mapping[str, Any], opts: RunOptions, chunks: tuple[int, 
     doc = {k: attrs.get(k) for k in _IDENTITY}
     doc["chunks"] = list(chunks) if chunks else None
     doc["frames"] = [(f["time"], f["kept"]) for f in json.loads(attrs.get("frames", "[]"))]
-    doc["options"] = {k: getattr(opts, k) for k in ("tile", "resolution", "dtype", "boundary", "precision",
-                                                    "frames_per_task", "keepbits")}
+    options = {k: getattr(opts, k) for k in ("tile", "resolution", "dtype", "boundary", "precision", "frames_per_task",
+                                             "keepbits")}
+    if opts.engine != "torch":  # onnxruntime's values differ from torch's in the last bits; torch cubes keep their hash
+        options["engine"] = opts.engine
+    doc["options"] = options
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 

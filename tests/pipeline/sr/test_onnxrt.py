@@ -91,6 +91,21 @@ def test_worker_processes_run_the_graph_they_are_sent(cache, sample_pixels, dask
     assert len(dask_client.nthreads()) == 2  # two worker processes, each with its own onnxruntime session
 
 
+@pytest.mark.integration
+def test_run_region_with_the_onnx_engine(cache, sample_url, tmp_path):
+    """engine="onnx" as a run option: the same cube as torch within 1e-4 (the graph from this module's cache), the
+    request recorded, and a cube of the other engine not resumed (its request hash differs)."""
+    from srcube.pipeline import run_region
+
+    kw = {"model": MODEL, "bands": ["B04", "B08"], "catalog": "sample", "tile": 48}
+    ref = run_region((4.48, 51.41, 4.495, 51.42), "2024-06-12", out=str(tmp_path / "torch.zarr"), **kw)
+    got = run_region((4.48, 51.41, 4.495, 51.42), "2024-06-12", out=str(tmp_path / "onnx.zarr"), engine="onnx", **kw)
+    assert got.reflectance.shape == ref.reflectance.shape and got.attrs["complete"] is True
+    assert float(np.nanmax(np.abs(got.reflectance.values - ref.reflectance.values))) <= 1e-4
+    assert float(np.nanmax(np.abs(got.consistency.values - ref.consistency.values))) <= 1e-4
+    assert '"engine": "onnx"' in got.attrs["request"] and got.attrs["request_hash"] != ref.attrs["request_hash"]
+
+
 def test_a_graph_of_other_weights_or_not_a_graph_is_refused(cache, sample_pixels, tmp_path):
     from srcube import models
     from srcube.models.onnx import export_onnx
