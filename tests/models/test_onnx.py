@@ -15,6 +15,7 @@ from srcube.models.base import SRModel
 from srcube.models.onnx import (
     PARITY_SIZES,
     cache_key,
+    check_parity,
     cached_export,
     example_inputs,
     export_onnx,
@@ -28,11 +29,12 @@ SHIPPED = sorted(models.shipped_weights())
 
 
 @pytest.fixture(scope="module", params=SHIPPED)
-def shipped(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
-    """(name, model, path, report) of each shipped weights file, exported once per session with the parity check."""
+def shipped(request: pytest.FixtureRequest, onnx_cache):
+    """(name, model, path, parity report) of each shipped weights file: exported once per session into the session's
+    cache of graphs (where tests/pipeline/sr/test_onnxrt.py finds the default model's), compared with torch here."""
     model = models.load_model(request.param)
-    path = tmp_path_factory.mktemp("onnx") / f"{request.param}.onnx"
-    return request.param, model, path, export_onnx(model, path)
+    path, report = cached_export(model)  # exported here: with the parity check; found in the cache: checked now
+    return request.param, model, path, {**(report or check_parity(model, path)), **read_metadata(path)}
 
 
 def test_every_shipped_weights_file_exports_with_onnxruntime_parity(shipped):
