@@ -15,8 +15,8 @@ from srcube.models.base import SRModel
 from srcube.models.onnx import (
     PARITY_SIZES,
     cache_key,
-    check_parity,
     cached_export,
+    check_parity,
     example_inputs,
     export_onnx,
     read_metadata,
