@@ -123,6 +123,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _drain_prefect_services() -> None:
+    """Send what this process still holds for the server, then stop the services that send it. Prefect's events
+    and API-log workers are process-wide and bind the server's URL when they start: left running, the next module's
+    server would never hear this process's task-run events (its task runs not recorded: seen in CI)."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for service in (EventsWorker, APILogWorker):
+        service.drain_all(timeout=30)
+
+
 @pytest.fixture(scope="module")
 def prefect_api(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path) -> Iterator[str]:
     """``prefect server start`` on 127.0.0.1 (own SQLite database), and this process pointed at it."""
@@ -162,7 +173,10 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path) -> I
         os.environ.update({**env, "PREFECT_API_URL": url})  # for subprocesses and Dask workers started now
         with temporary_settings({PREFECT_API_URL: url, PREFECT_HOME: str(home), PREFECT_LOGGING_LEVEL: "WARNING",
                                  PREFECT_SERVER_ANALYTICS_ENABLED: False}):
-            yield url
+            try:
+                yield url
+            finally:
+                _drain_prefect_services()
     finally:
         for k, v in saved.items():
             if v is None:
