@@ -124,9 +124,10 @@ def free_port() -> int:
 
 
 def _drain_prefect_services() -> None:
-    """Send what this process still holds for the server, then stop the services that send it. Prefect's events
+    """Send what this process still holds for a server, then stop the services that send it. Prefect's events
     and API-log workers are process-wide and bind the server's URL when they start: left running, the next module's
-    server would never hear this process's task-run events (its task runs not recorded: seen in CI)."""
+    server would never hear this process's task-run events (its task runs not recorded: seen in CI). Called when a
+    module's server starts and when it stops."""
     from prefect.events.worker import EventsWorker
     from prefect.logging.handlers import APILogWorker
 
@@ -171,6 +172,7 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path) -> I
                 raise RuntimeError(f"prefect server did not start: {(home / 'server.log').read_text()[-3000:]}")
             time.sleep(0.5)
         os.environ.update({**env, "PREFECT_API_URL": url})  # for subprocesses and Dask workers started now
+        _drain_prefect_services()  # workers an earlier test started bound another server's URL: start them anew
         with temporary_settings({PREFECT_API_URL: url, PREFECT_HOME: str(home), PREFECT_LOGGING_LEVEL: "WARNING",
                                  PREFECT_SERVER_ANALYTICS_ENABLED: False}):
             try:
