@@ -138,6 +138,8 @@ def _drain_prefect_services() -> None:
 @pytest.fixture(scope="module")
 def prefect_api(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path) -> Iterator[str]:
     """``prefect server start`` on 127.0.0.1 (own SQLite database), and this process pointed at it."""
+    from prefect.events.clients import PrefectEventsClient
+    from prefect.events.worker import EventsWorker
     from prefect.settings import (
         PREFECT_API_URL,
         PREFECT_HOME,
@@ -173,12 +175,16 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path) -> I
             time.sleep(0.5)
         os.environ.update({**env, "PREFECT_API_URL": url})  # for subprocesses and Dask workers started now
         _drain_prefect_services()  # workers an earlier test started bound another server's URL: start them anew
+        # the events worker builds its client on its own thread, which does not see temporary_settings (a context
+        # variable): it is handed this server's URL
+        EventsWorker.set_client_override(PrefectEventsClient, api_url=url)
         with temporary_settings({PREFECT_API_URL: url, PREFECT_HOME: str(home), PREFECT_LOGGING_LEVEL: "WARNING",
                                  PREFECT_SERVER_ANALYTICS_ENABLED: False}):
             try:
                 yield url
             finally:
                 _drain_prefect_services()
+                EventsWorker.set_client_override(None)
     finally:
         for k, v in saved.items():
             if v is None:
