@@ -3,7 +3,7 @@ at that size, and where the design breaks first.
 
 The request (defaults): 300 x 300 km of Sentinel-2 at 10 m, one year (73 dates: one every 5 days), 4 bands,
 x4 with the default model's tiles and halo. Nothing is read: the dry run builds srcube's own cube graph
-(``write.cube.single_image_cube``, the engine, the store) over a synthetic all-zero stack of the full area,
+(``build.single_image_cube``, the engine, the store) over a synthetic all-zero stack of the full area,
 with a no-op model that has the default model's receptive field, for ``--measure-dates`` dates, and measures
 
 * graph build, template write (zarr metadata) and ``write_batches`` time and the client's memory for them,
@@ -58,10 +58,11 @@ from srcube.models import SRModel  # noqa: E402
 from srcube.models.consistency import Projection  # noqa: E402
 from srcube.pipeline.area import CELL_BATCH  # noqa: E402
 from srcube.pipeline.assemble.clearance import FrameDecision  # noqa: E402
+from srcube.pipeline.build import single_image_cube  # noqa: E402
 from srcube.pipeline.cluster import culled, usable_cores  # noqa: E402
 from srcube.pipeline.options import RunOptions  # noqa: E402
-from srcube.pipeline.sr.infer import ResolvedModel, tile_margin, tile_spec, wants_consistency  # noqa: E402
-from srcube.pipeline.write.cube import encoding, single_image_cube, write_batches  # noqa: E402
+from srcube.pipeline.sr.spec import ResolvedModel, tile_margin, tile_spec, wants_consistency  # noqa: E402
+from srcube.pipeline.write.cube import encoding, write_batches  # noqa: E402
 from srcube.pipeline.write.store import CubeStore  # noqa: E402
 
 RES = 10.0
@@ -130,7 +131,7 @@ def dry_run(n_px: int, n_dates: int, bands: int, plan: dict, tmp: Path, batch: i
     opts = RunOptions()
     cube = single_image_cube(stack, frames, plan["model"], plan["tiles"], None, opts, None, plan["consistency"],
                              "sentinel-2")
-    enc = encoding(cube, plan["tiles"], opts.dtype)
+    enc = encoding(cube, plan["tiles"].tile * plan["tiles"].scale, opts.dtype)
     graph_s = time.perf_counter() - t0
     store = CubeStore(str(tmp / f"dry-{n_dates}.zarr"))
     t0 = time.perf_counter()

@@ -558,25 +558,33 @@ def collections(catalog: Annotated[str, typer.Option(help="profile name or STAC 
 @app.command("models")
 def models_cmd() -> None:
     """List the models: architectures (with their default config) and the weights srcube ships."""
-    from srcube import models
+    # from the registry's entries and the weights' metadata and headers: nothing is built, torch is not imported
+    from srcube.models import registry, weights
 
     table = Table("name", "type", "scales", "bands", "params", "receptive field", "weights")
-    shipped = {name: models.weights.read_meta(path) for name, path in models.shipped_weights().items()}
-    for name in models.list_models():
-        e = models.entry(name)
-        built = models.build(name, scale=4 if 4 in e.scales else e.scales[0])
+    paths = weights.shipped_weights()
+    shipped = {name: weights.read_meta(path) for name, path in paths.items()}
+    for name in registry.list_models():
+        e = registry.entry(name)
+        params, reach = e.size or _built_size(name, scale=4 if 4 in e.scales else e.scales[0])
         own = sorted(w for w, meta in shipped.items() if meta.architecture == name)
-        weights = ("not needed" if not e.needs_weights else
-                   f"shipped: {', '.join(own)}" if own else "none shipped (train or pass a file)")
-        table.add_row(name, e.kind, f"{e.scales[0]}-{e.scales[-1]}", "any",
-                      f"{models.base.count_parameters(built):,} (default config)", f"{built.receptive_field} px",
-                      weights)
+        needs = ("not needed" if not e.needs_weights else
+                 f"shipped: {', '.join(own)}" if own else "none shipped (train or pass a file)")
+        table.add_row(name, e.kind, f"{e.scales[0]}-{e.scales[-1]}", "any", f"{params:,} (default config)",
+                      f"{reach} px", needs)
     for name, meta in shipped.items():
-        net = models.build(meta.architecture, **meta.config)  # same shapes as the weights, without reading them
         table.add_row(name, f"weights: {meta.architecture}", str(meta.scale), ",".join(meta.bands or ["any"]),
-                      f"{models.base.count_parameters(net):,}", f"{meta.receptive_field} px",
-                      "present" + ("" if meta.trained else " (untrained)"))
+                      f"{weights.stored_values(paths[name]):,}",
+                      f"{meta.receptive_field} px", "present" + ("" if meta.trained else " (untrained)"))
     console.print(table)
+
+
+def _built_size(name: str, scale: int) -> tuple[int, int]:
+    """(parameters, receptive field) of an architecture registered without its size: built (torch) to count."""
+    from srcube import models
+
+    built = models.build(name, scale=scale)
+    return models.base.count_parameters(built), built.receptive_field
 
 
 @app.command("export-onnx")
@@ -586,101 +594,28 @@ def export_onnx_cmd(
     scale: Annotated[int | None, typer.Option(help="scale (baselines; weights carry their own)")] = None,
     allow_untrained: Annotated[bool, typer.Option(help="accept weights marked untrained")] = False,
 ) -> None:
-    """Export a model to ONNX (dynamic batch and spatial axes) and check parity with onnxruntime."""
+    """Export a model to ONNX (dynamic batch, height and width) and check parity with onnxruntime at three sizes."""
     from srcube import models
     from srcube.models.onnx import export_onnx
 
     try:
         net = models.load_model(model, scale=scale, allow_untrained=allow_untrained)
+        report = export_onnx(net, out)  # OnnxExportError says why a model cannot be exported
     except models.ModelError as exc:
         _fail(exc)
         return
-    report = export_onnx(net, out)
-    console.print(f"[bold]exported[/] {model} -> {out} ({report['bytes']:,} bytes, inputs {report['inputs']})")
-    console.print(f"onnxruntime parity on {report['probe_shape']} -> {report['output_shape']}: "
-                  f"max abs diff {report['max_abs_diff']:.3g}")
+    console.print(f"[bold]exported[/] {model} -> {out} ({report['bytes']:,} bytes; {report['kind']}: inputs "
+                  f"{', '.join(report['inputs'])}, any batch, height and width >= {report['min_size']})")
+    for check in report["checks"]:
+        console.print(f"onnxruntime parity on {tuple(check['input_shape'])} -> {tuple(check['output_shape'])}: "
+                      f"max abs diff {check['max_abs_diff']:.3g}")
 
 
-@app.command("train")
-def train_cmd(
-    config: Annotated[Path, typer.Argument(help="training config (YAML), e.g. training/configs/s2-sisr-x4.yaml")],
-    resume: Annotated[bool, typer.Option(help="continue from the run's last checkpoint")] = False,
-    epochs: Annotated[int | None, typer.Option(help="override train.epochs")] = None,
-    export: Annotated[Path | None, typer.Option(help="where to write the weights (without suffix)")] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
-) -> None:
-    """Train a model from a YAML config (CPU here, CUDA when present); export its best weights."""
-    from srcube import models
-    from srcube.cli.training import train
-    from srcube.training.config import ConfigError
-    from srcube.training.trainer import CheckpointError
+# the commands of their own modules, after this module's (they reuse its helpers and option parameters)
+from srcube.cli import area, training  # noqa: E402
 
-    _setup_logging(verbose)
-    logging.getLogger("srcube.training").setLevel(logging.INFO)
-    try:
-        train(config, resume=resume, epochs=epochs, export=export)
-    except (ConfigError, CheckpointError, models.ModelConfigError, FileNotFoundError) as exc:
-        _fail(exc)
-
-
-@app.command("ship")
-def ship_cmd(
-    config: Annotated[Path, typer.Argument(help="the training config the weights were trained with")],
-    limit: Annotated[list[str] | None, typer.Option("--limit", help="a limit of the weights for the card")] = None,
-    overwrite_report: Annotated[bool, typer.Option(help="write the test report again (correcting the report "
-                                                        "itself; the test split is reported once)")] = False,
-) -> None:
-    """Ship trained weights: into models/weights, evaluated once on the test split, speed measured, card written."""
-    from srcube.training.config import ConfigError
-    from srcube.training.ship import ship
-
-    try:
-        out = ship(config, limits=list(limit or []), overwrite_report=overwrite_report)
-    except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as exc:
-        _fail(exc)
-        return
-    console.print(f"[bold]shipped[/] {out['weights']} (report {out['report']}; {out['speed']['mpix_per_s']} Mpix/s)")
-
-
-@app.command("evaluate")
-def evaluate_cmd(
-    model: Annotated[str, typer.Option(help="model name, shipped weights or weights file")],
-    split: Annotated[str | None, typer.Option(
-        help="validation (model selection) or test (reported once): every scene of the split, by the Wald protocol")
-    ] = None,
-    task: Annotated[str | None, typer.Option(help="with --split: s2-10m or s2-20m (band sharpeners)")] = None,
-    scale: Annotated[int | None, typer.Option(help="with --split: scale of a baseline (weights carry theirs)")] = None,
-    robustness: Annotated[bool, typer.Option(help="with --split: the 12-degradation robustness table")] = True,
-    max_side: Annotated[int | None, typer.Option(help="with --split: evaluate at most this many pixels a side")] = None,
-    report: Annotated[bool, typer.Option(
-        help="with --split test: write NAME.test.json next to the weights (once per weights)")] = False,
-    data: Annotated[Path | None, typer.Option(help="training config whose validation data to use")] = None,
-    image: Annotated[Path | None, typer.Option(help="any GeoTIFF/COG/zarr for the Wald protocol")] = None,
-    wald: Annotated[int | None, typer.Option(help="Wald protocol scale (with --image)")] = None,
-    bands: Annotated[str | None, typer.Option(help="1-based raster bands of --image, e.g. 1,2,3")] = None,
-    out: Annotated[Path, typer.Option(help="folder for quicklook PNGs and metrics.json, or a .json file")
-                   ] = Path("srcube-eval"),
-    limit: Annotated[int | None, typer.Option(help="evaluate at most this many samples")] = None,
-    allow_untrained: Annotated[bool, typer.Option(help="accept weights marked untrained")] = False,
-) -> None:
-    """Evaluate a model against bicubic: over a split of real scenes (--split --task: PSNR against each band's
-    own peak, SSIM, 95 % block-bootstrap intervals, opensr-test consistency and correctness, robustness
-    table), on one raster (--image --wald), or on a training config's validation data (--data)."""
-    from srcube import models
-    from srcube.cli.training import evaluate
-    from srcube.training.config import ConfigError
-
-    try:
-        evaluate(model, data=data, image=image, wald=wald, bands=[int(b) for b in bands.split(",")] if bands else None,
-                 out=out, limit=limit, allow_untrained=allow_untrained, split=split, task=task, scale=scale,
-                 robustness=robustness, max_side=max_side, report=report)
-    except (ConfigError, models.ModelError, ValueError, FileNotFoundError, FileExistsError) as exc:
-        _fail(exc)
-
-
-from srcube.cli.area import run_area_cmd  # noqa: E402  (it reuses this module's option parameters)
-
-app.command("run-area")(run_area_cmd)
+training.register(app)
+app.command("run-area")(area.run_area_cmd)
 
 
 def main() -> None:  # pragma: no cover - console entry point

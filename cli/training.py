@@ -1,4 +1,6 @@
-"""``srcube train`` and ``srcube evaluate`` (registered on the srcube command line)."""
+"""``srcube train``, ``srcube ship`` and ``srcube evaluate``, registered on the srcube command line by
+:func:`register`. The training stack (torch, the datasets) is imported inside the commands: ``srcube --help`` does
+not import it."""
 
 from __future__ import annotations
 
@@ -6,7 +8,9 @@ import dataclasses
 import json
 import logging
 from pathlib import Path
+from typing import Annotated
 
+import typer
 from rich.console import Console
 from rich.table import Table
 
@@ -123,3 +127,85 @@ def evaluate(model: str, *, data: Path | None = None, image: Path | None = None,
     (_json_path(out)).write_text(json.dumps(result, indent=2))
     console.print(f"[bold]quicklooks[/] and metrics.json in {out}")
     return result
+
+
+def train_cmd(
+    config: Annotated[Path, typer.Argument(help="training config (YAML), e.g. training/configs/s2-sisr-x4.yaml")],
+    resume: Annotated[bool, typer.Option(help="continue from the run's last checkpoint")] = False,
+    epochs: Annotated[int | None, typer.Option(help="override train.epochs")] = None,
+    export: Annotated[Path | None, typer.Option(help="where to write the weights (without suffix)")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Train a model from a YAML config (CPU here, CUDA when present); export its best weights."""
+    from srcube import models
+    from srcube.cli.commands import _fail, _setup_logging
+    from srcube.training.config import ConfigError
+    from srcube.training.trainer import CheckpointError
+
+    _setup_logging(verbose)
+    logging.getLogger("srcube.training").setLevel(logging.INFO)
+    try:
+        train(config, resume=resume, epochs=epochs, export=export)
+    except (ConfigError, CheckpointError, models.ModelConfigError, FileNotFoundError) as exc:
+        _fail(exc)
+
+
+def ship_cmd(
+    config: Annotated[Path, typer.Argument(help="the training config the weights were trained with")],
+    limit: Annotated[list[str] | None, typer.Option("--limit", help="a limit of the weights for the card")] = None,
+    overwrite_report: Annotated[bool, typer.Option(help="write the test report again (correcting the report "
+                                                        "itself; the test split is reported once)")] = False,
+) -> None:
+    """Ship trained weights: into models/weights, evaluated once on the test split, speed measured, card written."""
+    from srcube.cli.commands import _fail
+    from srcube.training.config import ConfigError
+    from srcube.training.ship import ship
+
+    try:
+        out = ship(config, limits=list(limit or []), overwrite_report=overwrite_report)
+    except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as exc:
+        _fail(exc)
+        return
+    console.print(f"[bold]shipped[/] {out['weights']} (report {out['report']}; {out['speed']['mpix_per_s']} Mpix/s)")
+
+
+def evaluate_cmd(
+    model: Annotated[str, typer.Option(help="model name, shipped weights or weights file")],
+    split: Annotated[str | None, typer.Option(
+        help="validation (model selection) or test (reported once): every scene of the split, by the Wald protocol")
+    ] = None,
+    task: Annotated[str | None, typer.Option(help="with --split: s2-10m or s2-20m (band sharpeners)")] = None,
+    scale: Annotated[int | None, typer.Option(help="with --split: scale of a baseline (weights carry theirs)")] = None,
+    robustness: Annotated[bool, typer.Option(help="with --split: the 12-degradation robustness table")] = True,
+    max_side: Annotated[int | None, typer.Option(help="with --split: evaluate at most this many pixels a side")] = None,
+    report: Annotated[bool, typer.Option(
+        help="with --split test: write NAME.test.json next to the weights (once per weights)")] = False,
+    data: Annotated[Path | None, typer.Option(help="training config whose validation data to use")] = None,
+    image: Annotated[Path | None, typer.Option(help="any GeoTIFF/COG/zarr for the Wald protocol")] = None,
+    wald: Annotated[int | None, typer.Option(help="Wald protocol scale (with --image)")] = None,
+    bands: Annotated[str | None, typer.Option(help="1-based raster bands of --image, e.g. 1,2,3")] = None,
+    out: Annotated[Path, typer.Option(help="folder for quicklook PNGs and metrics.json, or a .json file")
+                   ] = Path("srcube-eval"),
+    limit: Annotated[int | None, typer.Option(help="evaluate at most this many samples")] = None,
+    allow_untrained: Annotated[bool, typer.Option(help="accept weights marked untrained")] = False,
+) -> None:
+    """Evaluate a model against bicubic: over a split of real scenes (--split --task: PSNR against each band's
+    own peak, SSIM, 95 % block-bootstrap intervals, opensr-test consistency and correctness, robustness
+    table), on one raster (--image --wald), or on a training config's validation data (--data)."""
+    from srcube import models
+    from srcube.cli.commands import _fail
+    from srcube.training.config import ConfigError
+
+    try:
+        evaluate(model, data=data, image=image, wald=wald, bands=[int(b) for b in bands.split(",")] if bands else None,
+                 out=out, limit=limit, allow_untrained=allow_untrained, split=split, task=task, scale=scale,
+                 robustness=robustness, max_side=max_side, report=report)
+    except (ConfigError, models.ModelError, ValueError, FileNotFoundError, FileExistsError) as exc:
+        _fail(exc)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``train``, ``ship`` and ``evaluate`` to the srcube command line."""
+    app.command("train")(train_cmd)
+    app.command("ship")(ship_cmd)
+    app.command("evaluate")(evaluate_cmd)

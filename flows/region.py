@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import os
 import string
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -48,8 +49,28 @@ Write = tuple[str, tuple[int, ...]]
 RETRIES, RETRY_DELAYS, RETRY_JITTER = 3, exponential_backoff(backoff_factor=2), 0.5
 
 
+#: test-only: the environment variable of the failure drill, the index of the write batch that writes half of its
+#: chunks and then fails as a crashed worker would (:class:`InjectedFailure`). The flow process reads it, so it is
+#: no parameter of the flow: deployments and their run form never show it. For tests and drills only.
+FAIL_AT_BATCH_ENV = "SRCUBE_TEST_FAIL_AT_BATCH"
+
+
 class InjectedFailure(RuntimeError):
-    """Raised by the failure drill (``inject_failure_at_batch``); never retried."""
+    """Raised by the failure drill (:data:`FAIL_AT_BATCH_ENV`); never retried."""
+
+
+def drill_batch() -> int | None:
+    """The write batch the failure drill fails (:data:`FAIL_AT_BATCH_ENV`, test-only), or None where it is unset."""
+    value = os.environ.get(FAIL_AT_BATCH_ENV, "").strip()
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        from srcube.pipeline.errors import InvalidOptionError
+
+        raise InvalidOptionError(f"{FAIL_AT_BATCH_ENV}={value!r}: the failure drill takes a write batch's index "
+                                 "(0, 1, ...); it is for tests only, unset it to run the flow") from None
 
 
 def _retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
@@ -294,21 +315,22 @@ def _markdown(req: RunRequest, final: dict[str, Any], start: dict[str, Any], sum
 def region_flow(bbox: list[float] | str, dates: str | list[str] = "last 30 days", catalog: str = "sample",
                 collection: str | None = None, bands: list[str] | None = None, model: str = "auto",
                 scale: int | None = None, out: str = "srcube.zarr", options: RunOptions | None = None,
-                batch_chunks: int = 8, inject_failure_at_batch: int | None = None) -> dict[str, Any]:
+                batch_chunks: int = 8) -> dict[str, Any]:
     """Super-resolve ``bbox`` over ``dates`` into the zarr cube ``out``, as Prefect tasks on Dask.
 
     dates: ``YYYY-MM-DD/YYYY-MM-DD`` or a window ending on the run's scheduled day ("last 30
     days", "last 2 weeks", "yesterday"). out: local path or URL (``s3://...``); may contain
     ``{start}``, ``{end}``, ``{bbox}``. options: :class:`srcube.pipeline.options.RunOptions` (the flow's
     parameter schema lists every option with its help text and choices).
-    batch_chunks: output locations per write task. inject_failure_at_batch: failure drill
-    (that batch writes half of its chunks and fails).
+    batch_chunks: output locations per write task. (Tests drill a failed batch with the environment
+    variable :data:`FAIL_AT_BATCH_ENV`, not with a parameter.)
     """
     t0 = time.perf_counter()
     redact.install()
     logger = get_run_logger()
     req = build_request(bbox, dates, catalog, collection, bands, model, scale, out,
                         options.given() if isinstance(options, RunOptions) else options)
+    fail_at = drill_batch()
     logger.info("request %s %s on %s with %s -> %s", list(req.bbox), req.dates, catalog, model, req.out)
     if grows(CubeStore(req.out, req.options.store_options(req.out)), req.options.mode):
         grown = append_cube.submit(req).result()
@@ -321,7 +343,7 @@ def region_flow(bbox: list[float] | str, dates: str | list[str] = "last 30 days"
         start = start_cube.submit(req, items, decisions, batch_chunks).result()
         write = _write_task()
         futures = [write.submit(req, items, decisions, start["template_id"], i, batch,
-                                fail=inject_failure_at_batch == i)
+                                fail=fail_at == i)
                    for i, batch in enumerate(start["batches"])]
         wait(futures)
         results = [f.result() for f in futures]  # the first failed batch fails the flow, after all have run

@@ -5,10 +5,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from srcube.models.weights import Normalisation
 
 
 class SRModel(nn.Module):
@@ -83,6 +86,38 @@ class SRModel(nn.Module):
             "receptive_field": self.receptive_field,
             "parameters": count_parameters(self),
         }
+
+
+class Normalized(SRModel):
+    """An SRModel that normalises its input and de-normalises its output (reflectance in and out): weights trained
+    on normalised inputs (:class:`srcube.models.weights.Normalisation`) as :func:`srcube.models.weights.load_weights`
+    gives them. It lives here, with the torch classes, so that the weights metadata reads without torch."""
+
+    def __init__(self, inner: SRModel, norm: Normalisation) -> None:
+        super().__init__(scale=inner.scale, channels=inner.channels, bands=inner.bands)
+        self.inner = inner
+        self.name = inner.name
+        self.multi_frame = inner.multi_frame
+        self.norm = norm
+
+    @property
+    def receptive_field(self) -> int:
+        return self.inner.receptive_field
+
+    @property
+    def tile_local(self) -> bool:  # type: ignore[override]
+        return self.inner.tile_local
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        from srcube.models.sharpen import Sharpener  # (it builds on this module)
+
+        o, s = self.norm.offset, self.norm.scale
+        if isinstance(self.inner, Sharpener):  # a sharpener's guide is reflectance too
+            if args:
+                args = ((args[0] - o) / s, *args[1:])
+            elif kwargs.get("guide") is not None:
+                kwargs = {**kwargs, "guide": (kwargs["guide"] - o) / s}
+        return self.inner((x - o) / s, *args, **kwargs) * s + o
 
 
 def bicubic_then_hr_reach(hr_reach: int, scale: int) -> int:

@@ -31,17 +31,23 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from srcube.models.psf import SENSOR_PSF, Degradation, blur_decimate, sensor_degradation, spread_blur
 
 #: banded inverse: kernel taps each side of the diagonal (and rows treated as edge rows at each end)
 DEFAULT_ORDER = 6
+
+#: a banded inverse along one axis: (interior kernel, top rows, bottom rows), as arrays or as tensors
+BandOperator = tuple[np.ndarray, np.ndarray, np.ndarray]
+BandTensors = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -123,21 +129,36 @@ class Projection:
         d = self.degradation
         return (self.scale, float(d.sigma), d.decimation, (float(d.phase[0]), float(d.phase[1])), self.order)
 
-    def solve(self, r: torch.Tensor) -> torch.Tensor:
-        """``c`` with ``(D B) c ~= r`` for (..., H, W) input-grid residuals (banded approximate inverse)."""
-        c = _apply_axis(r, _axis_inverse(*self._key(), 0, r.shape[-2]), r.ndim - 2)
-        return _apply_axis(c, _axis_inverse(*self._key(), 1, r.shape[-1]), r.ndim - 1)
+    def band(self, axis: int) -> BandOperator:
+        """The banded inverse of ``D B`` along ``axis`` (0: y, 1: x) for every axis longer than ``2 order``
+        input pixels: (interior kernel, top rows, bottom rows), float64. It does not depend on the axis'
+        length, so a graph can hold it as constants (:class:`ProjectionLayer`)."""
+        return _axis_band(*self._key(), axis)
 
-    def apply(self, lr: torch.Tensor, sr: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    def solve(self, r: torch.Tensor, bands: Sequence[BandOperator | BandTensors] | None = None) -> torch.Tensor:
+        """``c`` with ``(D B) c ~= r`` for (..., H, W) input-grid residuals (banded approximate inverse).
+
+        ``bands``: :meth:`band` of each axis, given (as tensors: the buffers of a :class:`ProjectionLayer`)
+        so that nothing is computed from the array's size on axes longer than ``2 order``; shorter axes take
+        the exact dense inverse of their length either way."""
+        for axis in (0, 1):
+            dim = r.ndim - 2 + axis
+            n = r.shape[dim]
+            op = bands[axis] if bands is not None and n > 2 * self.order else _axis_inverse(*self._key(), axis, n)
+            r = _apply_axis(r, op, dim)
+        return r
+
+    def apply(self, lr: torch.Tensor, sr: torch.Tensor, valid: torch.Tensor | None = None,
+              bands: Sequence[BandOperator | BandTensors] | None = None) -> torch.Tensor:
         """The projected ``sr`` alone (:meth:`project` without its consistency error: what a model's
-        forward pass needs)."""
+        forward pass needs); ``bands``: as :meth:`solve`."""
         if sr.shape[-2:] != (lr.shape[-2] * self.scale, lr.shape[-1] * self.scale):
             raise ValueError(f"sr {tuple(sr.shape)} is not {self.scale} x lr {tuple(lr.shape)}")
         lr = lr.to(sr.dtype)
         r = lr - self.degrade(sr)
         if valid is not None:
             r = torch.where(valid.unsqueeze(-3), r, torch.zeros_like(r))
-        return sr + self.spread(self.solve(r), (sr.shape[-2], sr.shape[-1]))
+        return sr + self.spread(self.solve(r, bands), (sr.shape[-2], sr.shape[-1]))
 
     def project(self, lr: torch.Tensor, sr: torch.Tensor,
                 valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -168,8 +189,31 @@ class Projection:
                 "consistency_order": self.order}
 
 
-def _apply_axis(r: torch.Tensor, op: tuple[np.ndarray, np.ndarray, np.ndarray] | np.ndarray, dim: int
-                ) -> torch.Tensor:
+class ProjectionLayer(nn.Module):
+    """:meth:`Projection.apply` as a module whose banded inverses (:meth:`Projection.band`, one per axis) are
+    constant buffers made when it is built: a model that ends with it exports (ONNX) with them as constants,
+    nothing inverted at trace time, for any size whose axes are longer than ``2 order`` input pixels (the
+    graph asks for that; shorter axes, eager only, take the exact dense inverse of their length). The
+    buffers are not persistent: weights files hold no trace of them, and results are those of
+    :meth:`Projection.apply`."""
+
+    def __init__(self, projection: Projection) -> None:
+        super().__init__()
+        self.projection = projection
+        for axis, name in enumerate("yx"):
+            for part, values in zip(("kernel", "top", "bottom"), projection.band(axis), strict=True):
+                self.register_buffer(f"{part}_{name}", torch.as_tensor(values), persistent=False)
+
+    def bands(self) -> tuple[BandTensors, BandTensors]:
+        """The buffers as (kernel, top rows, bottom rows) of the y axis, then of the x axis."""
+        y, x = ((getattr(self, f"kernel_{n}"), getattr(self, f"top_{n}"), getattr(self, f"bottom_{n}")) for n in "yx")
+        return y, x
+
+    def forward(self, lr: torch.Tensor, sr: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        return self.projection.apply(lr, sr, valid, bands=self.bands())
+
+
+def _apply_axis(r: torch.Tensor, op: BandOperator | BandTensors | np.ndarray, dim: int) -> torch.Tensor:
     """Apply a banded operator (interior kernel, top rows, bottom rows) or a dense matrix along ``dim``."""
     r = r.movedim(dim, -1)
     if isinstance(op, np.ndarray):
@@ -204,20 +248,36 @@ def _impulse_response(proj: Projection, axis: int, n: int) -> np.ndarray:
 
 @functools.lru_cache(maxsize=64)
 def _axis_inverse(scale: int, sigma: float, decimation: str, phase: tuple[float, float], order: int, axis: int,
-                  n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | np.ndarray:
+                  n: int) -> BandOperator | np.ndarray:
     """The approximate inverse of ``D B`` along ``axis`` for an axis of ``n`` input pixels: banded
-    (kernel, top rows, bottom rows) when ``n > 2 order``, else the exact dense inverse."""
+    (kernel, top rows, bottom rows; :func:`_axis_band`) when ``n > 2 order``, else the exact dense inverse."""
+    if n > 2 * order:
+        return _axis_band(scale, sigma, decimation, phase, order, axis)
     proj = Projection(scale, Degradation(sigma, decimation, 0.0, phase), order)
-    # A_y (x) A_x = resp_y (x) resp_x / P, P = the product of the two axes' central values
+    with torch.device("cpu"):  # computed in numpy, whatever the default device (a model built on "meta")
+        return _central(proj, axis) * np.linalg.inv(_impulse_response(proj, axis, n))
+
+
+def _central(proj: Projection, axis: int) -> float:
+    """``A_y (x) A_x = resp_y (x) resp_x / P``, P = the product of the two axes' central values: the factor
+    that turns the inverse of the ``axis`` response into that of ``A_axis`` (P on axis 0, 1 on axis 1)."""
+    if axis != 0:
+        return 1.0
     w = 2 * (2 * proj.reach + 1) + 1
     impulse = torch.zeros((1, w, w), dtype=torch.float64)
     impulse[0, w // 2, w // 2] = 1.0
-    central = float(proj.degrade(proj.spread(impulse, (w * scale, w * scale)))[0, w // 2, w // 2])
-    factor = central if axis == 0 else 1.0
-    if n <= 2 * order:  # too short for the band's 2 order + 1 taps
-        return factor * np.linalg.inv(_impulse_response(proj, axis, n))
+    return float(proj.degrade(proj.spread(impulse, (w * proj.scale, w * proj.scale)))[0, w // 2, w // 2])
+
+
+@functools.lru_cache(maxsize=64)
+def _axis_band(scale: int, sigma: float, decimation: str, phase: tuple[float, float], order: int, axis: int
+               ) -> BandOperator:
+    """The banded approximate inverse of ``D B`` along ``axis`` for any axis longer than ``2 order``: the
+    interior rows' kernel and the ``order`` rows at each end, cut from the inverse on a long axis."""
+    proj = Projection(scale, Degradation(sigma, decimation, 0.0, phase), order)
     size = max(64, 8 * order)
-    inv = factor * np.linalg.inv(_impulse_response(proj, axis, size))
+    with torch.device("cpu"):  # computed in numpy, whatever the default device (a model built on "meta")
+        inv = _central(proj, axis) * np.linalg.inv(_impulse_response(proj, axis, size))
     mid = size // 2
     kernel = inv[mid, mid - order : mid + order + 1].copy()
     top = inv[:order, : 2 * order].copy()

@@ -34,3 +34,13 @@ class UntrainedWeightsError(ModelError, ValueError):
 class ModelConfigError(ModelError, ValueError):
     """An architecture config beyond srcube's limits (a parameter, or the parameter count it builds), from
     weights metadata or a caller; refused before anything is allocated."""
+
+
+class OnnxExportError(ModelError, RuntimeError):
+    """A model that cannot be exported to ONNX (the message names the operation or behaviour the exporter
+    refused), or whose exported graph does not give the torch result in onnxruntime; no file is left."""
+
+
+class OnnxUnavailableError(ModelError, ImportError):
+    """ONNX export or the onnxruntime engine was asked for without the ``onnx`` extra (onnx, onnxscript,
+    onnxruntime) installed."""

@@ -43,10 +43,12 @@ class LRNet(SRModel):
     def __init__(self, scale: int = 4, channels: int = 1, bands: Sequence[str] | None = None, features: int = 32,
                  blocks: int = 6, res_scale: float = 0.1, project: str | None = None) -> None:
         super().__init__(scale=scale, channels=channels, bands=bands)
-        from srcube.models.consistency import Projection
+        from srcube.models.consistency import Projection, ProjectionLayer
 
         self.project = project
         self.projection = Projection.for_sensor(project, scale) if project else None
+        # its banded inverses as constant buffers (not in the weights): the model exports with them (ONNX)
+        self.projector = ProjectionLayer(self.projection) if self.projection is not None else None
         if features < 1 or blocks < 0:
             raise ValueError(f"features must be >= 1 and blocks >= 0, got {features} and {blocks}")
         self.features, self.n_blocks = features, blocks
@@ -70,6 +72,6 @@ class LRNet(SRModel):
         feat = self.head(x)
         out = F.pixel_shuffle(self.tail(feat + self.body(feat)), self.scale)
         out = out + F.interpolate(x, scale_factor=self.scale, mode="bicubic", align_corners=False)
-        if self.projection is not None:
-            out = self.projection.apply(x, out)
+        if self.projector is not None:
+            out = self.projector(x, out)
         return out

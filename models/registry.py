@@ -11,16 +11,15 @@ A model name is one of:
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from srcube.models.base import ModelSpec, SRModel
-from srcube.models.elsr import ELSR
 from srcube.models.errors import (
     ModelConfigError,
     ModelError,
@@ -28,12 +27,9 @@ from srcube.models.errors import (
     UnsupportedScaleError,
     WeightsNotFoundError,
 )
-from srcube.models.highresnet import HighResNet
-from srcube.models.interp import Interpolation, Lanczos
-from srcube.models.lrnet import LRNet
-from srcube.models.sharpen import DSen2Lite, HighPassInjection
-from srcube.models.sisr import SISRGenerator
-from srcube.models.srcnn import SRCNN
+
+if TYPE_CHECKING:
+    from srcube.models.base import ModelSpec, SRModel
 
 ANY_SCALE = tuple(range(2, 9))
 log = logging.getLogger(__name__)
@@ -58,6 +54,10 @@ class ModelEntry:
     scales: tuple[int, ...]
     description: str
     defaults: tuple[tuple[str, Any], ...] = ()
+    #: (parameters, receptive field) of the default config at scale 4 (or the first of ``scales``), known without
+    #: building it: ``srcube models`` lists the registry without importing torch (tests/models/test_models.py
+    #: checks each against what :func:`build` makes); None: built to be counted
+    size: tuple[int, int] | None = None
 
     @property
     def needs_weights(self) -> bool:
@@ -65,6 +65,20 @@ class ModelEntry:
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
+
+
+@dataclass(frozen=True)
+class _Lazy:
+    """A builder that imports its architecture's module when it first builds (the registry imports no torch)."""
+
+    module: str
+    cls: str
+    fixed: tuple[tuple[str, Any], ...] = ()
+
+    def __call__(self, **config: Any) -> SRModel:
+        model: SRModel = getattr(importlib.import_module(f"srcube.models.{self.module}"), self.cls)(
+            **dict(self.fixed), **config)
+        return model
 
 
 def register(entry: ModelEntry) -> None:
@@ -181,6 +195,7 @@ def resolve(model: str, *, scale: int | None = None, bands: Sequence[str] | None
     Raises UnknownModelError, UnsupportedScaleError, WeightsNotFoundError, IncompatibleWeightsError,
     WeightsIntegrityError or UntrainedWeightsError before any work starts.
     """
+    from srcube.models.base import ModelSpec
     from srcube.models.weights import load_weights, shipped_weights
 
     path: Path | None = None
@@ -210,34 +225,36 @@ def spec_for(name: str, *, scale: int) -> ModelSpec:
     return resolve(name, scale=scale)[0]
 
 
-for _mode, _desc in (("nearest", "nearest-neighbour upsampling (each pixel becomes scale x scale)"),
-                     ("bilinear", "bilinear interpolation baseline"),
-                     ("bicubic", "bicubic interpolation baseline (a = -0.75, as torch/OpenCV)")):
-    register(ModelEntry(_mode, lambda mode=_mode, **kw: Interpolation(mode=mode, **kw), "interpolation",
-                        ANY_SCALE, _desc))
-register(ModelEntry("lanczos", Lanczos, "interpolation", ANY_SCALE, "Lanczos-3 interpolation baseline"))
-register(ModelEntry("srcnn", SRCNN, "single-image", ANY_SCALE,
-                    "SRCNN (Dong et al. 2015): bicubic + 9-1-5 convolutions, residual"))
-register(ModelEntry("elsr", ELSR, "single-image", ANY_SCALE,
-                    "ELSR (2022): 5 tiny convolutions + pixel shuffle, ~3k parameters"))
-register(ModelEntry("srgan", lambda **kw: SISRGenerator(block="residual", **kw), "single-image", ANY_SCALE,
+for _mode, _desc, _rf in (("nearest", "nearest-neighbour upsampling (each pixel becomes scale x scale)", 0),
+                          ("bilinear", "bilinear interpolation baseline", 1),
+                          ("bicubic", "bicubic interpolation baseline (a = -0.75, as torch/OpenCV)", 2)):
+    register(ModelEntry(_mode, _Lazy("interp", "Interpolation", (("mode", _mode),)), "interpolation", ANY_SCALE,
+                        _desc, size=(0, _rf)))
+register(ModelEntry("lanczos", _Lazy("interp", "Lanczos"), "interpolation", ANY_SCALE,
+                    "Lanczos-3 interpolation baseline", size=(0, 3)))
+register(ModelEntry("srcnn", _Lazy("srcnn", "SRCNN"), "single-image", ANY_SCALE,
+                    "SRCNN (Dong et al. 2015): bicubic + 9-1-5 convolutions, residual", size=(8_129, 3)))
+register(ModelEntry("elsr", _Lazy("elsr", "ELSR"), "single-image", ANY_SCALE,
+                    "ELSR (2022): 5 tiny convolutions + pixel shuffle, ~3k parameters", size=(1_606, 4)))
+register(ModelEntry("srgan", _Lazy("sisr", "SISRGenerator", (("block", "residual"),)), "single-image", ANY_SCALE,
                     "SRGAN/SRResNet generator: residual blocks, pixel shuffle, bicubic skip",
-                    defaults=(("features", 64), ("blocks", 16))))
-register(ModelEntry("esrgan", lambda **kw: SISRGenerator(block="rrdb", **kw), "single-image", ANY_SCALE,
+                    defaults=(("features", 64), ("blocks", 16)), size=(1_553_409, 36)))
+register(ModelEntry("esrgan", _Lazy("sisr", "SISRGenerator", (("block", "rrdb"),)), "single-image", ANY_SCALE,
                     "ESRGAN generator: RRDB blocks, pixel shuffle, bicubic skip",
-                    defaults=(("features", 64), ("blocks", 23), ("growth", 32))))
-register(ModelEntry("lrnet", LRNet, "single-image", ANY_SCALE,
+                    defaults=(("features", 64), ("blocks", 23), ("growth", 32)), size=(16_917_441, 349)))
+register(ModelEntry("lrnet", _Lazy("lrnet", "LRNet"), "single-image", ANY_SCALE,
                     "residual network at the input resolution + pixel shuffle + bicubic skip; with channels > 1 the "
                     "bands guide each other (srcube's cross-band Sentinel-2 models)",
-                    defaults=(("features", 32), ("blocks", 6))))
-register(ModelEntry("hpf", HighPassInjection, "sharpen-baseline", (2, 3, 4, 6),
+                    defaults=(("features", 32), ("blocks", 6)), size=(115_920, 14)))
+register(ModelEntry("hpf", _Lazy("sharpen", "HighPassInjection"), "sharpen-baseline", (2, 3, 4, 6),
                     "band sharpening by linear high-pass injection: regress each low band on the degraded guide, "
-                    "inject the guide's high frequencies (no learning)"))
-register(ModelEntry("dsen2", DSen2Lite, "sharpen", (2, 3, 4, 6),
-                    "learned band sharpening, DSen2-style (Lanaras et al. 2018), computed on the low grid"))
-register(ModelEntry("highresnet", HighResNet, "multi-frame", ANY_SCALE,
+                    "inject the guide's high frequencies (no learning)", size=(0, 2)))
+register(ModelEntry("dsen2", _Lazy("sharpen", "DSen2Lite"), "sharpen", (2, 3, 4, 6),
+                    "learned band sharpening, DSen2-style (Lanaras et al. 2018), computed on the low grid",
+                    size=(321_264, 14)))
+register(ModelEntry("highresnet", _Lazy("highresnet", "HighResNet"), "multi-frame", ANY_SCALE,
                     "HighRes-net (Deudon et al. 2020): recursive fusion of up to n_views clear revisits",
-                    defaults=(("scale", 3),)))
+                    defaults=(("scale", 3),), size=(620_490, 18)))
 
 
 def test_report(name: str) -> dict[str, Any] | None:

@@ -91,8 +91,24 @@ def degrade_guide(guide: torch.Tensor, ratio: int, sensor: str = "sentinel-2") -
 
 
 def _box(x: torch.Tensor, window: int) -> torch.Tensor:
-    """Mean over the ``window x window`` neighbourhood of each pixel, over what lies inside the image."""
-    return F.avg_pool2d(x, window, stride=1, padding=window // 2, count_include_pad=False)
+    """Mean over the ``window x window`` neighbourhood of each pixel, over what lies inside the image.
+
+    While a graph is exported (ONNX), as differences of cumulative sums divided by the count of pixels inside:
+    the moments are float64, and onnxruntime has no float64 average pooling."""
+    if not torch.compiler.is_exporting():
+        return F.avg_pool2d(x, window, stride=1, padding=window // 2, count_include_pad=False)
+    r = window // 2
+    h, w = x.shape[-2:]
+    # a zero before the first pixel: the sum over pixels j - r .. j + r is prefix[j + window] - prefix[j]
+    prefix = F.pad(x, (r + 1, r, r + 1, r)).cumsum(-1)
+    prefix = (prefix[..., :, window : window + w] - prefix[..., :, 0:w]).cumsum(-2)
+    total = prefix[..., window : window + h, :] - prefix[..., 0:h, :]
+
+    def inside(n: int) -> torch.Tensor:  # pixels of the window inside an axis of n, at each position
+        at = torch.arange(n, device=x.device)
+        return ((at + r).clamp(max=n - 1) - (at - r).clamp(min=0) + 1).to(x.dtype)
+
+    return total / (inside(h)[:, None] * inside(w)[None, :])
 
 
 def _fill(x: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
@@ -100,6 +116,39 @@ def _fill(x: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
     n = ok.to(x.dtype).sum((-2, -1), keepdim=True).clamp_min(1.0)
     mean = torch.where(ok, x, 0.0).sum((-2, -1), keepdim=True) / n
     return torch.where(ok, x, mean)
+
+
+def _solve_spd(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``x`` with ``a x = b`` for batches of small symmetric positive definite ``a`` (..., g, g) and ``b`` (..., g, k).
+
+    ``torch.linalg.solve`` (LAPACK, batched) when running; while a graph is exported (ONNX has no linear
+    solve) a Cholesky factorisation and the two triangular substitutions unrolled into plain elementwise
+    ops, the same solution to float64 rounding (``tests/models/test_model_zoo.py`` compares them). The
+    unrolled form is kept out of the eager path: it measured 6x slower there than LAPACK's batched solve.
+    """
+    if not torch.compiler.is_exporting():
+        return torch.linalg.solve(a, b)
+    g = a.shape[-1]
+    low: list[list[torch.Tensor]] = [[] for _ in range(g)]  # low[i][j] = L[i, j], j <= i
+    for j in range(g):
+        for i in range(j, g):
+            v = a[..., i, j]
+            for k in range(j):
+                v = v - low[i][k] * low[j][k]
+            low[i].append(torch.sqrt(v) if i == j else v / low[j][j])
+    y: list[torch.Tensor] = []
+    for i in range(g):  # L y = b
+        v = b[..., i, :]
+        for k in range(i):
+            v = v - low[i][k][..., None] * y[k]
+        y.append(v / low[i][i][..., None])
+    x: list[torch.Tensor] = [y[0]] * g
+    for i in reversed(range(g)):  # L^T x = y
+        v = y[i]
+        for k in range(i + 1, g):
+            v = v - low[k][i][..., None] * x[k]
+        x[i] = v / low[i][i][..., None]
+    return torch.stack(x, -2)
 
 
 class HighPassInjection(Sharpener):
@@ -136,7 +185,7 @@ class HighPassInjection(Sharpener):
         x = torch.where(ok, x, 0.0).to(torch.float64)
         y = torch.where(ok, y, 0.0).to(torch.float64)
         xtx = x @ x.transpose(1, 2) + self.ridge * torch.eye(g + 1, dtype=x.dtype, device=x.device)
-        return torch.linalg.solve(xtx, x @ y.transpose(1, 2)).transpose(1, 2).to(low.dtype)
+        return _solve_spd(xtx, x @ y.transpose(1, 2)).transpose(1, 2).to(low.dtype)
 
     def local_weights(self, low: torch.Tensor, guide_low: torch.Tensor) -> torch.Tensor:
         """(N, L, G, h, w) weights of each low band on the degraded guide, fitted in every window (centred
@@ -153,14 +202,16 @@ class HighPassInjection(Sharpener):
         trace = a.diagonal(dim1=-2, dim2=-1).sum(-1)[..., None, None] / g
         eye = torch.eye(g, dtype=a.dtype, device=a.device)
         a = a + (self.ridge + 1e-3 * trace) * eye
-        beta = torch.linalg.solve(a, cxy.permute(0, 3, 4, 1, 2))  # (n, h, w, g, L)
+        beta = _solve_spd(a, cxy.permute(0, 3, 4, 1, 2))  # (n, h, w, g, L)
         return beta.permute(0, 4, 3, 1, 2).to(low.dtype)
 
     def sharpen(self, low: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
         r = self.scale
         low_ok = torch.isfinite(low).all(1, keepdim=True)
         guide_ok = torch.isfinite(guide).all(1, keepdim=True)
-        complete = bool(low_ok.all()) and bool(guide_ok.all())
+        # an exported graph (ONNX) cannot branch on the data: it takes the no-data path, which gives the same
+        # values where everything is finite (nothing filled, nothing masked)
+        complete = not torch.compiler.is_exporting() and bool(low_ok.all()) and bool(guide_ok.all())
         if not complete:
             low, guide = _fill(low, low_ok), _fill(guide, guide_ok)
         guide_low = degrade_guide(guide, r)

@@ -15,23 +15,22 @@ import datetime as dt
 import hashlib
 import importlib.metadata
 import json
+import math
+import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
-
-from srcube.models.base import SRModel
 from srcube.models.errors import (
     IncompatibleWeightsError,
     UntrainedWeightsError,
     WeightsIntegrityError,
     WeightsNotFoundError,
 )
-from srcube.models.sharpen import Sharpener
+
+if TYPE_CHECKING:
+    from srcube.models.base import SRModel
 
 FORMAT = "srcube-weights/1"
 SHIPPED_DIR = Path(__file__).resolve().parent / "weights"
@@ -91,34 +90,6 @@ class WeightsMeta:
         return asdict(self)
 
 
-class Normalized(SRModel):
-    """An SRModel that normalises its input and de-normalises its output (reflectance in and out)."""
-
-    def __init__(self, inner: SRModel, norm: Normalisation) -> None:
-        super().__init__(scale=inner.scale, channels=inner.channels, bands=inner.bands)
-        self.inner = inner
-        self.name = inner.name
-        self.multi_frame = inner.multi_frame
-        self.norm = norm
-
-    @property
-    def receptive_field(self) -> int:
-        return self.inner.receptive_field
-
-    @property
-    def tile_local(self) -> bool:  # type: ignore[override]
-        return self.inner.tile_local
-
-    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        o, s = self.norm.offset, self.norm.scale
-        if isinstance(self.inner, Sharpener):  # a sharpener's guide is reflectance too
-            if args:
-                args = ((args[0] - o) / s, *args[1:])
-            elif kwargs.get("guide") is not None:
-                kwargs = {**kwargs, "guide": (kwargs["guide"] - o) / s}
-        return self.inner((x - o) / s, *args, **kwargs) * s + o
-
-
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -138,6 +109,9 @@ def save_weights(model: SRModel, path: str | Path, *, name: str | None = None, t
                  training: Mapping[str, Any] | None = None, metrics: Mapping[str, Any] | None = None,
                  normalisation: Normalisation | None = None, licence: str = "Apache-2.0") -> WeightsMeta:
     """Write ``path.safetensors`` + ``path.json``. ``model`` is the bare architecture (not Normalized)."""
+    from safetensors.torch import save_file
+
+    from srcube.models.base import Normalized
     from srcube.models.registry import architecture_config
 
     if isinstance(model, Normalized):
@@ -179,6 +153,24 @@ def read_meta(path: str | Path) -> WeightsMeta:
         raise IncompatibleWeightsError(f"unreadable weights metadata {meta_path}: {exc}") from None
 
 
+def stored_values(path: str | Path) -> int:
+    """How many numbers a weights file holds: the sizes of its tensors, read from the safetensors header alone (8
+    bytes of length, then JSON) without torch, so ``srcube models`` lists the shipped weights quickly. srcube's
+    architectures keep their buffers out of the file: this is the weights' parameter count."""
+    tensors_path, _ = _paths(path)
+    try:
+        with open(tensors_path, "rb") as f:
+            (size,) = struct.unpack("<Q", f.read(8))
+            data = f.read(min(size, 100 << 20))  # safetensors' own limit on a header
+            if len(data) != size:
+                raise ValueError(f"its header says {size} bytes, {len(data)} follow")
+            header = json.loads(data)
+        return sum(math.prod(t["shape"]) for k, t in header.items() if k != "__metadata__")
+    except (OSError, struct.error, ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise IncompatibleWeightsError(f"{tensors_path} is not a readable safetensors file ({exc}); export the "
+                                       "weights with models.save_weights") from None
+
+
 def check_compatible(meta: WeightsMeta, *, scale: int | None = None, bands: Sequence[str] | None = None) -> None:
     """Raise IncompatibleWeightsError unless the weights can serve this scale and these bands."""
     if scale is not None and scale != meta.scale:
@@ -191,6 +183,10 @@ def check_compatible(meta: WeightsMeta, *, scale: int | None = None, bands: Sequ
 def load_weights(path: str | Path, *, expected_sha256: str | None = None, scale: int | None = None,
                  bands: Sequence[str] | None = None, allow_untrained: bool = False) -> tuple[SRModel, WeightsMeta]:
     """The ready-to-run model (eval mode, normalisation included) and its metadata."""
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    from srcube.models.base import Normalized
     from srcube.models.registry import build, parameter_shapes
 
     meta = read_meta(path)

@@ -96,10 +96,20 @@ class ModelConfigError(SrcubeError, models.ModelConfigError):
     """Weights metadata (or a config) asks for an architecture beyond srcube's limits; nothing is allocated."""
 
 
+class OnnxExportError(SrcubeError, models.OnnxExportError):
+    """A model cannot be exported to ONNX (the message says why), its exported graph does not give the torch
+    result in onnxruntime, or an .onnx file given to engine="onnx" is not one srcube exported."""
+
+
+class OnnxUnavailableError(SrcubeError, models.OnnxUnavailableError):
+    """ONNX export or engine="onnx" without the onnx extra (onnx, onnxscript, onnxruntime) installed."""
+
+
 def as_pipeline_error(exc: models.ModelError) -> SrcubeError:
     """The pipeline's typed twin of a model-layer error (same message)."""
     for cls in (UnknownModelError, UnsupportedScaleError, WeightsNotFoundError, WeightsIntegrityError,
-                IncompatibleWeightsError, UntrainedWeightsError, ModelConfigError):
+                IncompatibleWeightsError, UntrainedWeightsError, ModelConfigError, OnnxExportError,
+                OnnxUnavailableError):
         if isinstance(exc, cls.__mro__[2]):
             return cls(str(exc))
     return SrcubeError(str(exc))

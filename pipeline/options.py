@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from srcube.pipeline.errors import InvalidOptionError
@@ -31,6 +31,13 @@ def _opt(default: Any, help: str, expect: str | None = None, **constraints: Any)
     value is (error messages), and pydantic constraints."""
     extra: dict[str, Any] | None = {"expect": expect} if expect else None
     return Field(default, description=help, json_schema_extra=extra, **constraints)
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as its Python value, anything else as it is. numpy is not imported for it (the command line
+    builds its options from this module): a numpy scalar exists only where numpy was imported already."""
+    numpy = sys.modules.get("numpy")
+    return value.item() if numpy is not None and isinstance(value, numpy.generic) else value
 
 
 class RunOptions(BaseModel):
@@ -83,6 +90,9 @@ class RunOptions(BaseModel):
     tile: int | None = _opt(None, "input tile size in pixels (default 256, larger for deep models)",
                             "an integer >= 16", ge=16)
     precision: Literal["fp32", "bf16", "fp16"] = _opt("fp32", "model precision (bf16/fp16: autocast on CUDA)")
+    engine: Literal["torch", "onnx"] = _opt(
+        "torch", "what runs a single-image model: torch, or its exported ONNX graph in onnxruntime (the onnx extra; "
+                 "exported once into $SRCUBE_ONNX_CACHE; the torch result within 1e-4; fp32)")
     boundary: Literal["none", "reflect", "edge"] = _opt("none", "scene-edge handling of the model")
     frames_per_task: int = _opt(1, "frames (or composite windows) per SR task", ">= 1", ge=1)
     pass_tile: int | None = _opt(None, "input pixels per side of one forward pass's tile (default per device: "
@@ -132,7 +142,7 @@ class RunOptions(BaseModel):
         """numpy scalars as Python values, paths as strings, mappings as dicts, QA class lists as tuples."""
         if not isinstance(data, Mapping):
             return data
-        out = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in data.items()}
+        out = {k: _plain(v) for k, v in data.items()}
         if isinstance(out.get("stack_cache"), os.PathLike):
             out["stack_cache"] = os.fspath(out["stack_cache"])
         so = out.get("storage_options")
@@ -140,7 +150,7 @@ class RunOptions(BaseModel):
             out["storage_options"] = dict(so)
         classes = out.get("clear_classes")
         if isinstance(classes, Iterable) and not isinstance(classes, (str, bytes, Mapping)):
-            out["clear_classes"] = tuple(v.item() if isinstance(v, np.generic) else v for v in classes)
+            out["clear_classes"] = tuple(_plain(v) for v in classes)
         return out
 
     @field_validator("window")
@@ -165,6 +175,9 @@ class RunOptions(BaseModel):
             raise ValueError(f"need 1 <= min_views <= n_views, got {self.min_views} and {self.n_views}")
         if self.keepbits is not None and self.dtype != "float32":
             raise ValueError(f"keepbits rounds float32 mantissas; dtype {self.dtype!r} has none (drop one of them)")
+        if self.engine == "onnx" and self.precision != "fp32":
+            raise ValueError(f"engine 'onnx' runs the exported float32 graph; precision {self.precision!r} is for "
+                             "torch: use precision 'fp32' or engine 'torch'")
         return self
 
     # --- construction ----------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from srcube.models.psf import SENSOR_PSF
 from srcube.pipeline import redact
 from srcube.pipeline.errors import (
     InvalidOptionError,
+    OnnxUnavailableError,
     OutputNotWritableError,
     OutputUnreachableError,
     SrcubeError,
@@ -30,8 +31,8 @@ from srcube.pipeline.request import RunRequest
 from srcube.pipeline.search import catalog as cat
 from srcube.pipeline.search.access import AssetAccess, ReadSettings, access_for
 from srcube.pipeline.sensors import SensorProfile, get_sensor
-from srcube.pipeline.sr.infer import ResolvedModel, resolve_model, tile_margin, tile_spec, wants_consistency
 from srcube.pipeline.sr.sharpening import SharpenChoice, choose_sharpener
+from srcube.pipeline.sr.spec import ResolvedModel, resolve_model, tile_margin, tile_spec, wants_consistency
 from srcube.pipeline.sr.tiling import TileSpec
 from srcube.pipeline.write.store import CubeStore
 
@@ -100,6 +101,8 @@ def plan(req: RunRequest) -> RunPlan:
         log.info("model 'auto' is %s", model)
     resolved = ResolvedModel(*resolve_model(model, scale, bands=band_names, allow_untrained=opts.allow_untrained))
     local = resolved.local
+    if opts.engine == "onnx":
+        _check_onnx_engine(model if isinstance(model, str) else local.name, bool(local.multi_frame))
     sharpener = choose_sharpener(opts.sharpen, allow_untrained=opts.allow_untrained, bands=band_names)
     n_model = int(getattr(local, "n_views", getattr(getattr(local, "inner", None), "n_views", 0)) or 0)
     n_views = opts.n_views or n_model or 1
@@ -202,6 +205,20 @@ def store_error(store: CubeStore, exc: BaseException, timeout: float | None = No
             f"output {store.url}: the object store did not answer{waited} ({type(exc).__name__}: {exc}); check the "
             "endpoint (storage option client_kwargs.endpoint_url), the network, and that the service is up")
     return OutputNotWritableError(f"output {store.url} cannot be written: {type(exc).__name__}: {exc}")
+
+
+def _check_onnx_engine(model: str, multi_frame: bool) -> None:
+    """engine="onnx" runs single-image models, with onnxruntime installed (looked up, not imported: planning
+    imports no inference): InvalidOptionError or OnnxUnavailableError before any work."""
+    import importlib.util
+
+    if multi_frame:
+        raise InvalidOptionError(f"engine='onnx' runs single-image models; {model} is multi-frame (its graph exports "
+                                 "with srcube export-onnx, but runs fuse views in torch): use engine='torch'")
+    missing = [p for p in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(p) is None]
+    if missing:
+        raise OnnxUnavailableError(f"engine='onnx' needs {', '.join(missing)} (not installed): install srcube's onnx "
+                                   "extra (pip install 'srcube[onnx]'), or use engine='torch'")
 
 
 def _check_bands(bands: Sequence[str] | None) -> list[str] | None:

@@ -3,7 +3,7 @@
 A run is a :class:`~srcube.pipeline.request.RunRequest`, checked into a frozen
 :class:`~srcube.pipeline.plan.RunPlan` (:func:`~srcube.pipeline.plan.plan`), then these steps, each a
 function of the plan elsewhere: load the stack (:func:`~srcube.pipeline.load.load`), decide the frames
-(:mod:`~srcube.pipeline.assemble.clearance`), build the lazy cube (:mod:`~srcube.pipeline.write.cube`),
+(:mod:`~srcube.pipeline.assemble.clearance`), build the lazy cube (:func:`~srcube.pipeline.build.build_cube`),
 write its chunks and finalise it (:class:`~srcube.pipeline.write.store.CubeStore`). :class:`RegionJob`
 holds what the steps have made so far; ``run_region`` runs them in a row, the Prefect flow as tasks.
 """

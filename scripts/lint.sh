@@ -9,7 +9,7 @@ repo="$PWD"
 tree="$(mktemp -d)"
 trap 'rm -rf "$tree"' EXIT
 mkdir "$tree/srcube"
-for f in srcube/__init__.py srcube/py.typed; do ln -s "$repo/$f" "$tree/$f"; done
+for f in srcube/*.py srcube/py.typed; do ln -s "$repo/$f" "$tree/$f"; done
 for d in pipeline models training flows cli; do ln -s "$repo/$d" "$tree/srcube/$d"; done
 (cd "$tree" && MYPYPATH="$tree" "$repo/.venv/bin/mypy" --config-file "$repo/pyproject.toml" -p srcube)
 (cd "$tree" && PYTHONPATH="$tree" "$repo/.venv/bin/lint-imports" "$repo/pyproject.toml")

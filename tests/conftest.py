@@ -78,6 +78,17 @@ def dask_client() -> Iterator[object]:
         yield client
 
 
+@pytest.fixture(scope="session")
+def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The cache of exported ONNX graphs for the session ($SRCUBE_ONNX_CACHE): each model is exported once, by the
+    first test that needs its graph (an export costs seconds), never into the user's cache."""
+    folder = tmp_path_factory.getbasetemp() / "onnx-cache"
+    folder.mkdir(exist_ok=True)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SRCUBE_ONNX_CACHE", str(folder))
+        yield folder
+
+
 # --- an S3-compatible object store ------------------------------------------------------------
 
 @pytest.fixture(scope="session")

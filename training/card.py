@@ -13,7 +13,7 @@ from typing import Any
 
 from srcube.models.weights import SHIPPED_DIR, WeightsMeta, read_meta
 from srcube.training.config import windows_disjoint
-from srcube.training.evaluation import (
+from srcube.training.evaluation.report import (
     REPORT_FORMAT,
     report_path,
     robustness_markdown,
@@ -230,7 +230,7 @@ def history_lines(history_csv: str | Path) -> list[str]:
 
 def probav_section(report: Mapping[str, Any]) -> list[str]:
     """The card's "Test split" section of multi-frame PROBA-V weights (Kelvins metric on the Wald pairs)."""
-    from srcube.training.evaluation import probav_markdown
+    from srcube.training.evaluation.report import probav_markdown
 
     deg = report["scenes"][0]["degradation"]["label"] if report.get("scenes") else "?"
     return ["## Test split", "",

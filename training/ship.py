@@ -58,7 +58,7 @@ def ship(config: str | Path, *, limits: list[str] | None = None, overwrite_repor
          weights_dir: Path = SHIPPED_DIR) -> dict[str, Any]:
     """Copy the trained weights of ``config`` (``runs/NAME/NAME.*``, as ``srcube train`` exports them) into
     ``weights_dir``, write their test report, measure their speed and write their card. Returns a summary."""
-    from srcube.training.evaluation import write_test_report
+    from srcube.training.evaluation.report import write_test_report
 
     cfg = load_config(config)
     name = cfg.model.name or cfg.name
@@ -73,7 +73,7 @@ def ship(config: str | Path, *, limits: list[str] | None = None, overwrite_repor
     dst = weights_dir / name
     for suffix in (".safetensors", ".json"):
         shutil.copyfile(src.with_suffix(suffix), dst.with_suffix(suffix))
-    from srcube.training.evaluation import report_path
+    from srcube.training.evaluation.report import report_path
 
     report = report_path(dst)
     reported = report.exists() and json.loads(report.read_text()).get("weights_sha256") == read_meta(dst.with_suffix(

@@ -29,9 +29,10 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
 from srcube import models
+from srcube.models.base import Normalized
 from srcube.models.highresnet import masked_median
 from srcube.models.sisr import Discriminator
-from srcube.models.weights import Normalisation, Normalized
+from srcube.models.weights import Normalisation
 from srcube.training import losses
 from srcube.training.config import Config, ConfigError, portable
 from srcube.training.metrics import cpsnr, cssim, psnr, ssim

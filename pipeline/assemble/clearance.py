@@ -2,7 +2,7 @@
 
 Per frame: ``clear_fraction`` (share of the region's pixels that are clear) and
 ``clearance_score`` (mean per-pixel clearance, with partial credit for doubtful classes) come from
-:func:`pipeline.stack.with_clearance`. Here they become decisions:
+:func:`pipeline.assemble.stack.with_clearance`. Here they become decisions:
 
 * single-image models: every frame with ``clear_fraction >= min_clear`` is super-resolved;
 * multi-frame models: frames are grouped into composite windows (``window="30D"`` etc., or one

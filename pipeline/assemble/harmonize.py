@@ -195,8 +195,8 @@ def decision_of(item: pystac.Item) -> dict[str, Any]:
     """The decision :func:`annotate` attached to ``item``."""
     decision = item.properties.get(PROPERTY)
     if not isinstance(decision, Mapping):
-        raise InvalidDataError(f"item {item.id} has no harmonisation decision; call pipeline.harmonize.annotate "
-                               "first (run_region does)")
+        raise InvalidDataError(f"item {item.id} has no harmonisation decision; call "
+                               "srcube.pipeline.assemble.harmonize.annotate first (run_region does)")
     return dict(decision)
 
 

@@ -280,7 +280,7 @@ def assemble(items: Sequence[pystac.Item], bbox: BBox, bands: Sequence[str], *,
     Returns ``reflectance`` (time, band, y, x) float32 (DN scaled per item by the sensor's rules,
     no data as NaN) and ``qa`` (time, y, x): the sensor's raw quality band (SCL, status map), from
     which :func:`with_clearance` derives the clear mask. ``access`` prepares each href right before
-    it is read (signing, credentials: :mod:`pipeline.access`), with the GDAL ``settings``;
+    it is read (signing, credentials: :mod:`pipeline.search.access`), with the GDAL ``settings``;
     ``catalog`` (a profile name) tells the harmonisation rules who distributes the items.
 
     The grid has the finest native resolution of ``bands`` (or ``resolution``). Bands with that
@@ -288,9 +288,9 @@ def assemble(items: Sequence[pystac.Item], bbox: BBox, bands: Sequence[str], *,
     the sensor's guide bands (Sentinel-2: the 20 m bands on a 10 m grid) are band-sharpened unless
     ``sharpen`` is ``"bilinear"`` or None: the grid is snapped so that its origin is a pixel edge of
     the coarse bands' own grid, those bands are loaded on that native grid (each of their pixels
-    exactly 2 x 2 grid pixels), and :func:`pipeline.sharpening.sharpen` puts them on the grid with the
+    exactly 2 x 2 grid pixels), and :func:`pipeline.sr.sharpening.sharpen` puts them on the grid with the
     guide bands (B02 B03 B04 B08, loaded for this even when not requested) and the sharpener
-    ``sharpen`` (``"auto"``, a name, weights or a model, as :func:`pipeline.sharpening.sharpen` takes).
+    ``sharpen`` (``"auto"``, a name, weights or a model, as :func:`pipeline.sr.sharpening.sharpen` takes).
     Other coarser bands (Sentinel-2's 60 m bands, or every coarser band with ``"bilinear"``) are
     interpolated bilinearly by odc-stac. The attributes ``sharpened_bands``, ``interpolated_bands``
     and ``sharpen_*`` (model, weights sha256) say what was done.

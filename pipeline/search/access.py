@@ -46,6 +46,7 @@ from odc.loader._rio import RioDriver, RioReader, rio_read
 from rasterio.session import DummySession, Session
 
 from srcube.pipeline.network import DeadlineSession, gdal_timeouts
+from srcube.pipeline.search.catalog import ACCESS_KINDS
 
 log = logging.getLogger(__name__)
 
@@ -431,8 +432,6 @@ def access_for(kind: str, *, timeout: float = NETWORK_TIMEOUT) -> AssetAccess:
         return S3KeysAccess.capture("SRCUBE_ASSET_S3", endpoint="")
     raise ValueError(f"unknown asset access {kind!r}; one of {', '.join(ACCESS_KINDS)}")
 
-
-ACCESS_KINDS = ("none", "planetary-computer", "terrascope", "cdse", "bearer", "s3-keys")
 
 
 # --- reads ------------------------------------------------------------------------------------------

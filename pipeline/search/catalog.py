@@ -35,6 +35,10 @@ from srcube.pipeline.sensors import SensorProfile, get_sensor, sensor_for_collec
 
 log = logging.getLogger(__name__)
 
+#: how a profile's asset pixels may be read (each kind made by :func:`pipeline.search.access.access_for`); named
+#: here, with the profiles, so that listing them imports no reader (rasterio, odc-stac, Dask)
+ACCESS_KINDS = ("none", "planetary-computer", "terrascope", "cdse", "bearer", "s3-keys")
+
 
 @dataclass(frozen=True)
 class CatalogProfile:
@@ -43,7 +47,7 @@ class CatalogProfile:
     ``kind`` is ``"stac"`` (a STAC API), ``"sample"`` (srcube's own archive behind a local STAC API)
     or ``"kelvins"`` (a folder in the PROBA-V Kelvins layout; no search). ``collections`` maps the
     collection ids the profile knows to their sensor. ``access`` names how asset pixels are read
-    (:func:`pipeline.access.access_for`: signing at read time, bearer token, S3 keys); items are
+    (:func:`pipeline.search.access.access_for`: signing at read time, bearer token, S3 keys); items are
     searched and kept unsigned.
     """
 
@@ -62,8 +66,6 @@ class CatalogProfile:
             raise ValueError(f"catalog kind must be stac, sample or kelvins, got {self.kind!r}")
         if self.kind == "stac" and not self.url.startswith(("http://", "https://")):
             raise ValueError(f"catalog profile {self.name}: url must be http(s), got {self.url!r}")
-        from srcube.pipeline.search.access import ACCESS_KINDS
-
         if self.access not in ACCESS_KINDS:
             raise ValueError(f"catalog profile {self.name}: access must be one of {ACCESS_KINDS}, got {self.access!r}")
 

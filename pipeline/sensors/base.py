@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import pystac
-import xarray as xr
 
 from srcube.pipeline.sensors.bands import BandVocabulary
+
+if TYPE_CHECKING:  # for annotations: the profile itself does not import xarray
+    import xarray as xr
 
 
 class SensorProfile:
@@ -29,7 +31,7 @@ class SensorProfile:
     #: the QA classes a user may call clear, with their names
     qa_classes: ClassVar[dict[int, str]] = {}
     harmonize_modes: tuple[str, ...] = ("raster", "none")
-    #: the finer bands that guide band sharpening (:mod:`pipeline.sharpening`): bands whose pixels are
+    #: the finer bands that guide band sharpening (:mod:`pipeline.sr.sharpening`): bands whose pixels are
     #: ``sharpen_ratio`` x those of the guide are sharpened onto the guide's grid; empty: never sharpened
     guide_bands: tuple[str, ...] = ()
     sharpen_ratio: int = 2

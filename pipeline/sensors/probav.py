@@ -26,19 +26,17 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pystac
-import rasterio
-import xarray as xr
-from affine import Affine
-from odc.geo.geobox import GeoBox
-from odc.geo.xr import xr_coords
 
 from srcube.pipeline.errors import InvalidDataError
 from srcube.pipeline.sensors.bands import BandInfo, BandVocabulary
 from srcube.pipeline.sensors.base import SensorProfile
+
+if TYPE_CHECKING:  # xarray, rasterio and odc-geo are imported where pixels are read: the profile itself is light
+    import xarray as xr
 
 LR_DEG = 1.0 / 336.0  # 333 m products
 HR_DEG = 1.0 / 1008.0  # 100 m products
@@ -105,6 +103,8 @@ PROBAV = ProbaV()
 
 
 def _read_png(path: Path) -> np.ndarray:
+    import rasterio
+
     with warnings.catch_warnings():
         # a PNG has no georeferencing: rasterio says so, and that is expected here
         warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
@@ -114,6 +114,8 @@ def _read_png(path: Path) -> np.ndarray:
 
 def write_png(path: Path, array: np.ndarray) -> None:
     """Write a single-band 8- or 16-bit PNG (the Kelvins format)."""
+    import rasterio
+
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
@@ -201,6 +203,11 @@ def imgset_stack(imgset: KelvinsImgset, *, north_west: tuple[float, float], star
     corner at ``north_west`` (lon, lat) snapped to that grid; frame ``i`` stamped ``start`` + i
     minutes (the release has no dates). Reflectance = DN / 65535, as the competition scores it.
     """
+    import xarray as xr
+    from affine import Affine
+    from odc.geo.geobox import GeoBox
+    from odc.geo.xr import xr_coords
+
     name = band or imgset.band or "NIR"
     t, h, w = imgset.lr.shape
     lon0 = np.floor(north_west[0] / LR_DEG) * LR_DEG

@@ -5,7 +5,7 @@ From processing baseline 04.00 (25 January 2022) ESA adds ``BOA_ADD_OFFSET = -10
 reflectance = (DN - 1000) / 10000, while older products are DN / 10000. Whether those 1000 DN are still
 in the pixels a catalog serves depends on the distributor and the collection, not on the date, and
 item metadata is not reliable about it. :data:`OFFSET_TABLE` says, per distributor, collection and
-baseline range, what the pixels hold; ``harmonize="auto"`` (the default, :mod:`pipeline.harmonize`)
+baseline range, what the pixels hold; ``harmonize="auto"`` (the default, :mod:`pipeline.assemble.harmonize`)
 applies it and then checks it against each item's own pixels. ``"baseline"`` applies ESA's rule from
 ``s2:processing_baseline`` alone, ``"raster"`` trusts ``raster:bands`` offsets, ``"none"`` applies the
 scale only.
@@ -16,13 +16,15 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import pystac
-import xarray as xr
 
 from srcube.pipeline.sensors.bands import BandInfo, BandVocabulary
 from srcube.pipeline.sensors.base import SensorProfile
+
+if TYPE_CHECKING:  # for annotations: the profile itself does not import xarray
+    import xarray as xr
 
 VOCABULARY = BandVocabulary(
     sensor="sentinel-2",
@@ -80,7 +82,7 @@ class OffsetRule:
     """What the pixels of a distributor's collection hold, for a processing-baseline range ``[low, high)``.
 
     ``pixels``: ``"offset"`` (the +1000 DN are in the pixels), ``"no-offset"`` (plain DN = reflectance x
-    10000) or ``"unknown"`` (it differs between items: the pixels decide, see :mod:`pipeline.harmonize`).
+    10000) or ``"unknown"`` (it differs between items: the pixels decide, see :mod:`pipeline.assemble.harmonize`).
     """
 
     provider: str  # "earth-search", "planetary-computer", "cdse" or "*"

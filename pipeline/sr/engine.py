@@ -17,7 +17,7 @@ import contextlib
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, overload
 
 import dask
 import dask.array as da
@@ -28,9 +28,9 @@ from srcube.models import ModelSpec, SRModel
 from srcube.models.consistency import Projection
 from srcube.pipeline.cluster import usable_cores
 from srcube.pipeline.errors import DeviceMemoryError, InvalidOptionError
+from srcube.pipeline.sr.onnxrt import OnnxGraph
 from srcube.pipeline.sr.tiling import TileSpec, choose_tile, chunk_sizes, crop_bounds
 
-DEFAULT_TILE = 256
 BOUNDARIES = ("none", "reflect", "edge")
 PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -117,19 +117,43 @@ def cached_model(spec: ModelSpec, device: str) -> SRModel:
         return model
 
 
-def graph_model(ref: ModelSpec | SRModel) -> Any:
+class TileModel(Protocol):
+    """What the engine runs over a tile: a torch model, or the runner of an exported graph (``engine="onnx"``,
+    :class:`~srcube.pipeline.sr.onnxrt.OnnxRunner`)."""
+
+    @property
+    def tile_local(self) -> bool: ...
+
+    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor: ...
+
+
+def graph_model(ref: ModelSpec | SRModel | OnnxGraph) -> Any:
     """What a model is in the graph: its (small, hashable) spec, or the object as one shared key."""
     return ref if isinstance(ref, ModelSpec) else dask.delayed(ref, pure=True, traverse=False)
 
 
+@overload
 def tile_context(ref: ModelSpec | SRModel, spec: InferenceSpec, block_info: dict[Any, Any]
-                  ) -> tuple[SRModel, str, tuple[int, int, int, int]]:
+                 ) -> tuple[SRModel, str, tuple[int, int, int, int]]: ...
+
+
+@overload
+def tile_context(ref: ModelSpec | SRModel | OnnxGraph, spec: InferenceSpec, block_info: dict[Any, Any]
+                 ) -> tuple[TileModel, str, tuple[int, int, int, int]]: ...
+
+
+def tile_context(ref: ModelSpec | SRModel | OnnxGraph, spec: InferenceSpec, block_info: dict[Any, Any]
+                  ) -> tuple[TileModel, str, tuple[int, int, int, int]]:
     """The worker's model on its device, and the (top, bottom, left, right) margins this tile carries."""
     loc, num = block_info[0]["chunk-location"], block_info[0]["num-chunks"]
     top, bottom = crop_bounds(loc[-2], num[-2], spec.margin, spec.halo)
     left, right = crop_bounds(loc[-1], num[-1], spec.margin, spec.halo)
     device = _device()
-    model = cached_model(ref, device) if isinstance(ref, ModelSpec) else ref.to(device).eval()
+    model: TileModel
+    if isinstance(ref, OnnxGraph):  # engine="onnx": the graph's onnxruntime session, one per process
+        model = ref.runner(device, spec.threads_here())
+    else:
+        model = cached_model(ref, device) if isinstance(ref, ModelSpec) else ref.to(device).eval()
     if device == "cpu":
         torch.set_num_threads(spec.threads_here())
     else:
@@ -198,7 +222,7 @@ def _ratio(a: np.ndarray, size_hw: tuple[int, int]) -> int:
 _ITEM_BYTES: dict[tuple[int, tuple[int, ...], str], float] = {}
 
 
-def forward(model: SRModel, device: str, spec: InferenceSpec, *arrays: np.ndarray) -> torch.Tensor:
+def forward(model: TileModel, device: str, spec: InferenceSpec, *arrays: np.ndarray) -> torch.Tensor:
     """``model`` over a tile's arrays on ``device``, in the spec's precision (fp32 out), as one pass over the
     whole tile would give.
 
@@ -272,7 +296,7 @@ def _to_device(a: np.ndarray, device: str) -> torch.Tensor:
     return t.to(device)
 
 
-def forward_pass(model: SRModel, device: str, spec: InferenceSpec, *arrays: np.ndarray) -> torch.Tensor:
+def forward_pass(model: TileModel, device: str, spec: InferenceSpec, *arrays: np.ndarray) -> torch.Tensor:
     """One pass of ``model`` over the arrays on ``device``, in the spec's precision (fp32 out).
 
     On a device out-of-memory error the pass is redone in pieces with the same result: the batch (axis 0

@@ -17,8 +17,6 @@ degradation of it gives back the tile's input, and the per-pixel consistency err
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,22 +30,11 @@ import xarray as xr
 from odc.geo.geobox import GeoBox
 from odc.geo.xr import xr_coords
 
-from srcube import models
 from srcube.models import ModelSpec, SRModel
 from srcube.models.consistency import Projection
-from srcube.models.interp import Interpolation, Lanczos
 from srcube.pipeline.assemble.grid import finer_geobox
-from srcube.pipeline.errors import (
-    IncompatibleWeightsError,
-    InvalidDataError,
-    InvalidOptionError,
-    UnknownModelError,
-    UnsupportedScaleError,
-    as_pipeline_error,
-)
-from srcube.pipeline.params import safe_name
+from srcube.pipeline.errors import IncompatibleWeightsError, InvalidDataError, InvalidOptionError
 from srcube.pipeline.sr.engine import (
-    DEFAULT_TILE,
     InferenceSpec,
     TiledInput,
     checked_batch,
@@ -61,77 +48,12 @@ from srcube.pipeline.sr.engine import (
     tile_context,
     tiled_map,
 )
-from srcube.pipeline.sr.tiling import TileSpec, choose_tile
+from srcube.pipeline.sr.onnxrt import OnnxGraph, checked_engine, onnx_graph
+from srcube.pipeline.sr.spec import resolve_model, tile_margin, tile_spec, wants_consistency
+from srcube.pipeline.sr.tiling import TileSpec
 
 
-@dataclass(frozen=True)
-class ResolvedModel:
-    """A model already resolved (weights read, hashed and checked once per run): what goes into the graph
-    and the local instance. :func:`resolve_model` hands it back as it is."""
-
-    ref: ModelSpec | SRModel
-    local: SRModel
-
-
-def resolve_model(model: str | Path | ModelSpec | SRModel | ResolvedModel, scale: int | None, *,
-                  bands: Sequence[str] | None = None,
-                  allow_untrained: bool = False) -> tuple[ModelSpec | SRModel, SRModel]:
-    """(what goes into the graph, a local instance to read scale/receptive field/metadata from).
-
-    Names and weights files are checked (registry, sha256, scale, bands, trained) before any work.
-    A string that is neither a plain name nor the path of an existing weights file (``.safetensors``
-    or ``.json``, or their common stem) is refused: names never reach the filesystem (no traversal).
-    """
-    if isinstance(model, ResolvedModel):
-        if scale is not None and model.local.scale != scale:
-            raise UnsupportedScaleError(f"model {model.local.name} has scale {model.local.scale}, not {scale}")
-        return model.ref, model.local
-    if isinstance(model, str):
-        _check_model_name(model)
-    if isinstance(model, (str, Path)):
-        try:
-            return models.resolve(str(model), scale=scale, bands=bands, allow_untrained=allow_untrained)
-        except models.ModelError as exc:
-            raise as_pipeline_error(exc) from None
-    if isinstance(model, ModelSpec):
-        try:
-            local = model.build()
-        except models.ModelError as exc:
-            raise as_pipeline_error(exc) from None
-        if scale is not None and local.scale != scale:
-            raise UnsupportedScaleError(f"model spec {model.name} has scale {local.scale}, not {scale}")
-        return model, local
-    if isinstance(model, SRModel):
-        if scale is not None and model.scale != scale:
-            raise UnsupportedScaleError(f"model {model.name or type(model).__name__} has scale "
-                                        f"{model.scale}, not {scale}")
-        return model, model
-    raise UnknownModelError(f"model must be a registered name, a weights path, a ModelSpec or an SRModel, "
-                            f"got {type(model).__name__}; known names: {', '.join(models.list_models())}")
-
-
-def _check_model_name(model: str) -> None:
-    """UnknownModelError unless ``model`` is a plain name, a weights path (``.safetensors``/``.json``, or
-    the stem of existing weights) or an existing file with a suffix (``.pt``: :func:`models.resolve` says
-    it is not srcube weights)."""
-    if model.endswith((".safetensors", ".json")):
-        return  # an explicit weights path: checked (exists, sha256, metadata) by models.resolve
-    try:
-        is_file = (bool(Path(model).suffix) and Path(model).is_file()) or models.weights._paths(model)[0].is_file()
-    except (ValueError, OSError):  # "" or "." has no file name
-        is_file = False
-    if is_file:
-        return
-    try:
-        safe_name(model, "model", UnknownModelError)
-    except UnknownModelError:
-        raise UnknownModelError(
-            f"model {model!r} is neither a model name (letters, digits and '.', '_', ':', '+', '-'; no '/' or '..') "
-            f"nor an existing weights file; use one of {', '.join(models.list_models())}, a shipped weights name "
-            f"({', '.join(sorted(models.shipped_weights())) or 'none'}) or the path of a .safetensors file") from None
-
-
-def _sr_block(block: np.ndarray, ref: ModelSpec | SRModel, spec: InferenceSpec,
+def _sr_block(block: np.ndarray, ref: ModelSpec | SRModel | OnnxGraph, spec: InferenceSpec,
               block_info: dict[Any, Any] | None = None) -> np.ndarray:
     """Super-resolve one (time, band, y, x) tile that carries ``margin`` borrowed pixels.
 
@@ -220,43 +142,6 @@ def grid_coords(gbox: GeoBox) -> dict[str, Any]:
     return out
 
 
-def is_interpolation(model: SRModel) -> bool:
-    """Whether ``model`` is one of the interpolation baselines (nearest, bilinear, bicubic, Lanczos)."""
-    return isinstance(model, (Interpolation, Lanczos))
-
-
-def wants_consistency(model: SRModel, consistency: bool | None) -> bool:
-    """Whether the consistency projection runs: as asked, or (``None``) for learned single-image models
-    only. Multi-frame models never: their input is several views at unknown sub-pixel shifts, not one
-    image the sensor's degradation of the output should give back (InvalidOptionError if asked)."""
-    if consistency is not None and not isinstance(consistency, (bool, np.bool_)):
-        raise InvalidOptionError(f"consistency must be True, False or None (learned models only), got {consistency!r}")
-    if model.multi_frame:
-        if consistency:
-            raise InvalidOptionError(
-                f"consistency=True: model {model.name} is multi-frame; its views are separate acquisitions at "
-                "unknown sub-pixel shifts, so there is no single input its output should degrade to (srcube "
-                "leaves the projection off for multi-frame models); pass consistency=None or False")
-        return False
-    return bool(consistency) if consistency is not None else not is_interpolation(model)
-
-
-def tile_margin(model: SRModel, projection: Projection | None, margin: int | None = None) -> int:
-    """Input pixels each tile borrows: the model's receptive field plus the projection's reach (when it
-    runs), or ``margin`` if that is larger."""
-    need = max(int(model.receptive_field), 0) + (projection.margin if projection is not None else 0)
-    return max(need, int(margin or 0))
-
-
-def tile_spec(tile: int | None, m: int, scale: int, projection: Projection | None) -> TileSpec:
-    t = choose_tile(tile, m, DEFAULT_TILE)
-    if m > t:
-        extra = f" (the receptive field plus {projection.margin} for the consistency projection)" if projection else ""
-        raise InvalidOptionError(f"tile {t} is smaller than the margin each tile borrows, {m} input pixels{extra}; "
-                                 f"use tile >= {m}" + (" or consistency=False" if projection else ""))
-    return TileSpec(tile=t, margin=m, scale=scale)
-
-
 def with_halo(spec: TileSpec, halo: int, data: xr.DataArray) -> TileSpec:
     """``spec`` for an array that carries ``halo`` context pixels on each side (InvalidDataError when the
     halo is not an integer, is smaller than the margin tiles borrow, or leaves nothing inside)."""
@@ -287,7 +172,8 @@ def super_resolve(data: xr.DataArray, model: str | Path | ModelSpec | SRModel, *
                   precision: str = "fp32", resources: dict[str, float] | None = None,
                   frames_per_task: int = 1, consistency: bool | None = None,
                   sensor: str = "sentinel-2", halo: int = 0, pass_tile: int | None = None,
-                  batch: int | None = None) -> xr.DataArray:
+                  batch: int | None = None, engine: str = "torch",
+                  onnx_path: str | Path | None = None) -> xr.DataArray:
     """Super-resolve a georeferenced ``(time, band, y, x)`` or ``(band, y, x)`` reflectance array.
 
     Returns the array on the finer aligned grid. A Dask-backed input gives a lazy result (compute
@@ -315,7 +201,16 @@ def super_resolve(data: xr.DataArray, model: str | Path | ModelSpec | SRModel, *
     ``run_region``): the edge tiles borrow their real neighbours from it, and the output covers the
     array without it. With ``halo >= margin``, two arrays that share pixels give the same output
     wherever both have them inside their halos: neighbouring cubes join without seams.
+
+    ``engine="onnx"`` runs the model's exported ONNX graph in onnxruntime (the ``onnx`` extra; CUDA where the
+    worker's device is and ``onnxruntime-gpu`` is installed, else the CPU) through the same tiles, projection and
+    no-data handling: the torch result within 1e-4. The graph is ``onnx_path`` (checked to be this model's:
+    ``srcube export-onnx`` writes it) or the model exported on the fly into the cache of exported graphs
+    (``$SRCUBE_ONNX_CACHE``, default ``~/.cache/srcube/onnx``; keyed by the weights, the model code and the
+    versions), once. It takes ``precision="fp32"`` and one tile per pass unless ``batch`` says otherwise; see
+    :mod:`srcube.pipeline.sr.onnxrt`.
     """
+    checked_engine(engine, precision)
     data, squeeze = _normalise(data)
     band_names = [str(b) for b in data.band.values] if "band" in data.coords else None
     ref, local = resolve_model(model, scale, bands=band_names, allow_untrained=allow_untrained)
@@ -338,12 +233,23 @@ def super_resolve(data: xr.DataArray, model: str | Path | ModelSpec | SRModel, *
     spec = with_halo(tile_spec(tile, m, s, projection), halo, data)
     if frames_per_task < 1:
         raise InvalidDataError(f"frames_per_task must be >= 1, got {frames_per_task}")
+    runs: ModelSpec | SRModel | OnnxGraph = ref
+    if engine == "onnx":
+        runs = onnx_graph(local, onnx_path)  # exported (once, into the cache) before any work
+        if min(data.sizes["y"], data.sizes["x"]) < runs.min_size:
+            raise InvalidDataError(f"engine='onnx': the exported graph of {local.name} takes at least {runs.min_size} "
+                                   f"x {runs.min_size} input pixels, the array has {data.sizes['y']} x "
+                                   f"{data.sizes['x']}; use engine='torch'")
+    elif onnx_path is not None:
+        raise InvalidOptionError("onnx_path is the graph engine='onnx' runs; pass engine='onnx' with it")
     lazy = dask.is_dask_collection(data.data)
     arr = (data.data if lazy else da.from_array(np.asarray(data.data))).astype(np.float32)
+    # onnxruntime's memory is not torch's: the engine cannot size a CUDA batch by it, so one tile per pass by default
     run = inference_spec(client, torch_threads, m, s, boundary, precision, projection, spec.halo,
-                         pass_tile=checked_pass_tile(pass_tile), batch=checked_batch(batch))
+                         pass_tile=checked_pass_tile(pass_tile),
+                         batch=checked_batch(batch) or (1 if engine == "onnx" else None))
     n_out = data.sizes["band"] + (1 if projection is not None else 0)  # + the consistency layer
-    out = tiled_map(_sr_block, [TiledInput(arr, (frames_per_task, -1))], [graph_model(ref), run], tiles=spec,
+    out = tiled_map(_sr_block, [TiledInput(arr, (frames_per_task, -1))], [graph_model(runs), run], tiles=spec,
                     out_lead=(0, (n_out,)), name=f"super-resolve-{local.name}", resources=resources)
     gbox = output_geobox(core_geobox(input_geobox(data), spec.halo), s)
     coords: dict[str, Any] = {"time": data.time, "band": data.band, **grid_coords(gbox)}

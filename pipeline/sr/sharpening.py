@@ -38,7 +38,6 @@ from srcube.pipeline.errors import (
     as_pipeline_error,
 )
 from srcube.pipeline.sr.engine import (
-    DEFAULT_TILE,
     InferenceSpec,
     TiledInput,
     checked_batch,
@@ -52,7 +51,8 @@ from srcube.pipeline.sr.engine import (
     tile_context,
     tiled_map,
 )
-from srcube.pipeline.sr.infer import _normalise, grid_coords, input_geobox, resolve_model
+from srcube.pipeline.sr.infer import _normalise, grid_coords, input_geobox
+from srcube.pipeline.sr.spec import DEFAULT_TILE, resolve_model
 from srcube.pipeline.sr.tiling import TileSpec, choose_tile
 
 #: registry kinds of band sharpeners: learned ones need weights, baselines build from the data's bands

@@ -1,5 +1,6 @@
-"""The cube's schema: its variables (reflectance, clear, clear_count, QA layers), their chunk encoding and
-packing, its provenance attributes and the hash that identifies a request's content (resume)."""
+"""The cube's schema: its variables' chunk encoding and packing (codecs, shards, int16, bit rounding, CF
+names), its provenance attributes, the hash that identifies a request's content (resume) and its write
+batches. The graph that computes the variables is :mod:`srcube.pipeline.build`'s; nothing here runs a model."""
 
 from __future__ import annotations
 
@@ -14,11 +15,7 @@ import numpy as np
 import xarray as xr
 
 from srcube import models
-from srcube.pipeline.assemble.clearance import FrameDecision, WindowPlan
-from srcube.pipeline.assemble.stack import region_only
 from srcube.pipeline.options import RunOptions
-from srcube.pipeline.sr.infer import super_resolve, super_resolve_views
-from srcube.pipeline.sr.tiling import TileSpec
 
 INT16_SCALE = 1e-4
 INT16_FILL = -32768
@@ -104,25 +101,14 @@ def model_attrs(ref: Any, local: Any) -> dict[str, Any]:
             "training_data": "unknown"}
 
 
-def _upsample(mask: xr.DataArray, tiles: TileSpec, like: xr.DataArray, name: str,
-              attrs: dict[str, Any]) -> xr.DataArray:
-    """Nearest-neighbour ``scale x`` upsampling of a (time, y, x) layer on the SR tiling."""
-    s = tiles.scale
-    arr = mask.data.rechunk((1, tiles.chunks(mask.sizes["y"]), tiles.chunks(mask.sizes["x"])))
-    out_chunks = (arr.chunks[0], tuple(c * s for c in arr.chunks[1]), tuple(c * s for c in arr.chunks[2]))
-    up = arr.map_blocks(lambda b: b.repeat(s, axis=-2).repeat(s, axis=-1), chunks=out_chunks, dtype=arr.dtype)
-    dim0 = like.dims[0]
-    coords = {k: v for k, v in like.coords.items() if set(v.dims) <= {"y", "x"} or k == dim0}
-    return xr.DataArray(up, dims=(dim0, "y", "x"), coords=coords, name=name, attrs=attrs)
-
-
-def chunk_shape(cube: xr.Dataset, tiles: TileSpec) -> tuple[int, int]:
-    """The (y, x) zarr chunk of the cube's layers: its SR tiles' output (a regular grid but for a last,
-    smaller or merged, tile: only that tile writes the chunks it spans)."""
+def chunk_shape(cube: xr.Dataset, out_tile: int) -> tuple[int, int]:
+    """The (y, x) zarr chunk of the cube's layers: its SR tiles' output, the Dask chunks of a lazy cube (a
+    regular grid but for a last, smaller or merged, tile: only that tile writes the chunks it spans), or
+    ``out_tile`` px (the SR tile times the scale) at most the cube's size for one in memory."""
     data = cube.reflectance.data
     if isinstance(data, da.Array):
         return int(data.chunks[-2][0]), int(data.chunks[-1][0])
-    return min(tiles.tile * tiles.scale, cube.sizes["y"]), min(tiles.tile * tiles.scale, cube.sizes["x"])
+    return min(out_tile, cube.sizes["y"]), min(out_tile, cube.sizes["x"])
 
 
 def codec() -> Any:
@@ -149,8 +135,10 @@ def inner_chunk(n: int, most: int = INNER_CHUNK) -> int:
     return best if best >= most // 4 else n
 
 
-def encoding(cube: xr.Dataset, tiles: TileSpec, dtype: str) -> dict[str, Any]:
-    ty, tx = chunk_shape(cube, tiles)
+def encoding(cube: xr.Dataset, out_tile: int, dtype: str) -> dict[str, Any]:
+    """The zarr encoding of every variable of ``cube``: one shard per SR tile (:func:`chunk_shape`, ``out_tile``
+    as there) cut into inner chunks, the codecs, the time units, and int16 packing for ``dtype="int16"``."""
+    ty, tx = chunk_shape(cube, out_tile)
     iy, ix = inner_chunk(ty), inner_chunk(tx)
     data = cube.reflectance.data
     bands = int(data.chunks[1][0]) if isinstance(data, da.Array) else int(cube.sizes.get("band", 1))
@@ -185,8 +173,11 @@ def request_hash(attrs: Mapping[str, Any], opts: RunOptions, chunks: tuple[int, 
     doc = {k: attrs.get(k) for k in _IDENTITY}
     doc["chunks"] = list(chunks) if chunks else None
     doc["frames"] = [(f["time"], f["kept"]) for f in json.loads(attrs.get("frames", "[]"))]
-    doc["options"] = {k: getattr(opts, k) for k in ("tile", "resolution", "dtype", "boundary", "precision",
-                                                    "frames_per_task", "keepbits")}
+    options = {k: getattr(opts, k) for k in ("tile", "resolution", "dtype", "boundary", "precision", "frames_per_task",
+                                             "keepbits")}
+    if opts.engine != "torch":  # onnxruntime's values differ from torch's in the last bits; torch cubes keep their hash
+        options["engine"] = opts.engine
+    doc["options"] = options
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
@@ -197,7 +188,10 @@ def bitround(block: np.ndarray, keepbits: int) -> np.ndarray:
     return np.asarray(BitRound(keepbits).encode(np.ascontiguousarray(block))).view(block.dtype).reshape(block.shape)
 
 
-def _finish(cube: xr.Dataset, opts: RunOptions) -> xr.Dataset:
+def conform(cube: xr.Dataset, opts: RunOptions) -> xr.Dataset:
+    """``cube`` as the schema stores it: reflectance clipped to what int16 packing holds (``dtype="int16"``)
+    and bit-rounded (``keepbits``), string coordinates as variable-length strings (zarr v3 has no fixed-width
+    unicode type), and the CF attributes (``grid_mapping``, ``standard_name``, ``units``, time's names)."""
     if opts.dtype == "int16":  # keep values representable: int16 would wrap
         lim = 32767 * INT16_SCALE
         cube["reflectance"] = cube.reflectance.clip(-lim, lim)
@@ -223,99 +217,6 @@ def _finish(cube: xr.Dataset, opts: RunOptions) -> xr.Dataset:
     cube["time"].attrs.update(standard_name="time", long_name="acquisition time" if "window_end" not in cube.coords
                               else "start of the composite window")
     return cube
-
-
-def single_image_cube(stack: xr.Dataset, frames: list[FrameDecision], ref: Any, tiles: TileSpec, dc: Any,
-                       opts: RunOptions, resources: dict[str, float] | None, consistency: bool = False,
-                       sensor: str = "sentinel-2") -> xr.Dataset:
-    keep = [i for i, f in enumerate(frames) if f.kept]
-    kept = stack.isel(time=keep)
-    sr = super_resolve(kept.reflectance, ref, client=dc, tile=tiles.tile, margin=tiles.margin,
-                       torch_threads=opts.torch_threads, pass_tile=opts.pass_tile, batch=opts.batch,
-                       allow_untrained=opts.allow_untrained, boundary=opts.boundary,
-                       precision=opts.precision, resources=resources, frames_per_task=opts.frames_per_task,
-                       consistency=consistency, sensor=sensor, halo=int(stack.attrs.get("halo", 0)))
-    kept = kept.isel(region_only(stack))  # the QA layers: the region's pixels, as the output
-    layers: dict[str, xr.DataArray] = {}
-    if "consistency" in sr.coords:  # the QA layer of the projection: a variable of the cube, not a coordinate
-        layers["consistency"] = sr["consistency"].reset_coords(drop=True).rename("consistency").astype(np.float32)
-        sr = sr.drop_vars("consistency")
-    clear = _upsample(kept.clear.astype(np.uint8), tiles, sr, "clear",
-                      {"long_name": "clear pixel (QA class clear and data in every band)", "flag_values": [0, 1],
-                       "flag_meanings": "not_clear clear"})
-    clear = clear * sr.notnull().all("band").astype(np.uint8)
-    count = _upsample(kept.clear.sum("time").astype(np.uint16).expand_dims(time=1), tiles, sr.isel(time=[0]),
-                      "clear_count", {}).isel(time=0, drop=True)
-    refl = sr.rename("reflectance")
-    refl.attrs = {"long_name": "super-resolved surface reflectance", "units": "1",
-                  "sr_model": sr.attrs.get("sr_model"), "sr_scale": sr.attrs.get("sr_scale")}
-    cube = xr.Dataset({
-        "reflectance": refl,
-        "clear": clear.rename("clear").assign_attrs(long_name="clear pixel", flag_values=[0, 1],
-                                                    flag_meanings="not_clear clear"),
-        "clear_count": count.rename("clear_count").assign_attrs(
-            long_name="number of clear frames per pixel over the kept dates"),
-        "clear_fraction": xr.DataArray(np.asarray([frames[i].clear_fraction for i in keep], np.float32), dims="time",
-                                       attrs={"long_name": "clear fraction of the frame (input grid)"}),
-        "clearance_score": xr.DataArray(np.asarray([frames[i].clearance_score for i in keep], np.float32),
-                                        dims="time", attrs={"long_name": "clearance score of the frame"}),
-        **layers,
-    })
-    cube = cube.assign_coords(items=("time", [str(v) for v in kept["items"].values]))
-    return _finish(cube, opts)
-
-
-def multi_frame_cube(stack: xr.Dataset, windows: list[WindowPlan], n_views: int, ref: Any, tiles: TileSpec,
-                      dc: Any, opts: RunOptions, resources: dict[str, float] | None) -> xr.Dataset:
-    plans = [w for w in windows if w.kept]
-    refl, clear = stack.reflectance.data, stack.clear.data
-    _, c, h, w = refl.shape
-    views, masks, present = [], [], np.zeros((len(plans), n_views), bool)
-    for i, plan in enumerate(plans):
-        idx = list(plan.views)
-        pad = n_views - len(idx)
-        present[i, : len(idx)] = True
-        v, m = refl[idx], clear[idx].astype(np.uint8)
-        if pad:
-            v = da.concatenate([v, da.zeros((pad, c, h, w), dtype=np.float32, chunks=(1, c, h, w))])
-            m = da.concatenate([m, da.zeros((pad, h, w), dtype=np.uint8, chunks=(1, h, w))])
-        views.append(v)
-        masks.append(m)
-    starts = np.array([np.datetime64(p.start[:19], "ns") for p in plans])
-    spatial = {k: v for k, v in stack.coords.items() if set(v.dims) <= {"y", "x"}}
-    views_da = xr.DataArray(da.stack(views), dims=("window", "view", "band", "y", "x"),
-                            coords={"window": starts, "band": stack.band, **spatial})
-    masks_da = xr.DataArray(da.stack(masks), dims=("window", "view", "y", "x"), coords={"window": starts, **spatial})
-    sr = super_resolve_views(views_da, masks_da, present, ref, client=dc, tile=tiles.tile,
-                             torch_threads=opts.torch_threads, pass_tile=opts.pass_tile, batch=opts.batch,
-                             allow_untrained=opts.allow_untrained, precision=opts.precision, resources=resources,
-                             halo=int(stack.attrs.get("halo", 0)))
-    sr = sr.rename({"window": "time"})
-    masks_da = masks_da.isel(region_only(stack))  # the QA layers: the region's pixels, as the output
-    count_lr = (masks_da * xr.DataArray(present, dims=("window", "view"))).sum("view").astype(np.uint8)
-    count_lr = count_lr.rename({"window": "time"})
-    count = _upsample(count_lr, tiles, sr, "clear_count",
-                      {"long_name": "number of clear views per pixel in the window"})
-    clear = (count > 0).astype(np.uint8) * sr.notnull().all("band").astype(np.uint8)
-    refl_out = sr.rename("reflectance")
-    refl_out.attrs = {"long_name": "super-resolved surface reflectance (multi-frame fusion)", "units": "1",
-                      "sr_model": sr.attrs.get("sr_model"), "sr_scale": sr.attrs.get("sr_scale")}
-    cube = xr.Dataset({
-        "reflectance": refl_out,
-        "clear": clear.rename("clear").assign_attrs(long_name="pixel clear in at least one view",
-                                                    flag_values=[0, 1], flag_meanings="not_clear clear"),
-        "clear_count": count,
-        "views": xr.DataArray(np.asarray([len(p.views) for p in plans], np.uint8), dims="time",
-                              attrs={"long_name": "real views fused in the window"}),
-    })
-    items = [",".join(str(stack["items"].values[i]) for i in p.views) for p in plans]
-    cube = cube.assign_coords(items=("time", items), window_end=("time", [p.end for p in plans]))
-    # CF time bounds of the windows: [start, end) of each composite
-    ends = np.array([np.datetime64(p.end[:19], "ns") for p in plans])
-    cube["time_bounds"] = xr.DataArray(np.stack([starts, ends], axis=1), dims=("time", "nv"),
-                                       attrs={"long_name": "composite window bounds"})
-    cube["time"].attrs["bounds"] = "time_bounds"
-    return _finish(cube, opts)
 
 
 def write_batches(cube: xr.Dataset, size: int) -> list[list[tuple[str, tuple[int, ...]]]]:

@@ -4,11 +4,11 @@ Transaction model (plain zarr + a chunk manifest):
 
 1. the template (metadata, coordinates, in-memory variables) is written with ``complete = false``
    and the run's ``request_hash``;
-2. each write task writes one Dask chunk (whole zarr chunks: one writer per chunk) and then adds
+2. each write task writes one Dask chunk (whole zarr v3 shards: one writer per shard) and then adds
    its entry to the manifest, ``.srcube/done/<variable>/<i.j.k...>``; an entry exists only after
    its data is fully written, so a crash mid-write leaves no entry and the chunk is redone;
-3. :meth:`CubeStore.finalize` checks that every expected entry is there, removes the manifest,
-   consolidates the metadata, and only then sets ``complete = true``.
+3. :meth:`CubeStore.finalize` checks that every expected entry is there, writes the overviews, removes
+   the manifest, consolidates the metadata, and only then sets ``complete = true``.
 
 Resuming an unfinished cube with the same ``request_hash`` skips the chunks listed in the
 manifest (their upstream work is culled from the graph); any other unfinished cube is replaced.
@@ -195,7 +195,7 @@ class CubeStore:
         return None
 
     def lock(self, *, note: str = "") -> StoreLock:
-        """The writer lock of this cube: ``<out>.lock`` beside the store (see :mod:`pipeline.lock`)."""
+        """The writer lock of this cube: ``<out>.lock`` beside the store (see :mod:`pipeline.write.lock`)."""
         return StoreLock(self.fs, self.path.rstrip("/") + ".lock", note=note)
 
     def resumable(self, request_hash: str) -> bool:

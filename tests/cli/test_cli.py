@@ -196,6 +196,46 @@ def test_srcube_version():
     assert res.exit_code == 0 and res.output.strip() == f"srcube {__version__}"
 
 
+#: what the quick commands must not import: each a scientific stack, seconds of CPU before anything is shown
+HEAVY = ("torch", "xarray", "odc.stac", "odc.geo", "prefect", "rasterio", "dask", "distributed", "zarr", "pandas",
+         "safetensors")
+
+
+def test_help_version_models_and_catalogs_import_no_scientific_stack():
+    """A fresh interpreter runs the quick commands one after the other as the console script does (srcube.cli.main):
+    none imports torch, xarray, odc-stac, Prefect, rasterio, Dask or zarr, and --help still lists every command."""
+    import typer
+
+    code = ("import json, sys\nfrom srcube.cli import main\nout = {}\n"
+            "for args in (['--help'], ['--version'], ['models'], ['catalogs']):\n"
+            "    sys.argv = ['srcube', *args]\n"
+            "    try:\n        main()\n    except SystemExit as exc:\n        assert not exc.code, (args, exc.code)\n"
+            f"    out[args[0]] = [m for m in {HEAVY!r} if m in sys.modules]\n"
+            "print(json.dumps(out))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "COLUMNS": "250"})
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.splitlines()[-1]) == {"--help": [], "--version": [], "models": [], "catalogs": []}
+    listed = re.findall(r"^│ (\S+) ", proc.stdout, re.M)
+    assert set(typer.main.get_command(app).commands) <= set(listed), listed
+    for name in models.list_models():
+        assert f"│ {name} " in proc.stdout, name
+
+
+def test_the_training_commands_are_registered_by_their_module():
+    import inspect
+
+    import typer
+
+    from srcube.cli import training
+
+    commands = typer.main.get_command(app).commands
+    for name in ("train", "ship", "evaluate"):
+        fn = getattr(training, f"{name}_cmd")
+        assert commands[name].help == inspect.getdoc(fn)
+        assert [p.name for p in commands[name].params] == list(inspect.signature(fn).parameters)
+
+
 def test_run_passes_every_kind_of_option_through(monkeypatch, tmp_path):
     """Options of each kind typed on the command line reach run_region as the options model wants them."""
     import srcube.cli.commands as commands

@@ -26,17 +26,22 @@ DATES = "2024-06-12/2024-06-22"  # two clear days
 RUN = """
 import json, sys
 from srcube.flows.region import region_flow
-state = region_flow(bbox={bbox}, dates={dates!r}, out={out!r}, model="bicubic", batch_chunks=1,
-                    inject_failure_at_batch={fail}, return_state=True)
+state = region_flow(bbox={bbox}, dates={dates!r}, out={out!r}, model="bicubic", batch_chunks=1, return_state=True)
 print("RESULT " + json.dumps({{"failed": state.is_failed(),
                               "result": state.result() if state.is_completed() else None}}))
 """
 
 
 def _flow_process(home: Path, env: dict[str, str], out: str, fail: int | None) -> dict:
-    code = RUN.format(bbox=BBOX, dates=DATES, out=out, fail=fail)
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**env, "PREFECT_HOME": str(home)},
-                          capture_output=True, text=True, timeout=280)
+    from srcube.flows.region import FAIL_AT_BATCH_ENV
+
+    code = RUN.format(bbox=BBOX, dates=DATES, out=out)
+    env = {**env, "PREFECT_HOME": str(home)}
+    env.pop(FAIL_AT_BATCH_ENV, None)
+    if fail is not None:  # the failure drill (test-only): that batch writes half of its chunks and fails
+        env[FAIL_AT_BATCH_ENV] = str(fail)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=280)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert lines, f"rc {proc.returncode}: {proc.stderr[-4000:]}"
     return json.loads(lines[-1][len("RESULT "):])

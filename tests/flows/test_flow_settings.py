@@ -274,6 +274,9 @@ def test_the_flow_parameter_schema_is_the_run_options_model():
     from srcube.pipeline.options import RunOptions, choices
 
     schema = parameter_schema(region_flow.fn).model_dump()
+    # the request and the batching, nothing else: the failure drill is test-only (an environment variable)
+    assert list(schema["properties"]) == ["bbox", "dates", "catalog", "collection", "bands", "model", "scale", "out",
+                                          "options", "batch_chunks"]
     props = schema["definitions"]["RunOptions"]["properties"]
     assert set(props) == set(RunOptions.model_fields)
     for name, f in RunOptions.model_fields.items():

@@ -124,13 +124,28 @@ def test_flow_end_to_end_on_local_cluster(prefect_api, reference_cube, tmp_path)
     assert "chunks written" in text and "items in sentinel-2-l2a" in text
 
 
-def test_failed_flow_rerun_recomputes_only_missing_chunks(prefect_api, cluster_address, reference_cube, tmp_path):
-    from srcube.flows.region import InjectedFailure, region_flow
+def test_the_failure_drill_is_read_from_the_environment_only(monkeypatch):
+    from srcube.flows.region import FAIL_AT_BATCH_ENV, drill_batch
+    from srcube.pipeline.errors import InvalidOptionError
+
+    monkeypatch.delenv(FAIL_AT_BATCH_ENV, raising=False)
+    assert drill_batch() is None
+    monkeypatch.setenv(FAIL_AT_BATCH_ENV, " 2 ")
+    assert drill_batch() == 2
+    monkeypatch.setenv(FAIL_AT_BATCH_ENV, "second")
+    with pytest.raises(InvalidOptionError, match=f"{FAIL_AT_BATCH_ENV}='second'.*for tests only"):
+        drill_batch()
+
+
+def test_failed_flow_rerun_recomputes_only_missing_chunks(prefect_api, cluster_address, reference_cube, tmp_path,
+                                                          monkeypatch):
+    from srcube.flows.region import FAIL_AT_BATCH_ENV, InjectedFailure, region_flow
 
     out = tmp_path / "drill.zarr"
     flow = region_flow.with_options(task_runner=_runner(cluster_address))
-    failed = flow(bbox=BBOX, dates=DATES, out=str(out), model=MODEL, batch_chunks=1, inject_failure_at_batch=1,
-                  return_state=True)
+    with monkeypatch.context() as drill:  # the drill is test-only: an environment variable, not a parameter
+        drill.setenv(FAIL_AT_BATCH_ENV, "1")
+        failed = flow(bbox=BBOX, dates=DATES, out=str(out), model=MODEL, batch_chunks=1, return_state=True)
     assert failed.is_failed()
     with pytest.raises(InjectedFailure):
         failed.result()
@@ -167,7 +182,7 @@ def test_flow_retry_outlives_expiring_signed_urls(prefect_api, cluster_address, 
     flow's parameters, task results or the cube."""
     from distributed import Client
 
-    from srcube.flows.region import InjectedFailure, region_flow
+    from srcube.flows.region import FAIL_AT_BATCH_ENV, InjectedFailure, region_flow
     from srcube.pipeline import run_region
     from srcube.pipeline.testing.stac_server import StacServer
     from tests.support.servers import BlobService, rehosted_catalog
@@ -187,7 +202,9 @@ def test_flow_retry_outlives_expiring_signed_urls(prefect_api, cluster_address, 
                 flow = region_flow.with_options(task_runner=_runner(cluster_address))
                 params = {"bbox": BBOX, "dates": dates, "catalog": stac.url, "out": str(tmp_path / "pc.zarr"),
                           "model": MODEL, "options": {"auth": "planetary-computer", "tile": 64}, "batch_chunks": 1}
-                failed = flow(**params, inject_failure_at_batch=1, return_state=True)
+                with monkeypatch.context() as drill:
+                    drill.setenv(FAIL_AT_BATCH_ENV, "1")
+                    failed = flow(**params, return_state=True)
                 assert failed.is_failed()
                 with pytest.raises(InjectedFailure):
                     failed.result()

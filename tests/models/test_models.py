@@ -13,6 +13,16 @@ def test_registry_lists_baselines():
     assert names == sorted(names)
 
 
+@pytest.mark.parametrize("name", models.list_models())
+def test_the_registered_size_is_what_build_makes(name):
+    """`srcube models` shows each architecture's parameters and reach from its entry, without building it."""
+    from srcube.models.base import count_parameters
+
+    e = models.entry(name)
+    built = models.build(name, scale=4 if 4 in e.scales else e.scales[0])
+    assert e.size == (count_parameters(built), built.receptive_field), f"ModelEntry({name!r}, ..., size=...)"
+
+
 def test_unknown_model_lists_known_names():
     with pytest.raises(models.UnknownModelError, match=r"known models: .*bicubic"):
         models.build("no-such-model")

@@ -28,6 +28,25 @@ def test_srcube_ships_cross_band_band_agnostic_multi_frame_and_sharpening_weight
 
 
 @pytest.mark.parametrize("name", SHIPPED)
+def test_the_values_stored_in_shipped_weights_are_their_parameters(name):
+    """`srcube models` counts a weights file's parameters from its header (no torch): the count of the model built."""
+    from srcube.models.base import count_parameters
+    from srcube.models.weights import stored_values
+
+    meta = read_meta(SHIPPED_DIR / f"{name}.json")
+    assert stored_values(SHIPPED_DIR / f"{name}.json") == count_parameters(models.build(meta.architecture,
+                                                                                        **meta.config))
+
+
+def test_a_weights_file_without_a_header_is_refused_by_name(tmp_path):
+    from srcube.models.weights import stored_values
+
+    (tmp_path / "bad.safetensors").write_bytes(b"\xff" * 8 + b"{}")
+    with pytest.raises(models.IncompatibleWeightsError, match=r"bad.safetensors is not a readable safetensors"):
+        stored_values(tmp_path / "bad.json")
+
+
+@pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_weights_are_intact_and_carry_their_test_report(name):
     meta = read_meta(SHIPPED_DIR / f"{name}.json")
     assert meta.trained and sha256_file(SHIPPED_DIR / f"{name}.safetensors") == meta.sha256

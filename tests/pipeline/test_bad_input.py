@@ -220,6 +220,12 @@ CASES: dict[str, Case] = {
                                         r"storage_options must be a dict", cli=False),
     "option-workers-zero": Case({"n_workers": 0}, errors.InvalidOptionError, r"got 0", r"n_workers must be >= 1",
                                 cli=False),
+    "option-engine": Case({"engine": "tensorrt"}, errors.InvalidOptionError, r"got 'tensorrt'",
+                          r"engine must be 'torch' or 'onnx'"),
+    "option-engine-precision": Case({"engine": "onnx", "precision": "bf16"}, errors.InvalidOptionError,
+                                    r"precision 'bf16' is for torch", r"use precision 'fp32' or engine 'torch'"),
+    "engine-onnx-multi-frame": Case({"engine": "onnx", "model": "probav-highresnet-x3"}, errors.InvalidOptionError,
+                                    r"probav-highresnet-x3 is multi-frame", r"use engine='torch'"),
     # region size: ~143 x 166 km at 10 m x4 -> ~3.8e9 output pixels per band and date
     "region-too-large": Case({"bbox": (3.0, 50.0, 5.0, 51.5)}, errors.RegionTooLargeError,
                              r"region \(3\.0, 50\.0, 5\.0, 51\.5\) is too large: about [\d,]+ x [\d,]+ = 3\.\de\+09 "
@@ -434,7 +440,8 @@ def test_cli(case_env: tuple[Case, dict[str, Any], Path], guard: dict[str, int])
     text = res.output
     assert res.exit_code == 2, text
     assert isinstance(res.exception, SystemExit) and "Traceback" not in text
-    choice = next((k for k in kw if k in RunOptions.model_fields and option_choices(k)), None)
+    choice = next((k for k in kw if k in RunOptions.model_fields and option_choices(k)
+                   and kw[k] not in (option_choices(k) or ())), None)
     if choice is not None:  # a choice option: the command line itself refuses the value and lists the choices
         flat = " ".join(text.split())
         assert f"Invalid value for '--{choice.replace('_', '-')}'" in flat, text

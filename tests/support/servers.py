@@ -433,7 +433,7 @@ class BearerService(Running):
 
 def rehosted_catalog(sample_dir: Path, out: Path, href: Any, *, probav: bool = False) -> Path:
     """The sample archive's items (Sentinel-2, or PROBA-V with ``probav``) with every asset href passed
-    through ``href(local_path)``, written as a catalog folder for :class:`pipeline.stac_server.StacServer`."""
+    through ``href(local_path)``, written as a catalog folder for :class:`pipeline.testing.stac_server.StacServer`."""
     suffix = "-probav" if probav else ""
     out.mkdir(parents=True, exist_ok=True)
     collection = json.loads((sample_dir / f"collection{suffix}.json").read_text())

@@ -1,4 +1,4 @@
-"""Metrics against values computed by hand; losses' invariances; the Wald degradation."""
+"""Metrics against values computed by hand; losses' invariances (the Wald degradation: test_degrade.py)."""
 
 import math
 
@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from srcube.models.interp import lanczos_shift
+from srcube.models.psf import gaussian_blur
 from srcube.models.sisr import Discriminator
 from srcube.training import losses
-from srcube.training.degrade import degrade, gaussian_blur, psf_sigma
 from srcube.training.metrics import cpsnr, cssim, ergas, hf_energy_ratio, kelvins_score, metric_table, psnr, sam, ssim
 
 
@@ -79,19 +79,6 @@ def test_sam_ergas_hf_by_hand():
     assert hf_energy_ratio(gaussian_blur(img, 1.5), img, 2) < 0.2
     table = metric_table(img[None], img[None], 2)
     assert table["psnr"] == float("inf") and table["ssim"] == pytest.approx(1.0) and "sam" not in table
-
-
-def test_degradation():
-    for s in (2, 3, 4):
-        sigma = psf_sigma(s)
-        # the Gaussian's transfer at the LR Nyquist frequency 1/(2s) is the MTF it was matched to
-        assert math.exp(-2 * math.pi**2 * sigma**2 / (2 * s) ** 2) == pytest.approx(0.3)
-    const = torch.full((1, 16, 16), 0.25)
-    assert torch.allclose(degrade(const, 4), torch.full((1, 4, 4), 0.25))
-    x = torch.rand(2, 18, 17)
-    assert degrade(x, 3).shape == (2, 6, 5)
-    with pytest.raises(ValueError):
-        psf_sigma(2, 1.5)
 
 
 def test_cmse_is_blind_to_bias_and_integer_shift():

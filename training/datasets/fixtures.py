@@ -3,7 +3,7 @@
 They let the readers, the trainer and the tests run where the real datasets (Zenodo) cannot be
 downloaded. Content is seeded, synthetic and labelled so (``SYNTHETIC.txt``); statistics follow
 the real data (Sen2Venµs per-band means/stds; WorldStrat float reflectance and 12-bit SPOT DN).
-The Kelvins layout is made by :func:`pipeline.sample_probav.write_kelvins`.
+The Kelvins layout is made by :func:`pipeline.testing.sample_probav.write_kelvins`.
 """
 
 from __future__ import annotations

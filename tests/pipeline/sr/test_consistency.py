@@ -17,7 +17,6 @@ from srcube.pipeline.errors import InvalidOptionError
 from srcube.pipeline.params import BBox, DateRange
 from srcube.pipeline.search import catalog as cat
 from srcube.pipeline.sensors import SENTINEL2
-from srcube.pipeline.sr.infer import wants_consistency
 from tests.support.helpers import TINY, georef, randomize, shared_path
 
 SCALE = 4
@@ -156,20 +155,6 @@ def test_interpolation_baselines_are_unchanged_by_default(real_lr, name):
     projected = super_resolve(src, name, scale=SCALE, consistency=True)
     assert projected.attrs["sr_consistency"] is True and np.abs(projected.values - ref).max() > 1e-4
     assert _mean_error(real_lr, projected.values) <= TARGET < _mean_error(real_lr, ref)
-
-
-def test_who_gets_the_projection():
-    assert wants_consistency(models.build("lrnet", scale=4), None) is True
-    assert wants_consistency(models.build("lrnet", scale=4), False) is False
-    for name in ("nearest", "bilinear", "bicubic", "lanczos"):
-        assert wants_consistency(models.build(name, scale=4), None) is False
-        assert wants_consistency(models.build(name, scale=4), True) is True
-    hrn = models.build("highresnet", scale=3, **TINY["highresnet"])
-    assert wants_consistency(hrn, None) is False
-    with pytest.raises(InvalidOptionError, match="multi-frame"):
-        wants_consistency(hrn, True)
-    with pytest.raises(InvalidOptionError, match="True, False or None"):
-        wants_consistency(models.build("lrnet", scale=4), "yes")  # type: ignore[arg-type]
 
 
 def test_too_small_tiles_say_why():

@@ -1,1 +1,0 @@
-../../srcube/__init__.py
