@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import socket
@@ -136,9 +137,32 @@ def _drain_prefect_services() -> None:
         service.drain_all(timeout=30)
 
 
+@contextlib.contextmanager
+def no_default_dask_client() -> Iterator[None]:
+    """No default Dask client in this process for a while. prefect_dask's DaskTaskRunner attaches to the default
+    client's cluster when there is one, even when it is handed an address or a cluster class: with the session's
+    ``dask_client`` as default, a module's flow runs would send their tasks to the session's worker processes,
+    which keep the Prefect API of the first module that used them; once that module's server stopped, their task-run
+    events went nowhere (CI: task runs missing on the server). distributed keeps its default clients in a private
+    registry and a context variable; both are put back on exit."""
+    import dask
+    from distributed import client as dc
+
+    saved = dict(dc._global_clients)
+    dc._global_clients.clear()
+    current = dc._current_client.set(None)  # what ``with Client(...)`` (the session fixture's) made current
+    try:
+        with dask.config.set(scheduler="threads"):  # the default client had made "dask.distributed" the default
+            yield
+    finally:
+        dc._current_client.reset(current)
+        dc._global_clients.update(saved)
+
+
 @pytest.fixture(scope="module")
-def prefect_api(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path) -> Iterator[str]:
-    """``prefect server start`` on 127.0.0.1 (own SQLite database), and this process pointed at it."""
+def prefect_api(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path, dask_client: object) -> Iterator[str]:
+    """``prefect server start`` on 127.0.0.1 (own SQLite database), and this process pointed at it. The session's
+    ``dask_client`` is made first, so that it is hidden while the module's flows run (no_default_dask_client)."""
     from prefect.context import refresh_global_settings_context
     from prefect.events.clients import PrefectEventsClient
     from prefect.events.worker import EventsWorker
@@ -155,7 +179,9 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path) -> I
     port = free_port()
     url = f"http://127.0.0.1:{port}/api"
     env = {"PREFECT_HOME": str(home), "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PREFECT_LOGGING_LEVEL": "WARNING", "DASK_LOGGING__DISTRIBUTED": "warning",
+           # no PREFECT_LOGGING_LEVEL: the flow runs' worker processes log at Prefect's INFO, as in production (their
+           # task-run logs are on the server only if they are logged at all)
+           "DASK_LOGGING__DISTRIBUTED": "warning",
            # the scheduler service creates the runs of new schedules within a second, not a minute
            "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "1",
            "SRCUBE_SAMPLE_DIR": str(sample_dir), "SRCUBE_HOME": str(REPO)}
@@ -191,7 +217,7 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path) -> I
         assert seen == [url], f"a thread of this process sees Prefect API {seen}, not {url}"
         EventsWorker.set_client_override(PrefectEventsClient, api_url=url)
         with temporary_settings({PREFECT_API_URL: url, PREFECT_HOME: str(home), PREFECT_LOGGING_LEVEL: "WARNING",
-                                 PREFECT_SERVER_ANALYTICS_ENABLED: False}):
+                                 PREFECT_SERVER_ANALYTICS_ENABLED: False}), no_default_dask_client():
             try:
                 yield url
             finally:
