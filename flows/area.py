@@ -23,7 +23,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from srcube.flows.region import reference_day
-from srcube.flows.settings import DaskSettings
+from srcube.flows.settings import DaskSettings, flush_worker_telemetry
 from srcube.pipeline import redact
 from srcube.pipeline.area import AreaSummary, CellResult, prepare_area, run_cell, run_cells
 from srcube.pipeline.cells import DEFAULT_CELL_KM
@@ -153,6 +153,16 @@ def area_flow(area: list[float] | str | dict[str, Any], dates: str | list[str] =
     (``mode: append`` grows every cell; ``gpu``: each cell's task on a GPU worker, one at a time per GPU).
     max_cells: cells in flight (on Kubernetes, as many as the cluster's most workers, one cell per worker).
     cell_retries: tries of a failed cell after the first."""
+    try:
+        return _area(area, dates, cell_km, catalog, collection, bands, model, scale, out, options, max_cells,
+                     cell_retries)
+    finally:
+        flush_worker_telemetry()  # before a cluster made for this run closes with the workers' last logs
+
+
+def _area(area: list[float] | str | dict[str, Any], dates: str | list[str], cell_km: float, catalog: str,
+          collection: str | None, bands: list[str] | None, model: str, scale: int | None, out: str,
+          options: RunOptions | None, max_cells: int, cell_retries: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     redact.install()
     logger = get_run_logger()

@@ -32,7 +32,7 @@ from prefect.cache_policies import INPUTS, TASK_SOURCE
 from prefect.futures import wait
 from prefect.tasks import exponential_backoff
 
-from srcube.flows.settings import DaskSettings, ResultSettings
+from srcube.flows.settings import DaskSettings, ResultSettings, flush_worker_telemetry
 from srcube.pipeline import redact
 from srcube.pipeline.append import append_region, grows
 from srcube.pipeline.errors import is_transient
@@ -325,6 +325,15 @@ def region_flow(bbox: list[float] | str, dates: str | list[str] = "last 30 days"
     batch_chunks: output locations per write task. (Tests drill a failed batch with the environment
     variable :data:`FAIL_AT_BATCH_ENV`, not with a parameter.)
     """
+    try:
+        return _region(bbox, dates, catalog, collection, bands, model, scale, out, options, batch_chunks)
+    finally:
+        flush_worker_telemetry()  # before a cluster made for this run closes with the workers' last logs
+
+
+def _region(bbox: list[float] | str, dates: str | list[str], catalog: str, collection: str | None,
+            bands: list[str] | None, model: str, scale: int | None, out: str, options: RunOptions | None,
+            batch_chunks: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     redact.install()
     logger = get_run_logger()

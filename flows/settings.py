@@ -164,3 +164,38 @@ def kube_cluster(custom_cluster_spec: str, **kwargs: Any) -> Any:
 
     spec = cluster_spec_for_run(custom_cluster_spec, str(flow_run.id or "adhoc")[:8])
     return KubeCluster(custom_cluster_spec=spec, shutdown_on_close=True, **kwargs)
+
+
+# --- what the workers still hold for the Prefect API ----------------------------------------------------------
+
+
+async def _drain_prefect_services(timeout: float) -> None:
+    """On a Dask worker: send the task-run logs and events this process still holds, then stop their senders
+    (they start again with the next task that logs)."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for service in (APILogWorker, EventsWorker):
+        await service.drain_all(timeout=timeout)  # type: ignore[misc]  # a coroutine inside an event loop
+
+
+def flush_worker_telemetry(timeout: float = 30.0) -> None:
+    """Make every worker of the flow run's Dask cluster send the task-run logs and events it still holds.
+
+    Prefect sends them from each worker process in batches (logs every 2 s), and a cluster made for the run closes
+    when the flow returns: what its workers still held then would be lost (PrefectHQ/prefect#6872, "DaskTaskRunner
+    on KubeCluster drops some logs"). Called as a flow ends, failed or not; a worker that cannot send is logged and
+    left, never failing the run."""
+    import logging
+
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    client = getattr(ctx.task_runner, "_client", None) if ctx is not None else None  # None: no task was sent
+    if client is None:
+        return
+    try:
+        client.run(_drain_prefect_services, timeout)
+    except Exception as exc:  # telemetry is a courtesy: the run's result stands either way
+        logging.getLogger(__name__).warning("task logs and events of the Dask workers may be incomplete on the "
+                                            "Prefect server: %s", exc)
