@@ -300,13 +300,25 @@ def test_prefect_yaml_deploys_and_schedules(prefect_api, cluster_address):
     )
     from prefect.client.schemas.objects import StateType
 
+    from prefect.client.schemas.actions import WorkPoolCreate
+
     env = {**os.environ, "SRCUBE_DASK_ADDRESS": cluster_address, "PYTHONPATH": str(REPO)}
     spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
     weekly = next(d for d in spec["deployments"] if d["name"] == "antwerp-s2-weekly")
-    res = _prefect("work-pool", "create", "srcube-local", "--type", "process", "--overwrite", env=env)
-    assert res.returncode == 0, res.stderr
+
+    async def pools() -> None:
+        # the work pools (k8s/prefect/create-pools.sh makes them with the CLI): a process pool, and a kubernetes
+        # pool from srcube's base job template, against whose schema the server checks each deployment's variables
+        template = json.loads((REPO / "k8s/prefect/srcube-k8s-base-job-template.json").read_text())
+        async with get_client() as client:
+            await client.create_work_pool(WorkPoolCreate(name="srcube-local", type="process"), overwrite=True)
+            await client.create_work_pool(WorkPoolCreate(name="srcube-k8s", type="kubernetes",
+                                                         base_job_template=template), overwrite=True)
+
+    asyncio.run(pools())
+    # one `prefect deploy` of every deployment in prefect.yaml, as an operator deploys them
     res = _prefect("--no-prompt", "deploy", "--name", "sample-demo", "--name", "antwerp-s2-weekly", "--name",
-                   "sample-area", env=env)
+                   "sample-area", "--name", "antwerp-s2-nightly-gpu", "--name", "belgium-s2-area-weekly", env=env)
     assert res.returncode == 0, res.stdout + res.stderr
 
     async def scheduled(name: str, want: int, timeout: float = 60):
@@ -321,15 +333,6 @@ def test_prefect_yaml_deploys_and_schedules(prefect_api, cluster_address):
                 if len(runs) >= want or time.monotonic() > deadline:
                     return dep, sorted(r.expected_start_time for r in runs)
                 await asyncio.sleep(0.5)
-
-    # the Kubernetes deployment against a kubernetes pool made from srcube's base job template:
-    # the server checks its job variables against the template's schema
-    res = _prefect("work-pool", "create", "srcube-k8s", "--type", "kubernetes", "--base-job-template",
-                   str(REPO / "k8s/prefect/srcube-k8s-base-job-template.json"), "--overwrite", env=env)
-    assert res.returncode == 0, res.stdout + res.stderr
-    res = _prefect("--no-prompt", "deploy", "--name", "antwerp-s2-nightly-gpu", "--name", "belgium-s2-area-weekly",
-                   env=env)
-    assert res.returncode == 0, res.stdout + res.stderr
 
     async def read(name: str):
         async with get_client() as client:

@@ -24,6 +24,7 @@ from tests.support.helpers import S3_CREDS
 pytestmark = pytest.mark.integration
 AREA = (4.47, 51.405, 4.485, 51.415)  # 6 cells of 0.9 km over the sample archive
 DATES = "2024-05-01/2024-06-30"
+SHORT = "2024-06-12/2024-06-22"  # two clear days, for checks of how cells are run rather than of what they hold
 KM = 0.9
 RUN = {"catalog": "sample", "model": "bicubic", "scale": 4, "bands": ["B04", "B08"], "min_clear": 0.0}
 #: a bbox across the borders of four of those cells
@@ -120,7 +121,7 @@ def test_a_failing_cell_is_retried_then_recorded_and_the_others_go_on(sample_url
 
     monkeypatch.setattr(area_mod, "run_cell", faulty)
     monkeypatch.setattr(area_mod, "RETRY_S", 0.05)
-    summary = run_area(AREA, DATES, cell_km=KM, out=str(tmp_path / "a"), max_cells=3, cell_retries=1, **RUN)
+    summary = run_area(AREA, SHORT, cell_km=KM, out=str(tmp_path / "a"), max_cells=3, cell_retries=1, **RUN)
     assert summary.counts == {"done": 5, "skipped": 0, "empty": 0, "failed": 1}
     assert calls[flaky] == 2 and calls[broken] == 2
     (failed,) = summary.failed
@@ -130,7 +131,7 @@ def test_a_failing_cell_is_retried_then_recorded_and_the_others_go_on(sample_url
     (tmp_path / "b" / f"{cells[0]}.zarr").mkdir(parents=True)
     (tmp_path / "b" / f"{cells[0]}.zarr" / "notes.txt").write_text("not a cube")
     monkeypatch.setattr(area_mod, "run_cell", real)
-    second = run_area(AREA, DATES, cell_km=KM, out=str(tmp_path / "b"), max_cells=2, **RUN)
+    second = run_area(AREA, SHORT, cell_km=KM, out=str(tmp_path / "b"), max_cells=2, **RUN)
     assert [r.cell for r in second.failed] == [cells[0]] and second.failed[0].attempts == 1
     assert "NotACubeError" in second.failed[0].reason and second.counts["done"] == 5
 
