@@ -291,6 +291,7 @@ def _prefect(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
 
 def test_prefect_yaml_deploys_and_schedules(prefect_api, cluster_address):
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.client.schemas.filters import (
         DeploymentFilter,
         DeploymentFilterId,
@@ -299,8 +300,6 @@ def test_prefect_yaml_deploys_and_schedules(prefect_api, cluster_address):
         FlowRunFilterStateType,
     )
     from prefect.client.schemas.objects import StateType
-
-    from prefect.client.schemas.actions import WorkPoolCreate
 
     env = {**os.environ, "SRCUBE_DASK_ADDRESS": cluster_address, "PYTHONPATH": str(REPO)}
     spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
