@@ -127,9 +127,8 @@ def free_port() -> int:
 
 def _drain_prefect_services() -> None:
     """Send what this process still holds for a server, then stop the services that send it. Prefect's events
-    and API-log workers are process-wide and bind the server's URL when they start: left running, the next module's
-    server would never hear this process's task-run events (its task runs not recorded: seen in CI). Called when a
-    module's server starts and when it stops."""
+    and API-log workers are process-wide and keep the API client they started with: drained when a module's server
+    starts (they start again with its URL) and before it stops (its flow runs' last events and logs reach it)."""
     from prefect.events.worker import EventsWorker
     from prefect.logging.handlers import APILogWorker
 
@@ -164,8 +163,6 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path, dask
     """``prefect server start`` on 127.0.0.1 (own SQLite database), and this process pointed at it. The session's
     ``dask_client`` is made first, so that it is hidden while the module's flows run (no_default_dask_client)."""
     from prefect.context import refresh_global_settings_context
-    from prefect.events.clients import PrefectEventsClient
-    from prefect.events.worker import EventsWorker
     from prefect.settings import (
         PREFECT_API_URL,
         PREFECT_HOME,
@@ -205,24 +202,20 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path, dask
         os.environ.update({**env, "PREFECT_API_URL": url})  # for subprocesses and Dask workers started now
         _drain_prefect_services()  # workers an earlier test started bound another server's URL: start them anew
         # Prefect's services run on threads of their own, which do not see temporary_settings (a context variable)
-        # but the process-global settings read from the environment when prefect was imported (no API URL): the
-        # events worker's API client was an ephemeral server's, and task-run events were lost (CI). The global
-        # settings are read again from the environment above (as prefect.testing's harness does), and the events
-        # client is handed this server's URL
+        # but the process-global settings read from the environment when prefect was imported (no API URL): they
+        # are read again from the environment above (as prefect.testing's harness does)
         refresh_global_settings_context()
         seen: list[object] = []
         probe = threading.Thread(target=lambda: seen.append(get_current_settings().api.url))
         probe.start()
         probe.join()
         assert seen == [url], f"a thread of this process sees Prefect API {seen}, not {url}"
-        EventsWorker.set_client_override(PrefectEventsClient, api_url=url)
         with temporary_settings({PREFECT_API_URL: url, PREFECT_HOME: str(home), PREFECT_LOGGING_LEVEL: "WARNING",
                                  PREFECT_SERVER_ANALYTICS_ENABLED: False}), no_default_dask_client():
             try:
                 yield url
             finally:
                 _drain_prefect_services()
-                EventsWorker.set_client_override(None)
     finally:
         for k, v in saved.items():
             if v is None:
