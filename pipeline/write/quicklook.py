@@ -81,18 +81,8 @@ def quicklook_png(cube: xr.Dataset, max_side: int = 512, date: str | None = None
 
         t = select_dates(cube, [date])[0]
     source = cube if overview is None else overview
-    refl = source.reflectance.isel(time=t)
-    bands = [str(b) for b in refl.band.values]
-    pick = next((want for want in (["B04", "B03", "B02"], ["RED", "NIR", "NIR"]) if set(want) <= set(bands)),
-                [bands[0]] * 3)
-    step = max(1, int(np.ceil(max(refl.sizes["y"], refl.sizes["x"]) / max_side)))
-    small = refl.sel(band=pick).isel(y=slice(None, None, step), x=slice(None, None, step))
-    # one chunk at a time in this thread: no thread pool, no full frame in memory
-    rgb = np.asarray(small.data.compute(scheduler="synchronous") if hasattr(small.data, "dask")
-                     else small.values, dtype=np.float32)
-    finite = rgb[np.isfinite(rgb)]
-    lo, hi = (float(np.percentile(finite, 2)), float(np.percentile(finite, 98))) if finite.size else (0.0, 1.0)
-    img = np.clip((np.nan_to_num(rgb, nan=lo) - lo) / max(hi - lo, 1e-6) * 255, 0, 255).astype(np.uint8)
+    rgb = decimated(source, t, true_colour([str(b) for b in source.band.values]), max_side)
+    img = stretched(rgb, *stretch_limits(rgb))
     with warnings.catch_warnings():
         # a PNG has no georeferencing; rasterio says so, and that is expected here
         warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
@@ -100,3 +90,44 @@ def quicklook_png(cube: xr.Dataset, max_side: int = 512, date: str | None = None
             with mem.open(driver="PNG", width=img.shape[2], height=img.shape[1], count=3, dtype="uint8") as dst:
                 dst.write(img)
             return bytes(mem.read())
+
+
+#: the bands shown as red, green and blue: true colour (or PROBA-V's RED/NIR/NIR), and false colour with the near
+#: infrared as red (vegetation bright red); the first triple a cube has all bands of is used
+COMPOSITES: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "true": (("B04", "B03", "B02"), ("RED", "NIR", "NIR")),
+    "false": (("B08", "B04", "B03"), ("NIR", "RED", "BLUE")),
+}
+
+
+def composite_bands(bands: list[str], composite: str) -> list[str] | None:
+    """The three bands of ``composite`` (:data:`COMPOSITES`) among ``bands``, or None when a band is missing."""
+    return next((list(want) for want in COMPOSITES[composite] if set(want) <= set(bands)), None)
+
+
+def true_colour(bands: list[str]) -> list[str]:
+    """The quicklook's bands: true colour, or the first band three times (grey) when the cube lacks a true colour's."""
+    return composite_bands(bands, "true") or [bands[0]] * 3
+
+
+def decimated(source: xr.Dataset, t: int, bands: list[str], max_side: int) -> np.ndarray:
+    """(3, y, x) float32: ``bands`` of time step ``t`` of ``source`` (the cube or an overview level), every ``step``-th
+    pixel of each row and column so that the longest side is at most ``max_side``, read one chunk at a time."""
+    refl = source.reflectance.isel(time=t)
+    step = max(1, int(np.ceil(max(refl.sizes["y"], refl.sizes["x"]) / max_side)))
+    small = refl.sel(band=bands).isel(y=slice(None, None, step), x=slice(None, None, step))
+    # one chunk at a time in this thread: no thread pool, no full frame in memory
+    return np.asarray(small.data.compute(scheduler="synchronous") if hasattr(small.data, "dask")
+                      else small.values, dtype=np.float32)
+
+
+def stretch_limits(rgb: np.ndarray) -> tuple[float, float]:
+    """The quicklook's stretch: the 2nd and 98th percentiles of the finite values of all three bands together
+    (0 and 1 when there are none), so that the bands keep their ratios (colours stay true)."""
+    finite = rgb[np.isfinite(rgb)]
+    return (float(np.percentile(finite, 2)), float(np.percentile(finite, 98))) if finite.size else (0.0, 1.0)
+
+
+def stretched(rgb: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """``rgb`` stretched linearly from ``lo``..``hi`` to 0..255 (uint8, clipped; no data black)."""
+    return np.clip((np.nan_to_num(rgb, nan=lo) - lo) / max(hi - lo, 1e-6) * 255, 0, 255).astype(np.uint8)
