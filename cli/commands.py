@@ -1,4 +1,4 @@
-"""The ``srcube`` command line: run, demo, info, export, quicklook, verify, publish, catalogs, models."""
+"""The ``srcube`` command line: run, demo, info, export, quicklook, view, verify, publish, catalogs, models."""
 
 from __future__ import annotations
 
@@ -612,10 +612,11 @@ def export_onnx_cmd(
 
 
 # the commands of their own modules, after this module's (they reuse its helpers and option parameters)
-from srcube.cli import area, training  # noqa: E402
+from srcube.cli import area, training, view  # noqa: E402
 
 training.register(app)
 app.command("run-area")(area.run_area_cmd)
+app.command("view")(view.view_cmd)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -225,3 +225,23 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path, dask
         refresh_global_settings_context()
         stop_process_group(server)
         log.close()
+
+
+# --- a small cube for the map page (srcube view) ---------------------------------------------------------------
+
+#: a corner of the sample region, two dates (one clear, one with clouds and the swath's edge), four bands (true and
+#: false colour), the bicubic baseline with the consistency projection (so the cube has the consistency layer and the
+#: page's input view is the exact kind), and tiles of 64 input px (so one map tile of 256 px spans several chunks)
+VIEW_CUBE = {"bbox": (4.465, 51.401, 4.487, 51.414), "dates": "2024-06-12/2024-06-22", "model": "bicubic",
+             "consistency": True, "bands": ["B02", "B03", "B04", "B08"], "tile": 64}
+
+
+@pytest.fixture(scope="session")
+def view_cube(tmp_path_factory: pytest.TempPathFactory, sample_url: str) -> Path:
+    """A complete cube (:data:`VIEW_CUBE`, 628 x 596 px) for the map page's tests, made once per session."""
+    from srcube.pipeline import run_region
+
+    out = tmp_path_factory.mktemp("view") / "corner.zarr"
+    run_region(VIEW_CUBE["bbox"], VIEW_CUBE["dates"], out=str(out),
+               **{k: v for k, v in VIEW_CUBE.items() if k not in ("bbox", "dates")})
+    return out

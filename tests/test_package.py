@@ -149,6 +149,8 @@ COVERED_ELSEWHERE: dict[str, tuple[str, tuple[str, ...]]] = {
                                    ("pipeline/search/test_sample_catalog.py",)),
     "pipeline/testing/sample_probav.py": ("the synthetic PROBA-V archive and Kelvins layout",
                                           ("pipeline/sensors/test_probav.py",)),
+    "pipeline/testing/browser.py": ("the DevTools driver of the map page's browser test, run by it",
+                                    ("cli/test_view.py",)),
     "pipeline/testing/stac_server.py": ("the loopback STAC API every sample test reads; rehosted catalogs", (
         "pipeline/search/test_sample_catalog.py", "pipeline/search/test_assets.py")),
     "pipeline/write/stac.py": ("a cube's STAC documents, and what they refuse to carry", (
