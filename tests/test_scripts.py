@@ -72,3 +72,36 @@ def test_stac_api_sh_passes_ci_when_everything_is_there(stac_api_sh):
         assert done.returncode == 0 and "failing" not in done.stderr, done.stderr
     else:  # this machine lacks PostgreSQL or PostGIS, and the stand-in apt-get installs nothing
         assert done.returncode == 1 and ("PostgreSQL" in done.stderr or "PostGIS" in done.stderr), done.stderr
+
+
+@pytest.fixture
+def browser_sh(tmp_path):
+    """Runs a copy of scripts/browser.sh whose apt-get fails, with ``$SRCUBE_CHROMIUM`` naming a Chromium that is not
+    there (whatever this machine has); ``installed=True`` names a stand-in that is."""
+    root = tmp_path / "repo"
+    (root / "scripts").mkdir(parents=True)
+    shutil.copy2(REPO / "scripts" / "browser.sh", root / "scripts" / "browser.sh")
+    stand_ins = tmp_path / "bin"
+    _stand_in(stand_ins / "apt-get", 100)
+
+    def run(ci: str | None, installed: bool = False) -> subprocess.CompletedProcess[str]:
+        chromium = _stand_in(stand_ins / "chromium-stand-in", 0) if installed else tmp_path / "no" / "chromium"
+        env = {k: v for k, v in os.environ.items() if k != "CI"}
+        env.update(PATH=f"{stand_ins}{os.pathsep}{env['PATH']}", SRCUBE_CHROMIUM=str(chromium))
+        if ci is not None:
+            env["CI"] = ci
+        return subprocess.run(["bash", str(root / "scripts" / "browser.sh")], env=env, capture_output=True,
+                              text=True, timeout=120)
+
+    return run
+
+
+def test_browser_sh_fails_ci_when_the_browser_test_would_skip(browser_sh):
+    here = browser_sh(None)
+    assert here.returncode == 0, here.stderr  # a workstation: said, and the browser test skips naming it
+    assert "Chromium not installed: the browser test will skip" in here.stderr
+    ci = browser_sh("true")
+    assert ci.returncode == 1 and "CI=true: failing" in ci.stderr
+    assert browser_sh("false").returncode == 0
+    done = browser_sh("true", installed=True)
+    assert done.returncode == 0 and not done.stderr, done.stderr
