@@ -90,8 +90,9 @@ class TileRequestError(ValueError):
 class Counters:
     """What the map served and what it read since the last :meth:`reset` (thread-safe): tiles served (answered
     from the tile cache or rendered), by level and layer, each tile request in order (``tile_log``), and the store
-    reads: zarr chunks read (inside a shard: each inner chunk is one ranged read), shard index reads and metadata
-    reads, by array path (``overviews/4/reflectance`` is level 4) and by key (the zarr chunk or shard)."""
+    reads: zarr chunks read from the store (inside a shard: each inner chunk is one ranged read), shard index reads,
+    metadata reads and their bytes, and reads the :class:`ReadCache` answered (``cache_hits``); the chunks used (from
+    the store or the cache) by array path (``overviews/4/reflectance`` is level 4) and by key (the chunk or shard)."""
 
     tiles: int = 0
     tiles_rendered: int = 0
@@ -102,6 +103,7 @@ class Counters:
     index_reads: int = 0
     metadata_reads: int = 0
     bytes_read: int = 0
+    cache_hits: int = 0
     reads_by_array: collections.Counter[str] = field(default_factory=collections.Counter)
     keys_read: collections.Counter[str] = field(default_factory=collections.Counter)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -128,13 +130,23 @@ class Counters:
                 self.index_reads += 1
             else:
                 self.chunk_reads += 1
-                self.reads_by_array[array] += 1
-                if len(self.keys_read) < self.LOG:
-                    self.keys_read[key] += 1
+                self._used(array, key)
+
+    def _used(self, array: str, key: str) -> None:
+        self.reads_by_array[array] += 1
+        if len(self.keys_read) < self.LOG:
+            self.keys_read[key] += 1
+
+    def hit(self, key: str, byte_range: ByteRequest | None) -> None:
+        with self._lock:
+            self.cache_hits += 1
+            if not isinstance(byte_range, SuffixByteRequest):
+                self._used(key.rpartition("/c/")[0], key)
 
     def reset(self) -> None:
         with self._lock:
             self.tiles = self.tiles_rendered = self.chunk_reads = self.index_reads = self.metadata_reads = 0
+            self.cache_hits = 0
             self.bytes_read = 0
             for counter in (self.tiles_by_level, self.tiles_by_layer, self.reads_by_array, self.keys_read):
                 counter.clear()
@@ -145,26 +157,62 @@ class Counters:
             return {"tiles": self.tiles, "tiles_rendered": self.tiles_rendered,
                     "tiles_by_level": dict(self.tiles_by_level), "tiles_by_layer": dict(self.tiles_by_layer),
                     "chunk_reads": self.chunk_reads, "index_reads": self.index_reads,
-                    "metadata_reads": self.metadata_reads, "bytes_read": self.bytes_read,
+                    "metadata_reads": self.metadata_reads, "bytes_read": self.bytes_read, "cache_hits": self.cache_hits,
                     "reads_by_array": dict(self.reads_by_array), "keys_read": dict(self.keys_read),
                     "tile_log": [list(e) for e in self.tile_log]}
 
 
-class CountingStore(WrapperStore[Any]):
-    """A read-only zarr store that counts every read into :class:`Counters` (a chunk, a shard index, metadata)."""
+class ReadCache:
+    """The bytes of the last reads (a chunk, a shard index), up to ``limit`` bytes, least recently used out first: the
+    neighbouring tiles of a view share their chunks (a chunk of 1024 px holds 16 tiles), so each is read from the
+    store once, not once per tile (an object store's GET is what a view costs)."""
 
-    def __init__(self, store: Any, counters: Counters | None = None) -> None:
+    def __init__(self, limit: int = 256 * 2**20) -> None:
+        self.limit, self.size = limit, 0
+        self._items: collections.OrderedDict[tuple[str, str], Buffer] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, str]) -> Buffer | None:
+        with self._lock:
+            buf = self._items.get(key)
+            if buf is not None:
+                self._items.move_to_end(key)
+            return buf
+
+    def put(self, key: tuple[str, str], buf: Buffer) -> None:
+        with self._lock:
+            if key in self._items or len(buf) > self.limit // 4:
+                return
+            self._items[key] = buf
+            self.size += len(buf)
+            while self.size > self.limit:
+                self.size -= len(self._items.popitem(last=False)[1])
+
+
+class CountingStore(WrapperStore[Any]):
+    """A read-only zarr store that counts every read from the store into :class:`Counters` (a chunk, a shard index,
+    metadata), and keeps the chunks' bytes in a :class:`ReadCache`."""
+
+    def __init__(self, store: Any, counters: Counters | None = None, cache: ReadCache | None = None) -> None:
         super().__init__(store)
         self.counters = counters if counters is not None else Counters()
+        self.cache = cache if cache is not None else ReadCache()
 
     def _with_store(self, store: Any) -> CountingStore:
-        return type(self)(store, self.counters)
+        return type(self)(store, self.counters, self.cache)
 
     async def get(self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None
                   ) -> Buffer | None:
+        chunk = "/c/" in key  # metadata is read once, at open: not kept
+        cached = self.cache.get((key, repr(byte_range))) if chunk else None
+        if cached is not None:
+            self.counters.hit(key, byte_range)
+            return cached
         buf = await self._store.get(key, prototype, byte_range)
         if buf is not None:
             self.counters.read(key, byte_range, len(buf))
+            if chunk:
+                self.cache.put((key, repr(byte_range)), buf)
         return buf
 
     async def get_partial_values(self, prototype: BufferPrototype,

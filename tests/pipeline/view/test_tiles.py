@@ -103,6 +103,19 @@ def test_a_tile_reads_the_chunks_of_its_window_and_nothing_else(view_cube, level
     assert again["chunk_reads"] == got["chunk_reads"] and again["tiles"] == 2 and again["tiles_rendered"] == 1
 
 
+def test_neighbouring_tiles_read_a_chunk_they_share_once(view_cube):
+    view = CubeView.open(str(view_cube))
+    view.stretch(1, "true")
+    view.counters.reset()
+    view.tile_png(1, 0, 0, 1, "true")
+    view.tile_png(1, 0, 1, 1, "true")  # columns 256-512: the chunk of columns 212-424 is the first tile's too
+    got = view.counters.to_json()
+    first, second = (_chunks(view_cube, "reflectance", (0, 256, c0, c0 + 256), 1) for c0 in (0, 256))
+    assert first & second and got["cache_hits"] >= len(first & second)
+    assert set(got["keys_read"]) == first | second
+    assert got["chunk_reads"] == len(first | second)  # each chunk from the store once
+
+
 def test_the_input_view_of_a_tile_is_the_whole_frames_cut(view):
     """Degraded by the projection's operator and bicubic back up, tile by tile (with the reach as margin) or over
     the whole frame: the same values; and not the super-resolved ones (it is the input's view)."""
