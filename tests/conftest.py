@@ -238,10 +238,11 @@ VIEW_CUBE = {"bbox": (4.465, 51.401, 4.487, 51.414), "dates": "2024-06-12/2024-0
 
 @pytest.fixture(scope="session")
 def view_cube(tmp_path_factory: pytest.TempPathFactory, sample_url: str) -> Path:
-    """A complete cube (:data:`VIEW_CUBE`, 628 x 596 px) for the map page's tests, made once per session."""
+    """A complete cube (:data:`VIEW_CUBE`, 628 x 596 px) for the map page's tests, made once per session; the input
+    stack it was made from is in the stack cache beside it (``stacks/``)."""
     from srcube.pipeline import run_region
 
     out = tmp_path_factory.mktemp("view") / "corner.zarr"
-    run_region(VIEW_CUBE["bbox"], VIEW_CUBE["dates"], out=str(out),
+    run_region(VIEW_CUBE["bbox"], VIEW_CUBE["dates"], out=str(out), stack_cache=str(out.parent / "stacks"),
                **{k: v for k, v in VIEW_CUBE.items() if k not in ("bbox", "dates")})
     return out

@@ -432,7 +432,8 @@ class CubeView:
                f"operator ({self.sensor} PSF, {psf}, point sampling at the input pixel centres, x{self.scale}), then "
                "bicubic back up")
         exact = ("exact: this cube was made with the consistency projection, so the degraded image is its input up to "
-                 "the consistency layer's error" if self.consistency_projection else
+                 "the consistency layer's error (but for the few input pixels along the cube's outer edge)"
+                 if self.consistency_projection else
                  "approximate: this cube was made without the consistency projection, so the degraded image is an "
                  "estimate of its input")
         return {"stored": False, "exact": self.consistency_projection, "text": f"{how}; {exact}. Zoomed out "

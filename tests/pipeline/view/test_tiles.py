@@ -11,6 +11,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+import xarray as xr
 import zarr
 from PIL import Image
 
@@ -134,6 +135,24 @@ def test_the_input_view_of_a_tile_is_the_whole_frames_cut(view):
     assert view.tile_png(1, 1, 1, 1, "true-input") != view.tile_png(1, 1, 1, 1, "true")
     # zoomed out, the two views are the same data (the overviews)
     assert view.tile_png(4, 0, 0, 1, "true-input") == view.tile_png(4, 0, 0, 1, "true")
+
+
+def test_the_input_view_starts_from_the_input_itself_on_a_projected_cube(view, view_cube):
+    """The operator gives back the input the cube was made from (its stack, kept in the stack cache): within the
+    consistency layer's order of error (1e-5 reflectance), as the projection promises; within the operator's reach of
+    the cube's outer edge, where the halo it was computed with is cut off, approximate (at most 0.016)."""
+    stack = xr.open_zarr(next((view_cube.parent / "stacks").glob("stack-*.zarr")))
+    halo, s, bands = int(stack.attrs["halo"]), view.scale, ["B04", "B03", "B02"]
+    with torch.no_grad():
+        sr = view.window(1, 1, bands, 0, 596, 0, 628)
+        lr = view.projection.degrade(torch.from_numpy(np.nan_to_num(sr))[None])[0].numpy()
+    given = stack.reflectance.sel(band=bands).isel(time=1).values[:, halo : halo + 596 // s, halo : halo + 628 // s]
+    diff = np.abs(lr - given)
+    inner = diff[:, 3:-3, 3:-3]
+    layer = float(np.nanmean(CubeStore(str(view_cube)).open().consistency.isel(time=1).values))
+    assert np.nanmean(inner) < 2 * layer and np.nanmax(inner) < 1e-3
+    assert np.nanmean(diff) < 1e-4 and np.nanmax(diff) < 0.03
+    assert np.nanmean(given) > 0.03  # (a reflectance, not zeros)
 
 
 def test_overlays_paint_what_the_layers_say(view, view_cube):
