@@ -32,6 +32,7 @@ The overlays have no overview levels in the cube: zoomed out, a tile reads every
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
 import math
@@ -165,12 +166,15 @@ class Counters:
 class ReadCache:
     """The bytes of the last reads (a chunk, a shard index), up to ``limit`` bytes, least recently used out first: the
     neighbouring tiles of a view share their chunks (a chunk of 1024 px holds 16 tiles), so each is read from the
-    store once, not once per tile (an object store's GET is what a view costs)."""
+    store once, not once per tile (an object store's GET is what a view costs). A read asked for while the same read is
+    under way waits for it (:attr:`pending`: the browser asks for several tiles at once)."""
 
     def __init__(self, limit: int = 256 * 2**20) -> None:
         self.limit, self.size = limit, 0
         self._items: collections.OrderedDict[tuple[str, str], Buffer] = collections.OrderedDict()
         self._lock = threading.Lock()
+        #: reads under way, on zarr's event loop (every read of the store runs there)
+        self.pending: dict[tuple[Any, str, str], asyncio.Future[Buffer | None]] = {}
 
     def get(self, key: tuple[str, str]) -> Buffer | None:
         with self._lock:
@@ -203,16 +207,39 @@ class CountingStore(WrapperStore[Any]):
 
     async def get(self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None
                   ) -> Buffer | None:
-        chunk = "/c/" in key  # metadata is read once, at open: not kept
-        cached = self.cache.get((key, repr(byte_range))) if chunk else None
+        if "/c/" not in key:  # metadata is read once, at open: not kept
+            buf = await self._store.get(key, prototype, byte_range)
+            if buf is not None:
+                self.counters.read(key, byte_range, len(buf))
+            return buf
+        at = (key, repr(byte_range))
+        cached = self.cache.get(at)
         if cached is not None:
             self.counters.hit(key, byte_range)
             return cached
-        buf = await self._store.get(key, prototype, byte_range)
+        loop = asyncio.get_running_loop()
+        under_way = self.cache.pending.get((loop, *at))
+        if under_way is not None:  # the same read, asked for by another tile: its bytes
+            buf = await asyncio.shield(under_way)
+            self.counters.hit(key, byte_range)
+            return buf
+        future: asyncio.Future[Buffer | None] = loop.create_future()
+        self.cache.pending[(loop, *at)] = future
+        try:
+            buf = await self._store.get(key, prototype, byte_range)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except Exception as exc:
+            future.set_exception(exc)
+            future.exception()  # (retrieved: with nobody waiting, asyncio would log it)
+            raise
+        finally:
+            del self.cache.pending[(loop, *at)]
+        future.set_result(buf)
         if buf is not None:
             self.counters.read(key, byte_range, len(buf))
-            if chunk:
-                self.cache.put((key, repr(byte_range)), buf)
+            self.cache.put(at, buf)
         return buf
 
     async def get_partial_values(self, prototype: BufferPrototype,
