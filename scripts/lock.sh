@@ -11,3 +11,5 @@ if [ -n "${PIP_FIND_LINKS:-}" ]; then common+=(--find-links "$PIP_FIND_LINKS"); 
 "$uv" pip compile pyproject.toml --extra test "${common[@]}" -o requirements/test.lock
 "$uv" pip compile requirements/stac-api.in --generate-hashes --python-version 3.11 \
     --python-platform x86_64-manylinux_2_28 -q -o requirements/stac-api.lock
+"$uv" pip compile requirements/geozarr.in --generate-hashes --python-version 3.12 \
+    --python-platform x86_64-manylinux_2_28 -q -o requirements/geozarr.lock

@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install.sh test
 scripts/stac-api.sh   # the STAC API the publish tests start (where it cannot be installed they skip, naming it; CI=true fails)
+scripts/geozarr.sh    # the GeoZarr conventions validator (Python 3.12, a venv of its own; as above)
 scripts/browser.sh    # Chromium for the map page's browser test (the same: it skips, naming it; CI=true fails)
 scripts/lint.sh   # ruff, mypy, the import-linter layer contract
 export PREFECT_HOME="${PREFECT_HOME:-$(mktemp -d)}"

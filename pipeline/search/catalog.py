@@ -324,9 +324,10 @@ def describe(profiles: Sequence[CatalogProfile] | None = None) -> list[tuple[str
 
 
 def offset_table_markdown() -> str:
-    """The README's catalog table: per catalog and collection, how pixels are read and what srcube does
+    """The catalog table of ARCHITECTURE.md: per catalog and collection, how pixels are read and what srcube does
     with the +1000 DN offset of processing baselines >= 04.00, and why (from the profiles and
-    :data:`pipeline.sensors.sentinel2.OFFSET_TABLE`; tests/test_harmonize.py keeps the README equal to it)."""
+    :data:`pipeline.sensors.sentinel2.OFFSET_TABLE`; tests/pipeline/assemble/test_harmonize.py keeps
+    ARCHITECTURE.md equal to it)."""
     from srcube.pipeline.sensors.sentinel2 import OFFSET_TABLE
 
     does = {"offset": "subtracts 0.1 unless the item's pixels show no offset (then it warns and subtracts nothing)",

@@ -6,7 +6,8 @@ Each level is a group ``overviews/<f>`` of the cube (xarray: ``xr.open_zarr(cube
 value, with its own ``x``/``y`` (block centres), ``spatial_ref`` and ``grid_mapping``, so rioxarray and
 odc-geo read each level on its own grid. Level ``2f`` is made from level ``f`` (each level reads the one
 before, not the full frame). The cube's ``overviews`` attribute lists the factors, the resampling and how
-many time steps the levels hold.
+many time steps the levels hold; the GeoZarr ``multiscales`` convention says the same for readers that follow it
+(:mod:`pipeline.write.geozarr`, written here with the levels).
 
 They are written before the cube is marked complete (:meth:`CubeStore.finalize`, while its chunk manifest
 still says every chunk is in), and an append extends them
@@ -27,6 +28,7 @@ import zarr
 
 from srcube.pipeline.errors import CubeAttributeError
 from srcube.pipeline.params import safe_name
+from srcube.pipeline.write import geozarr
 from srcube.pipeline.write.cube import TIME_ENCODING, compressors
 from srcube.pipeline.write.store import EVERY_CHUNK, CubeStore, quiet_consolidated
 
@@ -74,16 +76,19 @@ def write_overviews(store: CubeStore, start: int = 0, stop: int | None = None) -
     steps = factors(cube.sizes["y"], cube.sizes["x"])
     prev = refl.isel(time=slice(start, stop))
     root = zarr.open_group(store.zarr_store(), mode="r+")
+    grids: list[tuple[str, int, xr.Dataset]] = []  # each level's path, factor and grid (its coordinates)
     # computed here, in threads: not on whichever Dask cluster is the default (it may lack the store's credentials)
     with dask.config.set(scheduler="threads"):
         for i, f in enumerate(steps):
             _write_level(store, root, prev, i, f, start, n if stop is None else stop, crs_var, whole=stop is None)
             with quiet_consolidated():
-                prev = xr.open_zarr(store.zarr_store(), group=f"{GROUP}/{f}", consolidated=False).reflectance.isel(
-                    time=slice(start, stop))
+                written = xr.open_zarr(store.zarr_store(), group=f"{GROUP}/{f}", consolidated=False)
+            grids.append((f"{GROUP}/{f}", f, written))
+            prev = written.reflectance.isel(time=slice(start, stop))
     attr = {"factors": steps, "resampling": "mean of the valid pixels of each block", "group": GROUP,
             "time_steps": n}
     root.attrs["overviews"] = attr
+    geozarr.write(store.zarr_store(), cube, grids)  # GeoZarr: multiscales over these levels, spatial:, proj:
     log.info("%s: overviews x%s for time steps %d-%d", store.url, ",".join(map(str, steps)), start,
              (n if stop is None else stop) - 1)
     return attr

@@ -35,7 +35,8 @@ def cluster_address(prefect_api: str) -> Iterator[str]:
     """A LocalCluster started after the server (its workers inherit PREFECT_API_URL)."""
     from distributed import LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
+    # one worker process with two threads: two cells at once (max_cells=2) for the price of one process start
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=True, dashboard_address=":0") as cluster:
         yield cluster.scheduler_address
 
 

@@ -22,7 +22,6 @@ import pytest
 import yaml
 
 from srcube.pipeline.params import DateRange
-from srcube.pipeline.testing import sample
 from srcube.pipeline.write.store import CubeStore, open_cube
 from tests.support.flowruns import FlowRunRecord, flow_run_record
 from tests.support.helpers import REPO, stop_process_group
@@ -32,7 +31,8 @@ pytestmark = pytest.mark.integration
 BBOX = [4.465, 51.401, 4.487, 51.414]
 #: the flows are under test, not the model: the bicubic baseline keeps each run a few seconds of compute
 MODEL = "bicubic"
-DATES = sample.DEFAULT_DATES
+#: three clear days of the sample (two tiles each): enough for batches, an append split in two, a rerun
+DATES = "2024-06-01/2024-06-22"
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,8 @@ def cluster_address(prefect_api: str) -> Iterator[str]:
     """A LocalCluster started after the server (its workers inherit PREFECT_API_URL)."""
     from distributed import LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
+    # one worker process with two threads: two tasks at once for the price of one process start (its imports)
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=True, dashboard_address=":0") as cluster:
         yield cluster.scheduler_address
 
 
@@ -95,7 +96,7 @@ def test_flow_end_to_end_on_local_cluster(prefect_api, reference_cube, tmp_path)
     from srcube.flows.settings import DaskSettings
 
     out = tmp_path / "flow.zarr"
-    runner = DaskSettings.from_env({"SRCUBE_DASK_WORKERS": "2"}).task_runner()
+    runner = DaskSettings.from_env({"SRCUBE_DASK_WORKERS": "1"}).task_runner()
     state = region_flow.with_options(task_runner=runner)(bbox=BBOX, dates=DATES, out=str(out), model=MODEL,
                                                           batch_chunks=2,
                                                           return_state=True)
