@@ -234,15 +234,21 @@ def test_two_gloo_processes_train_the_weights_of_one(tmp_path: Path, one_process
 
 
 def test_a_data_parallel_run_resumes_from_its_checkpoint(tmp_path: Path, one_process: dict[str, Any]):
-    """Stopped after one epoch, resumed on two processes (every rank reads rank 0's checkpoint): the weights of the
-    uninterrupted one-process run."""
+    """Stopped after one epoch, resumed on two processes (every rank reads rank 0's checkpoint), or on one: the
+    weights of the uninterrupted one-process run."""
+    import shutil
+
     out = tmp_path / "run"
     config = _config(tmp_path / "c.yaml", out, one_process["src"])
     train_on_processes(2, config, epochs=1)
     assert _checkpoint(out)["epoch"] == 1
+    shutil.copytree(out, tmp_path / "alone")
     train_on_processes(2, config, auto_resume=True)  # as a restarted Job does: resume since there is a checkpoint
     assert_same_weights(_checkpoint(out), one_process["checkpoint"])
     assert len((out / "metrics.csv").read_text().splitlines()) == 3  # the resumed run appends to the log
+    alone = _config(tmp_path / "alone.yaml", tmp_path / "alone", one_process["src"])
+    Trainer(load_config(alone), resume=True).fit()
+    assert_same_weights(_checkpoint(tmp_path / "alone"), one_process["checkpoint"])
 
 
 # --- AMP ------------------------------------------------------------------------------------------------------
@@ -281,6 +287,23 @@ def test_amp_training_steps_on_cuda(tmp_path: Path, sample_dir: Path, amp: str):
     assert trainer.scaler.is_enabled() is (amp == "fp16")
     history = trainer.fit()["history"]
     assert trainer.step == 5 and torch.isfinite(torch.tensor(history[0]["train_loss"]))
+
+
+@pytest.mark.gpu
+def test_torchrun_trains_on_every_gpu_with_nccl(tmp_path: Path, sample_dir: Path):
+    """`torchrun --nproc-per-node <GPUs> -m srcube.cli train --amp fp16`: one process per GPU, NCCL (chosen by
+    --backend auto), DistributedDataParallel on CUDA, validation joined over NCCL, rank 0's checkpoint."""
+    gpus = torch.cuda.device_count()
+    src = str(sample_dir / "cogs" / "T31UFS-A_20240612" / "B04.tif")
+    out = tmp_path / "run"
+    config = _config(tmp_path / "c.yaml", out, src, batch_size=2 * gpus, threads=None)
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+                           str(gpus), "-m", "srcube.cli", "train", str(config), "--amp", "fp16"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"x {gpus} processes (nccl)" in " ".join(proc.stdout.split())
+    state = _checkpoint(out)
+    assert state["epoch"] == 2 and all(torch.isfinite(v).all() for v in state["model"].values())
 
 
 # --- the launchers, as commands ---------------------------------------------------------------------------------
