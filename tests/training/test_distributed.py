@@ -181,9 +181,13 @@ def _rank(rank: int, size: int, port: int, config: Path, options: dict[str, Any]
 def train_on_processes(size: int, config: Path, **options: Any) -> None:
     """``srcube train CONFIG`` as ``size`` forked processes of one gloo process group on loopback, with the
     environment torchrun gives its workers; a failing rank's traceback is raised here."""
+    import warnings
+
     import torch.multiprocessing as mp
 
-    mp.start_processes(_rank, args=(size, free_port(), config, options), nprocs=size, start_method="fork")
+    with warnings.catch_warnings():  # Python >= 3.12 warns of fork() beside threads; the ranks use none of theirs
+        warnings.filterwarnings("ignore", r"This process .* is multi-threaded", DeprecationWarning)
+        mp.start_processes(_rank, args=(size, free_port(), config, options), nprocs=size, start_method="fork")
 
 
 def _checkpoint(out: Path) -> dict[str, Any]:
