@@ -7,30 +7,67 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
+import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+if TYPE_CHECKING:
+    from srcube.training.config import Config
+
 console = Console()
 log = logging.getLogger(__name__)
 
 
-def train(config: Path, *, resume: bool = False, epochs: int | None = None, export: Path | None = None) -> dict:
-    """Train the model a YAML config describes; export its best weights; return the summary."""
-    from srcube.training.config import load_config
-    from srcube.training.trainer import Trainer
+def _config(config: Path, *, epochs: int | None = None, output: Path | None = None, amp: str | None = None) -> Config:
+    """The training config with the command line's overrides."""
+    from srcube.training.config import load_config, validate
 
     cfg = load_config(config)
+    train_cfg = cfg.train
     if epochs is not None:
-        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=epochs))
-    trainer = Trainer(cfg, resume=resume)
-    console.print(f"[bold]train[/] {cfg.name}: {cfg.model.architecture} x{cfg.model.scale} on {cfg.data.kind} "
-                  f"({len(trainer.train_ds)} samples, {len(trainer.val_ds)} validation) on {trainer.device}; "  # type: ignore[arg-type]
-                  f"epoch {trainer.epoch} -> {cfg.train.epochs}; output {cfg.out_dir}")
-    summary = trainer.fit()
+        train_cfg = dataclasses.replace(train_cfg, epochs=epochs)
+    if amp is not None:
+        train_cfg = dataclasses.replace(train_cfg, amp=amp)
+    cfg = dataclasses.replace(cfg, train=train_cfg)
+    if output is not None:  # a path of the command line: relative to the working directory, not the repository
+        cfg = dataclasses.replace(cfg, output=str(output.expanduser().absolute()))
+    validate(cfg)
+    return cfg
+
+
+def train(config: Path, *, resume: bool = False, epochs: int | None = None, export: Path | None = None,
+          output: Path | None = None, amp: str | None = None, backend: str = "auto",
+          auto_resume: bool = False) -> dict:
+    """Train the model a YAML config describes; export its best weights; return the summary.
+
+    As one process, or as one of the processes torchrun (or ``srcube train --nproc``) started: then every process
+    trains its share of each global batch in one process group and rank 0 alone writes and exports (the others
+    return an empty ``metrics``). ``auto_resume``: resume when the output folder has a checkpoint, else start
+    (what a restarted Kubernetes pod needs)."""
+    from srcube.training import distributed
+    from srcube.training.trainer import Trainer
+
+    cfg = _config(config, epochs=epochs, output=output, amp=amp)
+    if auto_resume:
+        resume = resume or (cfg.out_dir / "checkpoints" / "last.pt").exists()
+    with distributed.process_group(distributed.world_from_env(), backend, cfg.device) as world:
+        trainer = Trainer(cfg, resume=resume, world=world)
+        if world.main:
+            ranks = f" x {world.size} processes ({world.backend})" if world.launched else ""
+            console.print(f"[bold]train[/] {cfg.name}: {cfg.model.architecture} x{cfg.model.scale} on {cfg.data.kind} "
+                          f"({len(trainer.train_ds)} samples, {len(trainer.val_ds)} validation) on "  # type: ignore[arg-type]
+                          f"{trainer.device}{ranks}; epoch {trainer.epoch} -> {cfg.train.epochs}; output {cfg.out_dir}")
+        try:
+            summary = trainer.fit()
+        finally:
+            trainer.close()
+    if not world.main:
+        return {"summary": summary, "metrics": {}}
     meta = trainer.export(export)
     table = Table("metric", "model", "bicubic", title=f"validation, best epoch {meta.metrics.get('best_epoch')}")
     for key in ("psnr", "ssim", "cpsnr", "cssim"):
@@ -132,22 +169,69 @@ def evaluate(model: str, *, data: Path | None = None, image: Path | None = None,
 def train_cmd(
     config: Annotated[Path, typer.Argument(help="training config (YAML), e.g. training/configs/s2-sisr-x4.yaml")],
     resume: Annotated[bool, typer.Option(help="continue from the run's last checkpoint")] = False,
+    auto_resume: Annotated[bool, typer.Option(
+        help="continue from the run's last checkpoint when there is one, else start (restarted Jobs)")] = False,
     epochs: Annotated[int | None, typer.Option(help="override train.epochs")] = None,
+    output: Annotated[Path | None, typer.Option(
+        help="override the config's output folder (checkpoints, logs, weights); may hold {name}")] = None,
+    amp: Annotated[str | None, typer.Option(
+        help="override train.amp: auto (bf16 on CUDA, off on a CPU), bf16 (CUDA or CPU), fp16 (CUDA, loss "
+             "scaling) or off")] = None,
+    nproc: Annotated[int | None, typer.Option(
+        help="train data-parallel on this many processes of this machine (one per GPU on CUDA); several "
+             "machines: torchrun --nnodes ... -m srcube.cli train")] = None,
+    backend: Annotated[str, typer.Option(
+        help="process-group backend of a data-parallel run: auto (nccl on CUDA, gloo on CPUs), nccl or gloo")
+    ] = "auto",
     export: Annotated[Path | None, typer.Option(help="where to write the weights (without suffix)")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Train a model from a YAML config (CPU here, CUDA when present); export its best weights."""
+    """Train a model from a YAML config (CPU here, CUDA when present); export its best weights. Data-parallel
+    with --nproc N, or as each process of `torchrun --nproc-per-node N -m srcube.cli train CONFIG`: the config's
+    batch is the global batch, shared out over the processes."""
     from srcube import models
     from srcube.cli.commands import _fail, _setup_logging
     from srcube.training.config import ConfigError
     from srcube.training.trainer import CheckpointError
 
     _setup_logging(verbose)
-    logging.getLogger("srcube.training").setLevel(logging.INFO)
+    main_rank = os.environ.get("RANK", "0") == "0"  # the other ranks of a data-parallel run log warnings only
+    logging.getLogger("srcube.training").setLevel(logging.INFO if main_rank else logging.WARNING)
     try:
-        train(config, resume=resume, epochs=epochs, export=export)
+        if nproc is not None:
+            code = _launch(config, nproc, resume=resume, auto_resume=auto_resume, epochs=epochs, output=output,
+                           amp=amp, backend=backend, export=export, verbose=verbose)
+            if code:
+                raise typer.Exit(code)
+            return
+        train(config, resume=resume, epochs=epochs, export=export, output=output, amp=amp, backend=backend,
+              auto_resume=auto_resume)
     except (ConfigError, CheckpointError, models.ModelConfigError, FileNotFoundError) as exc:
         _fail(exc)
+
+
+def _launch(config: Path, nproc: int, *, resume: bool, auto_resume: bool, epochs: int | None, output: Path | None,
+            amp: str | None, backend: str, export: Path | None, verbose: bool) -> int:
+    """``srcube train --nproc N``: the config checked once here, then N processes of this command without --nproc
+    (:func:`srcube.training.distributed.launch`); the exit code of the first that fails."""
+    from srcube.training import distributed
+
+    if "WORLD_SIZE" in os.environ:
+        raise distributed.DistributedConfigError(
+            "--nproc starts the processes of a data-parallel run, and this process is one already (WORLD_SIZE is "
+            "set: torchrun or --nproc started it); leave --nproc out under torchrun")
+    cfg = _config(config, epochs=epochs, output=output, amp=amp)
+    distributed.check_batch(cfg.train.batch_size, nproc)
+    if backend not in distributed.BACKENDS:
+        raise distributed.DistributedConfigError(
+            f"--backend {backend!r} is not one of {', '.join(distributed.BACKENDS)}")
+    argv = [str(config.absolute()), "--backend", backend]
+    for flag, value in (("--epochs", epochs), ("--output", output and output.absolute()), ("--amp", amp),
+                        ("--export", export and export.absolute())):
+        if value is not None:
+            argv += [flag, str(value)]
+    argv += ["--resume"] * resume + ["--auto-resume"] * auto_resume + ["--verbose"] * verbose
+    return distributed.launch(nproc, [sys.executable, "-m", "srcube.cli", "train", *argv])
 
 
 def ship_cmd(

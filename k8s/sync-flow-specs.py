@@ -13,8 +13,9 @@ that counts a task of unknown duration as minutes of work, so that the operator'
 per cell in flight from the start (see :func:`area_spec_from`).
 The job template (``prefect/srcube-k8s-base-job-template.json``) is not rendered by kustomize either: its
 ``image`` default is set to the image (``name:tag@digest``) that ``base/kustomization.yaml`` gives every
-container. ``tests/k8s/test_k8s.py`` checks both; this script rewrites the files after the CR, a patch or the
-image changed:
+container, and so is the ``images:`` entry of ``training/kustomization.yaml`` (the training Job's kustomization,
+which does not include the base). ``tests/k8s/test_k8s.py`` checks them all; this script rewrites the files after
+the CR, a patch or the image changed:
 
     python k8s/sync-flow-specs.py          # needs kubectl (only `kubectl kustomize`, offline)
 """
@@ -24,6 +25,7 @@ from __future__ import annotations
 import copy
 import json
 import pathlib
+import re
 import subprocess
 import sys
 from typing import Any
@@ -44,6 +46,7 @@ AREA_TARGETS = {
     K8S / "overlays" / "gpu": K8S / "overlays" / "gpu" / "daskcluster-area.yaml",
 }
 JOB_TEMPLATE = K8S / "prefect" / "srcube-k8s-base-job-template.json"
+TRAINING = K8S / "training" / "kustomization.yaml"
 LONG_LIVED = "srcube-dask"
 FLOW_NAME = "srcube-dask-flow"
 AREA_NAME = "srcube-dask-area"
@@ -142,6 +145,20 @@ def job_template_with_image(text: str, image: str) -> str:
     return json.dumps(template, indent=2, ensure_ascii=False) + "\n"
 
 
+def kustomization_with_image(text: str, image: str) -> str:
+    """A kustomization.yaml ``text`` whose one ``images:`` entry is set to ``image`` (``name:tag@digest``): its
+    ``newTag`` and ``digest`` lines rewritten, comments and the rest kept."""
+    name, _, rest = image.partition(":")
+    tag, _, digest = rest.partition("@")
+    if f"name: {name}" not in text:
+        raise SystemExit(f"no images: entry for {name} in the kustomization")
+    out, tags = re.subn(r"(?m)^(\s+newTag:\s*).*$", lambda m: m.group(1) + tag, text)
+    out, digests = re.subn(r"(?m)^(\s+digest:\s*).*$", lambda m: m.group(1) + digest, out)
+    if (tags, digests) != (1, 1):
+        raise SystemExit(f"expected one newTag and one digest line, found {tags} and {digests}")
+    return out
+
+
 def write(target: pathlib.Path, text: str) -> None:
     changed = not target.exists() or target.read_text() != text
     target.write_text(text)
@@ -155,6 +172,7 @@ def main() -> int:
         write(AREA_TARGETS[kustomization], dump(area_spec_from(cr), AREA_HEADER))
     image = image_of(rendered_daskcluster(K8S / "base"))
     write(JOB_TEMPLATE, job_template_with_image(JOB_TEMPLATE.read_text(), image))
+    write(TRAINING, kustomization_with_image(TRAINING.read_text(), image))
     return 0
 
 

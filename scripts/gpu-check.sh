@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks in one call, for a machine with a CUDA device: the gpu-marked tests (exact fp32 tiling with
 # TF32 off, autocast fidelity, a real out-of-memory error split around, batched pass tiles sized from the free
-# memory), then the inference bench on CUDA
+# memory; a few training steps under AMP, bf16 and fp16 with loss scaling, and `srcube train` under torchrun on
+# every GPU with NCCL: tests/training/test_distributed.py), then the inference bench on CUDA
 # (pipeline vs bare forward vs the SEN2SR- and CESBIO-style loops, projected full Sentinel-2 tile). The
 # bench's JSON line is the last line printed. Installs the CUDA build of torch unless the venv has one.
 #   scripts/gpu-check.sh [--size 2048]      (bench arguments)

@@ -160,13 +160,15 @@ def test_reference_tables_are_generated_from_the_code():
 
 def test_error_names_in_the_docs_exist():
     """Every ``SomethingError``/``SomethingWarning`` the documents name in code spans is one srcube has (or
-    a Python built-in)."""
+    a Python built-in): the pipeline's, or training's (its configuration and data-parallel errors)."""
     import builtins
 
     import srcube
     from srcube.pipeline import errors
+    from srcube.training import distributed
 
-    known = {n for n in vars(errors) if n.endswith(("Error", "Warning"))} | set(dir(srcube)) | set(dir(builtins))
+    known = {n for module in (errors, distributed) for n in vars(module) if n.endswith(("Error", "Warning"))}
+    known |= set(dir(srcube)) | set(dir(builtins))
     for rel in DOCS:
         named = set(re.findall(r"`(?:srcube\.)?([A-Z]\w*(?:Error|Warning))`", _text(rel)))
         unknown = sorted(named - known)

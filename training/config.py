@@ -70,7 +70,7 @@ class TrainCfg:
     lr: float = 2e-4
     weight_decay: float = 0.0
     grad_clip: float | None = 1.0
-    amp: str = "auto"  # "auto" (bf16 autocast on CUDA, off on CPU), "bf16", "fp16", "off"
+    amp: str = "auto"  # "auto" (bf16 autocast on CUDA, off on CPU), "bf16" (CUDA or CPU), "fp16" (CUDA), "off"
     ema: float | None = None  # decay, e.g. 0.999
     loss: dict[str, float] = field(default_factory=lambda: {"l1": 1.0})
     scheduler: str = "cosine"  # or "constant"

@@ -1,15 +1,18 @@
 """The trainer: config -> data -> model -> epochs with validation -> checkpoints -> weights.
 
-AMP (bf16/fp16 autocast on CUDA), gradient clipping, optional EMA of the weights, cosine or
+AMP (bf16/fp16 autocast on CUDA, bf16 on a CPU when asked), gradient clipping, optional EMA of the weights, cosine or
 constant learning rate, checkpoint every epoch (``last.pt``, ``best.pt``) and resume, validation
 each epoch against the interpolation baseline, CSV and TensorBoard logs, seeds. Runs on the CPU
-here and on CUDA when present. The best checkpoint is exported as ``NAME.safetensors`` +
+here and on CUDA when present, as one process or data-parallel on several (:mod:`srcube.training.distributed`:
+DistributedDataParallel, each global batch shared out so that N processes train the weights of one; rank 0 alone
+writes). The best checkpoint is exported as ``NAME.safetensors`` +
 ``NAME.json`` with its validation metrics and the recipe.
 """
 
 from __future__ import annotations
 
 import csv
+import gc
 import json
 import logging
 import math
@@ -26,7 +29,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
+from torch.utils.data import BatchSampler, ConcatDataset, DataLoader, Dataset, RandomSampler, Subset
 
 from srcube import models
 from srcube.models.base import Normalized
@@ -35,6 +38,17 @@ from srcube.models.sisr import Discriminator
 from srcube.models.weights import Normalisation
 from srcube.training import losses
 from srcube.training.config import Config, ConfigError, portable
+from srcube.training.distributed import (
+    RankBatches,
+    World,
+    average_gradients,
+    check_batch,
+    gather_rows,
+    loss_weight,
+    share,
+    sum_over_ranks,
+    train_device,
+)
 from srcube.training.metrics import cpsnr, cssim, psnr, ssim
 
 log = logging.getLogger(__name__)
@@ -45,12 +59,6 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)
     torch.cuda.manual_seed_all(seed)
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def is_multi(cfg: Config) -> bool:
@@ -157,6 +165,20 @@ def _bare(model: torch.nn.Module) -> models.SRModel:
     return inner  # type: ignore[return-value]
 
 
+def _amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``train.amp`` on ``device``: ``auto`` is bf16 on CUDA and off elsewhere; ``bf16`` runs
+    on CUDA and on a CPU (CPU autocast: slower than float32 on CPUs without bf16 units, but the same code path);
+    ``fp16`` (with loss scaling) on CUDA only, as GradScaler is CUDA's here."""
+    if mode == "off" or (mode == "auto" and device.type != "cuda"):
+        return None
+    if mode in ("auto", "bf16") and device.type in ("cuda", "cpu"):
+        return torch.bfloat16
+    if mode == "fp16" and device.type == "cuda":
+        return torch.float16
+    raise ConfigError(f"train.amp {mode!r} does not run on {device}: fp16 autocast (with loss scaling) is for CUDA "
+                      "devices, bf16 for CUDA and CPUs; use --amp bf16 or --amp off here")
+
+
 class CheckpointError(ValueError):
     """A training checkpoint that holds more than tensors and plain values (a crafted pickle, or one written by
     an srcube before checkpoints were plain): never unpickled."""
@@ -177,14 +199,28 @@ def load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
     return state
 
 
+def save_checkpoint(state: dict[str, Any], path: Path) -> None:
+    """Write a checkpoint whole or not at all (a temporary file renamed over it): a process killed while saving
+    leaves the previous checkpoint, which a restarted run resumes from."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
 class Trainer:
-    def __init__(self, cfg: Config, *, resume: bool = False) -> None:
+    """One training run of a config. ``world``: this process among the processes of a data-parallel run (from
+    :func:`srcube.training.distributed.process_group`); every rank builds the same trainer, rank 0 alone writes."""
+
+    def __init__(self, cfg: Config, *, resume: bool = False, world: World | None = None) -> None:
         self.cfg = cfg
+        self.world = world or World()
+        self.local_batch = check_batch(cfg.train.batch_size, self.world.size)
         self.out = cfg.out_dir
         self.ckpt_dir = self.out / "checkpoints"
-        self.device = _device(cfg.device)
-        if self.device.type == "cpu":
-            torch.set_num_threads(cfg.train.threads or os.cpu_count() or 1)
+        self.device = train_device(cfg.device, self.world)
+        if self.device.type == "cpu":  # the processes on one machine share its cores
+            torch.set_num_threads(cfg.train.threads or max(1, (os.cpu_count() or 1) // self.world.local_size))
+        self.amp = _amp_dtype(cfg.train.amp, self.device)
         seed_everything(cfg.seed)
         self.multi = is_multi(cfg)
         self.sharpen = is_sharpen(cfg)
@@ -202,10 +238,21 @@ class Trainer:
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
         self.train_ds, self.val_ds = make_datasets(cfg)
         self.shuffle = torch.Generator().manual_seed(cfg.seed)  # saved in checkpoints: a resumed run shuffles on
-        self.loader = DataLoader(self.train_ds, batch_size=cfg.train.batch_size, shuffle=True, drop_last=False,
-                                 num_workers=cfg.train.num_workers, generator=self.shuffle)
-        self.val_loader = DataLoader(self.val_ds, batch_size=cfg.train.batch_size, shuffle=False,
-                                     num_workers=cfg.train.num_workers)
+        if self.world.launched:  # the one-process batches (same sampler, same generator), each shared out
+            batches = BatchSampler(RandomSampler(self.train_ds, generator=self.shuffle),  # type: ignore[arg-type]
+                                   cfg.train.batch_size, drop_last=False)
+            self.loader = DataLoader(self.train_ds, batch_sampler=RankBatches(batches, self.world),
+                                     num_workers=cfg.train.num_workers, generator=self.shuffle)
+        else:
+            self.loader = DataLoader(self.train_ds, batch_size=cfg.train.batch_size, shuffle=True, drop_last=False,
+                                     num_workers=cfg.train.num_workers, generator=self.shuffle)
+        # validation: each rank its contiguous share of the samples, joined in order (gather_rows); export
+        # validates alone, on every sample
+        self.val_all = DataLoader(self.val_ds, batch_size=cfg.train.batch_size, shuffle=False,
+                                  num_workers=cfg.train.num_workers)
+        self.val_loader = self.val_all if not self.world.launched else DataLoader(
+            self.val_ds, batch_size=self.local_batch, sampler=share(len(self.val_ds), self.world),  # type: ignore[arg-type]
+            num_workers=cfg.train.num_workers)
         steps = cfg.train.epochs * self._steps_per_epoch()
         self.sched: torch.optim.lr_scheduler.LambdaLR
         warm = max(0, cfg.train.warmup_steps)
@@ -225,18 +272,33 @@ class Trainer:
             self.tap = losses.FeatureTap(self.disc)
             self.opt_d = torch.optim.AdamW(self.disc.parameters(), lr=cfg.train.lr)
         # fp16 autocast needs loss scaling (bf16 does not): on CUDA with train.amp = fp16 only
-        fp16 = self.device.type == "cuda" and cfg.train.amp == "fp16"
+        fp16 = self.amp == torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=fp16)
         self.scaler_d = torch.amp.GradScaler("cuda", enabled=fp16 and self.gan)
+        # the module a training step runs: the model itself, or DistributedDataParallel's wrapper of it (which
+        # averages the gradients over the ranks in the backward pass); checkpoints, EMA and validation use the model
+        self.net: torch.nn.Module = self.model
+        if self.world.launched:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.net = DistributedDataParallel(self.model, device_ids=[self.device] if self.device.type == "cuda"
+                                               else None)
         self.epoch, self.step, self.best = 0, 0, -math.inf
         self.history: list[dict[str, Any]] = []
-        if resume:
+        if resume:  # every rank reads the same checkpoint
             self._resume()
-        else:  # a fresh run replaces the logs of an earlier run in the same folder
+        elif self.world.main:  # a fresh run replaces the logs of an earlier run in the same folder
             import shutil
 
             (self.out / "metrics.csv").unlink(missing_ok=True)
             shutil.rmtree(self.out / "tb", ignore_errors=True)
+
+    def close(self) -> None:
+        """Let go of DistributedDataParallel's wrapper while its process group still exists: its reducer, freed
+        after the group is destroyed, can wait forever for the group (a rank then never exits)."""
+        if self.net is not self.model:
+            self.net = self.model
+            gc.collect()
 
     # --- bookkeeping ---------------------------------------------------------------------------
 
@@ -245,11 +307,9 @@ class Trainer:
         return min(n, self.cfg.train.max_steps_per_epoch or n)
 
     def _autocast(self) -> Any:
-        mode = self.cfg.train.amp
-        if self.device.type != "cuda" or mode == "off":
+        if self.amp is None:
             return torch.autocast("cpu", enabled=False)
-        dtype = torch.float16 if mode == "fp16" else torch.bfloat16
-        return torch.autocast("cuda", dtype=dtype)
+        return torch.autocast(self.device.type, dtype=self.amp)
 
     def _state(self) -> dict[str, Any]:
         """The checkpoint: tensors and plain Python values only (numpy's RNG state as a tensor and numbers, the
@@ -330,18 +390,24 @@ class Trainer:
         return total, {k: float(v.detach()) for k, v in parts.items()}  # type: ignore[return-value]
 
     def train_epoch(self) -> float:
-        self.model.train()
+        self.net.train()
         total, n = 0.0, 0
         limit = self._steps_per_epoch()
         for ds in (self.train_ds, *getattr(self.train_ds, "datasets", ())):
             if hasattr(ds, "set_epoch"):  # random degradations differ from one epoch to the next
                 ds.set_epoch(self.epoch)
+        n_train, batch_size = len(self.train_ds), self.cfg.train.batch_size  # type: ignore[arg-type]
         for i, batch in enumerate(self.loader):
             if i >= limit:
                 break
             with self._autocast():
-                sr, hr, clear = self._forward(self.model, batch)
+                sr, hr, clear = self._forward(self.net, batch)
                 loss, _ = self._loss(sr.float(), hr.float(), clear)
+            if self.world.launched:  # this rank's share of the global batch (losses are means over samples)
+                weight = loss_weight(min(batch_size, n_train - i * batch_size), self.world)
+                loss = loss * weight
+                if self.gan:
+                    self._d_loss = self._d_loss * weight
             self.opt.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             if self.cfg.train.grad_clip:
@@ -353,26 +419,30 @@ class Trainer:
             if self.gan:
                 self.opt_d.zero_grad(set_to_none=True)
                 self.scaler_d.scale(self._d_loss).backward()
+                average_gradients(self.disc.parameters(), self.world)
                 self.scaler_d.step(self.opt_d)
                 self.scaler_d.update()
             if self.ema:
                 self.ema.update_parameters(self.model)
-            total += float(loss.detach())
+            total += float(loss.detach()) / self.world.size  # launched: this rank's part of the global batch's loss
             n += 1
             self.step += 1
-        return total / max(n, 1)
+        return sum_over_ranks(total, self.world) / max(n, 1)
 
     # --- validation ----------------------------------------------------------------------------
 
     @torch.no_grad()
-    def validate(self, model: torch.nn.Module | None = None, *, full: bool = False) -> dict[str, float]:
+    def validate(self, model: torch.nn.Module | None = None, *, full: bool = False,
+                 alone: bool = False) -> dict[str, float]:
         """Mean validation metrics of the model and of the interpolation baseline (multi-frame: the
-        bicubic clear-median composite). ``full`` adds cSSIM (49 SSIM maps per sample: slow)."""
+        bicubic clear-median composite). ``full`` adds cSSIM (49 SSIM maps per sample: slow). In a data-parallel
+        run every rank scores its share of the samples and the per-sample values are joined in order (the means
+        of one process); ``alone``: this process scores every sample and talks to no other (export)."""
         model = model or (self.ema.module if self.ema else self.model)
         model.eval()
         rows: dict[str, list[float]] = {}
         s = self.cfg.model.scale
-        for batch in self.val_loader:
+        for batch in self.val_all if alone else self.val_loader:
             sr, hr, clear = self._forward(model, batch)
             extra: torch.Tensor | None = None
             if self.multi:
@@ -404,6 +474,8 @@ class Trainer:
                         rows.setdefault("cpsnr" + suffix, []).append(cpsnr(img[0], h[0], c, border=s))
                         if full:
                             rows.setdefault("cssim" + suffix, []).append(cssim(img[0], h[0], c, border=s))
+        if not alone:
+            rows = gather_rows(rows, self.world)
         out = {k: float(np.mean(v)) for k, v in rows.items()}
         if not self.multi:  # the selection metric: mean PSNR gain over bicubic (dB), per sample
             out["psnr_gain"] = out["psnr_own_peak"] - out["psnr_own_peak_bicubic"]
@@ -416,12 +488,16 @@ class Trainer:
     # --- the run -------------------------------------------------------------------------------
 
     def fit(self) -> dict[str, Any]:
+        """Train to ``train.epochs``, validating and checkpointing after each epoch. Every rank of a data-parallel
+        run trains and validates; rank 0 alone writes the config, logs and checkpoints."""
         from torch.utils.tensorboard import SummaryWriter
 
-        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        (self.out / "config.yaml").write_text(yaml.safe_dump(json.loads(json.dumps(asdict(self.cfg), default=str)),
-                                                             sort_keys=False))
-        writer = SummaryWriter(str(self.out / "tb"))
+        main = self.world.main
+        if main:
+            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.yaml").write_text(
+                yaml.safe_dump(json.loads(json.dumps(asdict(self.cfg), default=str)), sort_keys=False))
+        writer = SummaryWriter(str(self.out / "tb")) if main else None
         csv_path = self.out / "metrics.csv"
         key = "cpsnr" if self.multi else "psnr_gain"
         t_start = time.perf_counter()
@@ -433,6 +509,12 @@ class Trainer:
             row = {"epoch": self.epoch, "step": self.step, "train_loss": train_loss,
                    "lr": self.opt.param_groups[0]["lr"], "seconds": round(time.perf_counter() - t0, 2), **metrics}
             self.history.append(row)
+            if metrics[key] > self.best:
+                self.best = metrics[key]
+                if main:  # before last.pt, which records this best: a run stopped between the two keeps both
+                    save_checkpoint(self._state(), self.ckpt_dir / "best.pt")
+            if not main:
+                continue
             new_file = not csv_path.exists()
             with open(csv_path, "a", newline="") as f:
                 w = csv.DictWriter(f, fieldnames=list(row))
@@ -440,15 +522,13 @@ class Trainer:
                     w.writeheader()
                 w.writerow(row)
             for k, v in row.items():
-                if k != "epoch":
+                if k != "epoch" and writer is not None:
                     writer.add_scalar(k, v, self.epoch)
             log.info("epoch %d: loss %.5f, val %s %.3f (%.1f s)", self.epoch, train_loss, key, metrics[key],
                      row["seconds"])
-            torch.save(self._state(), self.ckpt_dir / "last.pt")
-            if metrics[key] > self.best:
-                self.best = metrics[key]
-                torch.save(self._state(), self.ckpt_dir / "best.pt")
-        writer.close()
+            save_checkpoint(self._state(), self.ckpt_dir / "last.pt")
+        if writer is not None:
+            writer.close()
         return {"epochs": self.epoch, "steps": self.step, "seconds": round(time.perf_counter() - t_start, 1),
                 "history": self.history}
 
@@ -463,7 +543,7 @@ class Trainer:
         else:
             net.load_state_dict(state["model"])
         best = max(state["history"], key=lambda r: r["cpsnr" if self.multi else "psnr_gain"])
-        best = {**best, **self.validate(net.to(self.device), full=True)}  # adds cSSIM for multi-frame
+        best = {**best, **self.validate(net.to(self.device), full=True, alone=True)}  # adds cSSIM for multi-frame
         name = self.cfg.model.name or self.cfg.name
         target = Path(path) if path else self.out / name
         d = self.cfg.data
@@ -473,6 +553,7 @@ class Trainer:
             "train_window": d.train_window, "val_window": d.val_window,
             "recipe": json.loads(json.dumps(asdict(self.cfg), default=str)),
             "epochs": state["epoch"], "steps": state["step"], "device": str(self.device),
+            "processes": self.world.size,
             "sensors": list(self.cfg.model.sensors), "licence": self.cfg.licence,
             # the network ends in the sensor's consistency projection (its output is consistent with its input)
             "consistency_projection": bool(self.projection is not None),

@@ -43,6 +43,7 @@ from tests.support.k8s import (
     K8S_VERSION,
     KUSTOMIZATIONS,
     NAMESPACE,
+    TRAINING,
     area_deployment,
     cr_errors,
     dask_pod_specs,
@@ -83,7 +84,8 @@ def is_json_patch(doc: Any) -> bool:
 
 
 def pod_specs(docs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Every pod spec a rendered kustomization will run, the flow-run DaskCluster's included."""
+    """Every pod spec a rendered kustomization will run, the flow-run DaskCluster's included (the training Job's
+    kustomization has none)."""
     for doc in docs:
         where = f"{doc['kind']}/{doc['metadata']['name']}"
         if doc["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
@@ -91,6 +93,8 @@ def pod_specs(docs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]
         elif doc["kind"] == "DaskCluster":
             for role, spec in dask_pod_specs(doc).items():
                 yield f"{where}/{role}", spec
+    if not any(d["kind"] == "ConfigMap" and d["metadata"]["name"] == "srcube-daskcluster-spec" for d in docs):
+        return
     for key in (FLOW_SPEC_KEY, AREA_SPEC_KEY):
         for role, spec in dask_pod_specs(flow_spec(docs, key)).items():
             yield f"ConfigMap/srcube-daskcluster-spec/{key}/{role}", spec
@@ -454,7 +458,7 @@ def test_rendered_objects_validate(name: str):
             assert doc["metadata"].get("namespace") == NAMESPACE, f"{doc['kind']}/{doc['metadata']['name']}"
 
 
-@pytest.mark.parametrize("name", KUSTOMIZATIONS)
+@pytest.mark.parametrize("name", [*KUSTOMIZATIONS, "training"])
 def test_containers_have_resources_and_run_non_root(name: str):
     seen = 0
     for where, spec in pod_specs(rendered(name)):
@@ -476,10 +480,10 @@ def test_containers_have_resources_and_run_non_root(name: str):
             if sc.get("readOnlyRootFilesystem"):
                 (tmp,) = [m for m in c["volumeMounts"] if m["mountPath"] == "/tmp"]
                 assert "emptyDir" in volumes[tmp["name"]], f"{at}: /tmp is not an emptyDir"
-    assert seen >= 5
+    assert seen >= (1 if name == "training" else 5)
 
 
-@pytest.mark.parametrize("name", KUSTOMIZATIONS)
+@pytest.mark.parametrize("name", [*KUSTOMIZATIONS, "training"])
 def test_no_secrets_and_no_literal_credentials(name: str):
     docs = rendered(name)
     assert not [d for d in docs if d["kind"] == "Secret"]
@@ -616,21 +620,138 @@ def test_image_is_pinned_by_digest_in_one_place():
     assert DIGEST.fullmatch(_PIN.get("digest") or ""), f"not a sha256 digest: {_PIN.get('digest')!r}"
     for name in ("cpu-only", "gpu"):
         assert "images" not in yaml.safe_load((KUSTOMIZATIONS[name] / "kustomization.yaml").read_text()), name
-    for name in KUSTOMIZATIONS:
+    for name in [*KUSTOMIZATIONS, "training"]:
         images = {c["image"] for _, spec in pod_specs(rendered(name)) for c in spec["containers"]}
         assert images == {IMAGE}, f"{name}: {images}"
     assert sync_script().image_of(one(rendered("base"), "DaskCluster", CLUSTER)) == IMAGE
     text = JOB_TEMPLATE.read_text()
     assert sync_script().job_template_with_image(text, IMAGE) == text, "run `python k8s/sync-flow-specs.py`"
+    # the training Job's kustomization (it does not include the base) carries a copy of the pin, written by the script
+    text = (TRAINING / "kustomization.yaml").read_text()
+    assert sync_script().kustomization_with_image(text, IMAGE) == text, "run `python k8s/sync-flow-specs.py`"
+    other = f"{IMAGE_NAME}:0.2.0@sha256:{'1' * 64}"
+    assert yaml.safe_load(sync_script().kustomization_with_image(text, other))["images"] == [
+        {"name": IMAGE_NAME, "newTag": "0.2.0", "digest": f"sha256:{'1' * 64}"}]
     # prefect.yaml's Kubernetes deployments name the pool's image explicitly: the same pinned one
     deployments = yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]
     k8s_images = [d["work_pool"].get("job_variables", {}).get("image") for d in deployments
                   if d["work_pool"]["name"] == "srcube-k8s"]
     assert k8s_images and all(image in (None, IMAGE) for image in k8s_images), k8s_images
-    for path in (K8S / "base" / "prefect-worker.yaml", K8S / "base" / "dask" / "daskcluster.yaml"):
+    for path in (K8S / "base" / "prefect-worker.yaml", K8S / "base" / "dask" / "daskcluster.yaml",
+                 TRAINING / "job.yaml"):
         assert re.findall(r"image: (\S+)", path.read_text()) and all(
             image == "ghcr.io/srcube/srcube" for image in re.findall(r"image: (\S+)", path.read_text())
         ), f"{path}: the tag belongs in kustomization images:"
+
+
+# --- the training Job (k8s/training) ----------------------------------------------------------
+
+TRAIN = "srcube-train"
+
+
+def training_job() -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """(rendered objects, the Job, its pod spec, its container)."""
+    docs = rendered("training")
+    job = one(docs, "Job", TRAIN)
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    return docs, job, pod, container
+
+
+def expand(arg: str, env: dict[str, dict[str, Any]]) -> str:
+    """``$(NAME)`` in a container argument as the kubelet expands it: the env entry's value (one from a
+    fieldRef, known only in the pod, as a stand-in)."""
+    return re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)",
+                  lambda m: env[m.group(1)].get("value", f"<{m.group(1)}>"), arg)
+
+
+def test_training_kustomization_renders_valid_objects():
+    """k8s/training: the headless Service, the two claims, the policy and the Job, in namespace srcube (which the
+    base makes: this kustomization makes no Namespace), each valid for Kubernetes 1.32 (strict)."""
+    docs, *_ = training_job()
+    assert sorted((d["kind"], d["metadata"]["name"]) for d in docs) == [
+        ("Job", TRAIN), ("NetworkPolicy", "srcube-training"), ("PersistentVolumeClaim", "srcube-train-checkpoints"),
+        ("PersistentVolumeClaim", "srcube-train-data"), ("Service", TRAIN)]
+    for doc in docs:
+        validate_object(doc)
+        assert doc["metadata"]["namespace"] == NAMESPACE, doc["metadata"]["name"]
+        assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "srcube"
+
+
+def test_training_job_runs_torchrun_over_its_pods_and_gpus():
+    """An Indexed Job of N pods with G GPUs each runs torchrun --nnodes N --nproc-per-node G, its c10d rendezvous on
+    pod 0's name under the headless Service (on the Service's port), one rendezvous per Job; then `srcube train`
+    with a config of the repository (the image copies it) whose global batch divides over N x G processes. The
+    arguments are parsed by torchrun's own parser and by the srcube command line."""
+    import typer
+    from torch.distributed.run import get_args_parser
+
+    from srcube.cli.commands import app
+    from srcube.training.distributed import check_batch
+
+    docs, job, pod, c = training_job()
+    spec = job["spec"]
+    assert spec["completionMode"] == "Indexed" and spec["completions"] == spec["parallelism"] >= 2
+    env = {e["name"]: e for e in c["env"]}
+    args = [expand(a, env) for a in c["args"]]
+    assert args[0] == "torchrun"
+    run = get_args_parser().parse_args(args[1:])
+    gpus = c["resources"]["limits"][GPU]
+    assert int(run.nnodes) == spec["completions"] and run.nproc_per_node == gpus == c["resources"]["requests"][GPU]
+    assert run.rdzv_backend == "c10d" and run.max_restarts >= 1
+    service = one(docs, "Service", pod["subdomain"])
+    assert service["spec"]["clusterIP"] == "None" and service["spec"]["publishNotReadyAddresses"] is True
+    labels = job["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= labels.items()
+    host, port = run.rdzv_endpoint.rsplit(":", 1)
+    assert host == f"{job['metadata']['name']}-0.{service['metadata']['name']}"  # pod 0 of the Indexed Job
+    assert int(port) in {p["port"] for p in service["spec"]["ports"]} and int(port) in {
+        p["containerPort"] for p in c["ports"]}
+    # the rendezvous id: the Job's uid, from the label the Job controller gives its pods
+    assert run.rdzv_id == "<SRCUBE_TRAIN_RUN>"
+    assert env["SRCUBE_TRAIN_RUN"]["valueFrom"]["fieldRef"]["fieldPath"] == \
+        "metadata.labels['batch.kubernetes.io/controller-uid']"
+    assert run.module and run.training_script == "srcube.cli" and run.training_script_args[0] == "train"
+    train = typer.main.get_command(app).commands["train"]  # type: ignore[attr-defined]
+    params = train.make_context("train", list(run.training_script_args[1:])).params
+    config = REPO / params["config"]
+    assert config.is_file() and params["auto_resume"] and params["nproc"] is None
+    check_batch(yaml.safe_load(config.read_text())["train"]["batch_size"], int(run.nnodes) * int(gpus))
+
+
+def test_training_job_resumes_from_the_checkpoints_it_shares():
+    """Restarts resume: the output folder is on the ReadWriteMany claim every pod mounts (rank 0 writes, every rank
+    reads the last checkpoint when it starts again, --auto-resume), failed containers restart (OnFailure) within a
+    backoff limit. The data claim is mounted read-only where SRCUBE_SHARED points; /dev/shm is memory; the pods sit
+    on GPU nodes as the Dask GPU workers do, and hold no service-account token."""
+    import typer
+    from torch.distributed.run import get_args_parser
+
+    from srcube.cli.commands import app
+
+    docs, job, pod, c = training_job()
+    assert pod["restartPolicy"] == "OnFailure" and job["spec"]["backoffLimit"] >= 1
+    assert pod["automountServiceAccountToken"] is False
+    env = {e["name"]: e for e in c["env"]}
+    run = get_args_parser().parse_args([expand(a, env) for a in c["args"]][1:])
+    params = typer.main.get_command(app).commands["train"].make_context(  # type: ignore[attr-defined]
+        "train", list(run.training_script_args[1:])).params
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+
+    def claim_at(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        (mount,) = [m for p, m in mounts.items() if path == p or path.startswith(p + "/")]
+        name = volumes[mount["name"]]["persistentVolumeClaim"]["claimName"]
+        return mount, one(docs, "PersistentVolumeClaim", name)
+
+    mount, claim = claim_at(str(params["output"]))
+    assert not mount.get("readOnly") and claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert params["resume"] is False and params["auto_resume"] is True
+    mount, claim = claim_at(env["SRCUBE_SHARED"]["value"])
+    assert mount["readOnly"] is True and claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert volumes[mounts["/dev/shm"]["name"]]["emptyDir"]["medium"] == "Memory"
+    assert {"key": GPU, "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
 
 
 # --- the validators bite ----------------------------------------------------------------------

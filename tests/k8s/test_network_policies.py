@@ -415,3 +415,36 @@ def test_a_policy_change_is_noticed():
     assert not w.network.allows(w.stranger, w.scheduler, 8786)
     assert all(not w.network.allows(p, w.scheduler, 8786) for p in w.intruders)
     assert w.outside and all(not w.network.allows(p, w.scheduler, 8786) for p in w.outside)
+
+
+# --- the training Job (k8s/training, applied beside the stack) -----------------------------------
+
+
+def test_training_pods_reach_each_other_and_nothing_else():
+    """The policies of the base and of k8s/training together: the training pods (labelled by the Job's pod template,
+    plus what the Job controller adds) reach each other on the rendezvous port and on the ephemeral ports NCCL and
+    gloo listen on, and DNS; nobody else reaches them, and they reach nothing else. The stack's reachability stays
+    what it was."""
+    w = world("base")
+    docs = rendered("training")
+    net = Network(w.network.namespaces, [*w.network.policies, *(d for d in docs if d["kind"] == "NetworkPolicy")])
+    template = one(docs, "Job", "srcube-train")["spec"]["template"]
+    trainers = [Pod(f"srcube-train-{i}", NAMESPACE,
+                    {**template["metadata"]["labels"], "batch.kubernetes.io/job-name": "srcube-train",
+                     "batch.kubernetes.io/job-completion-index": str(i)},
+                    f"10.244.8.{2 + i}", pod_ports(template["spec"])) for i in range(2)]
+    a, b = trainers
+    assert a.ports == {"rendezvous": 29500}
+    for port in (29500, 41234):
+        assert net.allows(b, a, port) and net.allows(a, b, port), port
+    assert net.allows(a, w.dns, 53, "UDP") and net.allows(a, w.dns, 53)
+    for other in [*w.pods(), *w.outside]:
+        assert not net.allows(other, a, 29500) and not net.allows(other, a, 41234), other.name
+    for dst, port in [(w.scheduler, 8786), (w.workers[0], WORKER_PORT), (w.prefect_server, 4200), (w.minio, 9000),
+                      (w.tenant_db, 5432), (External("public", "203.0.113.7"), 443),
+                      (External("kubernetes-api", "10.0.0.1"), 443),
+                      (External("cloud-metadata", "169.254.169.254"), 80)]:
+        assert not net.allows(a, dst, port), dst.name
+    for dst, port in [(w.scheduler, 8786), (w.workers[1], WORKER_PORT), (w.prefect_worker, 8080)]:
+        assert {p.name for p in [*w.pods(), *w.outside] if p != dst and net.allows(p, dst, port)} == \
+            w.reachers(dst, port), dst.name

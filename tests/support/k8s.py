@@ -122,6 +122,8 @@ KUSTOMIZATIONS = {
     "cpu-only": K8S / "overlays" / "cpu-only",
     "gpu": K8S / "overlays" / "gpu",
 }
+#: the training Job's kustomization: applied on its own, beside the stack above (k8s/README.md, "Training")
+TRAINING = K8S / "training"
 JOB_TEMPLATE = K8S / "prefect" / "srcube-k8s-base-job-template.json"
 
 
@@ -132,16 +134,21 @@ def load_docs(text: str) -> list[Any]:
 @functools.cache
 def _render(name: str) -> tuple[int, str, str]:
     proc = subprocess.run(
-        ["kubectl", "kustomize", str(KUSTOMIZATIONS[name])], capture_output=True, text=True, timeout=60
+        ["kubectl", "kustomize", str(_renderable(name))], capture_output=True, text=True, timeout=60
     )
     return proc.returncode, proc.stdout, proc.stderr
 
 
+def _renderable(name: str) -> Path:
+    return TRAINING if name == "training" else KUSTOMIZATIONS[name]
+
+
 def rendered(name: str) -> list[dict[str, Any]]:
+    """The objects ``kubectl kustomize`` makes of a kustomization (a name of KUSTOMIZATIONS, or "training")."""
     if shutil.which("kubectl") is None:
         pytest.skip("kubectl is not installed: `kubectl kustomize` renders cannot be checked")
     rc, out, err = _render(name)
-    assert rc == 0, f"kubectl kustomize {KUSTOMIZATIONS[name]} failed (rc {rc}):\n{err}"
+    assert rc == 0, f"kubectl kustomize {_renderable(name)} failed (rc {rc}):\n{err}"
     return load_docs(out)
 
 
