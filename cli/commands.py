@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import inspect
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -96,13 +100,39 @@ def _windows_table(windows: list[dict[str, Any]]) -> Table:
     return table
 
 
+@contextlib.contextmanager
+def _interrupts() -> Iterator[threading.Event]:
+    """Ctrl-C (SIGINT) raises KeyboardInterrupt, as Python's own handler does, and is also remembered: Python swallows
+    a KeyboardInterrupt raised while a finalizer or a weakref callback runs (it prints "Exception ignored"), and the
+    run would then go on to mark its cube complete. The run's steps check the event (:func:`_run`'s ``on_step``), so a
+    remembered Ctrl-C stops the run at the next step, before the cube is finalized. Off the main thread (where no
+    signal handler can be set) it is Python's handler alone."""
+    event = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield event
+        return
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        event.set()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield event
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _run(out: str, print_summary: bool, **kwargs: Any) -> None:
     from srcube.pipeline.region import run_region
 
     steps: dict[str, float] = {}  # this run's, step by step (the cube's attributes may hold an earlier run's)
     runs: list[Any] = []
+    interrupted = threading.Event()
 
     def on_step(name: str, run: Any) -> None:
+        if interrupted.is_set():  # a Ctrl-C that Python swallowed: the run stops before the cube says complete
+            raise KeyboardInterrupt
         steps.update(run.steps)
         runs.append(run)
         if name == "search+assemble":
@@ -115,7 +145,8 @@ def _run(out: str, print_summary: bool, **kwargs: Any) -> None:
 
     t0 = time.perf_counter()
     try:
-        cube = run_region(out=out, on_step=on_step, progress=True, **kwargs)
+        with _interrupts() as interrupted:
+            cube = run_region(out=out, on_step=on_step, progress=True, **kwargs)
     except SrcubeError as exc:
         _fail(exc)
         return

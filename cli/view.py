@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import errno
+import signal
+import threading
 from typing import Annotated
 
 import typer
@@ -44,9 +46,17 @@ def view_cmd(
     console.file.flush()  # the URL is read from a pipe too (scripts, tests)
     if not no_browser:
         webbrowser.open(server.url)
+    # Ctrl-C asks the server to stop (from a thread of its own: shutdown() waits for serve_forever to return), rather
+    # than raising KeyboardInterrupt, which Python swallows when it lands in a finalizer: the server would go on
+    main = threading.current_thread() is threading.main_thread()  # only there can a signal handler be set
+    previous = signal.signal(signal.SIGINT, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start()
+                             ) if main else None
     try:
         server.serve_forever()
+        err_console.print("stopped")
     except KeyboardInterrupt:
         err_console.print("stopped")
     finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
         server.server_close()

@@ -49,6 +49,7 @@ class ViewServer(ThreadingHTTPServer):
     """Serves one :class:`tiles.CubeView` on ``127.0.0.1:port`` (0: a free port); :attr:`url` is the page."""
 
     daemon_threads = True  # a browser's open keep-alive connections never hold up Ctrl-C
+    block_on_close = False  # nor does closing wait for them (a keep-alive handler waits for its next request)
     allow_reuse_address = False  # two servers on one port: the second fails (EADDRINUSE), it does not share it
 
     def __init__(self, view: CubeView, port: int = 0) -> None:
