@@ -17,6 +17,7 @@ prints, raises or writes passes through :func:`redact`:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -133,11 +134,21 @@ LOGGERS = ("srcube", "prefect.flow_runs", "prefect.task_runs", "distributed",
            "aiobotocore", "odc", "planetary_computer")
 
 
+def _registry_lock() -> Any:
+    """The lock under which :mod:`logging` adds loggers to its registry (``logging._lock``, private; a dummy lock
+    where a Python lacks it: ``list()`` of a dict of strings does not let another thread run meanwhile)."""
+    return getattr(logging, "_lock", None) or contextlib.nullcontext()
+
+
 def install(loggers: Iterable[str] = LOGGERS) -> None:
     """Attach the redacting filter to srcube's loggers (and their existing children) and to the root
     logger's handlers, so records are cleaned whichever logger creates them. Idempotent."""
     roots = tuple(loggers)
-    names = [n for n in logging.root.manager.loggerDict if n in roots or n.startswith(tuple(r + "." for r in roots))]
+    # a snapshot of the logger names: another thread of the process (a second cell on a Dask worker) may create a
+    # logger meanwhile, and iterating the registry itself then fails ("dictionary changed size during iteration")
+    with _registry_lock():
+        known = list(logging.root.manager.loggerDict)
+    names = [n for n in known if n in roots or n.startswith(tuple(r + "." for r in roots))]
     for name in {*roots, *names}:
         logger = logging.getLogger(name)
         if _FILTER not in logger.filters:
