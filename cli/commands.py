@@ -128,10 +128,11 @@ def _run(out: str, print_summary: bool, **kwargs: Any) -> None:
 
     steps: dict[str, float] = {}  # this run's, step by step (the cube's attributes may hold an earlier run's)
     runs: list[Any] = []
-    interrupted = threading.Event()
 
     def on_step(name: str, run: Any) -> None:
-        if interrupted.is_set():  # a Ctrl-C that Python swallowed: the run stops before the cube says complete
+        # a Ctrl-C that Python swallowed (``interrupted``: bound by _interrupts below, before any step runs): the run
+        # stops before the cube says complete
+        if interrupted.is_set():
             raise KeyboardInterrupt
         steps.update(run.steps)
         runs.append(run)

@@ -27,6 +27,16 @@ def _stand_in(path: Path, rc: int) -> Path:
     return path
 
 
+def _script(path: Path, stand_ins: Path, ci: str | None, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run the script at ``path`` with the stand-in commands of ``stand_ins`` first on PATH, ``CI`` set to ``ci``
+    (absent for None) and ``env`` added."""
+    full = {k: v for k, v in os.environ.items() if k != "CI"}
+    full.update(PATH=f"{stand_ins}{os.pathsep}{full['PATH']}", **env)
+    if ci is not None:
+        full["CI"] = ci
+    return subprocess.run(["bash", str(path)], env=full, capture_output=True, text=True, timeout=120)
+
+
 @pytest.fixture
 def stac_api_sh(tmp_path):
     """Runs a copy of scripts/stac-api.sh in a folder of its own, whose apt-get and uv fail and whose ``PYTHON``
@@ -45,12 +55,7 @@ def stac_api_sh(tmp_path):
         if installed:
             _stand_in(root / ".venv-stac-api" / "bin" / "python", 0)
             _stand_in(stand_ins / "uv", 0)
-        env = {k: v for k, v in os.environ.items() if k != "CI"}
-        env.update(PATH=f"{stand_ins}{os.pathsep}{env['PATH']}", PYTHON=str(no_venv))
-        if ci is not None:
-            env["CI"] = ci
-        return subprocess.run(["bash", str(root / "scripts" / "stac-api.sh")], env=env, capture_output=True,
-                              text=True, timeout=120)
+        return _script(root / "scripts" / "stac-api.sh", stand_ins, ci, PYTHON=str(no_venv))
 
     return run
 
@@ -86,12 +91,7 @@ def browser_sh(tmp_path):
 
     def run(ci: str | None, installed: bool = False) -> subprocess.CompletedProcess[str]:
         chromium = _stand_in(stand_ins / "chromium-stand-in", 0) if installed else tmp_path / "no" / "chromium"
-        env = {k: v for k, v in os.environ.items() if k != "CI"}
-        env.update(PATH=f"{stand_ins}{os.pathsep}{env['PATH']}", SRCUBE_CHROMIUM=str(chromium))
-        if ci is not None:
-            env["CI"] = ci
-        return subprocess.run(["bash", str(root / "scripts" / "browser.sh")], env=env, capture_output=True,
-                              text=True, timeout=120)
+        return _script(root / "scripts" / "browser.sh", stand_ins, ci, SRCUBE_CHROMIUM=str(chromium))
 
     return run
 
