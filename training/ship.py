@@ -11,6 +11,7 @@ import os
 import shutil
 import statistics
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,36 @@ def ship(config: str | Path, *, limits: list[str] | None = None, overwrite_repor
     text = model_card(dst.with_suffix(".json"), limits or [], history if history.exists() else None, fast)
     dst.with_suffix(".md").write_text(text)
     return {"weights": str(dst.with_suffix(".safetensors")), "report": str(report), "speed": fast}
+
+
+def refresh_card(weights: str | Path, *, limits_add: Sequence[str] = ()) -> Path:
+    """Rewrite the generated parts of an existing card from the current splits and test report, where the training
+    run (its metrics history) is not at hand: the splits by place and the "Test split" section; ``limits_add``
+    lines are appended to its limits. The rest of the card (recipe, validation, speed) stays as it was written."""
+    from srcube.training.card import read_test_report
+
+    meta = read_meta(weights)
+    card_path = Path(weights).with_suffix(".md")
+    text = card_path.read_text()
+    task = meta.training.get("recipe", {}).get("data", {}).get("task", "")
+    report = read_test_report(weights, meta)
+    if report is None:
+        raise FileNotFoundError(f"{weights}: no test report for these weights (write it first)")
+    splits = card_lines_for_scenes(task)
+    start = text.index(splits[0].split(":")[0])
+    end = text.index("\n\n## ", start)
+    text = text[:start] + "\n".join(splits).rstrip("\n") + text[end:]
+    kind = models.entry(meta.architecture).kind
+    section = "\n".join(probav_section(report) if kind == "multi-frame" else test_split_section(report))
+    start = text.index("## Test split")
+    end = text.index("\n## ", start + 1)
+    text = text[:start] + section + "\n" + text[end:]
+    if limits_add:
+        start = text.index("## Limits")
+        end = text.index("\n\n## ", start)
+        text = text[:end] + "".join(f"\n- {x}" for x in limits_add) + text[end:]
+    card_path.write_text(text)
+    return card_path
 
 
 def model_card(weights: str | Path, limits: list[str], history_csv: str | Path | None,

@@ -10,8 +10,8 @@ task           train                               validation (selection)  test 
 ``s2-10m``     T18SVG (Virginia, US), T33UUU       29RKH (Western Sahara)  T49JGM (Western Australia)
                (Brandenburg, DE; one band)
 ``s2-20m``     T18SVG                              29RKH                   T49JGM
-``probav``     imgset0000, 0001, 0007, 0595,       imgset0010, 0601,       scene_a, scene_b
-               0596                                                        (lr_only_scenes)
+``probav``     imgset0000, 0001, 0007, 0595,       imgset0010, 0601,       scene_b (lr_only_scenes)
+               0596
 =============  ==================================  ======================  ==========================
 
 * ``s2-10m``: the four 10 m bands B02 B03 B04 B08 (T33UUU: one visible band, used by band-agnostic
@@ -21,7 +21,9 @@ task           train                               validation (selection)  test 
 * ``s2-20m``: the 20 m bands B05 B06 B07 B8A B11 B12 with the 10 m bands of the same acquisition,
   on aligned grids (every 20 m pixel covers 2 x 2 pixels of the 10 m grid).
 * ``probav``: real PROBA-V Kelvins LR frames (128 x 128, 300 m, 14-bit DN in 16-bit PNGs; 65520 =
-  missing), several revisits of one site each.
+  missing), several revisits of one site each. ``lr_only_scenes/scene_a`` is in no split: its 9 frames are
+  byte for byte 9 of imgset0595's 10 (a training place), whatever its PROVENANCE.md says; a test split
+  holding it would report on training data (``test_scenes`` checks every pair of splits frame by frame).
 
 Loaders return reflectance (Sentinel-2: DN / 10000; PROBA-V Kelvins: DN / 65535 as the competition
 scores it, see :data:`KELVINS_DN`) and a validity mask.
@@ -85,8 +87,7 @@ SCENES: tuple[Scene, ...] = (
       for n, band, split in (("0000", "RED", "train"), ("0001", "RED", "train"), ("0007", "RED", "train"),
                              ("0595", "NIR", "train"), ("0596", "NIR", "train"), ("0010", "RED", "validation"),
                              ("0601", "NIR", "validation"))),
-    Scene("scene_a", "PROBA-V Kelvins scene (lr_only_scenes/scene_a)", "probav", "test",
-          "probav_kelvins/lr_only_scenes/scene_a"),
+    # lr_only_scenes/scene_a: the same frames as imgset0595 (train), so in no split (see the module docstring)
     Scene("scene_b", "PROBA-V Kelvins scene (lr_only_scenes/scene_b)", "probav", "test",
           "probav_kelvins/lr_only_scenes/scene_b"),
 )
