@@ -1,6 +1,6 @@
 """Consistency by construction: super-resolved tiles projected so that the sensor's degradation gives back the input.
 
-With ``D`` the sensor degradation of :mod:`models.psf` (Gaussian PSF, then sampling on the input grid: a
+With ``D`` a sensor degradation of :mod:`models.psf` (Gaussian PSF, then sampling on the input grid: a
 linear map from the output grid to the input grid), ``x`` the input and ``sr`` the model's output, the
 projection is
 
@@ -13,14 +13,18 @@ is the PSF's, about 0.3 at the input's Nyquist frequency and below 1 % beyond tw
 detail the model added above the input's resolution stays as it was (the SEN2SR low-frequency
 correction, done here by the sensor's own operator instead of a fixed low-pass filter).
 
+The PSF is the one :data:`models.psf.PROJECTION_PSF` assumes for the sensor (:meth:`Projection.for_sensor`):
+narrower than the nominal PSF on purpose, as a projection with a PSF wider than the data's overshoots and
+amplifies noise, while a narrower one only restores less (``bench/projection_psf.py`` measures both).
+
 ``D B`` is separable, ``A_y (x) A_x``: on each axis a symmetric band matrix (the PSF's autocorrelation at
 the input spacing, reaching 3 input pixels) whose first and last rows differ where the blur reflects
 at the edge. Its inverse decays by a factor of about 0.39 per input pixel (condition number about 6.8
-per axis for sigma = 0.494 x scale), so ``c`` is solved directly with a banded approximate inverse: the
-interior rows are the inverse's kernel cut at ``order`` pixels each side, the ``order`` rows at each end
-are the rows of the inverse of the edge operator. Both come from the operator itself (the functions
-of :mod:`models.psf` applied to unit impulses), once per scale and PSF. With ``order = 6`` the residual
-is about 0.5 % of ``r``.
+per axis for sigma = 0.494 x scale, less for narrower PSFs), so ``c`` is solved directly with a banded
+approximate inverse: the interior rows are the inverse's kernel cut at ``order`` pixels each side, the
+``order`` rows at each end are the rows of the inverse of the edge operator. Both come from the operator
+itself (the functions of :mod:`models.psf` applied to unit impulses), once per scale and PSF. With
+``order = 6`` the residual is about 0.5 % of ``r``.
 
 Everything is local, so tiles stay exact: an output pixel reads at most :attr:`Projection.margin`
 input pixels beyond the model's own receptive field (that is the extra margin the tiles borrow), and
@@ -40,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from srcube.models.psf import SENSOR_PSF, Degradation, blur_decimate, sensor_degradation, spread_blur
+from srcube.models.psf import PROJECTION_PSF, SENSOR_PSF, Degradation, blur_decimate, spread_blur
 
 #: banded inverse: kernel taps each side of the diagonal (and rows treated as edge rows at each end)
 DEFAULT_ORDER = 6
@@ -55,7 +59,7 @@ class Projection:
     """The consistency projection for one scale and sensor degradation (see the module docstring)."""
 
     scale: int
-    degradation: Degradation = field(default_factory=sensor_degradation)
+    degradation: Degradation = field(default_factory=lambda: Degradation(PROJECTION_PSF["sentinel-2"], "point"))
     order: int = DEFAULT_ORDER
     sensor: str = "sentinel-2"
 
@@ -70,11 +74,17 @@ class Projection:
             raise ValueError("the projection needs a PSF (sigma > 0)")
 
     @classmethod
-    def for_sensor(cls, sensor: str, scale: int, order: int = DEFAULT_ORDER) -> Projection:
-        """The projection with the sensor's own degradation (:func:`models.psf.sensor_degradation`)."""
+    def for_sensor(cls, sensor: str, scale: int, order: int = DEFAULT_ORDER, sigma: float | None = None) -> Projection:
+        """The projection srcube runs for the sensor: point sampling at the pixel centres and the PSF
+        :data:`models.psf.PROJECTION_PSF` assumes for it (narrower than the nominal PSF the Wald protocol
+        degrades with, so that it does not overshoot data whose PSF is sharper), or ``sigma`` (x scale)."""
         if sensor not in SENSOR_PSF:
             raise ValueError(f"no PSF known for sensor {sensor!r}; known: {', '.join(sorted(SENSOR_PSF))}")
-        return cls(scale, sensor_degradation(sensor), order, sensor)
+        if sigma is None:
+            sigma = PROJECTION_PSF[sensor]
+        if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not 0 < sigma <= 2:
+            raise ValueError(f"the projection's PSF sigma must be a number in (0, 2] (x scale), got {sigma!r}")
+        return cls(scale, Degradation(float(sigma), "point"), order, sensor)
 
     # --- the operators ---------------------------------------------------------------------------
 
@@ -187,6 +197,14 @@ class Projection:
                                    "pixel centres" + (f", phase {d.phase}" if any(d.phase) else ""),
                 "consistency_psf_sigma": round(float(d.sigma), 6),
                 "consistency_order": self.order}
+
+
+def own_projection(model: nn.Module) -> Projection | None:
+    """The consistency projection a model ends in (``lrnet`` with ``project``; through a normalisation
+    wrapper's ``inner``), None for any other model."""
+    inner = getattr(model, "inner", model)
+    proj = getattr(inner, "projection", None)
+    return proj if getattr(inner, "consistent", False) and isinstance(proj, Projection) else None
 
 
 class ProjectionLayer(nn.Module):

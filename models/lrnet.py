@@ -7,7 +7,8 @@ those per input pixel divided by ``scale^2``) while ``channels > 1`` lets bands 
 srcube's cross-band Sentinel-2 models take the four 10 m bands together (B02 B03 B04 B08).
 
 ``project="sentinel-2"`` (a sensor name) ends the network with the sensor's consistency projection
-(:mod:`models.consistency`): the output, degraded with the sensor's PSF, gives back the input, and the
+(:mod:`models.consistency`, with the PSF :data:`models.psf.PROJECTION_PSF` assumes for the sensor, or
+``project_sigma`` x scale): the output, degraded with that PSF, gives back the input, and the
 network learns what that projection cannot restore (detail above the input's resolution). The model is
 then consistent by construction wherever it runs; its receptive field includes the projection's reach.
 """
@@ -41,12 +42,15 @@ class LRNet(SRModel):
     name = "lrnet"
 
     def __init__(self, scale: int = 4, channels: int = 1, bands: Sequence[str] | None = None, features: int = 32,
-                 blocks: int = 6, res_scale: float = 0.1, project: str | None = None) -> None:
+                 blocks: int = 6, res_scale: float = 0.1, project: str | None = None,
+                 project_sigma: float | None = None) -> None:
         super().__init__(scale=scale, channels=channels, bands=bands)
         from srcube.models.consistency import Projection, ProjectionLayer
 
-        self.project = project
-        self.projection = Projection.for_sensor(project, scale) if project else None
+        if project_sigma is not None and not project:
+            raise ValueError("project_sigma is the PSF of the consistency projection: give project (a sensor) too")
+        self.project, self.project_sigma = project, project_sigma
+        self.projection = Projection.for_sensor(project, scale, sigma=project_sigma) if project else None
         # its banded inverses as constant buffers (not in the weights): the model exports with them (ONNX)
         self.projector = ProjectionLayer(self.projection) if self.projection is not None else None
         if features < 1 or blocks < 0:

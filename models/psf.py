@@ -38,8 +38,18 @@ def factor_for_mtf(mtf: float) -> float:
     return math.sqrt(-2.0 * math.log(mtf)) / math.pi
 
 
-#: the sensor PSFs srcube assumes, as sigma / scale
+#: the sensor PSFs srcube assumes, as sigma / scale: what Wald-protocol training and evaluation degrade with
 SENSOR_PSF = {"sentinel-2": factor_for_mtf(S2_MTF_AT_NYQUIST), "proba-v": factor_for_mtf(S2_MTF_AT_NYQUIST)}
+
+#: the PSF the consistency projection (:mod:`models.consistency`) assumes, as sigma / scale: narrower than the
+#: nominal one on purpose. A projection whose PSF is wider than the data's own overshoots (it restores contrast the
+#: data never lost) and amplifies noise; one that is narrower only restores less. Chosen on the validation and
+#: training places over the robustness rows (sigma 0.35-0.65 x scale, point/area, noise, sampling phase) for x2
+#: and x4 (``bench/projection_psf.py``): 0.40 keeps every row above bicubic there, the nominal PSF loses dBs where
+#: the data's PSF is 0.35 x scale and noisy. A per-scene estimate of the PSF (spectral self-similarity across
+#: scales) was measured there too and rejected: its spread between places and bands at one true PSF is wider than
+#: the differences between the PSFs it must tell apart.
+PROJECTION_PSF = {"sentinel-2": 0.40, "proba-v": SENSOR_PSF["proba-v"]}
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -255,10 +265,15 @@ def sensor_degradation(sensor: str = "sentinel-2") -> Degradation:
 #: noise of the robustness table's noisy rows: about Sentinel-2's radiometric noise at 0.1 reflectance
 ROBUSTNESS_NOISE = 0.001
 
+#: the robustness table's sampling phases: the LR grid shifted by half an HR pixel each way on both axes
+ROBUSTNESS_PHASES: tuple[tuple[float, float], ...] = ((0.5, 0.5), (-0.5, -0.5))
+
 #: the evaluation's robustness table: Gaussian sigma in {0.35, 0.5, 0.65} x scale, point and area
-#: decimation, with and without noise
-ROBUSTNESS: tuple[Degradation, ...] = tuple(
-    Degradation(s, d, n) for s in (0.35, 0.5, 0.65) for d in ("point", "area") for n in (0.0, ROBUSTNESS_NOISE))
+#: decimation, with and without noise (12 rows), then point sampling at sigma 0.5 x scale with the sampling
+#: grid shifted by +-0.5 HR pixel (2 rows: a sensor's registration is never exact)
+ROBUSTNESS: tuple[Degradation, ...] = (
+    *(Degradation(s, d, n) for s in (0.35, 0.5, 0.65) for d in ("point", "area") for n in (0.0, ROBUSTNESS_NOISE)),
+    *(Degradation(0.5, "point", 0.0, p) for p in ROBUSTNESS_PHASES))
 
 
 def random_degradation(generator: torch.Generator, *, sigma: tuple[float, float] = (0.3, 0.7),

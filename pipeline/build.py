@@ -13,7 +13,6 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from srcube.models.consistency import Projection
 from srcube.pipeline.assemble.clearance import FrameDecision, WindowPlan
 from srcube.pipeline.assemble.stack import region_only
 from srcube.pipeline.load import Loaded
@@ -21,6 +20,7 @@ from srcube.pipeline.options import RunOptions
 from srcube.pipeline.plan import RunPlan
 from srcube.pipeline.redact import redact
 from srcube.pipeline.sr.infer import super_resolve, super_resolve_views
+from srcube.pipeline.sr.spec import projection_for
 from srcube.pipeline.sr.tiling import TileSpec
 from srcube.pipeline.write.cube import CODEC_NOTE, chunk_shape, conform, cube_attrs, encoding, request_hash
 
@@ -40,13 +40,13 @@ def build_cube(plan: RunPlan, loaded: Loaded, frames: list[FrameDecision], windo
     attrs["gpu_resources"] = bool(resources)
     attrs["consistency_projection"] = plan.consistency
     if plan.consistency:
-        attrs.update(Projection.for_sensor(loaded.sensor.name, plan.scale).describe())
+        attrs.update(projection_for(local, loaded.sensor.name).describe())
     else:
         attrs["consistency_psf"] = "none"
     if plan.multi:
         cube = multi_frame_cube(stack, windows, plan.n_views, plan.model, plan.tiles, client, opts, resources)
         attrs.update(windows=json.dumps([w.to_json() for w in windows]), n_views=plan.n_views,
-                     window=opts.window or "all")
+                     window=opts.window or "all", view_registration=bool(opts.register_views))
         used = [i for w in windows if w.kept for i in w.views]
     else:
         cube = single_image_cube(stack, frames, plan.model, plan.tiles, client, opts, resources, plan.consistency,
@@ -149,7 +149,7 @@ def multi_frame_cube(stack: xr.Dataset, windows: list[WindowPlan], n_views: int,
     sr = super_resolve_views(views_da, masks_da, present, ref, client=dc, tile=tiles.tile,
                              torch_threads=opts.torch_threads, pass_tile=opts.pass_tile, batch=opts.batch,
                              allow_untrained=opts.allow_untrained, precision=opts.precision, resources=resources,
-                             halo=int(stack.attrs.get("halo", 0)))
+                             halo=int(stack.attrs.get("halo", 0)), register=opts.register_views)
     sr = sr.rename({"window": "time"})
     masks_da = masks_da.isel(region_only(stack))  # the QA layers: the region's pixels, as the output
     count_lr = (masks_da * xr.DataArray(present, dims=("window", "view"))).sum("view").astype(np.uint8)
@@ -158,8 +158,10 @@ def multi_frame_cube(stack: xr.Dataset, windows: list[WindowPlan], n_views: int,
                       {"long_name": "number of clear views per pixel in the window"})
     clear = (count > 0).astype(np.uint8) * sr.notnull().all("band").astype(np.uint8)
     refl_out = sr.rename("reflectance")
+    # per window, per view: (dy, dx) input pixels that registered it to the window's clearest view
+    shifts = {"view_shifts": sr.attrs["view_shifts"]} if "view_shifts" in sr.attrs else {}
     refl_out.attrs = {"long_name": "super-resolved surface reflectance (multi-frame fusion)", "units": "1",
-                      "sr_model": sr.attrs.get("sr_model"), "sr_scale": sr.attrs.get("sr_scale")}
+                      "sr_model": sr.attrs.get("sr_model"), "sr_scale": sr.attrs.get("sr_scale"), **shifts}
     cube = xr.Dataset({
         "reflectance": refl_out,
         "clear": clear.rename("clear").assign_attrs(long_name="pixel clear in at least one view",

@@ -62,6 +62,8 @@ class RunOptions(BaseModel):
                           ">= 1", ge=1)
     short_windows: Literal["pad", "drop"] = _opt("pad", "pad (masked empty views) or drop windows below "
                                                         "min_views")
+    register_views: bool = _opt(True, "register each window's views to its clearest view before fusion (sub-pixel "
+                                      "phase correlation, one shift per view; the cube's reflectance records them)")
     # --- search ---------------------------------------------------------------------------------
     max_cloud_cover: float | None = _opt(None, "skip items above this eo:cloud_cover percentage",
                                          "a percentage in [0, 100]", ge=0, le=100)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from srcube import models
-from srcube.models.consistency import Projection
+from srcube.models.consistency import Projection, own_projection
 from srcube.models.psf import SENSOR_PSF
 from srcube.pipeline import redact
 from srcube.pipeline.errors import (
@@ -32,7 +32,13 @@ from srcube.pipeline.search import catalog as cat
 from srcube.pipeline.search.access import AssetAccess, ReadSettings, access_for
 from srcube.pipeline.sensors import SensorProfile, get_sensor
 from srcube.pipeline.sr.sharpening import SharpenChoice, choose_sharpener
-from srcube.pipeline.sr.spec import ResolvedModel, resolve_model, tile_margin, tile_spec, wants_consistency
+from srcube.pipeline.sr.spec import (
+    ResolvedModel,
+    resolve_model,
+    tile_margin,
+    tile_spec,
+    wants_consistency,
+)
 from srcube.pipeline.sr.tiling import TileSpec
 from srcube.pipeline.write.store import CubeStore
 
@@ -111,8 +117,13 @@ def plan(req: RunRequest) -> RunPlan:
     _check_size(region, profile, sensor, band_names, opts, int(local.scale))
     store = open_output(os.fspath(req.out), opts)
     consistency = wants_consistency(local, opts.consistency)
-    projection = widest_projection(sensor, int(local.scale)) if consistency else None
-    tiles = tile_spec(opts.tile, tile_margin(local, projection), int(local.scale), projection)
+    projection = (own_projection(local) or widest_projection(sensor, int(local.scale))) if consistency else None
+    margin = tile_margin(local, projection)
+    if local.multi_frame and opts.register_views:  # the tiles borrow the views' resampling too
+        from srcube.pipeline.sr.infer import registration_margin
+
+        margin += registration_margin()
+    tiles = tile_spec(opts.tile, margin, int(local.scale), projection)
     access = access_for(opts.auth or profile.access, timeout=opts.network_timeout)
     if profile.kind == "stac":
         access.check()  # credentials the catalog's assets need: missing ones fail now, not at the first read

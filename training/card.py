@@ -89,7 +89,8 @@ def test_split_section(report: Mapping[str, Any]) -> list[str]:
             lines += ["", summary_markdown(report[key])]
     if report.get("robustness"):
         lines += ["", "Robustness: the same scenes under other degradations (Gaussian PSF sigma as a fraction of "
-                  "the scale, point or area decimation, noise in reflectance):", "",
+                  "the scale, point or area decimation, noise in reflectance, @ the sampling grid shifted by that "
+                  "many HR pixels):", "",
                   robustness_markdown(report["robustness"])]
     if report.get("skipped"):
         lines += ["", "Not evaluated: " + "; ".join(f"{s['scene']} ({s['reason']})" for s in report["skipped"]) + "."]
@@ -237,7 +238,9 @@ def probav_section(report: Mapping[str, Any]) -> list[str]:
             f"Task `probav`, reported once for these weights (srcube {report['srcube_version']}, "
             f"{report.get('created', '')}). Multi-frame Wald protocol on real PROBA-V Kelvins LR frames (their HR "
             f"images were not released): every frame in turn is the target, the 8 clearest other frames degraded "
-            f"x{report['scale']} ({deg}) are the views. Kelvins metric: cPSNR (bias removed, best of 49 shifts, "
+            f"x{report['scale']} ({deg}) are the views"
+            + (", registered to the clearest view before fusion as `run_region` does (`models.registration`)."
+               if report.get("register") else ".") + " Kelvins metric: cPSNR (bias removed, best of 49 shifts, "
             "border 3); the Kelvins baseline is bicubic of the mean of the views; \"Wald Kelvins score\" = "
             "cPSNR(baseline) / cPSNR(model) (lower is better, 1.0 = baseline). Intervals: 95 % bootstrap over "
             "targets. This is not the competition's score against real HR images.", "",

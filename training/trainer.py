@@ -229,10 +229,9 @@ class Trainer:
         self.projection = None
         net = _bare(self.model)
         if not (self.multi or self.sharpen) and getattr(getattr(net, "inner", net), "consistent", False):
-            from srcube.models.consistency import Projection
+            from srcube.models.consistency import own_projection
 
-            sensor = cfg.model.sensors[0] if cfg.model.sensors else "sentinel-2"
-            self.projection = Projection.for_sensor(sensor, cfg.model.scale)
+            self.projection = own_projection(net)  # the model's own: bicubic made consistent the same way
         self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.train.ema))
                     if cfg.train.ema else None)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)

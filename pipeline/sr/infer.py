@@ -17,6 +17,9 @@ degradation of it gives back the tile's input, and the per-pixel consistency err
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +52,10 @@ from srcube.pipeline.sr.engine import (
     tiled_map,
 )
 from srcube.pipeline.sr.onnxrt import OnnxGraph, checked_engine, onnx_graph
-from srcube.pipeline.sr.spec import resolve_model, tile_margin, tile_spec, wants_consistency
+from srcube.pipeline.sr.spec import projection_for, resolve_model, tile_margin, tile_spec, wants_consistency
 from srcube.pipeline.sr.tiling import TileSpec
+
+log = logging.getLogger(__name__)
 
 
 def _sr_block(block: np.ndarray, ref: ModelSpec | SRModel | OnnxGraph, spec: InferenceSpec,
@@ -226,7 +231,7 @@ def super_resolve(data: xr.DataArray, model: str | Path | ModelSpec | SRModel, *
     projection = None
     if wants_consistency(local, consistency):
         try:
-            projection = Projection.for_sensor(sensor, s)
+            projection = projection_for(local, sensor)
         except ValueError as exc:
             raise InvalidOptionError(str(exc)) from None
     m = tile_margin(local, projection, margin)
@@ -277,14 +282,24 @@ def consistency_attrs(projection: Projection) -> dict[str, Any]:
 
 
 def _mf_block(views: np.ndarray, masks: np.ndarray, ref: ModelSpec | SRModel, present: np.ndarray,
-              spec: InferenceSpec, block_info: dict[Any, Any] | None = None) -> np.ndarray:
-    """Fuse one (window, view, band, y, x) tile with its (window, view, 1, y, x) masks."""
+              spec: InferenceSpec, shifts: np.ndarray | None = None,
+              block_info: dict[Any, Any] | None = None) -> np.ndarray:
+    """Fuse one (window, view, band, y, x) tile with its (window, view, 1, y, x) masks; ``shifts`` (window, view,
+    2): each view is moved by its shift first (registered to its window's reference view)."""
     assert block_info is not None
     iw = block_info[0]["chunk-location"][0]
     model, device, sides = tile_context(ref, spec, block_info)
     finite = np.isfinite(views)
     x = np.where(finite, views, 0.0).astype(np.float32, copy=False)
     m = ((masks[:, :, 0] > 0) & finite.all(axis=2)).astype(np.float32)
+    if shifts is not None:  # local resampling: the tile borrows registration.reach(shifts) pixels for it
+        from srcube.models.registration import shift_views
+
+        x, m = x.copy(), m.copy()
+        for j in range(x.shape[0]):
+            sh = torch.from_numpy(np.asarray(shifts[iw + j], dtype=np.float64))
+            x[j] = shift_views(torch.from_numpy(x[j]), sh).numpy()
+            m[j] = (shift_views(torch.from_numpy(m[j])[:, None], sh)[:, 0] > 0.5).numpy()
     windows = present[iw : iw + views.shape[0]]
     y = crop(forward(model, device, spec, x, m, windows).cpu().numpy(), sides, spec.scale)
     # no data where no real view has data
@@ -297,13 +312,15 @@ def super_resolve_views(views: xr.DataArray, masks: xr.DataArray, present: np.nd
                         scale: int | None = None, tile: int | None = None, margin: int | None = None,
                         torch_threads: int | None = None, allow_untrained: bool = False, precision: str = "fp32",
                         resources: dict[str, float] | None = None, halo: int = 0, pass_tile: int | None = None,
-                        batch: int | None = None) -> xr.DataArray:
+                        batch: int | None = None, register: bool = False) -> xr.DataArray:
     """Multi-frame super-resolution of composite windows.
 
     ``views`` (window, view, band, y, x) reflectance, ``masks`` (window, view, y, x) clear masks and
     ``present`` (window, view) bool saying which views are real (others are padding). Returns
     (window, band, y, x) on the finer aligned grid, lazily if the input is Dask-backed. ``halo``,
-    ``pass_tile``, ``batch``: as :func:`super_resolve`.
+    ``pass_tile``, ``batch``: as :func:`super_resolve`. ``register``: each window's views are registered to
+    its clearest view first (:func:`measure_view_shifts`; the shifts are in the result's ``view_shifts``
+    attribute), resampled in each tile (Lanczos-3; the tiles borrow its reach, so they stay exact).
     """
     if tuple(views.dims) != ("window", "view", "band", "y", "x"):
         raise InvalidDataError(f"views must be (window, view, band, y, x), got {views.dims}")
@@ -320,7 +337,8 @@ def super_resolve_views(views: xr.DataArray, masks: xr.DataArray, present: np.nd
     if n_model and views.sizes["view"] > n_model:
         raise InvalidDataError(f"{views.sizes['view']} views per window, model {local.name} fuses at most {n_model}")
     s = int(local.scale)
-    m = tile_margin(local, None, margin)
+    shifts = measure_view_shifts(views, masks, present) if register else None
+    m = tile_margin(local, None, margin) + (registration_margin() if register else 0)
     spec = with_halo(tile_spec(tile, m, s, None), halo, views)
     lazy = dask.is_dask_collection(views.data)
     v = views.data if lazy else da.from_array(np.asarray(views.data))
@@ -329,10 +347,57 @@ def super_resolve_views(views: xr.DataArray, masks: xr.DataArray, present: np.nd
                          pass_tile=checked_pass_tile(pass_tile), batch=checked_batch(batch))
     out = tiled_map(_mf_block, [TiledInput(v.astype(np.float32), (1, -1, -1)),
                                 TiledInput(k.astype(np.uint8)[:, :, None], (1, -1, 1))],
-                    [graph_model(ref), present, run], tiles=spec, out_lead=(0, 2), drop_axis=1,
+                    [graph_model(ref), present, run, shifts], tiles=spec, out_lead=(0, 2), drop_axis=1,
                     name=f"fuse-{local.name}", resources=resources)
     gbox = output_geobox(core_geobox(input_geobox(views.isel(window=0, view=0)), spec.halo), s)
     coords: dict[str, Any] = {"window": views.window, "band": views.band, **grid_coords(gbox)}
-    result = xr.DataArray(out, dims=("window", "band", "y", "x"), coords=coords, name="reflectance",
-                          attrs={"sr_model": local.name, "sr_scale": s})
+    attrs: dict[str, Any] = {"sr_model": local.name, "sr_scale": s}
+    if shifts is not None:
+        attrs["view_shifts"] = json.dumps(np.round(shifts, 3).tolist())
+    result = xr.DataArray(out, dims=("window", "band", "y", "x"), coords=coords, name="reflectance", attrs=attrs)
     return materialise(result, lazy, client, resources)
+
+
+#: largest view shift (input pixels) registration applies; a larger measured one is a mismatch (clouds, a
+#: changed landscape), not a georeferencing error, and that view is left as it is (with a warning)
+MAX_VIEW_SHIFT = 3.0
+
+#: the central square (input pixels) of each window the shifts are measured on
+REGISTRATION_CROP = 256
+
+
+def registration_margin() -> int:
+    """Input pixels a tile borrows for registered views: the resampling's reach at the largest shift applied."""
+    from srcube.models.registration import LANCZOS_A
+
+    return math.ceil(MAX_VIEW_SHIFT) + LANCZOS_A
+
+
+def measure_view_shifts(views: xr.DataArray, masks: xr.DataArray, present: np.ndarray) -> np.ndarray:
+    """(window, view, 2) shifts (dy, dx) in input pixels that register each present view of a window to its
+    clearest view (:func:`models.registration.register_views` on the band mean of the window's central
+    ``REGISTRATION_CROP`` square: one global shift per view, measured once, so every tile applies the same);
+    zero for the reference, padded views and shifts beyond ``MAX_VIEW_SHIFT``."""
+    from srcube.models.registration import register_views
+
+    ny, nx = views.sizes["y"], views.sizes["x"]
+    cy, cx = min(ny, REGISTRATION_CROP), min(nx, REGISTRATION_CROP)
+    y0, x0 = (ny - cy) // 2, (nx - cx) // 2
+    win = {"y": slice(y0, y0 + cy), "x": slice(x0, x0 + cx)}
+    v_arr, k_arr = dask.compute(views.isel(win).mean("band").data, masks.isel(win).data)
+    v, k = np.asarray(v_arr, dtype=np.float64), np.asarray(k_arr) > 0
+    k &= np.isfinite(v)
+    out = np.zeros((*present.shape, 2))
+    for w in range(present.shape[0]):
+        real = np.flatnonzero(present[w] & k[w].any(axis=(1, 2)))
+        if real.size < 2:
+            continue
+        img = np.where(k[w][real], v[w][real], 0.0)
+        sh = register_views(torch.from_numpy(img), torch.from_numpy(k[w][real])).numpy()
+        for j, (dy, dx) in zip(real, sh, strict=True):
+            if max(abs(dy), abs(dx)) > MAX_VIEW_SHIFT:
+                log.warning("window %d, view %d: measured shift (%.2f, %.2f) px is beyond %.1f px, left unregistered",
+                            w, j, dy, dx, MAX_VIEW_SHIFT)
+                continue
+            out[w, j] = (dy, dx)
+    return out

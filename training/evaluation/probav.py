@@ -20,7 +20,8 @@ from srcube.training.evaluation.stats import BOOTSTRAP, Bootstrap, interval
 @torch.inference_mode()
 def evaluate_probav(model: models.SRModel, scene: Scene, *, n_views: int | None = None,
                     degradation: Degradation | None = None, bootstrap: Bootstrap = BOOTSTRAP,
-                    max_targets: int | None = None) -> dict[str, Any]:
+                    max_targets: int | None = None, register: bool = False,
+                    misregistration: float = 0.0) -> dict[str, Any]:
     """Multi-frame Wald protocol on a real PROBA-V scene: every frame in turn is the target (cropped to a
     multiple of the scale), its ``n_views`` clearest other frames (another date each), degraded with
     ``degradation`` (default: the sensor's), are the views. Kelvins metric: cPSNR (bias removed, best of
@@ -28,7 +29,13 @@ def evaluate_probav(model: models.SRModel, scene: Scene, *, n_views: int | None 
     and of bicubic of the clear median (srcube's multi-frame reference). The scene's "Wald Kelvins score" is
     the mean over targets of cPSNR(baseline) / cPSNR(model) (lower is better, 1.0 = the baseline): the
     competition's score with its baseline, on Wald pairs, since the scenes' real HR images were not released.
-    The interval of the mean cPSNR gain resamples targets."""
+    The interval of the mean cPSNR gain resamples targets.
+
+    ``register``: the model fuses the views registered to the clearest one (:mod:`models.registration`, as
+    ``run_region`` does by default); the baselines fuse them as they are (the Kelvins baseline's definition).
+    ``misregistration``: each view's sampling grid is also shifted by a random amount, uniform in
+    +-``misregistration`` view pixels on each axis (the real frames' own shifts are a third of that at the view
+    scale: this is the misregistration between real revisits at their own resolution)."""
     from srcube.models.highresnet import masked_median
     from srcube.training.datasets.scenes import load_probav
     from srcube.training.metrics import cpsnr
@@ -48,11 +55,25 @@ def evaluate_probav(model: models.SRModel, scene: Scene, *, n_views: int | None 
         others = sorted((j for j in range(t_all) if j != t), key=lambda j: -float(valid[j].float().mean()))[:n]
         hr = frames[t, r0 : r0 + size, c0 : c0 + size]
         clear = valid[t, r0 : r0 + size, c0 : c0 + size]
-        views = deg(frames[others, r0 : r0 + size, c0 : c0 + size], s, gen)[None, :, None]  # (1, T, 1, h, w)
+        crops = frames[others, r0 : r0 + size, c0 : c0 + size]
+        if misregistration > 0:  # each view sampled on its own shifted grid (HR pixels = s x view pixels)
+            off = (torch.rand(len(others), 2, generator=gen) * 2 - 1) * misregistration * s
+            views = torch.stack([Degradation(deg.sigma, deg.decimation, deg.noise,
+                                             (deg.phase[0] + float(o[0]), deg.phase[1] + float(o[1])))(c, s, gen)
+                                 for c, o in zip(crops, off, strict=True)])[None, :, None]
+        else:
+            views = deg(crops, s, gen)[None, :, None]  # (1, T, 1, h, w)
         vmask = F.avg_pool2d(valid[others, r0 : r0 + size, c0 : c0 + size].float()[:, None], s)[:, 0] > 0.999
         masks = vmask.float()[None]
         present = torch.ones(1, len(others), dtype=torch.bool)
-        sr = model(views, masks, present)[0, 0].float()
+        fused_in, fused_masks = views, masks
+        if register:
+            from srcube.models.registration import register_views, shift_views
+
+            shifts = register_views(views[0, :, 0].double(), masks[0] > 0.5)
+            fused_in = shift_views(views[0].double(), shifts).float()[None]
+            fused_masks = (shift_views(masks[0][:, None].double(), shifts)[:, 0] > 0.5).float()[None]
+        sr = model(fused_in, fused_masks, present)[0, 0].float()
         mean_base = bicubic(views.mean(1))[0, 0]
         median_base = bicubic(masked_median(views, masks, present))[0, 0]
         scores = {k: cpsnr(x, hr, clear, border=3) for k, x in
@@ -65,7 +86,8 @@ def evaluate_probav(model: models.SRModel, scene: Scene, *, n_views: int | None 
     idx = rng.integers(0, len(rows), size=(bootstrap.resamples, len(rows)))
     gain, gain_med = model_c - base_c, model_c - med_c
     return {"scene": scene.name, "place": scene.place, "targets": len(rows), "size": size,
-            "degradation": _degradation_json(deg), "rows": rows,
+            "degradation": _degradation_json(deg), "register": register, "misregistration": misregistration,
+            "rows": rows,
             "cpsnr_model": float(model_c.mean()), "cpsnr_kelvins_baseline": float(base_c.mean()),
             "cpsnr_median": float(med_c.mean()),
             "gain": float(gain.mean()), "gain_ci": list(interval(gain[idx].mean(1), bootstrap.level)),
@@ -75,31 +97,50 @@ def evaluate_probav(model: models.SRModel, scene: Scene, *, n_views: int | None 
             "wald_kelvins_score_ci": list(interval((base_c / model_c)[idx].mean(1), bootstrap.level))}
 
 
-def evaluate_probav_split(model: models.SRModel, split: str, *, bootstrap: Bootstrap = BOOTSTRAP,
-                          max_targets: int | None = None, name: str | None = None) -> dict[str, Any]:
-    """:func:`evaluate_probav` over the scenes of a ``probav`` split, and a summary pooled over all targets
-    (mean cPSNR gain over the Kelvins baseline with its interval, mean Wald Kelvins score, worst scene)."""
-    from srcube.pipeline import __version__
+#: the misregistration rows of a split's report: views shifted by up to this many view pixels on each axis
+MISREGISTRATION = (0.5, 1.0)
 
-    scenes_out, skipped = [], []
-    for sc in split_scenes("probav", split):
-        if not sc.available():
-            skipped.append({"scene": sc.name, "reason": f"data absent: {sc.path}"})
-            continue
-        scenes_out.append(evaluate_probav(model, sc, bootstrap=bootstrap, max_targets=max_targets))
-    if not scenes_out:
-        raise FileNotFoundError(f"no probav {split} scene could be evaluated: {skipped}")
+
+def _pool(scenes_out: list[dict[str, Any]], bootstrap: Bootstrap) -> dict[str, Any]:
+    """Mean cPSNR gain over the Kelvins baseline and mean Wald Kelvins score over all targets of the scenes,
+    with intervals resampling targets, and the worst scene."""
     gains = np.concatenate([[r["cpsnr_model"] - r["cpsnr_kelvins-baseline"] for r in s["rows"]] for s in scenes_out])
     scores = np.concatenate([[r["cpsnr_kelvins-baseline"] / r["cpsnr_model"] for r in s["rows"]]
                              for s in scenes_out])
     rng = np.random.default_rng(bootstrap.seed)
     idx = rng.integers(0, len(gains), size=(bootstrap.resamples, len(gains)))
     worst = min(scenes_out, key=lambda s: s["gain"])
-    summary = {"baseline": "kelvins-baseline", "metric": "cPSNR", "n": len(gains),
-               "mean_gain": float(gains.mean()), "mean_gain_ci": list(interval(gains[idx].mean(1), bootstrap.level)),
-               "wald_kelvins_score": float(scores.mean()),
-               "wald_kelvins_score_ci": list(interval(scores[idx].mean(1), bootstrap.level)),
-               "worst": {"scene": worst["scene"], "gain": worst["gain"], "gain_ci": worst["gain_ci"]}}
+    return {"baseline": "kelvins-baseline", "metric": "cPSNR", "n": len(gains),
+            "mean_gain": float(gains.mean()), "mean_gain_ci": list(interval(gains[idx].mean(1), bootstrap.level)),
+            "wald_kelvins_score": float(scores.mean()),
+            "wald_kelvins_score_ci": list(interval(scores[idx].mean(1), bootstrap.level)),
+            "worst": {"scene": worst["scene"], "gain": worst["gain"], "gain_ci": worst["gain_ci"]}}
+
+
+def evaluate_probav_split(model: models.SRModel, split: str, *, bootstrap: Bootstrap = BOOTSTRAP,
+                          max_targets: int | None = None, name: str | None = None, register: bool = True,
+                          misregistration: tuple[float, ...] = MISREGISTRATION) -> dict[str, Any]:
+    """:func:`evaluate_probav` over the scenes of a ``probav`` split, and a summary pooled over all targets
+    (mean cPSNR gain over the Kelvins baseline with its interval, mean Wald Kelvins score, worst scene).
+    ``register``: as the pipeline runs the model (views registered first, its default). ``misregistration``:
+    rows of the pooled score with views misregistered by up to that many view pixels, the model fed the views
+    as they are and registered."""
+    from srcube.pipeline import __version__
+
+    present = [sc for sc in split_scenes("probav", split) if sc.available()]
+    skipped = [{"scene": sc.name, "reason": f"data absent: {sc.path}"}
+               for sc in split_scenes("probav", split) if not sc.available()]
+    if not present:
+        raise FileNotFoundError(f"no probav {split} scene could be evaluated: {skipped}")
+    scenes_out = [evaluate_probav(model, sc, bootstrap=bootstrap, max_targets=max_targets, register=register)
+                  for sc in present]
+    rows = []
+    for amount in misregistration:
+        for reg in (False, True):
+            pooled = _pool([evaluate_probav(model, sc, bootstrap=bootstrap, max_targets=max_targets, register=reg,
+                                            misregistration=amount) for sc in present], bootstrap)
+            rows.append({"misregistration": amount, "register": reg, **{k: pooled[k] for k in (
+                "n", "mean_gain", "mean_gain_ci", "wald_kelvins_score", "wald_kelvins_score_ci")}})
     return {"model": name or model.name, "task": "probav", "split": split, "scale": model.scale,
-            "scenes": scenes_out, "skipped": skipped, "summary": summary, "bootstrap": bootstrap.to_json(),
-            "srcube_version": __version__}
+            "register": register, "scenes": scenes_out, "skipped": skipped, "summary": _pool(scenes_out, bootstrap),
+            "misregistration": rows, "bootstrap": bootstrap.to_json(), "srcube_version": __version__}

@@ -63,9 +63,10 @@ def evaluate_wald(model: models.SRModel, scene: Scene | SceneData, scale: int | 
     """The Wald protocol on one real scene, per band (see the module docstring); raises
     IncompatibleSceneError when the scene does not fit the model (bands, kind, size). ``quicklook``: a
     PNG path for the four panels of :func:`training.evaluate.quicklook`. ``project``: the model's output
-    goes through the sensor's consistency projection (:mod:`models.consistency`, with the sensor's
-    nominal PSF whatever ``degradation`` made the input), as the pipeline runs learned models by default;
-    the baseline ``bicubic+projection`` is added for context."""
+    goes through the consistency projection (:mod:`models.consistency`: the model's own when it ends in
+    one, else the sensor's, :meth:`Projection.for_sensor`; the same PSF whatever ``degradation`` made the
+    input), as the pipeline runs learned models by default; the baseline ``bicubic+projection`` (bicubic
+    through that same projection) is added for context."""
     s = scale or model.scale
     if s != model.scale:
         raise ValueError(f"model {model.name} is x{model.scale}, not x{s}")
@@ -101,10 +102,11 @@ def evaluate_wald(model: models.SRModel, scene: Scene | SceneData, scale: int | 
         sr = model(low[None].to(dev))[0]
         baselines = {"bicubic": bicubic(low[None])[0]}
         if project:
-            from srcube.models.consistency import Projection
+            from srcube.models.consistency import Projection, own_projection
 
-            proj = Projection.for_sensor("sentinel-2", s)
-            if not getattr(getattr(model, "inner", model), "consistent", False):  # else it is built in
+            own = own_projection(model)  # built in: the model's output is projected already
+            proj = own if own is not None else Projection.for_sensor("sentinel-2", s)
+            if own is None:
                 sr = proj.project(low.to(dev), sr)[0]
             baselines["bicubic+projection"] = proj.project(low, baselines["bicubic"])[0]
     sr = sr.float().cpu()
@@ -121,9 +123,9 @@ def robustness_table(model: models.SRModel, scenes: Sequence[Scene | SceneData],
                      degradations: Sequence[Degradation] = ROBUSTNESS, bootstrap: Bootstrap = BOOTSTRAP,
                      crop: tuple[int, int, int] | None = None, max_side: int | None = None,
                      project: bool = False) -> list[dict[str, Any]]:
-    """One row per degradation (default :data:`models.psf.ROBUSTNESS`, 12): the mean gain over bicubic
+    """One row per degradation (default :data:`models.psf.ROBUSTNESS`, 14): the mean gain over bicubic
     across the scenes' bands with its stratified bootstrap interval, and the worst scene-band
-    (``project``: through the consistency projection with the sensor's nominal PSF, see :func:`evaluate_wald`)."""
+    (``project``: through the consistency projection as in :func:`evaluate_wald`)."""
     s = scale or model.scale
     data = [sc if isinstance(sc, SceneData) else scene_data(sc, multiple=s, crop=crop, max_side=max_side)
             for sc in scenes]

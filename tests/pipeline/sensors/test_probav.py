@@ -123,6 +123,11 @@ def test_multi_frame_windows_through_run_region(sample_url, tmp_path, dask_clien
     assert ds.time.attrs["bounds"] == "time_bounds" and ds.time_bounds.dims == ("time", "nv")
     assert [str(b)[:10] for b in ds.time_bounds.values[:, 1]] == [w["end"][:10] for w in kept]
     np.testing.assert_array_equal(ds.time_bounds.values[:, 0], ds.time.values)
+    # the views were registered to each window's clearest view first (the default): one shift per view, recorded
+    assert ds.attrs["view_registration"] is True
+    shifts = np.array(json.loads(ds.reflectance.attrs["view_shifts"]))
+    assert shifts.ndim == 3 and shifts.shape[0] == len(kept) and shifts.shape[2] == 2
+    assert np.abs(shifts).max() <= 3.0 and all((np.abs(s).sum(1) == 0).any() for s in shifts)  # a reference each
     # the same windows padded instead of dropped: every window with a usable frame stays
     padded = run_region(sample_probav.DEFAULT_BBOX, "2024-06-01/2024-06-12", collection="proba-v-s1-toc-333m",
                         bands=["NIR"], model=weights, allow_untrained=True, window="4D", min_views=4,

@@ -80,7 +80,7 @@ def test_write_test_report_on_the_real_test_split(tmp_path):
     assert path.name == "tiny4.test.json"
     assert doc["weights_sha256"] == models.weights.read_meta(tmp_path / "tiny4.json").sha256
     assert [s["name"] for s in doc["scenes"]] == ["T49JGM"] and doc["split"] == "test"
-    assert len(doc["rows"]) == 4 and len(doc["robustness"]) == 12 and doc["srcube_version"]
+    assert len(doc["rows"]) == 4 and len(doc["robustness"]) == 14 and doc["srcube_version"]
     assert doc["peak_convention"] == PEAK_CONVENTION and doc["degradation"]["decimation"] == "point"
     assert all(r["peak"] < 1 and r["psnr_ci"][0] <= r["psnr"] <= r["psnr_ci"][1] for r in doc["rows"])
     assert "| `tiny4` | s2-10m | T49JGM |" in card.test_table_markdown(tmp_path)

@@ -52,13 +52,13 @@ def test_robustness_table_has_a_row_per_degradation():
     data = SceneData("synthetic", texture(2, 96, 96, seed=14).float().numpy(), ("a", "b"))
     # x4: at x2, point sampling at the 2 x 2 block centre (linear interpolation) is the block mean: area
     table = robustness_table(models.build("bilinear", scale=4), [data], 4, bootstrap=Bootstrap(resamples=200))
-    assert len(table) == len(ROBUSTNESS) == 12
-    assert [r["label"] for r in table] == [d.label for d in ROBUSTNESS] and len({r["label"] for r in table}) == 12
+    assert len(table) == len(ROBUSTNESS) == 14
+    assert [r["label"] for r in table] == [d.label for d in ROBUSTNESS] and len({r["label"] for r in table}) == 14
     for r in table:
         assert r["n"] == 2 and r["mean_gain_ci"][0] <= r["mean_gain"] <= r["mean_gain_ci"][1]
-    assert len({round(r["mean_gain"], 4) for r in table}) == 12  # the degradations differ
+    assert len({round(r["mean_gain"], 4) for r in table}) == 14  # the degradations differ
     md = robustness_markdown(table)
-    assert md.count("\n") == 13 and "gauss 0.65s + area + noise 0.001" in md
+    assert md.count("\n") == 15 and "gauss 0.65s + area + noise 0.001" in md
     same = robustness_table(models.build("bicubic", scale=4), [data], 4, bootstrap=Bootstrap(resamples=200))
     assert all(r["mean_gain"] == 0.0 and r["mean_gain_ci"] == [0.0, 0.0] for r in same)
 
@@ -104,7 +104,7 @@ def test_cli_evaluates_a_split_and_keeps_the_image_mode(tmp_path):
     assert res.exit_code == 0, res.output
     doc = json.loads((tmp_path / "val.json").read_text())
     assert [s["name"] for s in doc["scenes"]] == ["29RKH"] and doc["skipped"] == []
-    assert len(doc["rows"]) == 4 and len(doc["robustness"]) == 12 and doc["peak_convention"] == PEAK_CONVENTION
+    assert len(doc["rows"]) == 4 and len(doc["robustness"]) == 14 and doc["peak_convention"] == PEAK_CONVENTION
     assert doc["degradation"]["label"] == WALD.label and doc["summary"]["mean_gain"] == 0.0
     assert "| 29RKH | B08 |" in res.output and "gauss 0.35s + point + noise 0.001" in res.output
     res = runner.invoke(app, ["evaluate", "--model", "bicubic", "--split", "test", "--task", "s2-10m", "--report"])
