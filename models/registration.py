@@ -140,3 +140,11 @@ def shift_views(views: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
         dy, dx = (float(v) for v in shifts[i])
         out.append(_lanczos_axis(_lanczos_axis(views[i], dy, views.ndim - 3), dx, views.ndim - 2))
     return torch.stack(out)
+
+
+def apply_shifts(views: torch.Tensor, masks: torch.Tensor, shifts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``views`` (T, C, H, W) and their clear ``masks`` (T, H, W) moved by ``shifts`` (T, 2) (:func:`shift_views`):
+    the views resampled, the masks resampled and kept where above one half (as 0 / 1 in the masks' dtype)."""
+    moved = shift_views(views, shifts)
+    clear = shift_views(masks.to(torch.float64)[:, None], shifts)[:, 0] > 0.5
+    return moved, clear.to(masks.dtype)

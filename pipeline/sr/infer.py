@@ -292,14 +292,14 @@ def _mf_block(views: np.ndarray, masks: np.ndarray, ref: ModelSpec | SRModel, pr
     finite = np.isfinite(views)
     x = np.where(finite, views, 0.0).astype(np.float32, copy=False)
     m = ((masks[:, :, 0] > 0) & finite.all(axis=2)).astype(np.float32)
-    if shifts is not None:  # local resampling: the tile borrows registration.reach(shifts) pixels for it
-        from srcube.models.registration import shift_views
+    if shifts is not None:  # local resampling: the tile borrows registration_margin() pixels for it
+        from srcube.models.registration import apply_shifts
 
         x, m = x.copy(), m.copy()
         for j in range(x.shape[0]):
-            sh = torch.from_numpy(np.asarray(shifts[iw + j], dtype=np.float64))
-            x[j] = shift_views(torch.from_numpy(x[j]), sh).numpy()
-            m[j] = (shift_views(torch.from_numpy(m[j])[:, None], sh)[:, 0] > 0.5).numpy()
+            xj, mj = apply_shifts(torch.from_numpy(x[j]), torch.from_numpy(m[j]),
+                                  torch.from_numpy(np.asarray(shifts[iw + j], dtype=np.float64)))
+            x[j], m[j] = xj.numpy(), mj.numpy()
     windows = present[iw : iw + views.shape[0]]
     y = crop(forward(model, device, spec, x, m, windows).cpu().numpy(), sides, spec.scale)
     # no data where no real view has data

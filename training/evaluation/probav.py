@@ -68,11 +68,11 @@ def evaluate_probav(model: models.SRModel, scene: Scene, *, n_views: int | None 
         present = torch.ones(1, len(others), dtype=torch.bool)
         fused_in, fused_masks = views, masks
         if register:
-            from srcube.models.registration import register_views, shift_views
+            from srcube.models.registration import apply_shifts, register_views
 
-            shifts = register_views(views[0, :, 0].double(), masks[0] > 0.5)
-            fused_in = shift_views(views[0].double(), shifts).float()[None]
-            fused_masks = (shift_views(masks[0][:, None].double(), shifts)[:, 0] > 0.5).float()[None]
+            moved, clear_moved = apply_shifts(views[0].double(), masks[0],
+                                              register_views(views[0, :, 0].double(), masks[0] > 0.5))
+            fused_in, fused_masks = moved.float()[None], clear_moved[None]
         sr = model(fused_in, fused_masks, present)[0, 0].float()
         mean_base = bicubic(views.mean(1))[0, 0]
         median_base = bicubic(masked_median(views, masks, present))[0, 0]
