@@ -38,16 +38,15 @@ from srcube.models.consistency import Projection  # noqa: E402
 from srcube.models.psf import ROBUSTNESS, SENSOR_PSF, Degradation, blur_decimate  # noqa: E402
 from srcube.training.datasets.scenes import scenes  # noqa: E402
 from srcube.training.evaluation.scenes import scene_data  # noqa: E402
+from srcube.training.evaluation.stats import psnr_own_peak  # noqa: E402
 
 ASSUMED = (0.35, 0.40, 0.45, round(SENSOR_PSF["sentinel-2"], 3))
 SENSOR_ROW = Degradation(SENSOR_PSF["sentinel-2"], "point")
 
 
-def psnr_own_peak(x: torch.Tensor, ref: torch.Tensor) -> np.ndarray:
-    """PSNR per band, peak = the reference band's own maximum."""
-    mse = ((x.double() - ref.double()) ** 2).flatten(1).mean(1)
-    peak = ref.double().flatten(1).amax(1)
-    return (10 * torch.log10(peak**2 / mse)).numpy()
+def psnr_bands(x: torch.Tensor, ref: torch.Tensor) -> np.ndarray:
+    """PSNR per band against each reference band's own peak (:func:`training.evaluation.stats.psnr_own_peak`)."""
+    return np.array([psnr_own_peak(x[b], ref[b])[0] for b in range(ref.shape[0])])
 
 
 def places(scale: int, side: int) -> list[tuple[str, torch.Tensor]]:
@@ -71,9 +70,9 @@ def sweep(scale: int, data: list[tuple[str, torch.Tensor]]) -> list[dict]:
         for _, ref in data:
             low = deg(ref.double(), scale, torch.Generator().manual_seed(0))
             base = bicubic(low[None])[0]
-            p0 = psnr_own_peak(base, ref)
+            p0 = psnr_bands(base, ref)
             for k, proj in projections.items():
-                gains[k] += list(psnr_own_peak(proj.apply(low, base), ref) - p0)
+                gains[k] += list(psnr_bands(proj.apply(low, base), ref) - p0)
         rows.append({"row": deg.label, "n": len(gains[ASSUMED[0]]),
                      "mean_gain": {str(k): round(float(np.mean(v)), 3) for k, v in gains.items()}})
     return rows

@@ -37,7 +37,7 @@ import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -45,6 +45,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from srcube.models.psf import PROJECTION_PSF, SENSOR_PSF, Degradation, blur_decimate, spread_blur
+
+if TYPE_CHECKING:
+    from srcube.models.base import SRModel
 
 #: banded inverse: kernel taps each side of the diagonal (and rows treated as edge rows at each end)
 DEFAULT_ORDER = 6
@@ -205,6 +208,14 @@ def own_projection(model: nn.Module) -> Projection | None:
     inner = getattr(model, "inner", model)
     proj = getattr(inner, "projection", None)
     return proj if getattr(inner, "consistent", False) and isinstance(proj, Projection) else None
+
+
+def projection_for(model: SRModel, sensor: str) -> Projection:
+    """The projection to run after ``model`` (the pipeline's, the evaluation's): the model's own, the one it was
+    trained through (a second pass with another PSF would undo what the first chose), else the sensor's
+    (:meth:`Projection.for_sensor`) at the model's scale."""
+    own = own_projection(model)
+    return own if own is not None else Projection.for_sensor(sensor, int(model.scale))
 
 
 class ProjectionLayer(nn.Module):

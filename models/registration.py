@@ -101,10 +101,14 @@ def register_views(views: torch.Tensor, masks: torch.Tensor | None = None, refer
 #: Lanczos taps each side: the resampling of :func:`shift_views` reads ``ceil(|shift|) + LANCZOS_A`` pixels away
 LANCZOS_A = 3
 
+#: largest shift (pixels, either axis) the pipeline applies; a larger measured one is a mismatch (clouds, a
+#: changed landscape), not a georeferencing error, and that view is left as it is
+MAX_SHIFT = 3.0
 
-def reach(shifts: torch.Tensor) -> int:
-    """Pixels each side that :func:`shift_views` reads for these shifts (tiles borrow that many)."""
-    return (math.ceil(float(shifts.abs().max())) + LANCZOS_A) if shifts.numel() and bool(shifts.abs().max() > 0) else 0
+
+def reach(max_shift: float = MAX_SHIFT) -> int:
+    """Pixels each side that :func:`shift_views` reads for shifts up to ``max_shift`` (tiles borrow that many)."""
+    return math.ceil(abs(max_shift)) + LANCZOS_A if max_shift else 0
 
 
 def _lanczos_axis(x: torch.Tensor, d: float, dim: int) -> torch.Tensor:
@@ -132,7 +136,7 @@ def _lanczos_axis(x: torch.Tensor, d: float, dim: int) -> torch.Tensor:
 def shift_views(views: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
     """``views`` (T, ..., H, W) each moved by its (dy, dx) of ``shifts`` (T, 2): ``out(y, x) = view(y - dy, x - dx)``
     by separable Lanczos-3 interpolation (edge values repeated), local: an output pixel reads
-    :func:`reach` pixels at most, so tiles that borrow that margin give the whole image's values."""
+    :func:`reach` of the largest shift at most, so tiles that borrow that margin give the whole image's values."""
     if shifts.shape != (views.shape[0], 2):
         raise ValueError(f"shifts must be (T, 2) = ({views.shape[0]}, 2), got {tuple(shifts.shape)}")
     out = []

@@ -13,6 +13,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from srcube.models.consistency import projection_for
 from srcube.pipeline.assemble.clearance import FrameDecision, WindowPlan
 from srcube.pipeline.assemble.stack import region_only
 from srcube.pipeline.load import Loaded
@@ -20,7 +21,6 @@ from srcube.pipeline.options import RunOptions
 from srcube.pipeline.plan import RunPlan
 from srcube.pipeline.redact import redact
 from srcube.pipeline.sr.infer import super_resolve, super_resolve_views
-from srcube.pipeline.sr.spec import projection_for
 from srcube.pipeline.sr.tiling import TileSpec
 from srcube.pipeline.write.cube import CODEC_NOTE, chunk_shape, conform, cube_attrs, encoding, request_hash
 

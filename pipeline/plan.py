@@ -32,13 +32,7 @@ from srcube.pipeline.search import catalog as cat
 from srcube.pipeline.search.access import AssetAccess, ReadSettings, access_for
 from srcube.pipeline.sensors import SensorProfile, get_sensor
 from srcube.pipeline.sr.sharpening import SharpenChoice, choose_sharpener
-from srcube.pipeline.sr.spec import (
-    ResolvedModel,
-    resolve_model,
-    tile_margin,
-    tile_spec,
-    wants_consistency,
-)
+from srcube.pipeline.sr.spec import ResolvedModel, resolve_model, tile_margin, tile_spec, wants_consistency
 from srcube.pipeline.sr.tiling import TileSpec
 from srcube.pipeline.write.store import CubeStore
 
@@ -120,9 +114,9 @@ def plan(req: RunRequest) -> RunPlan:
     projection = (own_projection(local) or widest_projection(sensor, int(local.scale))) if consistency else None
     margin = tile_margin(local, projection)
     if local.multi_frame and opts.register_views:  # the tiles borrow the views' resampling too
-        from srcube.pipeline.sr.infer import registration_margin
+        from srcube.models.registration import reach
 
-        margin += registration_margin()
+        margin += reach()
     tiles = tile_spec(opts.tile, margin, int(local.scale), projection)
     access = access_for(opts.auth or profile.access, timeout=opts.network_timeout)
     if profile.kind == "stac":

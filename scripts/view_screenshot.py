@@ -21,11 +21,11 @@ from pathlib import Path
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from real_scene_quicklook import real_cube  # noqa: E402 - the script beside this one
+from real_scene_quicklook import real_cube
 
-from srcube.pipeline.testing.browser import Browser  # noqa: E402
-from srcube.pipeline.view.server import ViewServer  # noqa: E402
-from srcube.pipeline.view.tiles import CubeView  # noqa: E402
+from srcube.pipeline.testing.browser import Browser
+from srcube.pipeline.view.server import ViewServer
+from srcube.pipeline.view.tiles import CubeView
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_BYTES = 300_000

@@ -33,6 +33,7 @@ from torch.utils.data import BatchSampler, ConcatDataset, DataLoader, Dataset, R
 
 from srcube import models
 from srcube.models.base import Normalized
+from srcube.models.consistency import own_projection
 from srcube.models.highresnet import masked_median
 from srcube.models.sisr import Discriminator
 from srcube.models.weights import Normalisation
@@ -225,13 +226,8 @@ class Trainer:
         self.multi = is_multi(cfg)
         self.sharpen = is_sharpen(cfg)
         self.model = build_model(cfg).to(self.device)
-        # context for validation: what the sensor's consistency projection alone makes of bicubic
-        self.projection = None
-        net = _bare(self.model)
-        if not (self.multi or self.sharpen) and getattr(getattr(net, "inner", net), "consistent", False):
-            from srcube.models.consistency import own_projection
-
-            self.projection = own_projection(net)  # the model's own: bicubic made consistent the same way
+        # context for validation: what the model's own projection (None unless it ends in one) makes of bicubic
+        self.projection = None if (self.multi or self.sharpen) else own_projection(_bare(self.model))
         self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.train.ema))
                     if cfg.train.ema else None)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,7 @@ from odc.geo.geobox import GeoBox
 from odc.geo.xr import xr_coords
 
 from srcube.models import ModelSpec, SRModel
-from srcube.models.consistency import Projection
+from srcube.models.consistency import Projection, projection_for
 from srcube.pipeline.assemble.grid import finer_geobox
 from srcube.pipeline.errors import IncompatibleWeightsError, InvalidDataError, InvalidOptionError
 from srcube.pipeline.sr.engine import (
@@ -52,7 +51,7 @@ from srcube.pipeline.sr.engine import (
     tiled_map,
 )
 from srcube.pipeline.sr.onnxrt import OnnxGraph, checked_engine, onnx_graph
-from srcube.pipeline.sr.spec import projection_for, resolve_model, tile_margin, tile_spec, wants_consistency
+from srcube.pipeline.sr.spec import resolve_model, tile_margin, tile_spec, wants_consistency
 from srcube.pipeline.sr.tiling import TileSpec
 
 log = logging.getLogger(__name__)
@@ -292,7 +291,7 @@ def _mf_block(views: np.ndarray, masks: np.ndarray, ref: ModelSpec | SRModel, pr
     finite = np.isfinite(views)
     x = np.where(finite, views, 0.0).astype(np.float32, copy=False)
     m = ((masks[:, :, 0] > 0) & finite.all(axis=2)).astype(np.float32)
-    if shifts is not None:  # local resampling: the tile borrows registration_margin() pixels for it
+    if shifts is not None:  # local resampling: the tile borrows registration_reach() pixels for it
         from srcube.models.registration import apply_shifts
 
         x, m = x.copy(), m.copy()
@@ -338,7 +337,7 @@ def super_resolve_views(views: xr.DataArray, masks: xr.DataArray, present: np.nd
         raise InvalidDataError(f"{views.sizes['view']} views per window, model {local.name} fuses at most {n_model}")
     s = int(local.scale)
     shifts = measure_view_shifts(views, masks, present) if register else None
-    m = tile_margin(local, None, margin) + (registration_margin() if register else 0)
+    m = tile_margin(local, None, margin) + (registration_reach() if register else 0)
     spec = with_halo(tile_spec(tile, m, s, None), halo, views)
     lazy = dask.is_dask_collection(views.data)
     v = views.data if lazy else da.from_array(np.asarray(views.data))
@@ -358,27 +357,24 @@ def super_resolve_views(views: xr.DataArray, masks: xr.DataArray, present: np.nd
     return materialise(result, lazy, client, resources)
 
 
-#: largest view shift (input pixels) registration applies; a larger measured one is a mismatch (clouds, a
-#: changed landscape), not a georeferencing error, and that view is left as it is (with a warning)
-MAX_VIEW_SHIFT = 3.0
-
 #: the central square (input pixels) of each window the shifts are measured on
 REGISTRATION_CROP = 256
 
 
-def registration_margin() -> int:
-    """Input pixels a tile borrows for registered views: the resampling's reach at the largest shift applied."""
-    from srcube.models.registration import LANCZOS_A
+def registration_reach() -> int:
+    """Input pixels a tile borrows for registered views: the resampling's reach at the largest shift applied
+    (:data:`models.registration.MAX_SHIFT`)."""
+    from srcube.models.registration import reach
 
-    return math.ceil(MAX_VIEW_SHIFT) + LANCZOS_A
+    return reach()
 
 
 def measure_view_shifts(views: xr.DataArray, masks: xr.DataArray, present: np.ndarray) -> np.ndarray:
     """(window, view, 2) shifts (dy, dx) in input pixels that register each present view of a window to its
     clearest view (:func:`models.registration.register_views` on the band mean of the window's central
     ``REGISTRATION_CROP`` square: one global shift per view, measured once, so every tile applies the same);
-    zero for the reference, padded views and shifts beyond ``MAX_VIEW_SHIFT``."""
-    from srcube.models.registration import register_views
+    zero for the reference, padded views and shifts beyond :data:`models.registration.MAX_SHIFT` (with a warning)."""
+    from srcube.models.registration import MAX_SHIFT, register_views
 
     ny, nx = views.sizes["y"], views.sizes["x"]
     cy, cx = min(ny, REGISTRATION_CROP), min(nx, REGISTRATION_CROP)
@@ -395,9 +391,9 @@ def measure_view_shifts(views: xr.DataArray, masks: xr.DataArray, present: np.nd
         img = np.where(k[w][real], v[w][real], 0.0)
         sh = register_views(torch.from_numpy(img), torch.from_numpy(k[w][real])).numpy()
         for j, (dy, dx) in zip(real, sh, strict=True):
-            if max(abs(dy), abs(dx)) > MAX_VIEW_SHIFT:
+            if max(abs(dy), abs(dx)) > MAX_SHIFT:
                 log.warning("window %d, view %d: measured shift (%.2f, %.2f) px is beyond %.1f px, left unregistered",
-                            w, j, dy, dx, MAX_VIEW_SHIFT)
+                            w, j, dy, dx, MAX_SHIFT)
                 continue
             out[w, j] = (dy, dx)
     return out

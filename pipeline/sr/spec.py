@@ -107,15 +107,6 @@ def is_interpolation(model: SRModel) -> bool:
     return isinstance(model, (Interpolation, Lanczos))
 
 
-def projection_for(model: SRModel, sensor: str) -> Projection:
-    """The projection the pipeline runs after ``model``: the model's own (the one it was trained through; a second
-    pass with another PSF would undo what the first chose), else the sensor's (:meth:`Projection.for_sensor`)."""
-    from srcube.models.consistency import Projection, own_projection
-
-    own = own_projection(model)
-    return own if own is not None else Projection.for_sensor(sensor, int(model.scale))
-
-
 def wants_consistency(model: SRModel, consistency: bool | None) -> bool:
     """Whether the consistency projection runs: as asked, or (``None``) for learned single-image models
     only. Multi-frame models never: their input is several views at unknown sub-pixel shifts, not one

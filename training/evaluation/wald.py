@@ -102,11 +102,10 @@ def evaluate_wald(model: models.SRModel, scene: Scene | SceneData, scale: int | 
         sr = model(low[None].to(dev))[0]
         baselines = {"bicubic": bicubic(low[None])[0]}
         if project:
-            from srcube.models.consistency import Projection, own_projection
+            from srcube.models.consistency import own_projection, projection_for
 
-            own = own_projection(model)  # built in: the model's output is projected already
-            proj = own if own is not None else Projection.for_sensor("sentinel-2", s)
-            if own is None:
+            proj = projection_for(model, "sentinel-2")
+            if own_projection(model) is None:  # else it is built in: the model's output is projected already
                 sr = proj.project(low.to(dev), sr)[0]
             baselines["bicubic+projection"] = proj.project(low, baselines["bicubic"])[0]
     sr = sr.float().cpu()
