@@ -124,7 +124,9 @@ def test_table_markdown(weights_dir: str | Path = SHIPPED_DIR) -> str:
             lines.append(
                 f"| `{report['weights']}` | {report['task']} | {names} | cPSNR {model:.2f} (Kelvins baseline "
                 f"{base:.2f}) | {s['mean_gain']:+.2f} {_ci(s['mean_gain_ci'])} | {w.get('gain', float('nan')):+.2f} "
-                f"({w.get('scene')}) | Wald Kelvins score {s['wald_kelvins_score']:.3f} |")
+                f"({w.get('scene')}) | Wald Kelvins score {s['wald_kelvins_score']:.3f}"
+                + "".join(f"; native score {n['native_score']:.3f} ({n['scene']})" for n in report.get("native") or [])
+                + " |")
             continue
         rob = min(report.get("robustness") or [], key=lambda r: r["mean_gain"], default=None)
         lines.append(
@@ -214,7 +216,9 @@ def card_lines_for_scenes(task: str) -> list[str]:
 
 #: columns of a run's metrics.csv shown in the card (key, header)
 _HISTORY = (("psnr_gain", "gain vs bicubic (dB)"), ("psnr_gain_bicubic_projected", "gain vs bicubic+projection (dB)"),
-            ("psnr_gain_hpf", "gain vs hpf (dB)"), ("cpsnr", "cPSNR"), ("cpsnr_bicubic", "cPSNR baseline"))
+            ("psnr_gain_hpf", "gain vs hpf (dB)"), ("cpsnr", "cPSNR"), ("cpsnr_bicubic", "cPSNR baseline"),
+            ("native_cpsnr", "cPSNR on real frames"), ("native_cpsnr_median", "cPSNR real-frame median"),
+            ("selection_gain", "selection gain (dB)"))
 
 
 def history_lines(history_csv: str | Path) -> list[str]:
@@ -243,7 +247,9 @@ def probav_section(report: Mapping[str, Any]) -> list[str]:
                if report.get("register") else ".") + " Kelvins metric: cPSNR (bias removed, best of 49 shifts, "
             "border 3); the Kelvins baseline is bicubic of the mean of the views; \"Wald Kelvins score\" = "
             "cPSNR(baseline) / cPSNR(model) (lower is better, 1.0 = baseline). Intervals: 95 % bootstrap over "
-            "targets. This is not the competition's score against real HR images.", "",
+            "targets. This is not the competition's score against real HR images."
+            + (" The second table scores the fusion of real frames with nothing degraded: how well its HR image, "
+               "through the sensor, predicts a real frame it did not see." if report.get("native") else ""), "",
             probav_markdown(report)]
 
 

@@ -60,6 +60,9 @@ class DataCfg:
     p_area: float = 0.3  # scenes: share of samples decimated by block means instead of point sampling
     max_phase: float = 0.5  # scenes: largest sub-pixel sampling phase (output pixels) of point decimation
     max_noise: float = 0.002  # scenes: largest noise standard deviation (reflectance), half the samples
+    # scenes-multiframe: self-supervised samples per epoch (real views, a held-out real frame as the target; loss
+    # term "selfsup"), each step's batch of them fused with the Wald batch; 0: none
+    selfsup_samples: int = 0
     description: str = ""
 
 
@@ -98,7 +101,7 @@ class Config:
         return p if p.is_absolute() else REPO / p
 
 
-LOSS_TERMS = ("l1", "mse", "ssim", "cmse", "registered", "adversarial", "feature")
+LOSS_TERMS = ("l1", "mse", "ssim", "cmse", "registered", "adversarial", "feature", "selfsup")
 
 
 def portable(obj: Any) -> Any:
@@ -202,6 +205,14 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"scenes of task {cfg.data.task} are absent: {missing} (../shared/data)")
         if cfg.data.patch % cfg.model.scale:
             raise ConfigError(f"data.patch {cfg.data.patch} must be a multiple of model.scale {cfg.model.scale}")
+        selfsup = cfg.train.loss.get("selfsup", 0) > 0
+        if selfsup != (cfg.data.selfsup_samples > 0):
+            raise ConfigError("train.loss selfsup and data.selfsup_samples go together: the self-supervised term "
+                              f"needs its samples and the samples need the term (got loss {cfg.train.loss}, "
+                              f"selfsup_samples {cfg.data.selfsup_samples})")
+        if selfsup and cfg.data.kind != "scenes-multiframe":
+            raise ConfigError("the self-supervised term (train.loss selfsup) is for data.kind scenes-multiframe: "
+                              "real revisits predicting each other")
         return
     if multi != (cfg.data.kind in ("wald-multiframe", "kelvins", "worldstrat")):
         raise ConfigError(f"model {cfg.model.architecture} is {'multi-frame' if multi else 'single-image'} but "

@@ -3,6 +3,8 @@
 * ``l1``, ``mse``, ``ssim_loss`` (1 - SSIM, differentiable Gaussian-window SSIM);
 * ``cmse_loss``: HighRes-net's clearance-aware MSE: SR cropped by ``border``, the HR crop at every
   integer shift, brightness bias removed over clear pixels, the best shift per sample;
+* ``selfsup_loss``: the self-supervised loss of multi-frame fusion on real frames: the fused HR image through
+  the sensor (PSF, point sampling on a held-out frame's own shifted grid) against that frame, bias removed;
 * ``registered_loss``: WorldStrat's loss after sub-pixel registration: SR shifted by each
   candidate sub-pixel offset with a Lanczos kernel, the best shift per sample;
 * ``gan_losses``: non-saturating adversarial losses for generator and discriminator, and a feature
@@ -20,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from srcube.models.interp import lanczos_shift
+from srcube.models.psf import decimate, gaussian_blur
 
 
 def l1(sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
@@ -73,6 +76,49 @@ def cmse_loss(sr: torch.Tensor, hr: torch.Tensor, clear: torch.Tensor | None = N
         bias = diff.sum(dim=(2, 3), keepdim=True) / cc.sum(dim=(2, 3), keepdim=True).clamp(min=1.0)
         losses.append((((hh - crop - bias) * cc) ** 2).sum(dim=(1, 2, 3)) / n)
     return torch.stack(losses, 1).min(1).values.mean()
+
+
+def predict_frame(sr: torch.Tensor, shift: tuple[float, float], scale: int, sigma: float) -> torch.Tensor:
+    """A frame of the sensor predicted from the HR image ``sr`` (..., H, W): blurred by its PSF (``sigma`` x
+    ``scale`` HR pixels) and point-sampled every ``scale`` pixels on a grid shifted by ``shift`` (dy, dx) LR pixels
+    (the frame's shift against the grid of ``sr``, as :func:`models.registration.phase_shift` measures it)."""
+    return decimate(gaussian_blur(sr, sigma * scale), scale, "point", (scale * shift[0], scale * shift[1]))
+
+
+def frame_errors(sr: torch.Tensor, target: torch.Tensor, clear: torch.Tensor, shift: torch.Tensor, scale: int,
+                 sigma: float, border: int = 3, trim: float | None = None) -> torch.Tensor:
+    """(B,) brightness-bias-corrected mean squared error of each held-out frame ``target`` (B, 1, h, w) against
+    its prediction from ``sr`` (B, 1, scale h, scale w) (:func:`predict_frame` at its ``shift`` (B, 2)), over its
+    ``clear`` (B, 1, h, w) pixels ``border`` pixels in from the edges (the PSF and the shift read past them).
+    ``trim``: pixels whose error is over ``trim`` robust standard deviations (1.4826 x the median absolute error)
+    do not count either: what no fusion of other dates can predict (a cloud the frame's mask missed, a change)."""
+    out = []
+    for k in range(sr.shape[0]):
+        pred = predict_frame(sr[k], (float(shift[k, 0]), float(shift[k, 1])), scale, sigma)
+        inner = (..., slice(border, pred.shape[-2] - border), slice(border, pred.shape[-1] - border))
+        cc = clear[k][inner].to(pred.dtype)
+        diff = (target[k][inner] - pred[inner]) * cc
+        n = cc.sum().clamp(min=1.0)
+        bias = diff.sum() / n
+        if trim is not None and bool(cc.any()):
+            err = (diff - bias).detach().abs()
+            spread = 1.4826 * err[cc > 0].median()
+            cc = cc * (err <= trim * spread.clamp(min=1e-6)).to(cc.dtype)
+            n = cc.sum().clamp(min=1.0)
+            bias = (diff * cc).sum() / n
+        out.append((((diff - bias) * cc) ** 2).sum() / n)
+    return torch.stack(out)
+
+
+#: the self-supervised loss leaves out pixels over this many robust standard deviations of the error (clouds and
+#: changes that the frames' masks missed: the Kelvins frames read here carry no cloud masks)
+SELFSUP_TRIM = 3.0
+
+
+def selfsup_loss(sr: torch.Tensor, target: torch.Tensor, clear: torch.Tensor, shift: torch.Tensor, scale: int,
+                 sigma: float, border: int = 3, trim: float | None = SELFSUP_TRIM) -> torch.Tensor:
+    """Mean of :func:`frame_errors` (trimmed): a fusion of real frames must predict a real frame it did not see."""
+    return frame_errors(sr, target, clear, shift, scale, sigma, border, trim).mean()
 
 
 def registered_loss(sr: torch.Tensor, hr: torch.Tensor, shifts: Sequence[float] = (-1.0, -0.5, 0.0, 0.5, 1.0),

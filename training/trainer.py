@@ -155,6 +155,23 @@ def make_datasets(cfg: Config) -> tuple[Dataset, Dataset]:
     raise ConfigError(f"unknown data.kind {d.kind!r}")
 
 
+def make_selfsup_datasets(cfg: Config) -> tuple[Dataset, Dataset] | None:
+    """(train, validation) self-supervised datasets of a ``scenes-multiframe`` config with ``data.selfsup_samples``
+    (:class:`training.datasets.real.SceneSelfSupervised`: real views predicting a held-out real frame), else None.
+    Training crops are ``data.patch / scale`` view pixels, as the Wald views, so that one forward pass fuses both."""
+    d = cfg.data
+    if d.kind != "scenes-multiframe" or d.selfsup_samples <= 0:
+        return None
+    from srcube.training.datasets.real import SceneSelfSupervised
+    from srcube.training.datasets.scenes import scenes as split_scenes
+
+    gain = (float(d.gain[0]), float(d.gain[1]))
+    return (SceneSelfSupervised(split_scenes(d.task, "train"), d.n_views, d.patch // cfg.model.scale,
+                                d.selfsup_samples, train=True, seed=cfg.seed + 2, gain=gain),
+            SceneSelfSupervised(split_scenes(d.task, "validation"), d.n_views, 0, d.val_samples, train=False,
+                                seed=cfg.seed + 3))
+
+
 def build_model(cfg: Config) -> models.SRModel:
     net = models.build(cfg.model.architecture, scale=cfg.model.scale, **cfg.model.config)
     norm = Normalisation(**cfg.model.normalisation)
@@ -241,6 +258,18 @@ class Trainer:
         else:
             self.loader = DataLoader(self.train_ds, batch_size=cfg.train.batch_size, shuffle=True, drop_last=False,
                                      num_workers=cfg.train.num_workers, generator=self.shuffle)
+        # self-supervised samples (real views, a held-out real frame as the target): a batch of them joins each
+        # step's batch, drawn by their own shuffling sampler and shared out over the ranks alike
+        self.shuffle_ss = torch.Generator().manual_seed(cfg.seed + 1)
+        selfsup = make_selfsup_datasets(cfg)
+        self.ss_train: Dataset | None = selfsup[0] if selfsup else None
+        self.ss_val: Dataset | None = selfsup[1] if selfsup else None
+        self.ss_loader: DataLoader | None = None
+        if self.ss_train is not None:
+            ss_batches = BatchSampler(RandomSampler(self.ss_train, generator=self.shuffle_ss),  # type: ignore[arg-type]
+                                      cfg.train.batch_size, drop_last=False)
+            self.ss_loader = DataLoader(self.ss_train, batch_sampler=RankBatches(ss_batches, self.world)
+                                        if self.world.launched else ss_batches, num_workers=cfg.train.num_workers)
         # validation: each rank its contiguous share of the samples, joined in order (gather_rows); export
         # validates alone, on every sample
         self.val_all = DataLoader(self.val_ds, batch_size=cfg.train.batch_size, shuffle=False,
@@ -319,7 +348,8 @@ class Trainer:
                 "rng": {"torch": torch.get_rng_state(),
                         "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss),
                                   float(gauss)],
-                        "python": random.getstate(), "shuffle": self.shuffle.get_state()},
+                        "python": random.getstate(), "shuffle": self.shuffle.get_state(),
+                        "shuffle_ss": self.shuffle_ss.get_state()},
                 "scaler": self.scaler.state_dict(), "scaler_d": self.scaler_d.state_dict(),
                 "config": json.loads(json.dumps(asdict(self.cfg), default=str))}
 
@@ -350,6 +380,8 @@ class Trainer:
         random.setstate(state["rng"]["python"])
         if "shuffle" in state["rng"]:
             self.shuffle.set_state(state["rng"]["shuffle"])
+        if "shuffle_ss" in state["rng"]:
+            self.shuffle_ss.set_state(state["rng"]["shuffle_ss"])
         log.info("resumed %s at epoch %d, step %d", self.cfg.name, self.epoch, self.step)
 
     # --- one step ------------------------------------------------------------------------------
@@ -364,8 +396,27 @@ class Trainer:
         lr, hr = (t.to(self.device) for t in batch)
         return model(lr), hr, None
 
-    def _loss(self, sr: torch.Tensor, hr: torch.Tensor, clear: torch.Tensor | None) -> tuple[torch.Tensor, dict]:
+    def _forward_selfsup(self, model: torch.nn.Module, batch: Any,
+                         ss: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """The Wald batch and the self-supervised batch fused in one forward pass (one pass per step, as
+        DistributedDataParallel wants): (SR of the Wald views, their HR, its clear mask, SR of the real views)."""
+        b = {k: v.to(self.device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+        sb = {k: v.to(self.device) for k, v in ss.items() if isinstance(v, torch.Tensor)}
+        n = b["views"].shape[0]
+        sr = model(*(torch.cat([b[k], sb[k]]) for k in ("views", "masks", "present")))
+        return sr[:n], b["hr"], b.get("hr_clear"), sr[n:]
+
+    def _selfsup(self, sr_ss: torch.Tensor, ss: Any) -> torch.Tensor:
+        from srcube.models.psf import sensor_degradation
+
+        return losses.selfsup_loss(sr_ss, ss["target"].to(self.device), ss["target_clear"].to(self.device),
+                                   ss["target_shift"], self.cfg.model.scale, sensor_degradation("proba-v").sigma)
+
+    def _loss(self, sr: torch.Tensor, hr: torch.Tensor, clear: torch.Tensor | None,
+              selfsup: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
         w, parts = self.cfg.train.loss, {}
+        if selfsup is not None:
+            parts["selfsup"] = selfsup
         scale = self.cfg.model.scale
         if w.get("l1"):
             parts["l1"] = losses.l1(sr, hr)
@@ -388,16 +439,22 @@ class Trainer:
         self.net.train()
         total, n = 0.0, 0
         limit = self._steps_per_epoch()
-        for ds in (self.train_ds, *getattr(self.train_ds, "datasets", ())):
+        for ds in (self.train_ds, *getattr(self.train_ds, "datasets", ()), self.ss_train):
             if hasattr(ds, "set_epoch"):  # random degradations differ from one epoch to the next
                 ds.set_epoch(self.epoch)
         n_train, batch_size = len(self.train_ds), self.cfg.train.batch_size  # type: ignore[arg-type]
+        ss_batches = iter(self.ss_loader) if self.ss_loader is not None else None
         for i, batch in enumerate(self.loader):
             if i >= limit:
                 break
+            ss = next(ss_batches, None) if ss_batches is not None else None
             with self._autocast():
-                sr, hr, clear = self._forward(self.net, batch)
-                loss, _ = self._loss(sr.float(), hr.float(), clear)
+                if ss is None:
+                    sr, hr, clear = self._forward(self.net, batch)
+                    loss, _ = self._loss(sr.float(), hr.float(), clear)
+                else:
+                    sr, hr, clear, sr_ss = self._forward_selfsup(self.net, batch, ss)
+                    loss, _ = self._loss(sr.float(), hr.float(), clear, self._selfsup(sr_ss.float(), ss))
             if self.world.launched:  # this rank's share of the global batch (losses are means over samples)
                 weight = loss_weight(min(batch_size, n_train - i * batch_size), self.world)
                 loss = loss * weight
@@ -472,6 +529,16 @@ class Trainer:
         if not alone:
             rows = gather_rows(rows, self.world)
         out = {k: float(np.mean(v)) for k, v in rows.items()}
+        if self.ss_val is not None:  # every rank scores every held-out real frame (a few dozen)
+            from srcube.training.evaluation.probav import native_frame_rows
+
+            native = native_frame_rows(cast(models.SRModel, model), self.ss_val)
+            out["native_cpsnr"] = float(np.mean([r["cpsnr_model"] for r in native]))
+            out["native_cpsnr_median"] = float(np.mean([r["cpsnr_median_lr"] for r in native]))
+            out["native_score"] = float(np.mean([r["cpsnr_median_lr"] / r["cpsnr_model"] for r in native]))
+            # what selects: the Wald gain over bicubic of the median plus the gain on real frames over their median
+            out["selection_gain"] = (out["cpsnr"] - out["cpsnr_bicubic"]) + (out["native_cpsnr"]
+                                                                              - out["native_cpsnr_median"])
         if not self.multi:  # the selection metric: mean PSNR gain over bicubic (dB), per sample
             out["psnr_gain"] = out["psnr_own_peak"] - out["psnr_own_peak_bicubic"]
             if "psnr_own_peak_hpf" in out:
@@ -481,6 +548,14 @@ class Trainer:
         return out
 
     # --- the run -------------------------------------------------------------------------------
+
+    def _selection_key(self) -> str:
+        """The validation metric that selects the best epoch: the mean PSNR gain over bicubic (single image), the
+        Wald cPSNR (multi-frame), or with self-supervised samples the sum of the Wald cPSNR gain and the gain on
+        real frames (``selection_gain``)."""
+        if not self.multi:
+            return "psnr_gain"
+        return "selection_gain" if self.ss_val is not None else "cpsnr"
 
     def fit(self) -> dict[str, Any]:
         """Train to ``train.epochs``, validating and checkpointing after each epoch. Every rank of a data-parallel
@@ -494,7 +569,7 @@ class Trainer:
                 yaml.safe_dump(json.loads(json.dumps(asdict(self.cfg), default=str)), sort_keys=False))
         writer = SummaryWriter(str(self.out / "tb")) if main else None
         csv_path = self.out / "metrics.csv"
-        key = "cpsnr" if self.multi else "psnr_gain"
+        key = self._selection_key()
         t_start = time.perf_counter()
         while self.epoch < self.cfg.train.epochs:
             t0 = time.perf_counter()
@@ -537,7 +612,7 @@ class Trainer:
             net = ema.module  # type: ignore[assignment]
         else:
             net.load_state_dict(state["model"])
-        best = max(state["history"], key=lambda r: r["cpsnr" if self.multi else "psnr_gain"])
+        best = max(state["history"], key=lambda r: r[self._selection_key()])
         best = {**best, **self.validate(net.to(self.device), full=True, alone=True)}  # adds cSSIM for multi-frame
         name = self.cfg.model.name or self.cfg.name
         target = Path(path) if path else self.out / name

@@ -265,3 +265,112 @@ class SceneMultiFrame(_Epoch):
         present[: len(others)] = True
         return {"views": out_views, "masks": out_masks, "present": present, "hr": target,
                 "hr_clear": clear.float()}
+
+
+def augment_shift(shift: tuple[float, float], turns: int, flip: bool) -> tuple[float, float]:
+    """The (dy, dx) shift between two images after both went through :func:`_augment`'s ``turns`` quarter turns
+    (``torch.rot90`` over the last two dims) and then, if ``flip``, the flip of the last dim."""
+    dy, dx = shift
+    for _ in range(turns % 4):
+        dy, dx = -dx, dy
+    return (dy, -dx) if flip else (dy, dx)
+
+
+class SceneSelfSupervised(_Epoch):
+    """Self-supervised multi-frame samples from real revisits, nothing degraded (task ``probav``): the views are
+    ``n_views`` real frames at their own resolution, registered to the clearest of them (as ``run_region`` fuses
+    them), and the target is another real frame of the scene, held out, with its sub-pixel shift against the
+    reference view. The loss (:func:`training.losses.selfsup_loss`) projects the fused HR image through the sensor
+    (its PSF, point sampling at the target's own shifted grid) and compares it with the held-out frame, brightness
+    bias removed: a fusion of real frames must predict a real frame it has not seen. Shifts are measured once per
+    scene against its clearest frame (:func:`models.registration.phase_shift` on whole frames) and combined.
+
+    Training: random crops of ``patch`` view pixels, random target, flips and quarter turns (the shift turns
+    with them), brightness gain. Validation: every frame of every scene once as the target, the central crop.
+    Returns ``{"views", "masks", "present", "target", "target_clear", "target_shift"}``."""
+
+    def __init__(self, scenes: list[Scene], n_views: int, patch: int, length: int, *, train: bool, seed: int = 0,
+                 gain: tuple[float, float] = (0.7, 1.8)) -> None:
+        from srcube.models.registration import MAX_SHIFT, phase_shift
+        from srcube.training.datasets.scenes import load_probav
+
+        self.n_views, self.patch, self.length, self.train = n_views, patch, length, train
+        self.seed, self.gain = seed, gain
+        self.frames: list[np.ndarray] = []
+        self.valid: list[np.ndarray] = []
+        self.shifts: list[np.ndarray] = []  # (T, 2): each frame's shift against the scene's clearest frame
+        for scene in scenes:
+            d = load_probav(scene)
+            frames, valid = d["frames"], d["valid"]
+            anchor = int(valid.reshape(len(valid), -1).mean(1).argmax())
+            ref, ref_clear = torch.from_numpy(frames[anchor]), torch.from_numpy(valid[anchor])
+            shifts = np.array([(0.0, 0.0) if j == anchor else
+                               phase_shift(ref, torch.from_numpy(frames[j]), ref_clear, torch.from_numpy(valid[j]))
+                               for j in range(len(frames))])
+            keep = np.abs(shifts).max(1) <= MAX_SHIFT  # a larger one is a mismatch (the pipeline leaves it too)
+            if keep.sum() < 2:
+                continue
+            self.frames.append(frames[keep])
+            self.valid.append(valid[keep])
+            self.shifts.append(shifts[keep])
+        if not self.frames:
+            raise ValueError(f"no scene with two or more frames in {[s.name for s in scenes]}")
+        sizes = np.array([f.shape[0] for f in self.frames], float)
+        self.weights = sizes / sizes.sum()
+        if not train:
+            self.fixed = [(i, t) for i, f in enumerate(self.frames) for t in range(f.shape[0])]
+            self.length = min(length, len(self.fixed)) if length else len(self.fixed)
+            self.fixed = self.fixed[: self.length]
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
+        from srcube.models.registration import MAX_SHIFT, apply_shifts, reach
+
+        n = self.n_views
+        if self.train:
+            g = self._generator(k)
+            i = int(torch.multinomial(torch.from_numpy(self.weights), 1, generator=g))
+            t = int(torch.randint(self.frames[i].shape[0], (1,), generator=g))
+        else:
+            i, t = self.fixed[k]
+            g = torch.Generator().manual_seed(self.seed + k)
+        frames, valid, shifts = self.frames[i], self.valid[i], self.shifts[i]
+        _, h, w = frames.shape
+        m = reach(MAX_SHIFT)
+        size = self.patch if self.train else min(h, w) - 2 * m
+        r = m + int(torch.randint(h - size - 2 * m + 1, (1,), generator=g)) if self.train else (h - size) // 2
+        c = m + int(torch.randint(w - size - 2 * m + 1, (1,), generator=g)) if self.train else (w - size) // 2
+        others = [j for j in range(frames.shape[0]) if j != t]
+        clearness = {j: float(valid[j, r : r + size, c : c + size].mean()) for j in others}
+        order = torch.randperm(len(others), generator=g).tolist() if self.train else list(range(len(others)))
+        others = sorted((others[o] for o in order), key=lambda j: -clearness[j])[:n]
+        reference = others[0]  # the clearest view: the grid of the fused image (register_views' default)
+        rel = torch.from_numpy(shifts[others] - shifts[reference])
+        window = (slice(r - m, r + size + m), slice(c - m, c + size + m))
+        stack = torch.from_numpy(frames[others][:, window[0], window[1]].copy()).double()[:, None]
+        vmask = torch.from_numpy(valid[others][:, window[0], window[1]].copy()).double()
+        moved, clear_moved = apply_shifts(stack, vmask, rel)
+        stack, vmask = moved[:, 0, m:-m, m:-m].float(), clear_moved[:, m:-m, m:-m].float()
+        target = torch.from_numpy(frames[t, r : r + size, c : c + size].copy())[None]
+        clear = torch.from_numpy(valid[t, r : r + size, c : c + size].astype(np.float32))[None]
+        shift = tuple(float(v) for v in shifts[t] - shifts[reference])
+        if self.train:
+            turns, flip = int(torch.randint(4, (1,), generator=g)), bool(torch.randint(2, (1,), generator=g))
+            both = torch.rot90(torch.cat([target, clear, stack, vmask]), turns, dims=(-2, -1))
+            both = both.flip(-1) if flip else both
+            target, clear = both[:1], both[1:2]
+            stack, vmask = both[2 : 2 + len(others)], both[2 + len(others) :]
+            shift = augment_shift(shift, turns, flip)  # type: ignore[arg-type]
+            lo, hi = self.gain
+            gain = lo + (hi - lo) * float(torch.rand(1, generator=g))
+            target, stack = target * gain, stack * gain
+        views = torch.zeros(n, 1, size, size)
+        masks = torch.zeros(n, size, size)
+        present = torch.zeros(n, dtype=torch.bool)
+        views[: len(others), 0] = stack
+        masks[: len(others)] = vmask
+        present[: len(others)] = True
+        return {"views": views, "masks": masks, "present": present, "target": target, "target_clear": clear,
+                "target_shift": torch.tensor(shift, dtype=torch.float32)}
