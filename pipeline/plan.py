@@ -74,6 +74,16 @@ class RunPlan:
         return int(self.model.local.scale)
 
 
+def auto_model(sensor: str, scale: int, bands: Sequence[str] | None, window: str | None) -> str:
+    """What ``model="auto"`` is: with composite windows (``window=``), the shipped multi-frame weights that qualify
+    (:func:`models.default_model`), else (and without windows) the single-image default."""
+    if window is not None:
+        fused = models.default_model(sensor, scale, multi_frame=True, bands=bands)
+        if fused != "bicubic":
+            return fused
+    return models.default_model(sensor, scale, bands=bands)
+
+
 def plan(req: RunRequest) -> RunPlan:
     """The plan of a request: every check that needs only the request (typed errors, nothing searched or
     written)."""
@@ -96,8 +106,8 @@ def plan(req: RunRequest) -> RunPlan:
         _check_sensor_options(sensor, opts)
     model = req.model
     if model == "auto":  # the best shipped model for the sensor and scale (bicubic while none beats it)
-        model = models.default_model(sensor.name if sensor else "sentinel-2", scale or 4,
-                                     bands=band_names or (sensor.vocabulary.default_bands if sensor else None))
+        model = auto_model(sensor.name if sensor else "sentinel-2", scale or 4,
+                           band_names or (sensor.vocabulary.default_bands if sensor else None), opts.window)
         log.info("model 'auto' is %s", model)
     resolved = ResolvedModel(*resolve_model(model, scale, bands=band_names, allow_untrained=opts.allow_untrained))
     local = resolved.local

@@ -229,7 +229,8 @@ def run_region(bbox: BBoxLike, dates: DatesLike, *, catalog: str = "sample", col
     ``scale`` defaults to the weights' scale for trained models and to 4 for the baselines.
     ``model="auto"`` (default) picks :func:`models.default_model` for the sensor, scale and bands: the
     shipped learned model that beat bicubic on its test split (lower end of the 95 % interval of the mean
-    gain above zero), else ``"bicubic"``.
+    gain above zero), else ``"bicubic"``; with composite windows (``window=``) the multi-frame weights that
+    qualify so come first.
     Single-image models give one output frame per clear date; multi-frame models one per
     composite window (``window=``), fusing its clearest views. See :class:`RunOptions`.
     A region whose output grid is estimated above ``max_pixels`` (default 1e9 pixels per band and

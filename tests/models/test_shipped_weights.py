@@ -179,6 +179,20 @@ def test_run_region_auto_uses_the_default_model(sample_url, dask_client, tmp_pat
         assert ds.attrs["weights"] == expected
 
 
+def test_auto_with_composite_windows_fuses_with_the_multi_frame_weights_that_qualify():
+    from srcube.models.registry import beats_bicubic
+    from srcube.pipeline.plan import auto_model
+
+    fused = models.default_model("proba-v", 3, multi_frame=True)
+    single = models.default_model("proba-v", 3)
+    assert auto_model("proba-v", 3, None, "30D") == (fused if fused != "bicubic" else single)
+    assert auto_model("proba-v", 3, None, None) == single  # no windows: one output frame per date
+    if "probav-highresnet-x3" in SHIPPED and beats_bicubic("probav-highresnet-x3")[0]:
+        assert auto_model("proba-v", 3, ["NIR"], "30D") == "probav-highresnet-x3"
+    # no multi-frame weights for Sentinel-2: windows or not, the single-image default
+    assert auto_model("sentinel-2", 4, TEN, "30D") == models.default_model("sentinel-2", 4, bands=TEN)
+
+
 def test_the_default_for_the_10m_bands_super_resolves_four_bands_together():
     name = models.default_model("sentinel-2", 4, bands=TEN)
     if name == "bicubic":
