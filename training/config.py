@@ -175,6 +175,20 @@ def windows_disjoint(a: Sequence[float] | None, b: Sequence[float] | None) -> bo
     return a[1] <= b[0] or b[1] <= a[0] or a[3] <= b[2] or b[3] <= a[2]
 
 
+def _check_selfsup(cfg: Config) -> None:
+    selfsup = cfg.train.loss.get("selfsup", 0) > 0
+    if selfsup != (cfg.data.selfsup_samples > 0):
+        raise ConfigError("train.loss selfsup and data.selfsup_samples go together: the self-supervised term "
+                          f"needs its samples and the samples need the term (got loss {cfg.train.loss}, "
+                          f"selfsup_samples {cfg.data.selfsup_samples})")
+    if selfsup and cfg.data.kind not in ("scenes-multiframe", "kelvins"):
+        raise ConfigError("the self-supervised term (train.loss selfsup) is for data.kind scenes-multiframe or "
+                          "kelvins: real revisits of one place predicting each other")
+    if selfsup and cfg.data.kind == "kelvins" and cfg.data.patch > 116:
+        raise ConfigError(f"data.patch {cfg.data.patch} is too large for the self-supervised samples of 128 px "
+                          "Kelvins frames: registering a view reads 6 px beyond its crop; use data.patch <= 116")
+
+
 def validate(cfg: Config) -> None:
     from srcube import models
 
@@ -205,18 +219,12 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"scenes of task {cfg.data.task} are absent: {missing} (../shared/data)")
         if cfg.data.patch % cfg.model.scale:
             raise ConfigError(f"data.patch {cfg.data.patch} must be a multiple of model.scale {cfg.model.scale}")
-        selfsup = cfg.train.loss.get("selfsup", 0) > 0
-        if selfsup != (cfg.data.selfsup_samples > 0):
-            raise ConfigError("train.loss selfsup and data.selfsup_samples go together: the self-supervised term "
-                              f"needs its samples and the samples need the term (got loss {cfg.train.loss}, "
-                              f"selfsup_samples {cfg.data.selfsup_samples})")
-        if selfsup and cfg.data.kind != "scenes-multiframe":
-            raise ConfigError("the self-supervised term (train.loss selfsup) is for data.kind scenes-multiframe: "
-                              "real revisits predicting each other")
+        _check_selfsup(cfg)
         return
     if multi != (cfg.data.kind in ("wald-multiframe", "kelvins", "worldstrat")):
         raise ConfigError(f"model {cfg.model.architecture} is {'multi-frame' if multi else 'single-image'} but "
                           f"data.kind {cfg.data.kind!r} gives {'single images' if multi else 'frame stacks'}")
+    _check_selfsup(cfg)
     bad = sorted(set(cfg.train.loss) - set(LOSS_TERMS))
     if bad or not cfg.train.loss or not any(v > 0 for v in cfg.train.loss.values()):
         raise ConfigError(f"train.loss must weight some of {LOSS_TERMS}, got {cfg.train.loss}")

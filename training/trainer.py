@@ -157,19 +157,29 @@ def make_datasets(cfg: Config) -> tuple[Dataset, Dataset]:
 
 def make_selfsup_datasets(cfg: Config) -> tuple[Dataset, Dataset] | None:
     """(train, validation) self-supervised datasets of a ``scenes-multiframe`` config with ``data.selfsup_samples``
+    or of a ``kelvins`` one (the release's imgsets: their LR frames predicting each other beside the HR pairs)
     (:class:`training.datasets.real.SceneSelfSupervised`: real views predicting a held-out real frame), else None.
-    Training crops are ``data.patch / scale`` view pixels, as the Wald views, so that one forward pass fuses both."""
+    Training crops have the views' size (``data.patch / scale`` view pixels for the Wald views, ``data.patch`` for
+    Kelvins'), so that one forward pass fuses both."""
     d = cfg.data
-    if d.kind != "scenes-multiframe" or d.selfsup_samples <= 0:
+    if d.kind not in ("scenes-multiframe", "kelvins") or d.selfsup_samples <= 0:
         return None
     from srcube.training.datasets.real import SceneSelfSupervised
-    from srcube.training.datasets.scenes import scenes as split_scenes
 
     gain = (float(d.gain[0]), float(d.gain[1]))
-    return (SceneSelfSupervised(split_scenes(d.task, "train"), d.n_views, d.patch // cfg.model.scale,
-                                d.selfsup_samples, train=True, seed=cfg.seed + 2, gain=gain),
-            SceneSelfSupervised(split_scenes(d.task, "validation"), d.n_views, 0, d.val_samples, train=False,
-                                seed=cfg.seed + 3))
+    if d.kind == "kelvins":  # the release's imgsets, split as make_datasets splits them (the last tenth validates)
+        from srcube.pipeline.sensors.probav import list_imgsets
+
+        paths = list_imgsets(d.sources[0], "train", d.band)
+        n_val = max(1, len(paths) // 10)
+        train, val, patch = paths[: len(paths) - n_val], paths[len(paths) - n_val :], d.patch
+    else:
+        from srcube.training.datasets.scenes import scenes as split_scenes
+
+        train, val = split_scenes(d.task, "train"), split_scenes(d.task, "validation")  # type: ignore[assignment]
+        patch = d.patch // cfg.model.scale
+    return (SceneSelfSupervised(train, d.n_views, patch, d.selfsup_samples, train=True, seed=cfg.seed + 2, gain=gain),
+            SceneSelfSupervised(val, d.n_views, 0, d.val_samples, train=False, seed=cfg.seed + 3))
 
 
 def build_model(cfg: Config) -> models.SRModel:

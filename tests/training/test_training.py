@@ -257,13 +257,18 @@ def test_resume_with_more_epochs_stretches_the_cosine_schedule(tmp_path, sample_
     assert longer.step > 0 and longer.opt.param_groups[0]["lr"] == pytest.approx(expected, rel=1e-6)
 
 
-@pytest.mark.parametrize("kind", ["kelvins", "sen2venus", "worldstrat", "wald-multiframe", "gan"])
+@pytest.mark.parametrize("kind", ["kelvins", "kelvins-selfsup", "sen2venus", "worldstrat", "wald-multiframe", "gan"])
 def test_every_recipe_kind_runs_one_step(tmp_path, fixtures, kind, sample_dir):
     mf = {"architecture": "highresnet", "config": {"features": 8, "n_views": 4}}
     if kind == "kelvins":
         cfg = _cfg(tmp_path, model={**mf, "scale": 3},
                    data={"kind": "kelvins", "sources": [str(fixtures["kelvins"])], "n_views": 4, "patch": 32},
                    train={"loss": {"cmse": 1.0}, "max_steps_per_epoch": 1})
+    elif kind == "kelvins-selfsup":  # the HR pairs of the release and its LR frames predicting each other
+        cfg = _cfg(tmp_path, model={**mf, "scale": 3},
+                   data={"kind": "kelvins", "sources": [str(fixtures["kelvins"])], "n_views": 4, "patch": 32,
+                         "selfsup_samples": 4, "val_samples": 2},
+                   train={"loss": {"cmse": 1.0, "selfsup": 1.0}, "max_steps_per_epoch": 1})
     elif kind == "sen2venus":
         sites = sorted(str(p) for p in fixtures["sen2venus"].iterdir() if p.is_dir())
         cfg = _cfg(tmp_path, model={"architecture": "srcnn", "scale": 4, "config": {"features": [8, 4]}},
@@ -289,6 +294,8 @@ def test_every_recipe_kind_runs_one_step(tmp_path, fixtures, kind, sample_dir):
     trainer = Trainer(cfg)
     history = trainer.fit()["history"]
     assert len(history) == 1 and np.isfinite(history[0]["train_loss"])
+    if kind == "kelvins-selfsup":  # validated on the release's held-out imgsets' real frames too
+        assert trainer.ss_train is not None and np.isfinite(history[0]["native_cpsnr"])
     if kind == "worldstrat":  # its HR imagery is CC BY-NC: the weights say so whatever the config's licence
         meta = trainer.export(tmp_path / "ws")
         assert "CC BY-NC" in meta.licence and "non-commercial" in meta.training["licence"]

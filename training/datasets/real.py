@@ -16,6 +16,9 @@ Both implement ``set_epoch`` so that random draws differ from one epoch to the n
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -267,6 +270,23 @@ class SceneMultiFrame(_Epoch):
                 "hr_clear": clear.float()}
 
 
+def _probav_frames(scene: Scene | Path) -> tuple[np.ndarray, np.ndarray]:
+    """(frames (T, H, W) reflectance DN / 65535, clear (T, H, W)) of a scene of the splits, or of an imgset folder
+    of the Kelvins release (its QM masks, where it has them, say what is clear)."""
+    from srcube.training.datasets.scenes import KELVINS_DN, KELVINS_MISSING, load_probav
+
+    if isinstance(scene, Scene):
+        d = load_probav(scene)
+        return d["frames"], d["valid"]
+    from srcube.pipeline.sensors.probav import read_imgset
+
+    im = read_imgset(scene, require_qm=False)
+    valid = (im.lr != KELVINS_MISSING) & (im.lr > 0)
+    if im.qm is not None:
+        valid &= im.qm
+    return np.where(valid, im.lr.astype(np.float32), 0.0) / np.float32(KELVINS_DN), valid
+
+
 def augment_shift(shift: tuple[float, float], turns: int, flip: bool) -> tuple[float, float]:
     """The (dy, dx) shift between two images after both went through :func:`_augment`'s ``turns`` quarter turns
     (``torch.rot90`` over the last two dims) and then, if ``flip``, the flip of the last dim."""
@@ -287,12 +307,12 @@ class SceneSelfSupervised(_Epoch):
 
     Training: random crops of ``patch`` view pixels, random target, flips and quarter turns (the shift turns
     with them), brightness gain. Validation: every frame of every scene once as the target, the central crop.
+    ``scenes``: scenes of the splits (:mod:`training.datasets.scenes`) or imgset folders of the Kelvins release.
     Returns ``{"views", "masks", "present", "target", "target_clear", "target_shift"}``."""
 
-    def __init__(self, scenes: list[Scene], n_views: int, patch: int, length: int, *, train: bool, seed: int = 0,
-                 gain: tuple[float, float] = (0.7, 1.8)) -> None:
+    def __init__(self, scenes: Sequence[Scene | Path], n_views: int, patch: int, length: int, *, train: bool,
+                 seed: int = 0, gain: tuple[float, float] = (0.7, 1.8)) -> None:
         from srcube.models.registration import MAX_SHIFT, phase_shift
-        from srcube.training.datasets.scenes import load_probav
 
         self.n_views, self.patch, self.length, self.train = n_views, patch, length, train
         self.seed, self.gain = seed, gain
@@ -300,8 +320,7 @@ class SceneSelfSupervised(_Epoch):
         self.valid: list[np.ndarray] = []
         self.shifts: list[np.ndarray] = []  # (T, 2): each frame's shift against the scene's clearest frame
         for scene in scenes:
-            d = load_probav(scene)
-            frames, valid = d["frames"], d["valid"]
+            frames, valid = _probav_frames(scene)
             anchor = int(valid.reshape(len(valid), -1).mean(1).argmax())
             ref, ref_clear = torch.from_numpy(frames[anchor]), torch.from_numpy(valid[anchor])
             shifts = np.array([(0.0, 0.0) if j == anchor else
