@@ -186,7 +186,7 @@ _ARGS = [
     ("collection", str | None, None, "collection id (default: the profile's)"),
     ("bands", str | None, None, "comma-separated bands, e.g. B02,B03,B04,B08"),
     ("model", str, "auto", "model name (see `srcube models`) or weights; auto: the shipped model that beats "
-                           "bicubic on its test split, else bicubic"),
+                           "bicubic on its test split (multi-frame where --window asks for composites), else bicubic"),
     ("scale", int | None, None, "upscaling factor (default: the weights', or 4)"),
 ]
 #: options the command sets itself

@@ -129,7 +129,7 @@ def test_selfsup_samples_are_registered_real_views_and_a_held_out_frame():
 def _probav_cfg(tmp_path, **data):
     from srcube.training.config import load_config
 
-    cfg = load_config("training/configs/probav-highresnet-x3.yaml")
+    cfg = load_config("training/configs/probav-highresnet-x3-selfsup.yaml")
     return dataclasses.replace(
         cfg, output=str(tmp_path / "run"),
         model=dataclasses.replace(cfg.model, config={"features": 8, "encoder_blocks": 1, "n_views": 8}),
