@@ -422,11 +422,8 @@ class Trainer:
         return losses.selfsup_loss(sr_ss, ss["target"].to(self.device), ss["target_clear"].to(self.device),
                                    ss["target_shift"], self.cfg.model.scale, sensor_degradation("proba-v").sigma)
 
-    def _loss(self, sr: torch.Tensor, hr: torch.Tensor, clear: torch.Tensor | None,
-              selfsup: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    def _loss(self, sr: torch.Tensor, hr: torch.Tensor, clear: torch.Tensor | None) -> tuple[torch.Tensor, dict]:
         w, parts = self.cfg.train.loss, {}
-        if selfsup is not None:
-            parts["selfsup"] = selfsup
         scale = self.cfg.model.scale
         if w.get("l1"):
             parts["l1"] = losses.l1(sr, hr)
@@ -453,6 +450,7 @@ class Trainer:
             if hasattr(ds, "set_epoch"):  # random degradations differ from one epoch to the next
                 ds.set_epoch(self.epoch)
         n_train, batch_size = len(self.train_ds), self.cfg.train.batch_size  # type: ignore[arg-type]
+        n_ss = len(self.ss_train) if self.ss_train is not None else 0  # type: ignore[arg-type]
         ss_batches = iter(self.ss_loader) if self.ss_loader is not None else None
         for i, batch in enumerate(self.loader):
             if i >= limit:
@@ -464,12 +462,16 @@ class Trainer:
                     loss, _ = self._loss(sr.float(), hr.float(), clear)
                 else:
                     sr, hr, clear, sr_ss = self._forward_selfsup(self.net, batch, ss)
-                    loss, _ = self._loss(sr.float(), hr.float(), clear, self._selfsup(sr_ss.float(), ss))
+                    loss, _ = self._loss(sr.float(), hr.float(), clear)
+                    ss_loss = self.cfg.train.loss["selfsup"] * self._selfsup(sr_ss.float(), ss)
             if self.world.launched:  # this rank's share of the global batch (losses are means over samples)
                 weight = loss_weight(min(batch_size, n_train - i * batch_size), self.world)
                 loss = loss * weight
                 if self.gan:
                     self._d_loss = self._d_loss * weight
+            if ss is not None:  # the self-supervised batch: its own share of its own global batch
+                loss = loss + (ss_loss * loss_weight(min(batch_size, n_ss - i * batch_size), self.world)
+                               if self.world.launched else ss_loss)
             self.opt.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             if self.cfg.train.grad_clip:
