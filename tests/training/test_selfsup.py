@@ -127,9 +127,9 @@ def test_selfsup_samples_are_registered_real_views_and_a_held_out_frame():
 
 
 def _probav_cfg(tmp_path, **data):
-    from srcube.training.config import load_config
+    from srcube.training.config import REPO, load_config
 
-    cfg = load_config("training/configs/probav-highresnet-x3-selfsup.yaml")
+    cfg = load_config(REPO / "training" / "configs" / "probav-highresnet-x3-selfsup.yaml")
     return dataclasses.replace(
         cfg, output=str(tmp_path / "run"),
         model=dataclasses.replace(cfg.model, config={"features": 8, "encoder_blocks": 1, "n_views": 8}),
