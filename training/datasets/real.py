@@ -181,7 +181,28 @@ class SceneSharpen(_Epoch):
         return {"low": deg(hr, r2, g), "guide": deg(guide, r2, g), "hr": hr}
 
 
-class SceneMultiFrame(_Epoch):
+class _Revisits(_Epoch):
+    """Samples of real revisits (``self.frames``: one (T, H, W) stack per scene): training draws scenes in
+    proportion to their frames; validation holds every frame of every scene once as the target."""
+
+    frames: list[np.ndarray]
+    length: int
+
+    def _plan_targets(self, scenes: Sequence[Scene | Path], length: int, train: bool) -> None:
+        if not self.frames:
+            raise ValueError(f"no scene with two or more frames in {[getattr(s, 'name', s) for s in scenes]}")
+        sizes = np.array([f.shape[0] for f in self.frames], float)
+        self.weights = sizes / sizes.sum()
+        if not train:  # every frame of every scene is the target once, on the whole (cropped) frame
+            self.fixed = [(i, t) for i, f in enumerate(self.frames) for t in range(f.shape[0])]
+            self.length = min(length, len(self.fixed)) if length else len(self.fixed)
+            self.fixed = self.fixed[: self.length]
+
+    def __len__(self) -> int:
+        return self.length
+
+
+class SceneMultiFrame(_Revisits):
     """Multi-frame Wald samples from real revisits (PROBA-V Kelvins LR frames, task ``probav``).
 
     One real frame is the target (another date than the views, as in the Kelvins data: the loss and
@@ -210,17 +231,7 @@ class SceneMultiFrame(_Epoch):
                 continue
             self.frames.append(d["frames"])
             self.valid.append(d["valid"])
-        if not self.frames:
-            raise ValueError(f"no scene with two or more frames in {[s.name for s in scenes]}")
-        sizes = np.array([f.shape[0] for f in self.frames], float)
-        self.weights = sizes / sizes.sum()
-        if not train:  # every frame of every scene is the target once, on the whole (cropped) frame
-            self.fixed = [(i, t) for i, f in enumerate(self.frames) for t in range(f.shape[0])]
-            self.length = min(length, len(self.fixed)) if length else len(self.fixed)
-            self.fixed = self.fixed[: self.length]
-
-    def __len__(self) -> int:
-        return self.length
+        self._plan_targets(scenes, length, train)
 
     def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
         s, n = self.scale, self.n_views
@@ -296,7 +307,7 @@ def augment_shift(shift: tuple[float, float], turns: int, flip: bool) -> tuple[f
     return (dy, -dx) if flip else (dy, dx)
 
 
-class SceneSelfSupervised(_Epoch):
+class SceneSelfSupervised(_Revisits):
     """Self-supervised multi-frame samples from real revisits, nothing degraded (task ``probav``): the views are
     ``n_views`` real frames at their own resolution, registered to the clearest of them (as ``run_region`` fuses
     them), and the target is another real frame of the scene, held out, with its sub-pixel shift against the
@@ -332,17 +343,7 @@ class SceneSelfSupervised(_Epoch):
             self.frames.append(frames[keep])
             self.valid.append(valid[keep])
             self.shifts.append(shifts[keep])
-        if not self.frames:
-            raise ValueError(f"no scene with two or more frames in {[s.name for s in scenes]}")
-        sizes = np.array([f.shape[0] for f in self.frames], float)
-        self.weights = sizes / sizes.sum()
-        if not train:
-            self.fixed = [(i, t) for i, f in enumerate(self.frames) for t in range(f.shape[0])]
-            self.length = min(length, len(self.fixed)) if length else len(self.fixed)
-            self.fixed = self.fixed[: self.length]
-
-    def __len__(self) -> int:
-        return self.length
+        self._plan_targets(scenes, length, train)
 
     def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
         from srcube.models.registration import MAX_SHIFT, apply_shifts, reach
