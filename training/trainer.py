@@ -35,6 +35,7 @@ from srcube import models
 from srcube.models.base import Normalized
 from srcube.models.consistency import own_projection
 from srcube.models.highresnet import masked_median
+from srcube.models.psf import SENSOR_PSF
 from srcube.models.sisr import Discriminator
 from srcube.models.weights import Normalisation
 from srcube.training import losses
@@ -417,10 +418,8 @@ class Trainer:
         return sr[:n], b["hr"], b.get("hr_clear"), sr[n:]
 
     def _selfsup(self, sr_ss: torch.Tensor, ss: Any) -> torch.Tensor:
-        from srcube.models.psf import sensor_degradation
-
         return losses.selfsup_loss(sr_ss, ss["target"].to(self.device), ss["target_clear"].to(self.device),
-                                   ss["target_shift"], self.cfg.model.scale, sensor_degradation("proba-v").sigma)
+                                   ss["target_shift"], self.cfg.model.scale, SENSOR_PSF["proba-v"])
 
     def _loss(self, sr: torch.Tensor, hr: torch.Tensor, clear: torch.Tensor | None) -> tuple[torch.Tensor, dict]:
         w, parts = self.cfg.train.loss, {}

@@ -17,6 +17,11 @@ from srcube.training.evaluation.score import _degradation_json
 from srcube.training.evaluation.stats import BOOTSTRAP, Bootstrap, interval
 
 
+def model_views(model: models.SRModel) -> int:
+    """How many views a multi-frame model fuses (its own ``n_views``, or that of the network it wraps; 8 else)."""
+    return int(getattr(model, "n_views", getattr(getattr(model, "inner", None), "n_views", 8)))
+
+
 @torch.inference_mode()
 def evaluate_probav(model: models.SRModel, scene: Scene, *, n_views: int | None = None,
                     degradation: Degradation | None = None, bootstrap: Bootstrap = BOOTSTRAP,
@@ -45,7 +50,7 @@ def evaluate_probav(model: models.SRModel, scene: Scene, *, n_views: int | None 
     d = load_probav(scene)
     frames, valid = torch.from_numpy(d["frames"]), torch.from_numpy(d["valid"])
     t_all, h, w = frames.shape
-    n = n_views or int(getattr(model, "n_views", getattr(getattr(model, "inner", None), "n_views", 8)))
+    n = n_views or model_views(model)
     size = (min(h, w) // s) * s
     r0, c0 = (h - size) // 2, (w - size) // 2
     bicubic = models.build("bicubic", scale=s)
@@ -147,7 +152,7 @@ def evaluate_probav_native(model: models.SRModel, scene: Scene, *, n_views: int 
     and the gain over bicubic of the median projected alike."""
     from srcube.training.datasets.real import SceneSelfSupervised
 
-    n = n_views or int(getattr(model, "n_views", getattr(getattr(model, "inner", None), "n_views", 8)))
+    n = n_views or model_views(model)
     rows = native_frame_rows(model, SceneSelfSupervised([scene], n, 0, 0, train=False))
     model_c = np.array([r["cpsnr_model"] for r in rows])
     base_c = np.array([r["cpsnr_median_lr"] for r in rows])
