@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import ipaddress
 import os
 import socket
@@ -53,12 +54,18 @@ def _block_network() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def sample_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The sample archive, generated once per session by the project's own code."""
+    """The sample archive, generated once per run by the project's own code (about 10 s): under pytest-xdist the
+    worker processes share one, made by the first that needs it while the others wait. Tests only read it."""
     from srcube.pipeline.testing import sample
 
-    root = tmp_path_factory.getbasetemp() / "sample-archive"
+    base = tmp_path_factory.getbasetemp()
+    # under xdist: the run's folder, above each worker's
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    root = shared / "sample-archive"
     os.environ["SRCUBE_SAMPLE_DIR"] = str(root)  # catalog="sample" serves this archive
-    return sample.ensure_archive(root)
+    with open(shared / "sample-archive.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return sample.ensure_archive(root)
 
 
 @pytest.fixture(scope="session")
