@@ -70,6 +70,8 @@ def _task_name(t: Any) -> str:
     return t.name.rsplit("-", 1)[0] if t.name.startswith(numbered) else t.name
 
 
+@pytest.mark.slow  # ~35 s of two flow runs; appends are covered by tests/pipeline/test_append.py and the deployment
+# by test_prefect_yaml_deploys_and_schedules in the default run
 def test_weekly_append_deployment_run_twice_grows_one_cube(prefect_api, reference_cube, cluster_address, tmp_path):
     """The scheduled deployments' way (options.mode = append, one cube per region): two runs of consecutive
     periods give one cube with both periods' dates, equal to the cube of the whole range."""
@@ -138,6 +140,8 @@ def test_the_failure_drill_is_read_from_the_environment_only(monkeypatch):
         drill_batch()
 
 
+@pytest.mark.slow  # ~16 s; resuming only missing chunks is covered by test_cli's interrupted run and
+# test_bad_input's full disk then resume, and the flow itself by test_flow_end_to_end_on_local_cluster
 def test_failed_flow_rerun_recomputes_only_missing_chunks(prefect_api, cluster_address, reference_cube, tmp_path,
                                                           monkeypatch):
     from srcube.flows.region import FAIL_AT_BATCH_ENV, InjectedFailure, region_flow

@@ -15,8 +15,10 @@ left, and every cell's cube byte-identical to a run of the same area in one proc
 and every metadata document but the attributes that differ between any two runs. The killed pod's lock is only
 known dead by its heartbeat (120 s): the cell's next attempt waits for it (``run_area``'s ``lock_wait``).
 
-In the default run, a smaller drill: the same cluster and checks, one SIGKILL, no partition, and the pods share this
-machine's hostname (a killed pod's lock is then known dead at once: its pid is gone).
+A smaller drill (also ``slow``, about 80 s): the same cluster and checks, one SIGKILL, no partition, and the pods
+share this machine's hostname (a killed pod's lock is then known dead at once: its pid is gone). The default run
+keeps the cross-machine stale lock below; a lost worker and a failing cell are covered there by test_reliability and
+test_area.
 
 Without ``ip netns`` (not root, or refused), the pods run on loopback ports and the "partition" freezes the pod
 (SIGSTOP, then SIGCONT): it neither sends nor answers for 20 s, but its connections stay up, which a real partition
@@ -278,6 +280,8 @@ def test_a_cell_waits_for_the_lock_of_a_writer_that_died_on_another_machine(samp
     assert not (out / f"{cell}.zarr.lock").exists()
 
 
+@pytest.mark.slow  # ~80 s of pods; in the default run test_reliability kills a worker mid-run (same bytes) and
+# test_area retries a failing cell and records it, and test_a_cell_waits_for_the_lock_... covers a dead writer's lock
 @pytest.mark.timeout(900)
 def test_a_killed_worker_loses_no_cell(sample_dir, reference, isolated, tmp_path):
     """A worker pod SIGKILLed while it writes a cell: the cell runs again elsewhere (the dead writer's lock taken

@@ -56,6 +56,8 @@ def test_readme_example_piped_to_python(sample_dir, tmp_path):
     _check(_run(["-"], tmp_path, sample_dir, stdin=readme_example()), tmp_path)
 
 
+@pytest.mark.slow  # ~25 s of spawned worker processes; the default run runs the README example as a script
+# without a main guard (test_readme_example_as_a_script_without_a_main_guard)
 def test_worker_processes_from_a_guardless_script_fail_clearly(sample_dir, tmp_path):
     code = readme_example().replace("out=\"cube.zarr\")", "out=\"cube.zarr\", processes=True)")
     assert "processes=True" in code

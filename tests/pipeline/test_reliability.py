@@ -52,6 +52,8 @@ def reference(sample_url, dask_client, tmp_path_factory) -> Path:
 # --- 3. flaky and dead catalogs ----------------------------------------------------------------
 
 
+@pytest.mark.slow  # 20-50 s of retry back-off; tests/pipeline/test_network.py (retries, reuse) and
+# tests/pipeline/search/test_timeouts.py (stalled and flaky catalogs) cover it in the default run
 @pytest.mark.integration
 def test_flaky_catalog_is_retried_and_the_cube_is_the_same(sample_url, dask_client, reference, tmp_path):
     out = tmp_path / "flaky.zarr"
@@ -209,6 +211,9 @@ def test_lock_of_a_dead_run_is_taken_over(tmp_path):
     lock.release()
 
 
+@pytest.mark.slow  # ~30 s of a CLI run beside an API run; the default run covers the store lock
+# (test_lock_is_exclusive_and_names_its_holder, test_lock_of_a_dead_run_is_taken_over) and a second writer refused
+# (tests/pipeline/test_append.py)
 @pytest.mark.integration
 def test_two_runs_into_one_store_never_interleave(sample_dir, dask_client, reference, tmp_path):
     out = tmp_path / "shared.zarr"
@@ -283,6 +288,8 @@ def test_worker_killed_mid_run_gives_the_same_cube(sample_url, reference, tmp_pa
 # --- 7. secrets --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # ~20 s; in the default run the storage-option masking test below, test_access's
+# secrets-in-repr and terrascope end-to-end (no secret in the cube's attributes) cover it
 @pytest.mark.integration
 def test_secrets_never_reach_logs_errors_or_attrs(sample_url, dask_client, tmp_path, monkeypatch, caplog):
     token, key = "catalog-tok-7f3a9c1e5b", "s3-secret-Qx81Zr02Lm"

@@ -237,6 +237,8 @@ def test_two_gloo_processes_train_the_weights_of_one(tmp_path: Path, one_process
     assert json.loads((out / "ddp.json").read_text())["training"]["processes"] == 2
 
 
+@pytest.mark.slow  # ~30 s; the default run covers one-process resume (test_training: resumes as if never stopped)
+# and 2-process training (test_two_gloo_processes_train_the_weights_of_one)
 def test_a_data_parallel_run_resumes_from_its_checkpoint(tmp_path: Path, one_process: dict[str, Any]):
     """Stopped after one epoch, resumed on two processes (every rank reads rank 0's checkpoint), or on one: the
     weights of the uninterrupted one-process run."""
@@ -255,6 +257,8 @@ def test_a_data_parallel_run_resumes_from_its_checkpoint(tmp_path: Path, one_pro
     assert_same_weights(_checkpoint(tmp_path / "alone"), one_process["checkpoint"])
 
 
+@pytest.mark.slow  # ~30 s of gloo processes on real frames; test_two_gloo_processes_train_the_weights_of_one covers the
+# data-parallel weighting and tests/training/test_selfsup.py the self-supervised batch in the default run
 def test_self_supervised_probav_training_is_shared_out_alike(tmp_path: Path):
     """HighRes-net with the self-supervised term (a Wald batch and a batch of real views predicting a held-out real
     frame, fused in one forward pass): two gloo processes, each its share of both batches, train the weights of

@@ -68,6 +68,8 @@ def blob_catalog(sample_dir, tmp_path, monkeypatch):
     Settings.get().sas_url = saved
 
 
+@pytest.mark.slow  # ~50 s; in the default run a dying token is renewed between a file's open and its first read
+# (test_a_token_dying_between_head_and_first_read_is_renewed) and terrascope tokens expire and renew during a run
 def test_signed_once_dies_signed_at_read_time_lives(blob_catalog, dask_client, reference, tmp_path):
     url, blob = blob_catalog
     items = json.loads((tmp_path / "blob-catalog" / "items.json").read_text())["features"]

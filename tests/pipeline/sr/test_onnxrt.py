@@ -89,6 +89,8 @@ def test_worker_processes_run_the_graph_they_are_sent(cache, sample_pixels, dask
     assert len(dask_client.nthreads()) == 2  # two worker processes, each with its own onnxruntime session
 
 
+@pytest.mark.slow  # ~20 s of two runs; the default run checks the engine against torch on sample pixels and in
+# worker processes (test_onnx_engine_gives_the_torch_result_on_sample_pixels, test_worker_processes_run_...)
 @pytest.mark.integration
 def test_run_region_with_the_onnx_engine(cache, sample_url, tmp_path):
     """engine="onnx" as a run option: the same cube as torch within 1e-4 (the graph from this module's cache), the

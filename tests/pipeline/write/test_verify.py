@@ -221,6 +221,8 @@ def test_a_cube_without_checksums_is_not_verified_as_if_it_had_them(tmp_path):
     check_present(store)  # old cubes may lack chunks by design: the read commands do not refuse them
 
 
+@pytest.mark.slow  # ~19 s; verify and repair are covered on local cubes in the default run, and cubes in an object
+# store by tests/pipeline/write/test_s3.py
 def test_a_cube_in_an_object_store_is_verified_and_repaired(reference, s3_endpoint):
     import s3fs
 
