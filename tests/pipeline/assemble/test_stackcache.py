@@ -11,6 +11,7 @@ from srcube.pipeline import run_region
 from srcube.pipeline.assemble.stackcache import cache_key
 from srcube.pipeline.testing import sample
 from srcube.pipeline.testing.stac_server import StacServer
+from tests.support.servers import rehosted_catalog
 
 pytestmark = pytest.mark.integration
 #: a corner of the sample region (a few chunks per frame): three runs of it stay quick
@@ -18,10 +19,9 @@ CORNER = [4.465, 51.401, 4.487, 51.414]
 
 
 def test_second_run_reads_the_cache_not_the_network(sample_dir, tmp_path, dask_client):
-    archive = tmp_path / "archive"  # a copy of the session's archive, its items pointing at the copy: this one is cut
-    shutil.copytree(sample_dir, archive)
-    for items in archive.glob("items*.json"):
-        items.write_text(items.read_text().replace(sample_dir.resolve().as_uri(), archive.resolve().as_uri()))
+    archive = tmp_path / "archive"  # a copy of the session's COGs and a catalog of them: this one is cut off below
+    shutil.copytree(sample_dir / "cogs", archive / "cogs")
+    rehosted_catalog(sample_dir, archive, lambda path: (archive / path.relative_to(sample_dir)).resolve().as_uri())
     cache = tmp_path / "stacks"
     kwargs = dict(bands=["B04", "B08"], client=dask_client, stack_cache=str(cache), tile=128, model="bicubic")
     with StacServer(archive) as server:
