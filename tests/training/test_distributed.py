@@ -3,9 +3,9 @@ weights themselves: two CPU processes with gloo train the weights of one process
 same seed), fresh and resumed.
 
 The two-process runs here are real processes in a real gloo process group on loopback, running the ``srcube train``
-command's function; they are forked from the test process (its imports are theirs: a ``python -m srcube.cli``
-process spends most of its time importing torch here). The same runs started as separate commands, by ``srcube
-train --nproc 2`` and by ``torchrun``, are the slow tests at the end."""
+command's function in processes spawned from the test process (clean ones: nothing earlier tests left in the test
+process comes with them). The same runs started as separate commands, by ``srcube train --nproc 2`` and by
+``torchrun``, are the slow tests at the end."""
 
 from __future__ import annotations
 
@@ -162,7 +162,7 @@ def test_launch_stops_the_others_when_one_fails(tmp_path: Path):
 
 def _config(path: Path, output: Path, src: str, **train_over: Any) -> Path:
     """srcnn x2 on 16 px crops: 19 samples in global batches of 4 (4, 4, 4, 4, 3: the last one short, shared out
-    2 + 1), an EMA, one thread per process (forked processes stay out of OpenMP's thread team)."""
+    2 + 1), an EMA, one thread per process (the processes stay out of each other's OpenMP thread teams)."""
     path.write_text(yaml.safe_dump({
         "name": "ddp", "output": str(output), "seed": 7,
         "model": {"architecture": "srcnn", "scale": 2, "config": {"features": [8, 4]}},
@@ -179,15 +179,13 @@ def _rank(rank: int, size: int, port: int, config: Path, options: dict[str, Any]
 
 
 def train_on_processes(size: int, config: Path, **options: Any) -> None:
-    """``srcube train CONFIG`` as ``size`` forked processes of one gloo process group on loopback, with the
-    environment torchrun gives its workers; a failing rank's traceback is raised here."""
-    import warnings
-
+    """``srcube train CONFIG`` as ``size`` spawned processes of one gloo process group on loopback, with the
+    environment torchrun gives its workers; a failing rank's traceback is raised here. Spawned, not forked: a fork
+    of a test process would inherit what earlier tests left in it (object-store sessions, event loops, a Dask
+    client), and a rank once died of that at exit (exit code 1) after a run of the object-store tests."""
     import torch.multiprocessing as mp
 
-    with warnings.catch_warnings():  # Python >= 3.12 warns of fork() beside threads; the ranks use none of theirs
-        warnings.filterwarnings("ignore", r"This process .* is multi-threaded", DeprecationWarning)
-        mp.start_processes(_rank, args=(size, free_port(), config, options), nprocs=size, start_method="fork")
+    mp.start_processes(_rank, args=(size, free_port(), config, options), nprocs=size, start_method="spawn")
 
 
 def _checkpoint(out: Path) -> dict[str, Any]:
