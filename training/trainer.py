@@ -441,6 +441,14 @@ class Trainer:
         total = sum(w.get(k, 0.0) * v for k, v in parts.items())
         return total, {k: float(v.detach()) for k, v in parts.items()}  # type: ignore[return-value]
 
+    def _batch_weight(self, n_items: int, step: int) -> float:
+        """What this rank's mean loss over its share of step ``step``'s global batch, drawn from a set of ``n_items``
+        samples, is multiplied by (:func:`loss_weight`; 1 for a process not launched)."""
+        if not self.world.launched:
+            return 1.0
+        batch_size = self.cfg.train.batch_size
+        return loss_weight(min(batch_size, n_items - step * batch_size), self.world)
+
     def train_epoch(self) -> float:
         self.net.train()
         total, n = 0.0, 0
@@ -448,7 +456,7 @@ class Trainer:
         for ds in (self.train_ds, *getattr(self.train_ds, "datasets", ()), self.ss_train):
             if hasattr(ds, "set_epoch"):  # random degradations differ from one epoch to the next
                 ds.set_epoch(self.epoch)
-        n_train, batch_size = len(self.train_ds), self.cfg.train.batch_size  # type: ignore[arg-type]
+        n_train = len(self.train_ds)  # type: ignore[arg-type]
         n_ss = len(self.ss_train) if self.ss_train is not None else 0  # type: ignore[arg-type]
         ss_batches = iter(self.ss_loader) if self.ss_loader is not None else None
         for i, batch in enumerate(self.loader):
@@ -464,13 +472,12 @@ class Trainer:
                     loss, _ = self._loss(sr.float(), hr.float(), clear)
                     ss_loss = self.cfg.train.loss["selfsup"] * self._selfsup(sr_ss.float(), ss)
             if self.world.launched:  # this rank's share of the global batch (losses are means over samples)
-                weight = loss_weight(min(batch_size, n_train - i * batch_size), self.world)
+                weight = self._batch_weight(n_train, i)
                 loss = loss * weight
                 if self.gan:
                     self._d_loss = self._d_loss * weight
             if ss is not None:  # the self-supervised batch: its own share of its own global batch
-                loss = loss + (ss_loss * loss_weight(min(batch_size, n_ss - i * batch_size), self.world)
-                               if self.world.launched else ss_loss)
+                loss = loss + ss_loss * self._batch_weight(n_ss, i)
             self.opt.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             if self.cfg.train.grad_clip:
